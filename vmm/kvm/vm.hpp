@@ -1,0 +1,37 @@
+#pragma once
+
+#include <cstdint>
+
+#include "vmm/kvm/kvm.hpp"
+#include "vmm/util/unique_fd.hpp"
+
+namespace vmm::kvm {
+
+// A KVM virtual machine file descriptor and the VM-wide ioctls.
+class Vm {
+ public:
+  static Vm create(const Kvm& kvm);
+
+  int fd() const { return fd_.get(); }
+  void set_user_memory_region(uint32_t slot, uint64_t guest_address, uint64_t size,
+                              void* host_address);
+  void set_tss_address(uint64_t address);
+  void set_identity_map_address(uint64_t address);
+  // In-kernel LAPICs, IOAPIC and PIC, and the PIT.
+  void create_irqchip();
+  void create_pit2();
+  // Drives GSI `irq` to `level` (KVM_IRQ_LINE).
+  void set_irq_line(uint32_t irq, bool level);
+  // Guest writes to [address, address+length) signal `event_fd` without leaving the kernel.
+  void register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio);
+  void unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio);
+  // A write to `event_fd` injects an edge on `gsi`.
+  void register_irqfd(int event_fd, uint32_t gsi);
+  void unregister_irqfd(int event_fd, uint32_t gsi);
+
+ private:
+  explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+}  // namespace vmm::kvm
