@@ -1,0 +1,129 @@
+#include "vmm/cli/options.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "vmm/machine.hpp"
+#include "vmm/util/size.hpp"
+
+namespace vmm::cli {
+
+namespace {
+
+constexpr const char* kDescription =
+    "vmm: a KVM virtual machine monitor that boots a Linux kernel directly (no firmware).\n";
+
+constexpr const char* kFooter = R"(Examples:
+  vmm --kernel /boot/vmlinuz --initrd initrd.img --cpus 2 --memory 1G
+  vmm --kernel bzImage --cmdline "console=ttyS0 panic=-1 quiet" --timeout 60 --serial file:boot.log
+
+The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
+runs (Ctrl-C ends vmm). Log messages go to stderr.
+
+Exit status:
+  0    the guest powered off (ACPI S5, e.g. 'poweroff')
+  1    vmm failed (bad input, KVM error, or the guest could not be run)
+  2    bad command line
+  3    the guest rebooted ('reboot', i8042 or ACPI reset, triple fault)
+  4    the guest panicked (reported through pvpanic; use panic=-1 so it also resets)
+  124  --timeout expired
+  V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
+)";
+
+}  // namespace
+
+std::optional<SerialConfig> parse_serial(const std::string& text) {
+  SerialConfig serial;
+  if (text == "stdio") {
+    serial.mode = SerialConfig::Mode::kStdio;
+  } else if (text == "none") {
+    serial.mode = SerialConfig::Mode::kNone;
+  } else if (text.rfind("file:", 0) == 0 && text.size() > 5) {
+    serial.mode = SerialConfig::Mode::kFile;
+    serial.path = text.substr(5);
+  } else {
+    return std::nullopt;
+  }
+  return serial;
+}
+
+ParseResult parse_command_line(const std::vector<std::string>& args) {
+  Options options;
+  std::string memory = "512M";
+  std::string serial = "stdio";
+  int verbosity = 0;
+  bool version = false;
+
+  CLI::App app(kDescription, "vmm");
+  app.footer(kFooter);
+  app.get_formatter()->column_width(34);
+  app.add_option("-k,--kernel", options.machine.kernel_path,
+                 "Linux kernel to boot: a bzImage (vmlinuz) or an ELF vmlinux")
+      ->type_name("PATH");
+  app.add_option("-i,--initrd", options.machine.initrd_path, "Initial ramdisk (initramfs)")
+      ->type_name("PATH");
+  app.add_option("--cmdline", options.machine.cmdline, "Kernel command line")
+      ->type_name("TEXT")
+      ->capture_default_str();
+  app.add_option("-c,--cpus", options.machine.cpus, "Number of vCPUs")
+      ->type_name("N")
+      ->capture_default_str();
+  app.add_option("-m,--memory", memory, "Guest RAM, with a unit: 512M, 2G")
+      ->type_name("SIZE")
+      ->capture_default_str();
+  app.add_option("--serial", serial, "Guest console: stdio, file:PATH or none")
+      ->type_name("MODE")
+      ->capture_default_str();
+  app.add_option("--timeout", options.machine.timeout_seconds,
+                 "Stop the guest after this many seconds (exit status 124); 0: never")
+      ->type_name("SECONDS")
+      ->capture_default_str();
+  app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
+      ->type_name("LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
+  app.add_flag("-v,--verbose", verbosity, "More log output (-v info, -vv debug, -vvv trace)");
+  app.add_flag("--version", version, "Print the version and exit");
+
+  ParseResult result;
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    result.output = app.help();
+    return result;
+  } catch (const CLI::ParseError& e) {
+    result.exit_status = kExitStatusUsage;
+    result.error = fmt::format("{} (see vmm --help)", e.what());
+    return result;
+  }
+  if (version) {
+    result.output = fmt::format("vmm {}\n", VMM_VERSION);
+    return result;
+  }
+  auto usage_error = [&result](std::string message) {
+    result.exit_status = kExitStatusUsage;
+    result.error = std::move(message);
+    return result;
+  };
+  if (options.machine.kernel_path.empty()) {
+    return usage_error("--kernel is required (see vmm --help)");
+  }
+  const auto bytes = parse_size(memory);
+  if (!bytes) {
+    return usage_error(fmt::format(
+        "--memory {}: not a size (use a number with a unit: 512M, 2G)", memory));
+  }
+  options.machine.memory_bytes = *bytes;
+  const auto serial_config = parse_serial(serial);
+  if (!serial_config) {
+    return usage_error(fmt::format("--serial {}: use stdio, file:PATH or none", serial));
+  }
+  options.machine.serial = *serial_config;
+  static constexpr const char* kLevels[] = {"info", "debug", "trace"};
+  if (verbosity > 0) options.log_level = kLevels[std::min(verbosity, 3) - 1];
+  result.options = std::move(options);
+  return result;
+}
+
+}  // namespace vmm::cli

@@ -1,0 +1,64 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+
+#include "devices/bus.hpp"
+
+namespace vmm::devices {
+
+// MC146818 real-time clock and its 128 bytes of CMOS RAM: port 0x70 selects a register (bit 7,
+// the NMI mask on a PC, is ignored), port 0x71 reads or writes it.
+//
+// The clock is the host's wall clock (UTC) plus an offset: time registers are computed when the
+// guest reads them, in the format register B asks for (BCD or binary, 24 or 12 hours), and a
+// guest write to a time register moves the offset, so `hwclock -w` sticks and reads back. Writes
+// made while register B's SET bit is held are staged and take effect together when SET clears,
+// as Linux's mc146818_set_time does them. The weekday follows from the date; writing it only
+// shows while SET is held.
+//
+// Register A never shows update-in-progress (Linux accepts that and reads without waiting),
+// register C reads 0 and register D reports a good battery. No interrupts: periodic, alarm and
+// update-ended interrupts are not implemented (the enable bits in register B are stored and do
+// nothing), so the device takes no IRQ 8 line.
+class CmosRtc final : public BusDevice {
+ public:
+  static constexpr uint16_t kPortBase = 0x70;
+  static constexpr uint64_t kPortCount = 2;
+  // CMOS offset of the century byte; the FADT's CENTURY field must name it.
+  static constexpr uint8_t kCenturyRegister = 0x32;
+
+  // Seconds since the Unix epoch, UTC.
+  using WallClock = std::function<time_t()>;
+  static time_t host_clock();
+
+  explicit CmosRtc(WallClock clock = host_clock);
+
+  void read(uint64_t offset, std::span<uint8_t> data) override;
+  void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+ private:
+  uint8_t read_register(uint8_t index);
+  void write_register(uint8_t index, uint8_t value);
+  // The guest's current time, broken down (the staged time while SET is held).
+  std::tm guest_time() const;
+  void set_guest_time(std::tm time);
+  uint8_t encode(int value) const;
+  int decode(uint8_t value) const;
+  uint8_t encode_hour(int hour) const;
+  int decode_hour(uint8_t value) const;
+
+  mutable std::mutex mutex_;
+  WallClock clock_;
+  std::array<uint8_t, 128> ram_{};
+  uint8_t index_ = 0;
+  time_t offset_ = 0;              // guest time - host time, seconds
+  std::optional<std::tm> staged_;  // set while register B's SET bit is held
+};
+
+}  // namespace vmm::devices

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <span>
+
+#include "devices/bus.hpp"
+#include "devices/interrupt_line.hpp"
+#include "devices/platform_events.hpp"
+
+namespace vmm::devices {
+
+// The PS/2 controller (i8042) with nothing plugged in. It exists so Linux's i8042 probe finishes
+// quickly and so the guest can reset the machine through it (command 0xFE, the classic
+// `reboot=k` path, or clearing the reset bit of the output port).
+//
+// One device registered once at kPortBase over kPortCount ports: offset 0 is the data port
+// (0x60), offset 4 the status/command port (0x64). Offsets 1-3 (0x61-0x63) are not decoded: they
+// read all-ones and ignore writes (port 0x61, the speaker/PIT gate port, is served by the
+// in-kernel PIT when KVM_CREATE_PIT2 is used, so those accesses never arrive here).
+//
+// Nothing attached, and Linux told so without waiting on timeouts:
+// - AUX (mouse) channel: the AUX loopback command (0xD3) echoes its byte as keyboard data, and
+//   the AUX interface test (0xA9) answers 0x02 ("clock line stuck high"): Linux's
+//   i8042_check_aux gives up after those two commands instead of running its 250 ms AUX IRQ test.
+// - Keyboard: any byte sent to the keyboard is answered with 0xFE (resend), so libps2 fails its
+//   commands after a retry instead of waiting for an ACK that never comes (with the IRQ line; a
+//   guest polling without it sees the 0xFE in the output buffer).
+class I8042 final : public BusDevice {
+ public:
+  static constexpr uint16_t kPortBase = 0x60;
+  static constexpr uint64_t kPortCount = 5;
+  static constexpr uint32_t kKeyboardIrq = 1;
+  // Output bytes held for the guest; more than any command sequence produces.
+  static constexpr size_t kOutputCapacity = 16;
+
+  // `events` and `keyboard_irq` (may be null: no IRQ 1) must outlive the device.
+  I8042(PlatformEvents& events, InterruptLine* keyboard_irq);
+
+  void read(uint64_t offset, std::span<uint8_t> data) override;
+  void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+ private:
+  uint8_t read_port(uint64_t port);
+  void write_port(uint64_t port, uint8_t value);
+  void command(uint8_t command);
+  void write_data(uint8_t value);
+  void push_output(uint8_t byte);
+  uint8_t& command_byte() { return ram_[0]; }
+  // IRQ 1 = output buffer full and the command byte enables the keyboard interrupt.
+  void update_interrupt();
+
+  mutable std::mutex mutex_;
+  PlatformEvents& events_;
+  InterruptLine* keyboard_irq_;
+
+  std::array<uint8_t, 32> ram_{};  // controller RAM; byte 0 is the command byte
+  std::deque<uint8_t> output_;     // what the guest reads from port 0x60
+  uint8_t pending_command_ = 0;    // a command waiting for its data byte, or 0
+  uint8_t output_port_;
+  bool last_write_was_command_ = false;
+  bool reset_requested_ = false;  // reported after the lock is released
+  bool line_asserted_ = false;
+};
+
+}  // namespace vmm::devices

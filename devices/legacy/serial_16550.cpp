@@ -1,0 +1,295 @@
+#include "devices/legacy/serial_16550.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "devices/legacy/port_io.hpp"
+
+namespace vmm::devices {
+
+namespace {
+
+// Port offsets (DLAB = 0 names; with LCR.DLAB set, 0/1 are the divisor latch).
+constexpr uint64_t kData = 0;  // RBR (read) / THR (write)
+constexpr uint64_t kIer = 1;
+constexpr uint64_t kIirFcr = 2;
+constexpr uint64_t kLcr = 3;
+constexpr uint64_t kMcr = 4;
+constexpr uint64_t kLsr = 5;
+constexpr uint64_t kMsr = 6;
+constexpr uint64_t kScr = 7;
+
+constexpr uint8_t kIerRxData = 0x01;       // ERBFI
+constexpr uint8_t kIerThre = 0x02;         // ETBEI
+constexpr uint8_t kIerLineStatus = 0x04;   // ELSI
+constexpr uint8_t kIerModemStatus = 0x08;  // EDSSI
+constexpr uint8_t kIerMask = 0x0f;         // a 16550A has no bits above these
+
+constexpr uint8_t kIirNone = 0x01;
+constexpr uint8_t kIirModemStatus = 0x00;
+constexpr uint8_t kIirThre = 0x02;
+constexpr uint8_t kIirRxData = 0x04;
+constexpr uint8_t kIirLineStatus = 0x06;
+constexpr uint8_t kIirRxTimeout = 0x0c;
+constexpr uint8_t kIirFifoEnabled = 0xc0;  // what Linux's autoconfig tests to call it a 16550A
+
+constexpr uint8_t kFcrEnable = 0x01;
+constexpr uint8_t kFcrClearRx = 0x02;
+constexpr std::array<uint8_t, 4> kRxTriggerLevels = {1, 4, 8, 14};
+
+constexpr uint8_t kLcrDlab = 0x80;
+
+constexpr uint8_t kMcrDtr = 0x01;
+constexpr uint8_t kMcrRts = 0x02;
+constexpr uint8_t kMcrOut1 = 0x04;
+constexpr uint8_t kMcrOut2 = 0x08;
+constexpr uint8_t kMcrLoop = 0x10;
+constexpr uint8_t kMcrMask = 0x1f;
+
+constexpr uint8_t kLsrDataReady = 0x01;
+constexpr uint8_t kLsrOverrun = 0x02;
+constexpr uint8_t kLsrThre = 0x20;
+constexpr uint8_t kLsrTemt = 0x40;
+
+constexpr uint8_t kMsrDeltaCts = 0x01;
+constexpr uint8_t kMsrDeltaDsr = 0x02;
+constexpr uint8_t kMsrTrailingRi = 0x04;
+constexpr uint8_t kMsrDeltaDcd = 0x08;
+constexpr uint8_t kMsrCts = 0x10;
+constexpr uint8_t kMsrDsr = 0x20;
+constexpr uint8_t kMsrRi = 0x40;
+constexpr uint8_t kMsrDcd = 0x80;
+
+}  // namespace
+
+Serial16550::Serial16550(InterruptLine& irq, OutputSink output)
+    : irq_(irq), output_(std::move(output)) {}
+
+void Serial16550::read(uint64_t offset, std::span<uint8_t> data) {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    read_ports(offset, data, kPortCount, [this](uint64_t port) { return read_port(port); });
+    if (take_refill_request()) notify = input_notifier_;
+  }
+  if (notify) notify();
+}
+
+void Serial16550::write(uint64_t offset, std::span<const uint8_t> data) {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    write_ports(offset, data, kPortCount,
+                [this](uint64_t port, uint8_t value) { write_port(port, value); });
+    if (take_refill_request()) notify = input_notifier_;
+  }
+  if (notify) notify();
+}
+
+size_t Serial16550::enqueue_input(std::span<const uint8_t> bytes) {
+  std::lock_guard lock(mutex_);
+  const size_t accepted = std::min(bytes.size(), kInputQueueCapacity - input_queue_.size());
+  input_queue_.insert(input_queue_.end(), bytes.begin(), bytes.begin() + accepted);
+  refill_requested_ = false;
+  refill_rx();
+  update_interrupt();
+  return accepted;
+}
+
+size_t Serial16550::input_space() const {
+  std::lock_guard lock(mutex_);
+  return kInputQueueCapacity - input_queue_.size();
+}
+
+void Serial16550::set_input_notifier(std::function<void()> notify) {
+  std::lock_guard lock(mutex_);
+  input_notifier_ = std::move(notify);
+}
+
+uint8_t Serial16550::read_port(uint64_t port) {
+  const bool dlab = lcr_ & kLcrDlab;
+  switch (port) {
+    case kData: {
+      if (dlab) return divisor_ & 0xff;
+      if (rx_fifo_.empty()) return 0;
+      const uint8_t byte = rx_fifo_.front();
+      rx_fifo_.pop_front();
+      update_interrupt();
+      return byte;
+    }
+    case kIer:
+      return dlab ? divisor_ >> 8 : ier_;
+    case kIirFcr: {
+      const uint8_t id = interrupt_id();
+      // Reading IIR is how the guest acknowledges a THR-empty interrupt.
+      if (id == kIirThre) {
+        thre_pending_ = false;
+        update_interrupt();
+      }
+      return id | (fifo_enabled_ ? kIirFifoEnabled : 0);
+    }
+    case kLcr:
+      return lcr_;
+    case kMcr:
+      return mcr_;
+    case kLsr: {
+      const uint8_t status = line_status();
+      overrun_ = false;
+      update_interrupt();
+      return status;
+    }
+    case kMsr: {
+      const uint8_t status = modem_status() | msr_deltas_;
+      msr_deltas_ = 0;
+      update_interrupt();
+      return status;
+    }
+    case kScr:
+      return scr_;
+  }
+  return 0xff;
+}
+
+void Serial16550::write_port(uint64_t port, uint8_t value) {
+  const bool dlab = lcr_ & kLcrDlab;
+  if (port != kData || dlab) spdlog::trace("serial: port {} <- {:#04x}", port, value);
+  switch (port) {
+    case kData:
+      if (dlab) {
+        divisor_ = (divisor_ & 0xff00) | value;
+      } else {
+        transmit(value);
+      }
+      return;
+    case kIer:
+      if (dlab) {
+        divisor_ = static_cast<uint16_t>((divisor_ & 0x00ff) | (value << 8));
+      } else {
+        write_ier(value);
+      }
+      return;
+    case kIirFcr:
+      write_fcr(value);
+      return;
+    case kLcr:
+      lcr_ = value;
+      return;
+    case kMcr:
+      write_mcr(value);
+      return;
+    case kScr:
+      scr_ = value;
+      return;
+    default:
+      return;  // LSR and MSR writes are factory-test features a 16550A guest never relies on
+  }
+}
+
+void Serial16550::transmit(uint8_t byte) {
+  // THR fills (the THRE interrupt drops), the byte goes out at once, THR is empty again (the
+  // interrupt comes back): the line falls and rises, so each byte sent yields a fresh edge.
+  thre_pending_ = false;
+  update_interrupt();
+  if (loopback()) {
+    if (rx_fifo_.size() < rx_capacity()) {
+      rx_fifo_.push_back(byte);
+    } else {
+      overrun_ = true;
+      spdlog::debug("serial: loopback overrun, byte {:#04x} lost", byte);
+    }
+  } else if (output_) {
+    output_(std::span<const uint8_t>(&byte, 1));
+  }
+  thre_pending_ = true;
+  update_interrupt();
+}
+
+void Serial16550::write_ier(uint8_t value) {
+  value &= kIerMask;
+  const uint8_t changed = ier_ ^ value;
+  ier_ = value;
+  // Setting ETBEI while THR is empty raises THRE even if the guest acknowledged it before:
+  // Linux's 8250 probe (UART_BUG_THRE test) and its TX start path rely on it.
+  if (changed & kIerThre) thre_pending_ = ier_ & kIerThre;
+  update_interrupt();
+}
+
+void Serial16550::write_fcr(uint8_t value) {
+  const bool enable = value & kFcrEnable;
+  // Toggling the FIFO enable empties the FIFOs, as on the chip.
+  if (enable != fifo_enabled_ || (value & kFcrClearRx)) rx_fifo_.clear();
+  fifo_enabled_ = enable;
+  rx_trigger_ = enable ? kRxTriggerLevels[value >> 6] : 1;
+  update_interrupt();
+}
+
+void Serial16550::write_mcr(uint8_t value) {
+  const uint8_t before = modem_status();
+  mcr_ = value & kMcrMask;
+  const uint8_t after = modem_status();
+  const uint8_t changed = before ^ after;
+  if (changed & kMsrCts) msr_deltas_ |= kMsrDeltaCts;
+  if (changed & kMsrDsr) msr_deltas_ |= kMsrDeltaDsr;
+  if (changed & kMsrDcd) msr_deltas_ |= kMsrDeltaDcd;
+  if ((before & kMsrRi) && !(after & kMsrRi)) msr_deltas_ |= kMsrTrailingRi;
+  update_interrupt();
+}
+
+bool Serial16550::loopback() const {
+  return mcr_ & kMcrLoop;
+}
+
+size_t Serial16550::rx_capacity() const {
+  return fifo_enabled_ ? kFifoSize : 1;
+}
+
+uint8_t Serial16550::modem_status() const {
+  if (loopback()) {
+    // The modem control outputs are wired back to the status inputs.
+    return ((mcr_ & kMcrRts) ? kMsrCts : 0) | ((mcr_ & kMcrDtr) ? kMsrDsr : 0) |
+           ((mcr_ & kMcrOut1) ? kMsrRi : 0) | ((mcr_ & kMcrOut2) ? kMsrDcd : 0);
+  }
+  // A null-modem peer that is always there: carrier, data set ready, clear to send.
+  return kMsrDcd | kMsrDsr | kMsrCts;
+}
+
+uint8_t Serial16550::line_status() const {
+  return (rx_fifo_.empty() ? 0 : kLsrDataReady) | (overrun_ ? kLsrOverrun : 0) | kLsrThre |
+         kLsrTemt;
+}
+
+uint8_t Serial16550::interrupt_id() const {
+  if ((ier_ & kIerLineStatus) && overrun_) return kIirLineStatus;
+  if ((ier_ & kIerRxData) && !rx_fifo_.empty()) {
+    // Below the trigger level a real FIFO reports a character timeout after four character
+    // times; with no line timing to model, the timeout is reported at once.
+    return (fifo_enabled_ && rx_fifo_.size() < rx_trigger_) ? kIirRxTimeout : kIirRxData;
+  }
+  if ((ier_ & kIerThre) && thre_pending_) return kIirThre;
+  if ((ier_ & kIerModemStatus) && msr_deltas_) return kIirModemStatus;
+  return kIirNone;
+}
+
+void Serial16550::refill_rx() {
+  if (loopback()) return;  // the receiver listens to the transmitter, not the host
+  while (!input_queue_.empty() && rx_fifo_.size() < rx_capacity()) {
+    rx_fifo_.push_back(input_queue_.front());
+    input_queue_.pop_front();
+  }
+}
+
+void Serial16550::update_interrupt() {
+  const bool asserted = interrupt_id() != kIirNone;
+  if (asserted == line_asserted_) return;
+  line_asserted_ = asserted;
+  irq_.set_level(asserted);
+}
+
+bool Serial16550::take_refill_request() {
+  if (refill_requested_ || loopback() || !rx_fifo_.empty() || input_queue_.empty()) return false;
+  refill_requested_ = true;
+  return true;
+}
+
+}  // namespace vmm::devices

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds the initramfs of the nested lab's L1 (Debian's cloud kernel under QEMU/TCG with an SVM CPU):
+# busybox, kvm + kvm-amd from the cloud kernel's modules, the L2 VMM(s), the L2 kernels and initramfs,
+# and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
+#   labvmm=vmm|qemu   which VMM boots the L2 guests (default: vmm if present, else qemu)
+#   labonly=a,b,...   run only these scenarios (default: all)
+#   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
+#
+# usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
+#   --kernels  fetch-kernels.sh's OUTDIR (cloud/ and generic/)
+#   --l2       where build-l2-initramfs.sh wrote l2-cloud.cpio.gz and l2-generic.cpio.gz
+#   --vmm      the vmm binary to test (its shared libraries come along)
+#   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+# The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
+l1_modules=(irqbypass kvm kvm_amd)
+# What QEMU -M microvm reads besides its libraries (strace of a microvm boot with -kernel).
+qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
+
+kernels="" l2="" out="" vmm="" with_qemu=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --kernels) kernels=$2; shift 2 ;;
+    --l2) l2=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --vmm) vmm=$2; shift 2 ;;
+    --with-qemu) with_qemu=1; shift ;;
+    *) echo "usage: $0 --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]" >&2; exit 2 ;;
+  esac
+done
+[ -n "$kernels" ] && [ -n "$l2" ] && [ -n "$out" ] || { echo "usage: $0 --kernels DIR --l2 DIR --out FILE" >&2; exit 2; }
+[ -n "$vmm" ] || [ $with_qemu -eq 1 ] || lab_die "nothing to test: give --vmm PATH and/or --with-qemu"
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+lab_busybox_root "$root"
+lab_add_modules "$root" "$kernels/cloud/modules" "${l1_modules[@]}"
+
+for flavour in cloud generic; do
+  mkdir -p "$root/lab/l2/$flavour"
+  cp "$kernels/$flavour/vmlinuz" "$root/lab/l2/$flavour/vmlinuz"
+  cp "$l2/l2-$flavour.cpio.gz" "$root/lab/l2/$flavour/initrd.cpio.gz"
+  cp "$l2/l2-$flavour.cpio.gz.pvpanic" "$root/lab/l2/$flavour/pvpanic"
+done
+cp "$here/scenarios.sh" "$root/lab/scenarios.sh"
+if [ -n "$vmm" ]; then
+  lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
+fi
+if [ $with_qemu -eq 1 ]; then
+  qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+  lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
+  mkdir -p "$root/usr/share/qemu"
+  cp "${qemu_firmware[@]}" "$root/usr/share/qemu/"
+fi
+
+cat >"$root/init" <<INIT
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+exec </dev/console >/dev/console 2>&1
+$lab_init_load_modules
+INIT
+cat >>"$root/init" <<'INIT'
+echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
+arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+export LAB_VMM=$(arg labvmm) LAB_ONLY=$(arg labonly) LAB_MODE=$(arg labmode) LAB_ARGS=$(arg labargs)
+if [ -z "$LAB_VMM" ]; then
+  if [ -x /usr/local/bin/vmm ]; then LAB_VMM=vmm; else LAB_VMM=qemu; fi
+fi
+if [ ! -c /dev/kvm ]; then
+  echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
+  grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
+fi
+sh /lab/scenarios.sh
+poweroff -f
+INIT
+chmod +x "$root/init"
+mkdir -p "$(dirname "$out")"
+lab_pack_cpio "$root" "$out"
+echo "build-l1-initramfs: $out ($(du -h "$out" | cut -f1)$([ -n "$vmm" ] && echo ", vmm")$([ $with_qemu -eq 1 ] && echo ", qemu"))"

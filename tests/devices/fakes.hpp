@@ -1,0 +1,61 @@
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "devices/bus.hpp"
+#include "devices/interrupt_line.hpp"
+#include "devices/platform_events.hpp"
+
+namespace vmm::devices::testing {
+
+// Records every level the device drives, so tests can check edges, not just the final level.
+class FakeInterruptLine final : public InterruptLine {
+ public:
+  void set_level(bool asserted) override { levels.push_back(asserted); }
+  uint32_t gsi() const override { return 4; }
+  bool level() const { return !levels.empty() && levels.back(); }
+  int rising_edges() const {
+    int edges = 0;
+    bool previous = false;
+    for (bool level : levels) {
+      edges += level && !previous;
+      previous = level;
+    }
+    return edges;
+  }
+
+  std::vector<bool> levels;
+};
+
+class FakePlatformEvents final : public PlatformEvents {
+ public:
+  void guest_request(GuestRequest request, int code) override {
+    requests.emplace_back(request, code);
+  }
+
+  std::vector<std::pair<GuestRequest, int>> requests;
+};
+
+// A hostile guest calling the device directly, without the bus's range check: random reads and
+// writes of 1, 2, 4 and 8 bytes at any offset. Deterministic (fixed seed).
+inline void hammer(BusDevice& device, uint64_t port_count, int accesses = 20000) {
+  std::mt19937_64 random(0x5eed);
+  const std::size_t sizes[] = {1, 2, 4, 8};
+  uint8_t buffer[8];
+  for (int i = 0; i < accesses; ++i) {
+    // Mostly inside the range and just past it; now and then near the top of the address space.
+    const uint64_t offset = i % 64 == 0 ? ~uint64_t{0} - random() % 8 : random() % (port_count + 8);
+    const std::size_t size = sizes[random() % 4];
+    if (random() % 2) {
+      device.read(offset, std::span<uint8_t>(buffer, size));
+    } else {
+      for (auto& byte : buffer) byte = static_cast<uint8_t>(random());
+      device.write(offset, std::span<const uint8_t>(buffer, size));
+    }
+  }
+}
+
+}  // namespace vmm::devices::testing

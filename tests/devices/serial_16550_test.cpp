@@ -1,0 +1,406 @@
+#include "devices/legacy/serial_16550.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "tests/devices/fakes.hpp"
+
+namespace vmm::devices {
+namespace {
+
+using testing::FakeInterruptLine;
+
+// Register offsets and bits as Linux's serial_reg.h names them.
+constexpr uint64_t kRbrThr = 0, kIer = 1, kIirFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6,
+                   kScr = 7;
+constexpr uint8_t kLsrDr = 0x01, kLsrOe = 0x02, kLsrThre = 0x20, kLsrTemt = 0x40;
+constexpr uint8_t kIirNoInt = 0x01;
+constexpr uint8_t kMcrLoop = 0x10;
+
+class SerialTest : public ::testing::Test {
+ protected:
+  uint8_t in(uint64_t port) {
+    uint8_t value = 0;
+    serial.read(port, {&value, 1});
+    return value;
+  }
+  void out(uint64_t port, uint8_t value) { serial.write(port, {&value, 1}); }
+  void send(const std::string& text) {
+    serial.enqueue_input({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  }
+  // Reads RBR while LSR says data is ready, the way Linux's serial8250_rx_chars does.
+  std::string drain() {
+    std::string received;
+    while (in(kLsr)&kLsrDr) received.push_back(static_cast<char>(in(kRbrThr)));
+    return received;
+  }
+
+  FakeInterruptLine irq;
+  std::string output;
+  Serial16550 serial{
+      irq, [this](std::span<const uint8_t> bytes) { output.append(bytes.begin(), bytes.end()); }};
+};
+
+TEST_F(SerialTest, ResetState) {
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+  EXPECT_EQ(in(kIer), 0);
+  EXPECT_EQ(in(kLcr), 0);
+  EXPECT_EQ(in(kMcr), 0);
+  EXPECT_EQ(in(kMsr), 0xb0);  // DCD, DSR, CTS: a peer is always there
+  EXPECT_TRUE(irq.levels.empty());
+}
+
+TEST_F(SerialTest, DivisorLatchIsBehindDlab) {
+  out(kLcr, 0x80);
+  EXPECT_EQ(in(kRbrThr), 1);  // 115200 baud until the guest says otherwise
+  EXPECT_EQ(in(kIer), 0);
+  out(kRbrThr, 0x0c);
+  out(kIer, 0x01);
+  EXPECT_EQ(in(kRbrThr), 0x0c);
+  EXPECT_EQ(in(kIer), 0x01);
+  out(kLcr, 0x03);  // 8N1, DLAB off: the same ports are THR and IER again
+  EXPECT_EQ(in(kLcr), 0x03);
+  EXPECT_EQ(in(kIer), 0);
+  out(kRbrThr, 'x');
+  EXPECT_EQ(output, "x");
+  out(kLcr, 0x83);
+  EXPECT_EQ(in(kRbrThr), 0x0c);
+  EXPECT_EQ(in(kIer), 0x01);
+}
+
+TEST_F(SerialTest, ScratchRegisterHoldsAnyValue) {
+  for (int value : {0x00, 0x55, 0xaa, 0xff}) {
+    out(kScr, static_cast<uint8_t>(value));
+    EXPECT_EQ(in(kScr), value);
+  }
+}
+
+TEST_F(SerialTest, IerKeepsOnlyTheFourDefinedBits) {
+  out(kIer, 0xff);
+  EXPECT_EQ(in(kIer), 0x0f);
+}
+
+TEST_F(SerialTest, TransmittedBytesReachTheSinkAndLsrStaysEmpty) {
+  for (char c : std::string("hello\n")) {
+    out(kRbrThr, static_cast<uint8_t>(c));
+    EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+  }
+  EXPECT_EQ(output, "hello\n");
+}
+
+TEST_F(SerialTest, LsrReportsDataReadyUntilTheFifoIsRead) {
+  out(kIirFcr, 0x01);
+  send("ab");
+  EXPECT_EQ(in(kLsr), kLsrDr | kLsrThre | kLsrTemt);
+  EXPECT_EQ(in(kRbrThr), 'a');
+  EXPECT_EQ(in(kLsr)&kLsrDr, kLsrDr);
+  EXPECT_EQ(in(kRbrThr), 'b');
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+}
+
+TEST_F(SerialTest, IirShowsFifoEnabledBits) {
+  out(kIirFcr, 0x01);
+  EXPECT_EQ(in(kIirFcr), 0xc0 | kIirNoInt);
+  out(kIirFcr, 0x00);
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+}
+
+// The register dance of Linux's autoconfig() and autoconfig_16550a() (8250_port.c); each check is
+// the one that would make Linux call the port something other than a 16550A.
+TEST_F(SerialTest, PassesLinuxAutoconfigAsA16550A) {
+  // IER read/write test.
+  out(kIer, 0);
+  EXPECT_EQ(in(kIer)&0x0f, 0);
+  out(kIer, 0x0f);
+  EXPECT_EQ(in(kIer)&0x0f, 0x0f);
+  out(kIer, 0);
+
+  // Loopback test: RTS and OUT2 come back as CTS and DCD.
+  const uint8_t saved_mcr = in(kMcr);
+  out(kMcr, kMcrLoop | 0x0a);
+  EXPECT_EQ(in(kMsr)&0xf0, 0x90);
+  out(kMcr, saved_mcr);
+
+  // EFR write with LCR = 0xbf lands on FCR; then FIFO detection through IIR bits 6-7.
+  out(kLcr, 0xbf);
+  out(kIirFcr, 0);
+  out(kLcr, 0);
+  out(kIirFcr, 0x01);
+  EXPECT_EQ(in(kIirFcr) >> 6, 3);
+
+  // No EFR behind LCR = 0x80 or 0xbf (the register reads as IIR, never 0).
+  out(kLcr, 0x80);
+  EXPECT_NE(in(kIirFcr), 0);
+  out(kLcr, 0xbf);
+  EXPECT_NE(in(kIirFcr), 0);
+
+  // Not a 16750: no 64-byte FIFO bit, with or without DLAB.
+  out(kLcr, 0);
+  out(kIirFcr, 0x21);
+  EXPECT_EQ(in(kIirFcr)&0xe0, 0xc0);
+  out(kLcr, 0x80);
+  out(kIirFcr, 0x21);
+  EXPECT_EQ(in(kIirFcr)&0xe0, 0xc0);
+  out(kLcr, 0);
+
+  // Not an XScale: the UUE bit (IER bit 6) does not stick.
+  out(kIer, 0x40);
+  EXPECT_EQ(in(kIer)&0x40, 0);
+}
+
+TEST_F(SerialTest, LoopbackSendsTransmittedBytesBackAsInput) {
+  out(kIirFcr, 0x01);
+  out(kMcr, kMcrLoop);
+  out(kRbrThr, 'o');
+  out(kRbrThr, 'k');
+  EXPECT_EQ(output, "");  // nothing leaves the chip in loopback
+  EXPECT_EQ(drain(), "ok");
+  out(kMcr, 0);
+  out(kRbrThr, '!');
+  EXPECT_EQ(output, "!");
+}
+
+TEST_F(SerialTest, LoopbackIgnoresHostInputUntilItEnds) {
+  out(kIirFcr, 0x01);
+  out(kMcr, kMcrLoop);
+  send("host");
+  EXPECT_EQ(in(kLsr)&kLsrDr, 0);
+  int notified = 0;
+  serial.set_input_notifier([&] { ++notified; });
+  out(kMcr, 0);
+  EXPECT_EQ(notified, 1);  // the FIFO is empty and input waits: ask the event loop to refill
+  serial.enqueue_input({});
+  EXPECT_EQ(drain(), "host");
+}
+
+TEST_F(SerialTest, LoopbackOverrunSetsOe) {
+  out(kMcr, kMcrLoop);  // FIFO off: a one-byte receiver
+  out(kRbrThr, '1');
+  out(kRbrThr, '2');
+  EXPECT_EQ(in(kLsr) & (kLsrOe | kLsrDr), kLsrOe | kLsrDr);
+  EXPECT_EQ(in(kLsr)&kLsrOe, 0);  // reading LSR clears OE
+  EXPECT_EQ(in(kRbrThr), '1');
+}
+
+TEST_F(SerialTest, LoopbackMsrFollowsMcrWithDeltas) {
+  out(kMcr, kMcrLoop);
+  EXPECT_EQ(in(kMsr), 0x0b);   // status bits dropped: delta CTS, DSR, DCD
+  EXPECT_EQ(in(kMsr), 0x00);   // deltas clear on read
+  out(kMcr, kMcrLoop | 0x01);  // DTR -> DSR
+  EXPECT_EQ(in(kMsr), 0x22);
+  out(kMcr, kMcrLoop | 0x02);  // RTS -> CTS
+  EXPECT_EQ(in(kMsr), 0x13);
+  out(kMcr, kMcrLoop | 0x04);  // OUT1 -> RI
+  EXPECT_EQ(in(kMsr), 0x41);
+  out(kMcr, kMcrLoop | 0x08);  // OUT2 -> DCD; RI's trailing edge sets TERI
+  EXPECT_EQ(in(kMsr), 0x8c);
+}
+
+TEST_F(SerialTest, ModemStatusInterruptWhenEnabled) {
+  out(kIer, 0x08);
+  out(kMcr, kMcrLoop | 0x01);
+  EXPECT_TRUE(irq.level());
+  EXPECT_EQ(in(kIirFcr), 0x00);  // modem status
+  in(kMsr);
+  EXPECT_FALSE(irq.level());
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+}
+
+TEST_F(SerialTest, ThreInterruptIsAcknowledgedByIirAndRearmedByIer) {
+  out(kIer, 0x02);
+  EXPECT_TRUE(irq.level());
+  EXPECT_EQ(in(kIirFcr), 0x02);
+  EXPECT_FALSE(irq.level());  // reading IIR acknowledged it
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+
+  // Linux's UART_BUG_THRE test: clearing and setting ETBEI must raise THRE again.
+  out(kIer, 0);
+  out(kIer, 0x02);
+  EXPECT_EQ(in(kIirFcr), 0x02);
+  EXPECT_EQ(irq.rising_edges(), 2);
+}
+
+TEST_F(SerialTest, EachTransmittedByteRaisesAFreshEdge) {
+  out(kIer, 0x02);
+  ASSERT_EQ(irq.rising_edges(), 1);
+  // The guest writes without acknowledging through IIR: the line still has to fall and rise
+  // per byte, or the edge-triggered IOAPIC never sees the later ones.
+  out(kRbrThr, 'a');
+  out(kRbrThr, 'b');
+  EXPECT_EQ(irq.rising_edges(), 3);
+  EXPECT_TRUE(irq.level());
+  EXPECT_EQ(output, "ab");
+}
+
+TEST_F(SerialTest, NoInterruptWithoutEnables) {
+  out(kRbrThr, 'a');
+  send("x");
+  EXPECT_TRUE(irq.levels.empty());
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+}
+
+TEST_F(SerialTest, IirReportsTheHighestPriorityCondition) {
+  out(kIirFcr, 0x01);            // FIFO, trigger level 1
+  out(kIer, 0x07);               // line status, RX data, THRE
+  EXPECT_EQ(in(kIirFcr), 0xc2);  // only THRE so far; this read acknowledges it
+  out(kIer, 0x05);
+  out(kIer, 0x07);  // THRE pending again
+  out(kMcr, kMcrLoop);
+  for (int i = 0; i < 17; ++i) out(kRbrThr, static_cast<uint8_t>('a' + i));  // one too many
+  EXPECT_EQ(in(kIirFcr), 0xc6);  // overrun beats everything
+  in(kLsr);
+  EXPECT_EQ(in(kIirFcr), 0xc4);  // then received data
+  drain();
+  EXPECT_EQ(in(kIirFcr), 0xc2);  // then THRE
+  EXPECT_EQ(in(kIirFcr), 0xc1);
+  EXPECT_FALSE(irq.level());
+}
+
+TEST_F(SerialTest, RxBelowTriggerLevelReportsTimeout) {
+  out(kIirFcr, 0x81);  // trigger level 8
+  out(kIer, 0x01);
+  send("abc");
+  EXPECT_EQ(in(kIirFcr), 0xcc);
+  send("defgh");
+  EXPECT_EQ(in(kIirFcr), 0xc4);
+  EXPECT_TRUE(irq.level());
+  EXPECT_EQ(drain(), "abcdefgh");
+  EXPECT_FALSE(irq.level());
+}
+
+TEST_F(SerialTest, FcrClearsTheRxFifo) {
+  out(kIirFcr, 0x01);
+  send("abc");
+  out(kIirFcr, 0x03);
+  EXPECT_EQ(in(kLsr)&kLsrDr, 0);
+}
+
+TEST_F(SerialTest, InputFillsTheFifoAndRefillsOnRequest) {
+  int notified = 0;
+  serial.set_input_notifier([&] { ++notified; });
+  out(kIirFcr, 0x01);
+  out(kIer, 0x01);
+  const std::string text = "0123456789abcdefghijklmnopqrstuvwxyz!";  // 37 bytes
+  send(text);
+  EXPECT_EQ(irq.rising_edges(), 1);
+
+  std::string received;
+  for (int fill = 0; received.size() < text.size(); ++fill) {
+    ASSERT_LT(fill, 3);
+    // Data stays ready until the 16-byte FIFO (or the tail) is drained, and not longer.
+    const size_t expected = std::min<size_t>(Serial16550::kFifoSize, text.size() - received.size());
+    for (size_t i = 0; i < expected; ++i) {
+      ASSERT_TRUE(in(kLsr)&kLsrDr) << "byte " << received.size();
+      received.push_back(static_cast<char>(in(kRbrThr)));
+    }
+    EXPECT_FALSE(in(kLsr)&kLsrDr);
+    EXPECT_FALSE(irq.level());
+    serial.enqueue_input({});  // the event loop answering the notifier
+  }
+  EXPECT_EQ(received, text);
+  EXPECT_EQ(notified, 2);            // once per drained fill that left input waiting
+  EXPECT_EQ(irq.rising_edges(), 3);  // one interrupt per fill
+}
+
+TEST_F(SerialTest, HostQueueIsCappedAndLosesNothing) {
+  int notified = 0;
+  serial.set_input_notifier([&] { ++notified; });
+  out(kIirFcr, 0x01);
+
+  std::vector<uint8_t> data(Serial16550::kInputQueueCapacity + 1000);
+  std::iota(data.begin(), data.end(), 0);  // wraps mod 256: a recognisable pattern
+  const size_t first = serial.enqueue_input(data);
+  EXPECT_EQ(first, Serial16550::kInputQueueCapacity);
+  EXPECT_EQ(serial.input_space(), Serial16550::kFifoSize);  // the FIFO took its share
+
+  // The event loop feeds the rest as space frees; the guest drains.
+  size_t offered = first;
+  std::vector<uint8_t> received;
+  while (received.size() < data.size()) {
+    while (in(kLsr)&kLsrDr) received.push_back(in(kRbrThr));
+    const size_t take = std::min(serial.input_space(), data.size() - offered);
+    offered += serial.enqueue_input(std::span<const uint8_t>(data).subspan(offered, take));
+    ASSERT_LE(received.size(), data.size());
+  }
+  EXPECT_EQ(received, data);
+  EXPECT_EQ(serial.input_space(), Serial16550::kInputQueueCapacity);
+  EXPECT_GT(notified, 0);
+}
+
+TEST_F(SerialTest, WideAccessesAreSplitIntoPorts) {
+  const uint8_t pair[2] = {0x5a, 0x0f};  // SCR at 7 gets 0x5a, port 8 is outside: dropped
+  serial.write(kScr, pair);
+  EXPECT_EQ(in(kScr), 0x5a);
+  uint8_t word[2] = {};
+  serial.read(kLsr, word);  // LSR and MSR in one access
+  EXPECT_EQ(word[0], kLsrThre | kLsrTemt);
+  EXPECT_EQ(word[1], 0xb0);
+  serial.read(kScr, word);
+  EXPECT_EQ(word[1], 0xff);
+}
+
+TEST_F(SerialTest, ConcurrentGuestAndHostAccessesLoseNothing) {
+  constexpr size_t kBytes = 2000;
+  std::string input;
+  for (size_t i = 0; i < kBytes; ++i) input.push_back(static_cast<char>('a' + i % 26));
+  out(kIirFcr, 0x01);
+
+  // The event loop's wakeup, as the machine would wire it to an eventfd.
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool refill = false;
+  serial.set_input_notifier([&] {
+    std::lock_guard lock(mutex);
+    refill = true;
+    wake.notify_one();
+  });
+
+  std::atomic<bool> done = false;
+  std::string received;
+  std::thread reader([&] {  // one vCPU: the guest's receive loop
+    while (received.size() < kBytes) {
+      if ((in(kLsr)&kLsrDr) != 0) received.push_back(static_cast<char>(in(kRbrThr)));
+    }
+    done = true;
+  });
+  std::thread writer([&] {  // another vCPU: console output
+    for (int i = 0; i < 1000; ++i) out(kRbrThr, 'w');
+  });
+  EXPECT_EQ(serial.enqueue_input({reinterpret_cast<const uint8_t*>(input.data()), kBytes}), kBytes);
+  while (!done) {  // the event loop
+    std::unique_lock lock(mutex);
+    wake.wait_for(lock, std::chrono::milliseconds(10), [&] { return refill; });
+    if (!std::exchange(refill, false)) continue;
+    lock.unlock();
+    serial.enqueue_input({});
+  }
+  reader.join();
+  writer.join();
+  EXPECT_EQ(received, input);
+  EXPECT_EQ(output, std::string(1000, 'w'));
+}
+
+TEST_F(SerialTest, HostileAccessesDoNotCrash) {
+  testing::hammer(serial, Serial16550::kPortCount);
+  // Still a working UART afterwards.
+  out(kLcr, 0x03);
+  out(kMcr, 0);
+  out(kScr, 0x42);
+  EXPECT_EQ(in(kScr), 0x42);
+  output.clear();
+  out(kRbrThr, 'z');
+  EXPECT_EQ(output, "z");
+}
+
+}  // namespace
+}  // namespace vmm::devices

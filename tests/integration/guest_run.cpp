@@ -1,0 +1,46 @@
+#include "tests/integration/guest_run.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/core.h>
+
+namespace vmm::testing {
+
+std::string kvm_unavailable_reason() {
+  const int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return fmt::format("/dev/kvm: {}", std::strerror(errno));
+  ::close(fd);
+  return "";
+}
+
+std::string test_guest_image(const std::string& name) {
+  return fmt::format("{}/{}.bzImage", VMM_TEST_GUEST_DIR, name);
+}
+
+ProcessResult run_vmm(const GuestRun& run) {
+  std::vector<std::string> argv = {
+      VMM_BINARY, "--kernel", run.kernel, "--cpus", std::to_string(run.cpus),
+      "--memory", "64M",      "--serial", "stdio"};
+  if (!run.cmdline.empty()) {
+    argv.insert(argv.end(), {"--cmdline", run.cmdline});
+  }
+  if (run.vmm_timeout_seconds != 0) {
+    argv.insert(argv.end(), {"--timeout", std::to_string(run.vmm_timeout_seconds)});
+  }
+  return run_process(argv, run.host_timeout);
+}
+
+std::string describe(const ProcessResult& result) {
+  std::string how = result.timed_out ? "killed at the test's deadline"
+                    : result.exited  ? fmt::format("exit status {}", result.exit_status)
+                                     : fmt::format("killed by signal {}", result.signal);
+  return fmt::format("vmm: {}\n--- serial (stdout) ---\n{}\n--- stderr ---\n{}", how, result.out,
+                     result.err);
+}
+
+}  // namespace vmm::testing

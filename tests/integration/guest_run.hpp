@@ -1,0 +1,33 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "tests/integration/process.hpp"
+
+namespace vmm::testing {
+
+// Why guests can't be booted on this machine ("/dev/kvm: No such file or directory"), or "" when
+// they can.
+std::string kvm_unavailable_reason();
+
+// <build>/guest-tests/<name>.bzImage.
+std::string test_guest_image(const std::string& name);
+
+struct GuestRun {
+  std::string kernel;
+  uint32_t cpus = 1;
+  std::string cmdline;
+  uint32_t vmm_timeout_seconds = 0;  // vmm's own --timeout; 0: not passed
+  // Our deadline for the vmm process, so a hung vmm fails the test instead of hanging it.
+  std::chrono::milliseconds host_timeout{60000};
+};
+
+// Runs `vmm --kernel ... --cpus N --memory 64M --serial stdio [--cmdline ...] [--timeout S]`.
+ProcessResult run_vmm(const GuestRun& run);
+
+// The whole story of a run, for assertion messages.
+std::string describe(const ProcessResult& result);
+
+}  // namespace vmm::testing

@@ -1,0 +1,48 @@
+#include <gtest/gtest.h>
+
+#include "vmm/machine_config.hpp"
+#include "vmm/util/error.hpp"
+
+namespace vmm {
+namespace {
+
+MachineConfig good() {
+  MachineConfig config;
+  config.kernel_path = "/k";
+  return config;
+}
+
+void expect_refused(const MachineConfig& config, const std::string& fragment) {
+  try {
+    validate_config(config);
+    FAIL() << "accepted a config that should be refused: " << fragment;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(ValidateConfig, AcceptsDefaults) { EXPECT_NO_THROW(validate_config(good())); }
+
+TEST(ValidateConfig, RefusesEachBadField) {
+  auto c = good();
+  c.kernel_path.clear();
+  expect_refused(c, "--kernel is required");
+  c = good();
+  c.cpus = 0;
+  expect_refused(c, "--cpus 0");
+  c.cpus = kMaxCpus + 1;
+  expect_refused(c, "--cpus");
+  c = good();
+  c.memory_bytes = 1 << 20;
+  expect_refused(c, "too little memory");
+  c.memory_bytes = kMaxMemoryBytes * 2;
+  expect_refused(c, "too much memory");
+  c.memory_bytes = (64 << 20) + 1;
+  expect_refused(c, "multiple of 4 KiB");
+  c = good();
+  c.serial.mode = SerialConfig::Mode::kFile;
+  expect_refused(c, "--serial file");
+}
+
+}  // namespace
+}  // namespace vmm

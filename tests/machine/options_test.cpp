@@ -1,0 +1,90 @@
+#include "vmm/cli/options.hpp"
+
+#include <gtest/gtest.h>
+
+#include "vmm/machine.hpp"
+
+namespace vmm::cli {
+namespace {
+
+ParseResult parse(std::vector<std::string> args) { return parse_command_line(args); }
+
+TEST(Options, Defaults) {
+  auto result = parse({"--kernel", "/k"});
+  ASSERT_TRUE(result.options);
+  const auto& m = result.options->machine;
+  EXPECT_EQ(m.kernel_path, "/k");
+  EXPECT_EQ(m.cpus, 1u);
+  EXPECT_EQ(m.memory_bytes, 512ull << 20);
+  EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kStdio);
+  EXPECT_EQ(m.cmdline, "console=ttyS0 panic=-1");
+  EXPECT_EQ(m.timeout_seconds, 0u);
+  EXPECT_EQ(result.options->log_level, "warn");
+}
+
+TEST(Options, AllFlags) {
+  auto result = parse({"-k", "/k", "--initrd", "/i", "--cmdline", "quiet", "--cpus", "4",
+                       "--memory", "2G", "--serial", "file:/tmp/log", "--timeout", "30", "-vv"});
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& m = result.options->machine;
+  EXPECT_EQ(m.initrd_path, "/i");
+  EXPECT_EQ(m.cmdline, "quiet");
+  EXPECT_EQ(m.cpus, 4u);
+  EXPECT_EQ(m.memory_bytes, 2ull << 30);
+  EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kFile);
+  EXPECT_EQ(m.serial.path, "/tmp/log");
+  EXPECT_EQ(m.timeout_seconds, 30u);
+  EXPECT_EQ(result.options->log_level, "debug");
+}
+
+TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
+  auto result = parse({"--help"});
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_NE(result.output.find("--kernel"), std::string::npos);
+  EXPECT_NE(result.output.find("Examples:"), std::string::npos);
+  EXPECT_NE(result.output.find("124"), std::string::npos);
+}
+
+TEST(Options, Version) {
+  auto result = parse({"--version"});
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_EQ(result.output.rfind("vmm ", 0), 0u);
+}
+
+struct BadInput {
+  std::vector<std::string> args;
+  std::string expected;
+};
+
+class OptionsBadInput : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(OptionsBadInput, OneLineErrorAndUsageStatus) {
+  auto result = parse(GetParam().args);
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+  EXPECT_NE(result.error.find(GetParam().expected), std::string::npos) << result.error;
+  EXPECT_EQ(result.error.find('\n'), std::string::npos) << result.error;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, OptionsBadInput,
+    ::testing::Values(BadInput{{"--kernel", "/k", "--bogus"}, "--bogus"},
+                      BadInput{{}, "--kernel is required"},
+                      BadInput{{"--kernel", "/k", "--memory", "lots"}, "--memory lots"},
+                      BadInput{{"--kernel", "/k", "--memory", "12Q"}, "--memory 12Q"},
+                      BadInput{{"--kernel", "/k", "--cpus", "two"}, "--cpus"},
+                      BadInput{{"--kernel", "/k", "--serial", "tcp:1"}, "--serial tcp:1"},
+                      BadInput{{"--kernel", "/k", "--log-level", "loud"}, "--log-level"},
+                      BadInput{{"--kernel", "/k", "--timeout", "-1"}, "--timeout"}));
+
+TEST(Serial, Modes) {
+  EXPECT_EQ(parse_serial("none")->mode, SerialConfig::Mode::kNone);
+  EXPECT_EQ(parse_serial("file:x")->path, "x");
+  EXPECT_FALSE(parse_serial("file:"));
+  EXPECT_FALSE(parse_serial("stdout"));
+}
+
+}  // namespace
+}  // namespace vmm::cli

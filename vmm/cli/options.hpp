@@ -1,0 +1,30 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vmm/machine_config.hpp"
+
+namespace vmm::cli {
+
+struct Options {
+  MachineConfig machine;
+  std::string log_level = "warn";
+};
+
+// The outcome of parsing argv: options to run with, or a status to exit with right away (after
+// --help/--version, or a one-line error for bad input).
+struct ParseResult {
+  std::optional<Options> options;
+  int exit_status = 0;
+  std::string output;  // for stdout (help, version)
+  std::string error;   // one line for stderr
+};
+
+ParseResult parse_command_line(const std::vector<std::string>& args);
+
+// "stdio", "none", "file:PATH"; nullopt for anything else.
+std::optional<SerialConfig> parse_serial(const std::string& text);
+
+}  // namespace vmm::cli

@@ -1,0 +1,70 @@
+#include "vmm/event/event_loop.hpp"
+
+#include <sys/epoll.h>
+
+#include <array>
+#include <cerrno>
+#include <memory>
+
+#include "vmm/util/error.hpp"
+
+namespace vmm {
+
+EventLoop::EventLoop() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+  if (!epoll_) throw_errno("epoll_create1");
+  add(wakeup_.fd(), EPOLLIN, [this](uint32_t) { wakeup_.consume(); });
+}
+
+void EventLoop::add(int fd, uint32_t events, Handler handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    throw_errno(fmt::format("epoll_ctl(ADD, fd {})", fd));
+  }
+  handlers_[fd] = std::make_shared<Handler>(std::move(handler));
+}
+
+void EventLoop::modify(int fd, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
+    throw_errno(fmt::format("epoll_ctl(MOD, fd {})", fd));
+  }
+}
+
+void EventLoop::remove(int fd) {
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  handlers_.erase(fd);
+}
+
+bool EventLoop::run_once(int timeout_ms) {
+  if (stopped_.load()) return false;
+  std::array<epoll_event, 16> events{};
+  const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()),
+                             timeout_ms);
+  if (n < 0) {
+    if (errno == EINTR) return true;
+    throw_errno("epoll_wait");
+  }
+  for (int i = 0; i < n; ++i) {
+    auto it = handlers_.find(events[static_cast<size_t>(i)].data.fd);
+    if (it == handlers_.end()) continue;  // removed by an earlier handler this round
+    auto handler = it->second;            // keeps it alive if the handler removes itself
+    (*handler)(events[static_cast<size_t>(i)].events);
+  }
+  return !stopped_.load();
+}
+
+void EventLoop::run() {
+  while (run_once(-1)) {
+  }
+}
+
+void EventLoop::stop() {
+  stopped_.store(true);
+  wakeup_.signal();
+}
+
+}  // namespace vmm

@@ -1,0 +1,43 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "vmm/util/event_fd.hpp"
+#include "vmm/util/unique_fd.hpp"
+
+namespace vmm {
+
+// An epoll loop with one handler per fd. Handlers run on the loop's thread; they may add, modify
+// or remove registrations (including their own) and call stop().
+class EventLoop {
+ public:
+  using Handler = std::function<void(uint32_t events)>;
+
+  EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  void add(int fd, uint32_t events, Handler handler);
+  void modify(int fd, uint32_t events);
+  void remove(int fd);
+
+  // Dispatches events until stop() is called.
+  void run();
+  // Waits at most `timeout_ms` (-1: forever) and dispatches what is ready; returns false once
+  // stopped.
+  bool run_once(int timeout_ms);
+  // Thread-safe; the loop returns after the handlers of the current round.
+  void stop();
+
+ private:
+  UniqueFd epoll_;
+  EventFd wakeup_;
+  std::atomic<bool> stopped_{false};
+  std::map<int, std::shared_ptr<Handler>> handlers_;
+};
+
+}  // namespace vmm

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace vmm {
+
+// Where the guest's serial console (COM1) goes.
+struct SerialConfig {
+  enum class Mode { kStdio, kFile, kNone };
+  Mode mode = Mode::kStdio;
+  std::string path;  // kFile only
+};
+
+// Everything needed to assemble a VM. Built by the CLI or by a library user, checked by
+// validate_config() before anything is created.
+struct MachineConfig {
+  std::string kernel_path;
+  std::string initrd_path;  // empty: none
+  std::string cmdline = "console=ttyS0 panic=-1";
+  uint32_t cpus = 1;
+  uint64_t memory_bytes = uint64_t{512} << 20;
+  SerialConfig serial;
+  uint32_t timeout_seconds = 0;  // 0: no timeout
+  std::string kvm_device = "/dev/kvm";
+};
+
+inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
+inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
+// The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
+inline constexpr uint32_t kMaxCpus = 254;
+
+// Throws vmm::Error naming the offending field ("--memory 1M: ...") for any value that can't work.
+// Checks only what can be checked without /dev/kvm; the machine checks the rest (KVM's vCPU limit).
+void validate_config(const MachineConfig& config);
+
+}  // namespace vmm

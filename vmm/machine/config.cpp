@@ -1,0 +1,30 @@
+#include <unistd.h>
+
+#include "vmm/machine_config.hpp"
+#include "vmm/util/error.hpp"
+
+namespace vmm {
+
+void validate_config(const MachineConfig& config) {
+  if (config.kernel_path.empty()) fail("--kernel is required");
+  if (config.cpus < 1 || config.cpus > kMaxCpus) {
+    fail("--cpus {}: must be between 1 and {}", config.cpus, kMaxCpus);
+  }
+  if (config.memory_bytes < kMinMemoryBytes) {
+    fail("--memory {} MiB: too little memory (at least {} MiB)", config.memory_bytes >> 20,
+         kMinMemoryBytes >> 20);
+  }
+  if (config.memory_bytes > kMaxMemoryBytes) {
+    fail("--memory {} GiB: too much memory (at most {} GiB)", config.memory_bytes >> 30,
+         kMaxMemoryBytes >> 30);
+  }
+  if (config.memory_bytes % 4096 != 0) {
+    fail("--memory {} bytes: must be a multiple of 4 KiB", config.memory_bytes);
+  }
+  if (config.cmdline.find('\0') != std::string::npos) fail("--cmdline contains a NUL byte");
+  if (config.serial.mode == SerialConfig::Mode::kFile && config.serial.path.empty()) {
+    fail("--serial file: needs a path (file:PATH)");
+  }
+}
+
+}  // namespace vmm

@@ -1,0 +1,44 @@
+#include "vmm/machine/exit_latch.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace vmm {
+
+void ExitLatch::guest_request(devices::GuestRequest request, int code) {
+  using devices::GuestRequest;
+  MachineExit exit;
+  switch (request) {
+    case GuestRequest::kPowerOff: exit.reason = MachineExit::Reason::kPowerOff; break;
+    case GuestRequest::kReboot: exit.reason = MachineExit::Reason::kReboot; break;
+    case GuestRequest::kPanic: exit.reason = MachineExit::Reason::kPanic; break;
+    case GuestRequest::kDebugExit:
+      exit.reason = MachineExit::Reason::kDebugExit;
+      exit.debug_code = code & 0xff;
+      break;
+  }
+  set(std::move(exit));
+}
+
+void ExitLatch::set(MachineExit exit) {
+  {
+    std::lock_guard lock(mutex_);
+    if (exit_) return;
+    spdlog::debug("machine stopping: {}", exit.describe());
+    exit_ = std::move(exit);
+  }
+  event_.signal();
+}
+
+void ExitLatch::fail(std::string message) {
+  MachineExit exit;
+  exit.reason = MachineExit::Reason::kError;
+  exit.message = std::move(message);
+  set(std::move(exit));
+}
+
+std::optional<MachineExit> ExitLatch::result() const {
+  std::lock_guard lock(mutex_);
+  return exit_;
+}
+
+}  // namespace vmm

@@ -1,0 +1,51 @@
+#include "vmm/machine/platform.hpp"
+
+#include "devices/legacy/acpi_power.hpp"
+#include "devices/legacy/cmos_rtc.hpp"
+#include "devices/legacy/i8042.hpp"
+#include "devices/legacy/pvpanic.hpp"
+#include "devices/legacy/serial_16550.hpp"
+#include "vmm/memory/layout.hpp"
+
+namespace vmm {
+
+acpi::PlatformDescription platform_description(uint32_t cpu_count) {
+  acpi::PlatformDescription platform{};
+  platform.cpu_count = cpu_count;
+  platform.lapic_address = layout::kLapicAddress;
+  platform.ioapic_address = layout::kIoapicAddress;
+  platform.ioapic_id = 0;
+  platform.ioapic_gsi_base = 0;
+  // Hardware-reduced ACPI: sleep control and status are the two ports of AcpiPower.
+  platform.sleep_control_port = devices::AcpiPower::kPortBase;
+  platform.sleep_status_port = devices::AcpiPower::kPortBase + 1;
+  platform.s5_sleep_type = devices::AcpiPower::kS5SleepType;
+  // The i8042's pulse-reset command (0xfe to its command port) doubles as the ACPI reset
+  // register, so the machine has one reset device.
+  platform.reset_port = devices::I8042::kPortBase + 4;
+  platform.reset_value = 0xfe;
+  platform.i8042_present = true;
+
+  constexpr acpi::Interrupt kEdgeHigh{0, false, false};
+  auto isa_irq = [&](uint32_t gsi) {
+    acpi::Interrupt irq = kEdgeHigh;
+    irq.gsi = gsi;
+    return irq;
+  };
+  platform.devices.push_back({"COM1", "PNP0501", 1,
+                              {{devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount}},
+                              {},
+                              {isa_irq(kSerialGsi)}});
+  platform.devices.push_back({"RTC0", "PNP0B00", 0,
+                              {{devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount}},
+                              {},
+                              {isa_irq(kRtcGsi)}});
+  platform.devices.push_back({"PS2K", "PNP0303", 0,
+                              {{devices::I8042::kPortBase, 1}, {devices::I8042::kPortBase + 4, 1}},
+                              {},
+                              {isa_irq(kKeyboardGsi)}});
+  platform.devices.push_back({"PEVT", "QEMU0001", 0, {{devices::PvPanic::kPortBase, devices::PvPanic::kPortCount}}, {}, {}});
+  return platform;
+}
+
+}  // namespace vmm

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "devices/bus.hpp"
+#include "vmm/kvm/vcpu.hpp"
+#include "vmm/machine/exit_latch.hpp"
+
+namespace vmm {
+
+// Runs one vCPU on its own thread: KVM_RUN, then PIO/MMIO exits dispatched synchronously to the
+// buses. Anything the vCPU can't continue from is reported to the ExitLatch.
+class VcpuThread {
+ public:
+  VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
+             ExitLatch& latch);
+  ~VcpuThread();
+  VcpuThread(const VcpuThread&) = delete;
+  VcpuThread& operator=(const VcpuThread&) = delete;
+
+  void start();
+  // Makes KVM_RUN return and the thread finish; safe from any thread, idempotent.
+  void stop();
+  void join();
+
+  // The signal used to kick vCPU threads out of KVM_RUN; installed once per process.
+  static void install_kick_handler();
+
+ private:
+  void loop();
+  void handle_exit();
+  void handle_pio();
+  void handle_mmio();
+
+  kvm::Vcpu& vcpu_;
+  const devices::Bus& pio_;
+  const devices::Bus& mmio_;
+  ExitLatch& latch_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace vmm
