@@ -37,12 +37,13 @@ BzImage parse_bzimage(std::span<const uint8_t> image, const std::string& name) {
   }
   BzImage result{};
   std::memcpy(&result.header, image.data() + kSetupHeaderOffset, sizeof(SetupHeader));
+  // Packed fields are copied (uint32_t{...}) before fmt binds them to references.
   SetupHeader& hdr = result.header;
 
   if (hdr.header != kHdrSMagic) fail("{}: not a Linux kernel image (no \"HdrS\" magic)", name);
   if (hdr.boot_flag != kBootFlag) {
     fail("{}: not a Linux kernel image (boot flag is {:#06x}, expected 0xaa55)", name,
-         hdr.boot_flag);
+         uint16_t{hdr.boot_flag});
   }
   if (hdr.version < kMinBootProtocol) {
     fail("{}: boot protocol {}.{:02} is too old (need 2.12 or later)", name, hdr.version >> 8,
@@ -63,11 +64,11 @@ BzImage parse_bzimage(std::span<const uint8_t> image, const std::string& name) {
     fail("{}: kernel has no 64-bit entry point (XLF_KERNEL_64 not set)", name);
   }
   if (!std::has_single_bit(hdr.kernel_alignment)) {
-    fail("{}: kernel_alignment {:#x} is not a power of two", name, hdr.kernel_alignment);
+    fail("{}: kernel_alignment {:#x} is not a power of two", name, uint32_t{hdr.kernel_alignment});
   }
   if (hdr.relocatable_kernel != 0 && hdr.pref_address % hdr.kernel_alignment != 0) {
-    fail("{}: pref_address {:#x} is not aligned to kernel_alignment {:#x}", name, hdr.pref_address,
-         hdr.kernel_alignment);
+    fail("{}: pref_address {:#x} is not aligned to kernel_alignment {:#x}", name,
+         uint64_t{hdr.pref_address}, uint32_t{hdr.kernel_alignment});
   }
   if (hdr.init_size == 0) fail("{}: init_size is zero", name);
 

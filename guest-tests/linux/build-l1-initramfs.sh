@@ -67,8 +67,14 @@ $lab_init_load_modules
 INIT
 cat >>"$root/init" <<'INIT'
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-arg() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
-export LAB_VMM=$(arg labvmm) LAB_ONLY=$(arg labonly) LAB_MODE=$(arg labmode) LAB_ARGS=$(arg labargs)
+LAB_VMM="" LAB_ONLY="" LAB_MODE=""
+for word in $(cat /proc/cmdline); do
+  case $word in
+    labvmm=*) LAB_VMM=${word#*=} ;;
+    labonly=*) LAB_ONLY=${word#*=} ;;
+    labmode=*) LAB_MODE=${word#*=} ;;
+  esac
+done
 if [ -z "$LAB_VMM" ]; then
   if [ -x /usr/local/bin/vmm ]; then LAB_VMM=vmm; else LAB_VMM=qemu; fi
 fi
@@ -76,6 +82,7 @@ if [ ! -c /dev/kvm ]; then
   echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
 fi
+export LAB_VMM LAB_ONLY LAB_MODE
 sh /lab/scenarios.sh
 poweroff -f
 INIT

@@ -134,7 +134,7 @@ inline std::vector<uint8_t> make_elf(const std::vector<TestSegment>& segments, u
   std::vector<uint8_t> image(offset);
   std::memcpy(image.data(), &ehdr, sizeof(ehdr));
   std::memcpy(image.data() + sizeof(ehdr), phdrs.data(), phdrs.size() * sizeof(Elf64_Phdr));
-  std::memcpy(image.data() + note_offset, note.data(), note.size());
+  if (!note.empty()) std::memcpy(image.data() + note_offset, note.data(), note.size());
   for (size_t i = 0; i < segments.size(); ++i) {
     std::memcpy(image.data() + phdrs[i].p_offset, segments[i].data.data(), segments[i].data.size());
   }

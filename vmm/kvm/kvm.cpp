@@ -3,7 +3,8 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <memory>
+#include <algorithm>
+#include <cstring>
 
 #include "vmm/kvm/ioctl.hpp"
 #include "vmm/util/error.hpp"
@@ -50,12 +51,15 @@ size_t Kvm::vcpu_mmap_size() const {
 
 std::vector<kvm_cpuid_entry2> Kvm::supported_cpuid() const {
   for (uint32_t count = 128; count <= 4096; count *= 2) {
-    const size_t bytes = sizeof(kvm_cpuid2) + count * sizeof(kvm_cpuid_entry2);
-    auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.get());
-    cpuid->nent = count;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      return {cpuid->entries, cpuid->entries + cpuid->nent};
+    std::vector<kvm_cpuid_entry2> entries(count);
+    auto buffer = flex_buffer(CpuidHeader{count, 0}, std::span<const kvm_cpuid_entry2>(entries));
+    if (::ioctl(fd_.get(), kGetSupportedCpuid, buffer.data()) == 0) {
+      CpuidHeader header;
+      std::memcpy(&header, buffer.data(), sizeof(header));
+      entries.resize(std::min(header.nent, count));
+      std::memcpy(entries.data(), reinterpret_cast<uint8_t*>(buffer.data()) + sizeof(header),
+                  entries.size() * sizeof(kvm_cpuid_entry2));
+      return entries;
     }
     if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
   }

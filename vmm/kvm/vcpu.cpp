@@ -3,7 +3,6 @@
 #include <sys/mman.h>
 
 #include <cerrno>
-#include <memory>
 
 #include "vmm/kvm/ioctl.hpp"
 
@@ -54,25 +53,20 @@ void Vcpu::set_sregs(const kvm_sregs& sregs) { VMM_IOCTL(fd_.get(), KVM_SET_SREG
 void Vcpu::set_fpu(const kvm_fpu& fpu) { VMM_IOCTL(fd_.get(), KVM_SET_FPU, &fpu); }
 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.get());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::copy(entries.begin(), entries.end(), cpuid->entries);
-  VMM_IOCTL(fd_.get(), KVM_SET_CPUID2, cpuid);
+  auto buffer = flex_buffer(CpuidHeader{static_cast<uint32_t>(entries.size()), 0},
+                            std::span<const kvm_cpuid_entry2>(entries));
+  checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", buffer.data());
 }
 
 void Vcpu::set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& msrs) {
-  const size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  auto storage = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* list = reinterpret_cast<kvm_msrs*>(storage.get());
-  list->nmsrs = static_cast<uint32_t>(msrs.size());
+  std::vector<kvm_msr_entry> entries(msrs.size());
   for (size_t i = 0; i < msrs.size(); ++i) {
-    list->entries[i] = kvm_msr_entry{};
-    list->entries[i].index = msrs[i].first;
-    list->entries[i].data = msrs[i].second;
+    entries[i].index = msrs[i].first;
+    entries[i].data = msrs[i].second;
   }
-  const int written = VMM_IOCTL(fd_.get(), KVM_SET_MSRS, list);
+  auto buffer = flex_buffer(MsrsHeader{static_cast<uint32_t>(entries.size()), 0},
+                            std::span<const kvm_msr_entry>(entries));
+  const int written = checked_ioctl(fd_.get(), kSetMsrs, "KVM_SET_MSRS", buffer.data());
   if (written != static_cast<int>(msrs.size())) {
     fail("KVM_SET_MSRS: vCPU {} rejected MSR {:#x}", id_, msrs[static_cast<size_t>(written)].first);
   }

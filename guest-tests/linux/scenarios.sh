@@ -1,0 +1,207 @@
+#!/bin/sh
+# The nested lab's scenarios, run by L1's /init (busybox sh). Each scenario boots a stock Debian kernel
+# as the L2 guest with the VMM under test and checks its exit status and serial output; it prints
+#   LAB-RESULT <name> PASS|FAIL|SKIP <detail>
+# and, at the end, LAB-END <passed> <failed> <skipped>.
+#
+# Environment:
+#   LAB_VMM       which VMMs boot L2, comma-separated, each running every scenario: vmm (default)
+#                 and/or qemu (QEMU -M microvm, the reference; its results are named qemu/<scenario>)
+#   LAB_VMM_BIN   path of the vmm binary (default /usr/local/bin/vmm)
+#   LAB_ONLY      comma-separated scenario names to run (default: all)
+#   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
+#   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic})
+
+LAB_VMM=${LAB_VMM:-vmm}
+LAB_VMM_BIN=${LAB_VMM_BIN:-/usr/local/bin/vmm}
+LAB_L2=${LAB_L2:-/lab/l2}
+L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeout; QEMU under timeout)
+L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
+L2_MEMORY=256M
+all_scenarios="boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc"
+
+# Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
+# timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
+# poweroff: the console tells them apart) and -action panic=exit-failure (pvpanic -> status 1).
+use_vmm() {
+  vmm_kind=$1
+  case $vmm_kind in
+    vmm) status_poweroff=0 status_reboot=3 status_panic=4 status_timeout=124 prefix="" ;;
+    qemu) status_poweroff=0 status_reboot=0 status_panic=1 status_timeout=124 prefix="qemu/" ;;
+    *) return 1 ;;
+  esac
+}
+
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Runs the L2 guest: l2_run FLAVOUR CPUS SCENARIO; stdin/stdout are the guest's serial console.
+l2_run() {
+  flavour=$1 cpus=$2 scenario=$3
+  cmdline="console=ttyS0 panic=-1 vmmtest=$scenario"
+  case $vmm_kind in
+    vmm)
+      timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
+        --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
+        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" ;;
+    qemu)
+      timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm -accel kvm -cpu host -smp "$cpus" \
+        -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -device pvpanic -action panic=exit-failure \
+        -kernel "$LAB_L2/$flavour/vmlinuz" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;
+  esac
+}
+
+# Busybox's timeout leaves its child killed by SIGTERM (143) where coreutils says 124: one word for both.
+normalize_status() {
+  if [ "$1" -eq 143 ]; then echo "$status_timeout"; else echo "$1"; fi
+}
+
+passed=0 failed=0 skipped=0
+logfile() { echo "/tmp/$vmm_kind-$1.log"; }
+result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 console follows
+  name=$1 verdict=$2; shift 2
+  echo "LAB-RESULT $prefix$name $verdict $*"
+  case $verdict in
+    PASS) passed=$((passed + 1)) ;;
+    SKIP) skipped=$((skipped + 1)) ;;
+    *) failed=$((failed + 1))
+       if [ -s "$(logfile "$name")" ]; then
+         echo "--- $prefix$name: last lines of the L2 console ---"
+         tail -n 25 "$(logfile "$name")" | sed 's/^/  | /'
+         echo "--- end ---"
+       fi ;;
+  esac
+}
+
+# check NAME STATUS EXPECTED_STATUS WALL PATTERN...: PASS if the status matches and the console has
+# every pattern (fixed strings).
+check() {
+  name=$1 status=$2 expected=$3 wall=$4; shift 4
+  log=$(logfile "$name")
+  up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$log" | head -n1)
+  timing="wall=${wall}s l2-init=${up:-?}s"
+  if [ "$status" -ne "$expected" ]; then
+    why="status $status, expected $expected"
+    [ "$status" -eq "$status_timeout" ] && why="$why (timeout)"
+    result "$name" FAIL "$why; $timing"
+    return
+  fi
+  for pattern in "$@"; do
+    if ! grep -qF -- "$pattern" "$log"; then
+      result "$name" FAIL "status $status ok but console lacks '$pattern'; $timing"
+      return
+    fi
+  done
+  result "$name" PASS "status=$status $timing"
+}
+
+# run_simple NAME FLAVOUR CPUS SCENARIO EXPECTED_STATUS PATTERN...
+run_simple() {
+  name=$1 flavour=$2 cpus=$3 scenario=$4 expected=$5; shift 5
+  start=$(now)
+  l2_run "$flavour" "$cpus" "$scenario" </dev/null >"$(logfile "$name")" 2>&1
+  status=$(normalize_status $?)
+  check "$name" "$status" "$expected" "$(elapsed "$start")" "$@"
+}
+
+scenario_boot_cloud() { run_simple boot-cloud cloud 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
+scenario_boot_generic() { run_simple boot-generic generic 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
+scenario_cpus_2() { run_simple cpus-2 cloud 2 cpus "$status_poweroff" VMM-L2-CPUS=2; }
+scenario_poweroff() { run_simple poweroff cloud 1 poweroff "$status_poweroff" "reboot: Power down"; }
+scenario_reboot() { run_simple reboot cloud 1 reboot "$status_reboot" "reboot: Restarting system"; }
+
+scenario_panic() {
+  case $(cat "$LAB_L2/cloud/pvpanic" 2>/dev/null) in
+    builtin | module) ;;
+    *) result panic SKIP "the L2 kernel has no pvpanic driver (CONFIG_PVPANIC_MMIO not set)"; return ;;
+  esac
+  run_simple panic cloud 1 panic "$status_panic" "Kernel panic - not syncing" VMM-L2-PVPANIC=bound
+}
+
+# The guest says VMM-L2-ECHO-READY once it reads the console; only then is the line sent, because a
+# 16550's FIFO is flushed when the kernel's driver opens the port, so earlier bytes would be lost.
+scenario_echo() {
+  log=$(logfile echo) fifo=/tmp/echo.in
+  rm -f "$fifo" && mkfifo "$fifo"
+  exec 3<>"$fifo" # held open read-write: the VMM's stdin neither blocks on open nor sees EOF early
+  start=$(now)
+  l2_run cloud 1 echo <"$fifo" >"$log" 2>&1 &
+  pid=$!
+  i=0
+  while [ $i -lt $((L2_TIMEOUT * 5)) ] && kill -0 $pid 2>/dev/null; do
+    if grep -q VMM-L2-ECHO-READY "$log"; then
+      echo hello-lab >&3
+      break
+    fi
+    sleep 0.2
+    i=$((i + 1))
+  done
+  wait $pid
+  status=$(normalize_status $?)
+  exec 3>&-
+  check echo "$status" "$status_poweroff" "$(elapsed "$start")" VMM-L2-ECHO:hello-lab
+}
+
+scenario_rtc() {
+  start=$(now)
+  log=$(logfile rtc)
+  l2_run cloud 1 rtc </dev/null >"$log" 2>&1
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  l1=$(date +%s)
+  l2=$(sed -n 's/.*VMM-L2-RTC=\([0-9]*\).*/\1/p' "$log" | head -n1)
+  if [ -z "$l2" ]; then
+    check rtc "$status" "$status_poweroff" "$wall" "VMM-L2-RTC=<seconds since the epoch>"
+    return
+  fi
+  drift=$((l2 - l1))
+  [ $drift -lt 0 ] && drift=$((-drift))
+  if [ $drift -gt 60 ]; then
+    result rtc FAIL "L2 RTC $l2 vs L1 clock $l1: off by ${drift}s (> 60); wall=${wall}s"
+  else
+    check rtc "$status" "$status_poweroff" "$wall" "VMM-L2-RTC=$l2"
+  fi
+}
+
+selected() {
+  [ -z "$LAB_ONLY" ] && return 0
+  case ",$LAB_ONLY," in *",$1,"*) return 0 ;; esac
+  return 1
+}
+
+kinds=$(echo "$LAB_VMM" | tr ',' ' ')
+for kind in $kinds; do
+  use_vmm "$kind" || { echo "LAB-ERROR unknown VMM '$kind' in LAB_VMM (vmm, qemu)"; echo "LAB-END 0 1 0"; exit 1; }
+done
+
+if [ "$LAB_MODE" = shell ]; then
+  # The quickstart: one L2 guest with its console on L1's console (so on the user's terminal).
+  use_vmm "${kinds%% *}"
+  echo "LAB-SHELL booting Debian's cloud kernel with $vmm_kind inside L1"
+  l2_run cloud 1 shell
+  echo "LAB-SHELL exit status $?"
+  echo "LAB-END 0 0 0"
+  exit 0
+fi
+
+for s in ${LAB_ONLY:+$(echo "$LAB_ONLY" | tr ',' ' ')}; do
+  case " $all_scenarios " in *" $s "*) ;; *) result "$s" FAIL "unknown scenario (known: $all_scenarios)" ;; esac
+done
+for kind in $kinds; do
+  use_vmm "$kind"
+  if [ ! -c /dev/kvm ]; then
+    for s in $all_scenarios; do selected "$s" && result "$s" FAIL "L1 has no /dev/kvm"; done
+    continue
+  fi
+  if [ "$kind" = vmm ] && [ ! -x "$LAB_VMM_BIN" ]; then
+    for s in $all_scenarios; do selected "$s" && result "$s" FAIL "no vmm binary at $LAB_VMM_BIN"; done
+    continue
+  fi
+  echo "LAB-START vmm=$kind scenarios=${LAB_ONLY:-all} l1-uptime=$(now)"
+  for s in $all_scenarios; do
+    selected "$s" || continue
+    "scenario_$(echo "$s" | tr '-' '_')"
+  done
+done
+echo "LAB-END $passed $failed $skipped"
