@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The nested lab: boots Debian's cloud kernel as L1 under QEMU (TCG, an AMD CPU model with SVM), where
+# kvm-amd gives a real /dev/kvm; inside it, vmm (and/or QEMU -M microvm, the reference) boots stock
+# Debian kernels as L2 guests, one scenario after another (scenarios.sh). One L1 boot runs them all.
+#
+# usage: run-lab.sh [--vmm PATH] [--out DIR] [--only SCENARIO,...] [--with-qemu-reference] [--shell]
+#   --vmm PATH             the vmm binary under test
+#   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
+#   --only a,b             run only these scenarios (boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc)
+#   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
+#                          without --vmm, only those: this validates the lab itself
+#   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
+# Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
+# scenario failed (and at least one ran). An L1 crash (its kernel panics, or its QEMU dies, before
+# LAB-END) is not a vmm failure: the whole L1 is retried once.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" only="" qemu_ref=0 shell=0
+usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --vmm) vmm=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --with-qemu-reference) qemu_ref=1; shift ;;
+    --shell) shell=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "run-lab: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+[ -n "$vmm" ] || [ $qemu_ref -eq 1 ] || { echo "run-lab: give --vmm PATH and/or --with-qemu-reference" >&2; usage; }
+if [ -n "$vmm" ]; then
+  [ -x "$vmm" ] || { echo "run-lab: --vmm $vmm: no such executable"; echo "0 passed, 1 failed"; exit 1; }
+  vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
+fi
+command -v qemu-system-x86_64 >/dev/null || {
+  echo "run-lab: qemu-system-x86_64 not found (scripts/install-deps.sh installs qemu-system-x86)"
+  echo "0 passed, 1 failed"
+  exit 1
+}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# Build what is missing or older than its inputs.
+"$here/fetch-kernels.sh" "$out/kernels"
+stale() { # stale TARGET INPUT...: true if TARGET is missing or older than any input
+  local target=$1 input; shift
+  [ -e "$target" ] || return 0
+  for input in "$@"; do [ "$input" -nt "$target" ] && return 0; done
+  return 1
+}
+for flavour in cloud generic; do
+  l2=$out/l2-$flavour.cpio.gz
+  if stale "$l2" "$here/build-l2-initramfs.sh" "$here/lib.sh" "$out/kernels/$flavour/vmlinuz"; then
+    "$here/build-l2-initramfs.sh" --kernel-dir "$out/kernels/$flavour" --out "$l2"
+  fi
+done
+l1_args=(--kernels "$out/kernels" --l2 "$out" --out "$out/l1.cpio.gz")
+[ -n "$vmm" ] && l1_args+=(--vmm "$vmm")
+[ $qemu_ref -eq 1 ] && l1_args+=(--with-qemu)
+l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh" "$out/l2-cloud.cpio.gz" "$out/l2-generic.cpio.gz")
+[ -n "$vmm" ] && l1_inputs+=("$vmm")
+if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || stale "$out/l1.cpio.gz" "${l1_inputs[@]}"; then
+  "$here/build-l1-initramfs.sh" "${l1_args[@]}"
+  echo "${l1_args[*]}" >"$out/l1.args"
+fi
+
+kinds=""
+[ -n "$vmm" ] && kinds=vmm
+[ $qemu_ref -eq 1 ] && kinds=${kinds:+$kinds,}qemu
+append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}"
+# The L1 command of the DESIGN's lab recipe (verified by hand).
+l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
+  -kernel "$out/kernels/cloud/vmlinuz" -initrd "$out/l1.cpio.gz")
+
+if [ $shell -eq 1 ]; then
+  echo "lab: booting L1 (Ctrl-A x quits QEMU); the L2 guest's shell follows"
+  exec "${l1_command[@]}" -append "$append labmode=shell"
+fi
+
+n_scenarios=8
+[ -n "$only" ] && n_scenarios=$(echo "$only" | tr ',' '\n' | grep -c .)
+n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
+# L1 boot + each L2 boot at its worst (scenarios.sh's hard timeout) would still fit.
+l1_timeout=$((180 + 95 * n_scenarios * n_kinds))
+
+log=$out/l1-console.log
+# Runs L1 once, logging its console to $log and showing the lab's own lines; returns QEMU's status.
+boot_l1() {
+  local start=$SECONDS status
+  echo "lab: booting L1 ($kinds; host timeout ${l1_timeout}s; console log $log)"
+  set +e
+  timeout "$l1_timeout" "${l1_command[@]}" -append "$append" </dev/null 2>&1 |
+    tr -d '\r' | tee "$log" | grep --line-buffered -E '^(LAB-|--- |  \| )'
+  status=${PIPESTATUS[0]}
+  set -e
+  echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $status"
+  return "$status"
+}
+l1_crashed() { # the L1 kernel panicked (not an L2's panic quoted in a failure report), or QEMU died
+  grep -q '^LAB-END' "$log" && return 1
+  return 0
+}
+
+l1_status=0
+boot_l1 || l1_status=$?
+if l1_crashed; then
+  reason="QEMU exit status $l1_status"
+  grep -v '^  | ' "$log" | grep -q 'Kernel panic' && reason="L1's console says Kernel panic"
+  [ "$l1_status" -eq 124 ] && reason="L1 did not finish within ${l1_timeout}s"
+  echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($reason, no LAB-END; log kept in $log.1)"
+  mv "$log" "$log.1"
+  l1_status=0
+  boot_l1 || l1_status=$?
+fi
+
+passed=$(grep -c '^LAB-RESULT [^ ]* PASS' "$log" || true)
+failed=$(grep -c '^LAB-RESULT [^ ]* FAIL' "$log" || true)
+skipped=$(grep -c '^LAB-RESULT [^ ]* SKIP' "$log" || true)
+if l1_crashed; then
+  echo "lab: L1 crashed again (QEMU exit status $l1_status, no LAB-END); see $log"
+  failed=$((failed + 1))
+fi
+if [ $((passed + failed + skipped)) -eq 0 ]; then
+  echo "lab: no scenario reported a result; see $log"
+  failed=1
+fi
+grep '^LAB-RESULT [^ ]* SKIP' "$log" | sed 's/^LAB-RESULT /lab: skipped /' || true
+echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
+[ "$failed" -eq 0 ]

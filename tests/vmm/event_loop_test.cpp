@@ -1,0 +1,64 @@
+#include "vmm/event/event_loop.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/epoll.h>
+
+#include <thread>
+
+#include "vmm/util/event_fd.hpp"
+
+namespace vmm {
+namespace {
+
+TEST(EventLoop, DispatchesToTheHandlerOfTheReadyFd) {
+  EventLoop loop;
+  EventFd a, b;
+  int a_calls = 0, b_calls = 0;
+  loop.add(a.fd(), EPOLLIN, [&](uint32_t) {
+    a.consume();
+    ++a_calls;
+  });
+  loop.add(b.fd(), EPOLLIN, [&](uint32_t) {
+    b.consume();
+    ++b_calls;
+  });
+  b.signal();
+  EXPECT_TRUE(loop.run_once(1000));
+  EXPECT_EQ(a_calls, 0);
+  EXPECT_EQ(b_calls, 1);
+}
+
+TEST(EventLoop, HandlerCanRemoveItselfAndStopTheLoop) {
+  EventLoop loop;
+  EventFd a;
+  int calls = 0;
+  loop.add(a.fd(), EPOLLIN, [&](uint32_t) {
+    ++calls;
+    loop.remove(a.fd());
+    loop.stop();
+  });
+  a.signal();
+  loop.run();
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(loop.run_once(0));
+}
+
+TEST(EventLoop, StopFromAnotherThreadWakesTheLoop) {
+  EventLoop loop;
+  std::thread stopper([&] { loop.stop(); });
+  loop.run();  // returns only because of stop()
+  stopper.join();
+  SUCCEED();
+}
+
+TEST(EventFd, CountsAccumulateUntilConsumed) {
+  EventFd fd;
+  EXPECT_EQ(fd.consume(), 0u);
+  fd.signal(2);
+  fd.signal(3);
+  EXPECT_EQ(fd.consume(), 5u);
+  EXPECT_EQ(fd.consume(), 0u);
+}
+
+}  // namespace
+}  // namespace vmm
