@@ -35,7 +35,6 @@ constexpr uint16_t kCode32Flags = 0xc09b;  // G, D/B, present, DPL0, code exec/r
 constexpr uint16_t kDataFlags = 0xc093;    // G, D/B, present, DPL0, data read/write accessed
 constexpr uint32_t kFlatLimit = 0xfffff;   // in 4 KiB units: 4 GiB
 
-constexpr uint32_t kMsrIa32Tsc = 0x10;
 constexpr uint32_t kMsrIa32SysenterCs = 0x174;
 constexpr uint32_t kMsrIa32SysenterEsp = 0x175;
 constexpr uint32_t kMsrIa32SysenterEip = 0x176;
@@ -135,7 +134,6 @@ std::vector<std::pair<uint32_t, uint64_t>> boot_msrs() {
       {kMsrCstar, 0},
       {kMsrSfmask, 0},
       {kMsrKernelGsBase, 0},
-      {kMsrIa32Tsc, 0},
       {kMsrIa32MiscEnable, kMiscEnableFastStrings},
       {kMsrMtrrDefType, kMtrrEnableWriteBack},
   };

@@ -66,6 +66,8 @@ exec </dev/console >/dev/console 2>&1
 $lab_init_load_modules
 INIT
 cat >>"$root/init" <<'INIT'
+# The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
+echo
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
 LAB_VMM="" LAB_ONLY="" LAB_MODE=""
 for word in $(cat /proc/cmdline); do

@@ -77,7 +77,9 @@ TEST(CpuStateTest, LongModeEntry) {
   EXPECT_EQ(msrs.at(0x1a0), 1u);      // IA32_MISC_ENABLE: fast strings
   EXPECT_EQ(msrs.at(0x2ff), 0xc06u);  // MTRRdefType: enabled, write-back
   EXPECT_EQ(msrs.at(0xc0000082), 0u);
-  EXPECT_EQ(msrs.at(0x10), 0u);
+  // The TSC is left as KVM set it: writing it on the boot vCPU alone would desynchronise it
+  // from the others.
+  EXPECT_EQ(msrs.count(0x10), 0u);
 }
 
 TEST(CpuStateTest, PvhEntry) {
