@@ -56,6 +56,8 @@ struct PlatformDescription {
   uint16_t reset_port;
   uint8_t reset_value;
   bool i8042_present;  // sets the IAPC_BOOT_ARCH 8042 flag
+  // CMOS RAM index of the RTC's century byte (FADT CENTURY); 0: the RTC has none.
+  uint8_t rtc_century_register;
   std::vector<DeviceDescription> devices;
   std::vector<InterruptOverride> interrupt_overrides;
 };

@@ -284,6 +284,7 @@ Bytes build_xsdt(std::span<const uint64_t> table_addresses) {
 Bytes build_fadt(const PlatformDescription& platform, uint64_t dsdt_address) {
   Fadt fadt{};
   fadt.flags = kFadtHwReducedAcpi | kFadtResetRegSup | kFadtPwrButton | kFadtSlpButton;
+  fadt.century = platform.rtc_century_register;
   fadt.iapc_boot_arch = kBootArchVgaNotPresent | (platform.i8042_present ? kBootArch8042 : 0);
   fadt.reset_reg = system_io_byte(platform.reset_port);
   fadt.reset_value = platform.reset_value;

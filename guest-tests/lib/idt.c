@@ -54,6 +54,7 @@ void idt_load(void) {
   __asm__ volatile("lidt %0" : : "m"(pointer));
 }
 
+/* Called by isr_common (isr.S) on the faulting CPU's stack. */
 void exception_handler(uint64_t vector, uint64_t error, const struct exception_frame* frame);
 
 void exception_handler(uint64_t vector, uint64_t error, const struct exception_frame* frame) {

@@ -22,7 +22,7 @@ all_scenarios="boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc"
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
-# poweroff: the console tells them apart) and -action panic=exit-failure (pvpanic -> status 1).
+# poweroff: the console tells them apart) and -action panic=exit-failure (pvpanic -> status 1). microvm has no RTC under KVM unless rtc=on.
 use_vmm() {
   vmm_kind=$1
   case $vmm_kind in
@@ -45,7 +45,7 @@ l2_run() {
         --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
         --cmdline "$cmdline" --timeout "$L2_TIMEOUT" ;;
     qemu)
-      timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm -accel kvm -cpu host -smp "$cpus" \
+      timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
         -device pvpanic -action panic=exit-failure \
         -kernel "$LAB_L2/$flavour/vmlinuz" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;

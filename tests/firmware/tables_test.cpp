@@ -29,6 +29,7 @@ PlatformDescription platform() {
       .reset_port = 0x64,
       .reset_value = 0xfe,
       .i8042_present = true,
+      .rtc_century_register = 0x32,
       .devices = {{.name = "COM1",
                    .hid = "PNP0501",
                    .uid = 0,
@@ -91,6 +92,7 @@ TEST(AcpiFadt, HardwareReducedWithSleepAndResetRegisters) {
   EXPECT_TRUE(flags & (1u << 20)) << "HW_REDUCED_ACPI";
   EXPECT_TRUE(flags & (1u << 10)) << "RESET_REG_SUP";
   EXPECT_EQ(le(fadt, 109, 2), (1u << 1) | (1u << 2));  // 8042 present, VGA not present
+  EXPECT_EQ(le(fadt, 108, 1), 0x32u);                   // CENTURY: CMOS index of the century
   EXPECT_EQ(le(fadt, 40, 4), 0u);                      // 32-bit DSDT unused
   EXPECT_EQ(le(fadt, 140, 8), 0xe1000u);               // X_DSDT
   // No fixed PM1 blocks on a hardware-reduced platform.

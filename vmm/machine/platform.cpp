@@ -25,6 +25,7 @@ acpi::PlatformDescription platform_description(uint32_t cpu_count) {
   platform.reset_port = devices::I8042::kPortBase + 4;
   platform.reset_value = 0xfe;
   platform.i8042_present = true;
+  platform.rtc_century_register = devices::CmosRtc::kCenturyRegister;
 
   constexpr acpi::Interrupt kEdgeHigh{0, false, false};
   auto isa_irq = [&](uint32_t gsi) {
@@ -36,10 +37,12 @@ acpi::PlatformDescription platform_description(uint32_t cpu_count) {
                               {{devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount}},
                               {},
                               {isa_irq(kSerialGsi)}});
+  // No IRQ: the RTC raises none, and a declared one would make hwclock wait for an update
+  // interrupt that never comes.
   platform.devices.push_back({"RTC0", "PNP0B00", 0,
                               {{devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount}},
                               {},
-                              {isa_irq(kRtcGsi)}});
+                              {}});
   platform.devices.push_back({"PS2K", "PNP0303", 0,
                               {{devices::I8042::kPortBase, 1}, {devices::I8042::kPortBase + 4, 1}},
                               {},
