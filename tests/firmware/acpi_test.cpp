@@ -56,6 +56,7 @@ PlatformDescription machine_platform() {
       .reset_port = 0x64,
       .reset_value = 0xfe,
       .i8042_present = true,
+      .rtc_century_register = 0x32,
       .devices =
           {
               {.name = "COM1",

@@ -25,6 +25,7 @@ PlatformDescription valid() {
       .reset_port = 0x64,
       .reset_value = 0xfe,
       .i8042_present = false,
+      .rtc_century_register = 0,
       .devices = {{.name = "COM1",
                    .hid = "PNP0501",
                    .uid = 0,
