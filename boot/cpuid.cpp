@@ -118,8 +118,7 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
         }
         break;
       case kLeafTopology:
-      case kLeafTopologyV2:
-        continue;  // rebuilt below
+      case kLeafTopologyV2: continue;  // rebuilt below
       case kLeafExtFeatures:
         if (vendor == Vendor::kAmd) {
           if (count > 1) {
@@ -141,8 +140,7 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
         e.ecx = 0;               // node 0, one node per socket
         e.edx = 0;
         break;
-      default:
-        break;
+      default: break;
     }
     out.push_back(e);
   }

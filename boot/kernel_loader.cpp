@@ -101,8 +101,7 @@ BootCpuState boot_cpu_state(const GuestMemory& memory, const BootEntry& entry) {
   switch (entry.mode) {
     case BootEntry::Mode::kLinux64:
       return long_mode_cpu_state(memory, entry.entry, entry.boot_info);
-    case BootEntry::Mode::kPvh32:
-      return pvh_cpu_state(memory, entry.entry, entry.boot_info);
+    case BootEntry::Mode::kPvh32: return pvh_cpu_state(memory, entry.entry, entry.boot_info);
   }
   fail("internal error: unknown boot mode {}", static_cast<int>(entry.mode));
 }

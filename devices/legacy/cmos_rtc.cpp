@@ -65,34 +65,23 @@ void CmosRtc::write(uint64_t offset, std::span<const uint8_t> data) {
 
 uint8_t CmosRtc::read_register(uint8_t index) {
   switch (index) {
-    case kSeconds:
-      return encode(guest_time().tm_sec);
-    case kMinutes:
-      return encode(guest_time().tm_min);
-    case kHours:
-      return encode_hour(guest_time().tm_hour);
-    case kWeekday:
-      return encode(guest_time().tm_wday + 1);  // 1 = Sunday
-    case kDayOfMonth:
-      return encode(guest_time().tm_mday);
-    case kMonth:
-      return encode(guest_time().tm_mon + 1);
-    case kYear:
-      return encode((guest_time().tm_year + 1900) % 100);
-    case kCenturyRegister:
-      return encode((guest_time().tm_year + 1900) / 100);
-    case kRegA:
-      return ram_[kRegA] & ~kRegAUpdateInProgress;
+    case kSeconds: return encode(guest_time().tm_sec);
+    case kMinutes: return encode(guest_time().tm_min);
+    case kHours: return encode_hour(guest_time().tm_hour);
+    case kWeekday: return encode(guest_time().tm_wday + 1);  // 1 = Sunday
+    case kDayOfMonth: return encode(guest_time().tm_mday);
+    case kMonth: return encode(guest_time().tm_mon + 1);
+    case kYear: return encode((guest_time().tm_year + 1900) % 100);
+    case kCenturyRegister: return encode((guest_time().tm_year + 1900) / 100);
+    case kRegA: return ram_[kRegA] & ~kRegAUpdateInProgress;
     case kRegC: {
       // Interrupt flags, cleared by reading; no interrupt source ever sets one.
       const uint8_t flags = ram_[kRegC];
       ram_[kRegC] = 0;
       return flags;
     }
-    case kRegD:
-      return kRegDValidRam;
-    default:
-      return ram_[index];
+    case kRegD: return kRegDValidRam;
+    default: return ram_[index];
   }
 }
 
@@ -100,33 +89,15 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
   std::tm time = guest_time();
   const int full_year = time.tm_year + 1900;
   switch (index) {
-    case kSeconds:
-      time.tm_sec = decode(value);
-      break;
-    case kMinutes:
-      time.tm_min = decode(value);
-      break;
-    case kHours:
-      time.tm_hour = decode_hour(value);
-      break;
-    case kWeekday:
-      time.tm_wday = decode(value) - 1;
-      break;
-    case kDayOfMonth:
-      time.tm_mday = decode(value);
-      break;
-    case kMonth:
-      time.tm_mon = decode(value) - 1;
-      break;
-    case kYear:
-      time.tm_year = full_year / 100 * 100 + decode(value) - 1900;
-      break;
-    case kCenturyRegister:
-      time.tm_year = decode(value) * 100 + full_year % 100 - 1900;
-      break;
-    case kRegA:
-      ram_[kRegA] = value & ~kRegAUpdateInProgress;
-      return;
+    case kSeconds: time.tm_sec = decode(value); break;
+    case kMinutes: time.tm_min = decode(value); break;
+    case kHours: time.tm_hour = decode_hour(value); break;
+    case kWeekday: time.tm_wday = decode(value) - 1; break;
+    case kDayOfMonth: time.tm_mday = decode(value); break;
+    case kMonth: time.tm_mon = decode(value) - 1; break;
+    case kYear: time.tm_year = full_year / 100 * 100 + decode(value) - 1900; break;
+    case kCenturyRegister: time.tm_year = decode(value) * 100 + full_year % 100 - 1900; break;
+    case kRegA: ram_[kRegA] = value & ~kRegAUpdateInProgress; return;
     case kRegB: {
       const bool was_set = ram_[kRegB] & kRegBSet;
       ram_[kRegB] = value;
@@ -140,11 +111,8 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
       return;
     }
     case kRegC:
-    case kRegD:
-      return;  // read-only
-    default:
-      ram_[index] = value;
-      return;
+    case kRegD: return;  // read-only
+    default: ram_[index] = value; return;
   }
   if (staged_) {
     staged_ = time;

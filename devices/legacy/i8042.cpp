@@ -125,12 +125,8 @@ void I8042::command(uint8_t command) {
     return;
   }
   switch (command) {
-    case kCmdAuxDisable:
-      command_byte() |= kCtrAuxDisabled;
-      return;
-    case kCmdAuxEnable:
-      command_byte() &= ~kCtrAuxDisabled;
-      return;
+    case kCmdAuxDisable: command_byte() |= kCtrAuxDisabled; return;
+    case kCmdAuxEnable: command_byte() &= ~kCtrAuxDisabled; return;
     case kCmdAuxTest:
       push_output(kInterfaceClockStuckHigh);  // no mouse: see the class comment
       return;
@@ -138,26 +134,15 @@ void I8042::command(uint8_t command) {
       command_byte() |= kCtrSystemFlag;
       push_output(kSelfTestPassed);
       return;
-    case kCmdKeyboardTest:
-      push_output(kInterfaceOk);
-      return;
-    case kCmdKeyboardDisable:
-      command_byte() |= kCtrKeyboardDisabled;
-      return;
-    case kCmdKeyboardEnable:
-      command_byte() &= ~kCtrKeyboardDisabled;
-      return;
-    case kCmdReadOutputPort:
-      push_output(output_port_);
-      return;
+    case kCmdKeyboardTest: push_output(kInterfaceOk); return;
+    case kCmdKeyboardDisable: command_byte() |= kCtrKeyboardDisabled; return;
+    case kCmdKeyboardEnable: command_byte() &= ~kCtrKeyboardDisabled; return;
+    case kCmdReadOutputPort: push_output(output_port_); return;
     case kCmdWriteOutputPort:
     case kCmdWriteKeyboardBuffer:
     case kCmdWriteAuxBuffer:
-    case kCmdWriteAuxDevice:
-      pending_command_ = command;
-      return;
-    default:
-      spdlog::debug("i8042: unsupported command {:#04x} ignored", command);
+    case kCmdWriteAuxDevice: pending_command_ = command; return;
+    default: spdlog::debug("i8042: unsupported command {:#04x} ignored", command);
   }
 }
 
@@ -184,8 +169,7 @@ void I8042::write_data(uint8_t value) {
     case kCmdWriteAuxDevice:
       spdlog::debug("i8042: byte {:#04x} for the (absent) mouse dropped", value);
       return;
-    default:
-      push_output(kKeyboardResend);  // a byte for the keyboard, and no keyboard
+    default: push_output(kKeyboardResend);  // a byte for the keyboard, and no keyboard
   }
 }
 

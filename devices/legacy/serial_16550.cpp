@@ -118,8 +118,7 @@ uint8_t Serial16550::read_port(uint64_t port) {
       update_interrupt();
       return byte;
     }
-    case kIer:
-      return dlab ? divisor_ >> 8 : ier_;
+    case kIer: return dlab ? divisor_ >> 8 : ier_;
     case kIirFcr: {
       const uint8_t id = interrupt_id();
       // Reading IIR is how the guest acknowledges a THR-empty interrupt.
@@ -129,10 +128,8 @@ uint8_t Serial16550::read_port(uint64_t port) {
       }
       return id | (fifo_enabled_ ? kIirFifoEnabled : 0);
     }
-    case kLcr:
-      return lcr_;
-    case kMcr:
-      return mcr_;
+    case kLcr: return lcr_;
+    case kMcr: return mcr_;
     case kLsr: {
       const uint8_t status = line_status();
       overrun_ = false;
@@ -145,8 +142,7 @@ uint8_t Serial16550::read_port(uint64_t port) {
       update_interrupt();
       return status;
     }
-    case kScr:
-      return scr_;
+    case kScr: return scr_;
   }
   return 0xff;
 }
@@ -169,20 +165,11 @@ void Serial16550::write_port(uint64_t port, uint8_t value) {
         write_ier(value);
       }
       return;
-    case kIirFcr:
-      write_fcr(value);
-      return;
-    case kLcr:
-      lcr_ = value;
-      return;
-    case kMcr:
-      write_mcr(value);
-      return;
-    case kScr:
-      scr_ = value;
-      return;
-    default:
-      return;  // LSR and MSR writes are factory-test features a 16550A guest never relies on
+    case kIirFcr: write_fcr(value); return;
+    case kLcr: lcr_ = value; return;
+    case kMcr: write_mcr(value); return;
+    case kScr: scr_ = value; return;
+    default: return;  // LSR and MSR writes are factory-test features a 16550A guest never relies on
   }
 }
 

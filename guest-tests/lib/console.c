@@ -74,9 +74,7 @@ static void vprintf_tty(const char* fmt, va_list args) {
         puts_tty(s ? s : "(null)");
         break;
       }
-      case 'c':
-        putc_tty((char)va_arg(args, int));
-        break;
+      case 'c': putc_tty((char)va_arg(args, int)); break;
       case 'd': {
         const int64_t v = is_long ? va_arg(args, int64_t) : va_arg(args, int);
         if (v < 0) putc_tty('-');
@@ -93,11 +91,8 @@ static void vprintf_tty(const char* fmt, va_list args) {
         puts_tty("0x");
         put_number((uintptr_t)va_arg(args, void*), 16, width, pad);
         break;
-      case '%':
-        putc_tty('%');
-        break;
-      case '\0':
-        return;
+      case '%': putc_tty('%'); break;
+      case '\0': return;
       default:
         putc_tty('%');
         putc_tty(*fmt);

@@ -22,7 +22,8 @@ all_scenarios="boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc"
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
-# poweroff: the console tells them apart) and -action panic=exit-failure (pvpanic -> status 1). microvm has no RTC under KVM unless rtc=on.
+# poweroff: the console tells them apart) and -action panic=exit-failure (pvpanic -> status 1);
+# microvm has no RTC under KVM unless rtc=on.
 use_vmm() {
   vmm_kind=$1
   case $vmm_kind in
@@ -35,17 +36,21 @@ use_vmm() {
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+with_timeout() { # with_timeout SECONDS COMMAND...; no limit while L2_TIMEOUT is 0 (the shell)
+  if [ "$L2_TIMEOUT" -gt 0 ]; then timeout "$@"; else shift; "$@"; fi
+}
+
 # Runs the L2 guest: l2_run FLAVOUR CPUS SCENARIO; stdin/stdout are the guest's serial console.
 l2_run() {
   flavour=$1 cpus=$2 scenario=$3
   cmdline="console=ttyS0 panic=-1 vmmtest=$scenario"
   case $vmm_kind in
     vmm)
-      timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
+      with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
         --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
         --cmdline "$cmdline" --timeout "$L2_TIMEOUT" ;;
     qemu)
-      timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
+      with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
         -device pvpanic -action panic=exit-failure \
         -kernel "$LAB_L2/$flavour/vmlinuz" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;
@@ -178,6 +183,7 @@ done
 if [ "$LAB_MODE" = shell ]; then
   # The quickstart: one L2 guest with its console on L1's console (so on the user's terminal).
   use_vmm "${kinds%% *}"
+  L2_TIMEOUT=0
   echo "LAB-SHELL booting Debian's cloud kernel with $vmm_kind inside L1"
   l2_run cloud 1 shell
   echo "LAB-SHELL exit status $?"

@@ -92,7 +92,7 @@ TEST(AcpiFadt, HardwareReducedWithSleepAndResetRegisters) {
   EXPECT_TRUE(flags & (1u << 20)) << "HW_REDUCED_ACPI";
   EXPECT_TRUE(flags & (1u << 10)) << "RESET_REG_SUP";
   EXPECT_EQ(le(fadt, 109, 2), (1u << 1) | (1u << 2));  // 8042 present, VGA not present
-  EXPECT_EQ(le(fadt, 108, 1), 0x32u);                   // CENTURY: CMOS index of the century
+  EXPECT_EQ(le(fadt, 108, 1), 0x32u);                  // CENTURY: CMOS index of the century
   EXPECT_EQ(le(fadt, 40, 4), 0u);                      // 32-bit DSDT unused
   EXPECT_EQ(le(fadt, 140, 8), 0xe1000u);               // X_DSDT
   // No fixed PM1 blocks on a hardware-reduced platform.
@@ -160,8 +160,7 @@ TEST(AcpiMadt, OneLocalApicPerCpuIoApicAndNmi) {
         EXPECT_EQ(e.bytes[2], 0xff);  // all processors
         EXPECT_EQ(e.bytes[5], 1);     // LINT1
         break;
-      default:
-        ADD_FAILURE() << "unexpected MADT entry type " << int{e.type};
+      default: ADD_FAILURE() << "unexpected MADT entry type " << int{e.type};
     }
   }
   EXPECT_THAT(apic_ids, ::testing::ElementsAre(0, 1, 2, 3));

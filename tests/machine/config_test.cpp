@@ -21,7 +21,9 @@ void expect_refused(const MachineConfig& config, const std::string& fragment) {
   }
 }
 
-TEST(ValidateConfig, AcceptsDefaults) { EXPECT_NO_THROW(validate_config(good())); }
+TEST(ValidateConfig, AcceptsDefaults) {
+  EXPECT_NO_THROW(validate_config(good()));
+}
 
 TEST(ValidateConfig, RefusesEachBadField) {
   auto c = good();

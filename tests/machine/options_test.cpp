@@ -7,7 +7,9 @@
 namespace vmm::cli {
 namespace {
 
-ParseResult parse(std::vector<std::string> args) { return parse_command_line(args); }
+ParseResult parse(std::vector<std::string> args) {
+  return parse_command_line(args);
+}
 
 TEST(Options, Defaults) {
   auto result = parse({"--kernel", "/k"});

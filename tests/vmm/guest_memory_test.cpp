@@ -30,9 +30,9 @@ TEST_F(GuestMemoryTest, ReadsAndWritesInsideRegions) {
 }
 
 TEST_F(GuestMemoryTest, RefusesOutOfRangeAndStraddlingAccesses) {
-  EXPECT_FALSE(memory.read_obj<uint32_t>(0x10000));   // just past low RAM
-  EXPECT_FALSE(memory.read_obj<uint32_t>(0xfffe));    // straddles the end
-  EXPECT_FALSE(memory.read_obj<uint32_t>(0xffffffff)); // in the hole
+  EXPECT_FALSE(memory.read_obj<uint32_t>(0x10000));     // just past low RAM
+  EXPECT_FALSE(memory.read_obj<uint32_t>(0xfffe));      // straddles the end
+  EXPECT_FALSE(memory.read_obj<uint32_t>(0xffffffff));  // in the hole
   EXPECT_FALSE(memory.write_obj<uint64_t>(0x100000ffc, 1));
   std::array<uint8_t, 16> buffer{};
   EXPECT_FALSE(memory.read(0xfff8, buffer));

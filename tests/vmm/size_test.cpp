@@ -17,8 +17,8 @@ TEST(ParseSize, UnitsAndSpellings) {
 }
 
 TEST(ParseSize, Garbage) {
-  for (const char* bad : {"", "M", "-1M", "12Q", "1.5G", "1GG", " 1G", "1G ", "99999999999999999999",
-                          "17179869184G"}) {
+  for (const char* bad : {"", "M", "-1M", "12Q", "1.5G", "1GG", " 1G", "1G ",
+                          "99999999999999999999", "17179869184G"}) {
     EXPECT_FALSE(parse_size(bad)) << bad;
   }
 }

@@ -1,7 +1,7 @@
 #include "vmm/cli/options.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "vmm/machine.hpp"
 #include "vmm/util/size.hpp"
@@ -111,8 +111,8 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   }
   const auto bytes = parse_size(memory);
   if (!bytes) {
-    return usage_error(fmt::format(
-        "--memory {}: not a size (use a number with a unit: 512M, 2G)", memory));
+    return usage_error(
+        fmt::format("--memory {}: not a size (use a number with a unit: 512M, 2G)", memory));
   }
   options.machine.memory_bytes = *bytes;
   const auto serial_config = parse_serial(serial);

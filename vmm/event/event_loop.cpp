@@ -42,8 +42,8 @@ void EventLoop::remove(int fd) {
 bool EventLoop::run_once(int timeout_ms) {
   if (stopped_.load()) return false;
   std::array<epoll_event, 16> events{};
-  const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()),
-                             timeout_ms);
+  const int n =
+      ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout_ms);
   if (n < 0) {
     if (errno == EINTR) return true;
     throw_errno("epoll_wait");

@@ -40,7 +40,9 @@ kvm_regs Vcpu::regs() const {
   return regs;
 }
 
-void Vcpu::set_regs(const kvm_regs& regs) { VMM_IOCTL(fd_.get(), KVM_SET_REGS, &regs); }
+void Vcpu::set_regs(const kvm_regs& regs) {
+  VMM_IOCTL(fd_.get(), KVM_SET_REGS, &regs);
+}
 
 kvm_sregs Vcpu::sregs() const {
   kvm_sregs sregs{};
@@ -48,9 +50,13 @@ kvm_sregs Vcpu::sregs() const {
   return sregs;
 }
 
-void Vcpu::set_sregs(const kvm_sregs& sregs) { VMM_IOCTL(fd_.get(), KVM_SET_SREGS, &sregs); }
+void Vcpu::set_sregs(const kvm_sregs& sregs) {
+  VMM_IOCTL(fd_.get(), KVM_SET_SREGS, &sregs);
+}
 
-void Vcpu::set_fpu(const kvm_fpu& fpu) { VMM_IOCTL(fd_.get(), KVM_SET_FPU, &fpu); }
+void Vcpu::set_fpu(const kvm_fpu& fpu) {
+  VMM_IOCTL(fd_.get(), KVM_SET_FPU, &fpu);
+}
 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
   auto buffer = flex_buffer(CpuidHeader{static_cast<uint32_t>(entries.size()), 0},
@@ -78,7 +84,9 @@ kvm_lapic_state Vcpu::lapic() const {
   return state;
 }
 
-void Vcpu::set_lapic(const kvm_lapic_state& lapic) { VMM_IOCTL(fd_.get(), KVM_SET_LAPIC, &lapic); }
+void Vcpu::set_lapic(const kvm_lapic_state& lapic) {
+  VMM_IOCTL(fd_.get(), KVM_SET_LAPIC, &lapic);
+}
 
 void Vcpu::set_mp_state(uint32_t state) {
   kvm_mp_state mp{state};

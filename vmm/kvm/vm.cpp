@@ -27,7 +27,9 @@ void Vm::set_identity_map_address(uint64_t address) {
   VMM_IOCTL(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &address);
 }
 
-void Vm::create_irqchip() { VMM_IOCTL(fd_.get(), KVM_CREATE_IRQCHIP, 0UL); }
+void Vm::create_irqchip() {
+  VMM_IOCTL(fd_.get(), KVM_CREATE_IRQCHIP, 0UL);
+}
 
 void Vm::create_pit2() {
   kvm_pit_config config{};

@@ -161,8 +161,7 @@ void Machine::Impl::create_devices() {
       sink = [fd](std::span<const uint8_t> bytes) { write_all(fd, bytes); };
       break;
     }
-    case SerialConfig::Mode::kNone:
-      break;
+    case SerialConfig::Mode::kNone: break;
   }
   serial = std::make_shared<devices::Serial16550>(line(kSerialGsi), std::move(sink));
   pio.insert(devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount, serial);
@@ -286,6 +285,8 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   return std::unique_ptr<Machine>(new Machine(std::move(impl)));
 }
 
-MachineExit Machine::run() { return impl_->run(); }
+MachineExit Machine::run() {
+  return impl_->run();
+}
 
 }  // namespace vmm

@@ -33,21 +33,32 @@ acpi::PlatformDescription platform_description(uint32_t cpu_count) {
     irq.gsi = gsi;
     return irq;
   };
-  platform.devices.push_back({"COM1", "PNP0501", 1,
+  platform.devices.push_back({"COM1",
+                              "PNP0501",
+                              1,
                               {{devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount}},
                               {},
                               {isa_irq(kSerialGsi)}});
   // No IRQ: the RTC raises none, and a declared one would make hwclock wait for an update
   // interrupt that never comes.
-  platform.devices.push_back({"RTC0", "PNP0B00", 0,
+  platform.devices.push_back({"RTC0",
+                              "PNP0B00",
+                              0,
                               {{devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount}},
                               {},
                               {}});
-  platform.devices.push_back({"PS2K", "PNP0303", 0,
+  platform.devices.push_back({"PS2K",
+                              "PNP0303",
+                              0,
                               {{devices::I8042::kPortBase, 1}, {devices::I8042::kPortBase + 4, 1}},
                               {},
                               {isa_irq(kKeyboardGsi)}});
-  platform.devices.push_back({"PEVT", "QEMU0001", 0, {{devices::PvPanic::kPortBase, devices::PvPanic::kPortCount}}, {}, {}});
+  platform.devices.push_back({"PEVT",
+                              "QEMU0001",
+                              0,
+                              {{devices::PvPanic::kPortBase, devices::PvPanic::kPortCount}},
+                              {},
+                              {}});
   return platform;
 }
 

@@ -51,8 +51,8 @@ std::unique_ptr<RawTerminal> RawTerminal::enter(int fd) {
   struct termios raw = saved;
   // Raw input for the guest, but keep ISIG (Ctrl-C ends vmm) and output post-processing off so
   // the guest's own "\r\n" reach the terminal unchanged.
-  raw.c_iflag &= ~static_cast<tcflag_t>(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL |
-                                        IXON);
+  raw.c_iflag &=
+      ~static_cast<tcflag_t>(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
   raw.c_lflag &= ~static_cast<tcflag_t>(ECHO | ECHONL | ICANON | IEXTEN);
   raw.c_cc[VMIN] = 1;
   raw.c_cc[VTIME] = 0;
@@ -64,6 +64,8 @@ std::unique_ptr<RawTerminal> RawTerminal::enter(int fd) {
   return std::unique_ptr<RawTerminal>(new RawTerminal());
 }
 
-RawTerminal::~RawTerminal() { restore_terminal(); }
+RawTerminal::~RawTerminal() {
+  restore_terminal();
+}
 
 }  // namespace vmm

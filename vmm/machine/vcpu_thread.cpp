@@ -11,7 +11,9 @@ namespace vmm {
 
 namespace {
 
-int kick_signal() { return SIGRTMIN; }
+int kick_signal() {
+  return SIGRTMIN;
+}
 
 const char* exit_reason_name(uint32_t reason) {
   switch (reason) {
@@ -116,11 +118,10 @@ void VcpuThread::handle_exit() {
                               vcpu_.id(), run->fail_entry.hardware_entry_failure_reason));
       stopping_.store(true);
       return;
-    case KVM_EXIT_INTR:
-      return;
+    case KVM_EXIT_INTR: return;
     default:
-      latch_.fail(fmt::format("vCPU {}: unexpected KVM exit {} ({})", vcpu_.id(),
-                              run->exit_reason, exit_reason_name(run->exit_reason)));
+      latch_.fail(fmt::format("vCPU {}: unexpected KVM exit {} ({})", vcpu_.id(), run->exit_reason,
+                              exit_reason_name(run->exit_reason)));
       stopping_.store(true);
       return;
   }
@@ -140,8 +141,8 @@ void VcpuThread::handle_pio() {
       handled = pio_.read(io.port, data);
     }
     if (!handled) {
-      SPDLOG_TRACE("unhandled port {} {:#x} size {}", io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-                   io.port, io.size);
+      SPDLOG_TRACE("unhandled port {} {:#x} size {}",
+                   io.direction == KVM_EXIT_IO_OUT ? "out" : "in", io.port, io.size);
     }
   }
 }

@@ -14,8 +14,7 @@ namespace vmm {
 // buses. Anything the vCPU can't continue from is reported to the ExitLatch.
 class VcpuThread {
  public:
-  VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
-             ExitLatch& latch);
+  VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch);
   ~VcpuThread();
   VcpuThread(const VcpuThread&) = delete;
   VcpuThread& operator=(const VcpuThread&) = delete;

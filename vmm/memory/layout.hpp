@@ -9,15 +9,15 @@ namespace vmm::layout {
 // Low memory used by the direct-boot path (below 1 MiB, all inside RAM).
 inline constexpr uint64_t kBootGdt = 0x500;
 inline constexpr uint64_t kBootIdt = 0x520;
-inline constexpr uint64_t kPvhStartInfo = 0x6000;   // hvm_start_info + memmap (PVH entry)
-inline constexpr uint64_t kZeroPage = 0x7000;       // struct boot_params
-inline constexpr uint64_t kBootStack = 0x8ff0;      // initial rsp
-inline constexpr uint64_t kPageTables = 0x9000;     // PML4, PDPT, 4 PDs: identity map of 4 GiB
+inline constexpr uint64_t kPvhStartInfo = 0x6000;  // hvm_start_info + memmap (PVH entry)
+inline constexpr uint64_t kZeroPage = 0x7000;      // struct boot_params
+inline constexpr uint64_t kBootStack = 0x8ff0;     // initial rsp
+inline constexpr uint64_t kPageTables = 0x9000;    // PML4, PDPT, 4 PDs: identity map of 4 GiB
 inline constexpr uint64_t kPageTablesEnd = 0xf000;
 inline constexpr uint64_t kCmdline = 0x20000;
-inline constexpr uint64_t kCmdlineMax = 0x10000;    // 64 KiB, further limited by the kernel header
-inline constexpr uint64_t kEbdaStart = 0x9fc00;     // RAM below this is usable in e820
-inline constexpr uint64_t kLowRamEnd = 0xa0000;     // legacy VGA hole starts here
+inline constexpr uint64_t kCmdlineMax = 0x10000;  // 64 KiB, further limited by the kernel header
+inline constexpr uint64_t kEbdaStart = 0x9fc00;   // RAM below this is usable in e820
+inline constexpr uint64_t kLowRamEnd = 0xa0000;   // legacy VGA hole starts here
 
 // ACPI tables live in the BIOS area, where a legacy RSDP scan also finds them.
 inline constexpr uint64_t kAcpiStart = 0xe0000;

@@ -9,6 +9,8 @@ std::string errno_message(const std::string& what, int err) {
   return fmt::format("{}: {}", what, std::strerror(err));
 }
 
-void throw_errno(const std::string& what) { throw Error(errno_message(what, errno)); }
+void throw_errno(const std::string& what) {
+  throw Error(errno_message(what, errno));
+}
 
 }  // namespace vmm

@@ -6,7 +6,8 @@
 
 namespace vmm {
 
-// A non-blocking eventfd: a counter one thread signals and another waits on (epoll, irqfd, ioeventfd).
+// A non-blocking eventfd: a counter one thread signals and another waits on (epoll, irqfd,
+// ioeventfd).
 class EventFd {
  public:
   EventFd();
