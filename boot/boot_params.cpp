@@ -57,6 +57,7 @@ std::vector<E820Entry> build_e820_map(const GuestMemory& memory) {
   }
 
   std::vector<E820Entry> map;
+  map.reserve(ram.size() + 2);
   for (Range r : ram) map.push_back({r.start, r.end - r.start, kE820Ram});
   // Nothing at 0x40e points at an EBDA, but the kernel still expects it reserved; the ACPI tables
   // must never be handed out as RAM.

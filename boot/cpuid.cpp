@@ -84,7 +84,7 @@ void add_topology_leaf(std::vector<kvm_cpuid_entry2>& out, uint32_t function, ui
 
 }  // namespace
 
-std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported,
+std::vector<kvm_cpuid_entry2> guest_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
                                           uint32_t vcpu_index, uint32_t vcpu_count) {
   // Leaf 1 has 8 bits for the APIC ID; beyond that the guest needs x2APIC IDs the in-kernel
   // IOAPIC cannot route to anyway.

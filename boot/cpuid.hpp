@@ -11,7 +11,7 @@ namespace vmm::boot {
 // one socket, one thread per core, APIC ID = `vcpu_index`, the hypervisor bit set. Topology leaves
 // are rewritten so that leaf 1, 4, 0xB/0x1F (Intel) and 0x80000001/8/1E (AMD) agree with each
 // other; everything else, including the KVM paravirt leaves from 0x40000000, is kept as supplied.
-std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported,
+std::vector<kvm_cpuid_entry2> guest_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
                                           uint32_t vcpu_index, uint32_t vcpu_count);
 
 }  // namespace vmm::boot

@@ -23,7 +23,7 @@ using ::testing::HasSubstr;
 class KernelLoaderTest : public ::testing::Test {
  protected:
   std::string write(const std::string& name, const std::vector<uint8_t>& bytes) {
-    const std::string path =
+    std::string path =
         ::testing::TempDir() + "/boot_loader_" + std::to_string(::getpid()) + "_" + name;
     std::ofstream(path, std::ios::binary)
         .write(reinterpret_cast<const char*>(bytes.data()),

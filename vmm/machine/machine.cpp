@@ -43,6 +43,10 @@ using Clock = std::chrono::steady_clock;
 // Set as early as static initialisation allows: the reference for "time to first guest entry".
 const Clock::time_point g_process_start = Clock::now();
 
+double ms_since_start() {
+  return std::chrono::duration<double, std::milli>(Clock::now() - g_process_start).count();
+}
+
 void write_all(int fd, std::span<const uint8_t> bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -116,6 +120,8 @@ struct Machine::Impl {
 };
 
 void Machine::Impl::assemble() {
+  spdlog::debug("+{:.3f} ms: KVM opened, VM created, {} MiB of guest memory mapped",
+                ms_since_start(), config.memory_bytes >> 20);
   require_capabilities(kvm);
   const int max_vcpus = kvm.max_vcpus();
   if (config.cpus > static_cast<uint32_t>(max_vcpus)) {
@@ -130,6 +136,7 @@ void Machine::Impl::assemble() {
     vm.set_user_memory_region(slot++, region.guest_base, region.size, region.host);
   }
 
+  spdlog::debug("+{:.3f} ms: irqchip, PIT and memory slots set up", ms_since_start());
   create_devices();
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform_description(config.cpus));
 
@@ -138,8 +145,11 @@ void Machine::Impl::assemble() {
   load.initrd_path = config.initrd_path;
   load.cmdline = config.cmdline;
   load.rsdp_address = rsdp;
+  spdlog::debug("+{:.3f} ms: devices and ACPI tables ready", ms_since_start());
   const boot::BootEntry entry = boot::load_kernel(memory, load);
+  spdlog::debug("+{:.3f} ms: kernel loaded, entry {:#x}", ms_since_start(), entry.entry);
   create_vcpus(boot::boot_cpu_state(memory, entry));
+  spdlog::debug("+{:.3f} ms: {} vCPU(s) created", ms_since_start(), config.cpus);
 }
 
 void Machine::Impl::create_devices() {
@@ -259,8 +269,7 @@ MachineExit Machine::Impl::run() {
     threads.push_back(std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch));
   }
   const auto started = Clock::now();
-  spdlog::debug("starting {} vCPU(s) {:.3f} ms after process start", vcpus.size(),
-                std::chrono::duration<double, std::milli>(started - g_process_start).count());
+  spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
   for (auto& thread : threads) thread->start();
 
   loop.run();
