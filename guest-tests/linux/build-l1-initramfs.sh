@@ -4,6 +4,7 @@
 # and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
 #   labvmm=vmm|qemu   which VMM boots the L2 guests (default: vmm if present, else qemu)
 #   labonly=a,b,...   run only these scenarios (default: all)
+#   labvmmargs=a,b    extra arguments for vmm, comma-separated ("--log-level,debug")
 #   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
@@ -69,12 +70,13 @@ cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-LAB_VMM="" LAB_ONLY="" LAB_MODE=""
+LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS=""
 for word in $(cat /proc/cmdline); do
   case $word in
     labvmm=*) LAB_VMM=${word#*=} ;;
     labonly=*) LAB_ONLY=${word#*=} ;;
     labmode=*) LAB_MODE=${word#*=} ;;
+    labvmmargs=*) LAB_VMM_ARGS=$(echo "${word#*=}" | tr ',' ' ') ;;
   esac
 done
 if [ -z "$LAB_VMM" ]; then
@@ -84,7 +86,7 @@ if [ ! -c /dev/kvm ]; then
   echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
 fi
-export LAB_VMM LAB_ONLY LAB_MODE
+export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS
 sh /lab/scenarios.sh
 poweroff -f
 INIT

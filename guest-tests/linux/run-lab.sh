@@ -9,6 +9,7 @@
 #   --only a,b             run only these scenarios (boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
+#   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
 #   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
 # scenario failed and at least one passed. An L1 crash (its kernel panics, or its QEMU dies, before
@@ -17,11 +18,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" only="" qemu_ref=0 shell=0
-usage() { sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
+usage() { sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
+    --vmm-args) vmm_args=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --with-qemu-reference) qemu_ref=1; shift ;;
@@ -70,7 +72,9 @@ fi
 kinds=""
 [ -n "$vmm" ] && kinds=vmm
 [ $qemu_ref -eq 1 ] && kinds=${kinds:+$kinds,}qemu
-append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}"
+# The lab's parameters ride on L1's command line (its /init reads them); spaces become commas.
+vmm_args=$(echo "$vmm_args" | xargs | tr ' ' ',')
+append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}${vmm_args:+ labvmmargs=$vmm_args}"
 # The L1 command of the DESIGN's lab recipe (verified by hand).
 l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
   -kernel "$out/kernels/cloud/vmlinuz" -initrd "$out/l1.cpio")
@@ -87,40 +91,69 @@ n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
 l1_timeout=$((180 + 95 * n_scenarios * n_kinds))
 
 log=$out/l1-console.log
-# Runs L1 once, logging its console to $log and showing the lab's own lines; returns QEMU's status.
+lab_lines='^(LAB-|--- |  \| )'
+# The longest an L1 may go without printing a lab line: scenarios.sh bounds each L2 run at 90 s, so
+# silence past this means L1 itself is wedged (seen: an L1 CPU in a soft lockup inside its KVM,
+# where no signal reaches the stuck vmm).
+l1_stall_limit=180
+# Runs L1 once, logging its console to $log and showing the lab's own lines as they come. Sets
+# l1_status (QEMU's exit status) and l1_killed (why the runner stopped it, if it did).
 boot_l1() {
-  local start=$SECONDS status
+  local start=$SECONDS last=$SECONDS shown=0 n qpid
   echo "lab: booting L1 ($kinds; host timeout ${l1_timeout}s; console log $log)"
-  set +e
-  timeout "$l1_timeout" "${l1_command[@]}" -append "$append" </dev/null 2>&1 |
-    tr -d '\r' | tee "$log" | grep --line-buffered -E '^(LAB-|--- |  \| )'
-  status=${PIPESTATUS[0]}
-  set -e
-  echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $status"
-  return "$status"
+  l1_killed=""
+  : >"$log"
+  "${l1_command[@]}" -append "$append" </dev/null >"$log.raw" 2>&1 &
+  qpid=$!
+  trap 'kill "$qpid" 2>/dev/null' EXIT # if this script is stopped (ctest's timeout), so is L1
+  while :; do
+    sleep 2
+    tr -d '\r' <"$log.raw" >"$log"
+    n=$(grep -cE "$lab_lines" "$log" || true)
+    if [ "$n" -gt "$shown" ]; then
+      grep -E "$lab_lines" "$log" | tail -n +$((shown + 1))
+      shown=$n last=$SECONDS
+    fi
+    kill -0 "$qpid" 2>/dev/null || break
+    if [ $((SECONDS - start)) -ge "$l1_timeout" ]; then
+      l1_killed="L1 did not finish within ${l1_timeout}s"
+    elif [ $((SECONDS - last)) -ge "$l1_stall_limit" ]; then
+      l1_killed="L1 printed no lab line for ${l1_stall_limit}s$(grep -q 'soft lockup' "$log" && echo ', its console reports a soft lockup')"
+    fi
+    if [ -n "$l1_killed" ]; then
+      kill "$qpid" 2>/dev/null || true
+      break
+    fi
+  done
+  l1_status=0
+  wait "$qpid" || l1_status=$?
+  trap - EXIT
+  rm -f "$log.raw"
+  echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
 }
-l1_crashed() { # the L1 kernel panicked (not an L2's panic quoted in a failure report), or QEMU died
-  grep -q '^LAB-END' "$log" && return 1
-  return 0
+l1_finished() { grep -q '^LAB-END' "$log"; }
+l1_crash_reason() {
+  if grep -v '^  | ' "$log" | grep -q 'Kernel panic'; then
+    echo "L1's console says Kernel panic"
+  elif [ -n "$l1_killed" ]; then
+    echo "$l1_killed"
+  else
+    echo "L1's QEMU exited with status $l1_status before LAB-END"
+  fi
 }
 
-l1_status=0
-boot_l1 || l1_status=$?
-if l1_crashed; then
-  reason="QEMU exit status $l1_status"
-  grep -v '^  | ' "$log" | grep -q 'Kernel panic' && reason="L1's console says Kernel panic"
-  [ "$l1_status" -eq 124 ] && reason="L1 did not finish within ${l1_timeout}s"
-  echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($reason, no LAB-END; log kept in $log.1)"
+boot_l1
+if ! l1_finished; then
+  echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($(l1_crash_reason); log kept in $log.1)"
   mv "$log" "$log.1"
-  l1_status=0
-  boot_l1 || l1_status=$?
+  boot_l1
 fi
 
 passed=$(grep -c '^LAB-RESULT [^ ]* PASS' "$log" || true)
 failed=$(grep -c '^LAB-RESULT [^ ]* FAIL' "$log" || true)
 skipped=$(grep -c '^LAB-RESULT [^ ]* SKIP' "$log" || true)
-if l1_crashed; then
-  echo "lab: L1 crashed again (QEMU exit status $l1_status, no LAB-END); see $log"
+if ! l1_finished; then
+  echo "lab: L1 crashed again ($(l1_crash_reason)); the scenarios without a result did not run; see $log"
   failed=$((failed + 1))
 fi
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then

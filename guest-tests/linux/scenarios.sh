@@ -8,6 +8,7 @@
 #   LAB_VMM       which VMMs boot L2, comma-separated, each running every scenario: vmm (default)
 #                 and/or qemu (QEMU -M microvm, the reference; its results are named qemu/<scenario>)
 #   LAB_VMM_BIN   path of the vmm binary (default /usr/local/bin/vmm)
+#   LAB_VMM_ARGS  extra arguments for vmm, space-separated (e.g. "--log-level debug")
 #   LAB_ONLY      comma-separated scenario names to run (default: all)
 #   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
 #   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic})
@@ -48,7 +49,7 @@ l2_run() {
     vmm)
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
         --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
-        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" ;;
+        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS ;;
     qemu)
       with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "tests/firmware/sample_platform.hpp"
 #include "vmm/util/error.hpp"
 
 namespace vmm::acpi {
@@ -13,33 +14,7 @@ namespace {
 using ::testing::HasSubstr;
 
 PlatformDescription valid() {
-  return PlatformDescription{
-      .cpu_count = 1,
-      .lapic_address = 0xfee00000,
-      .ioapic_address = 0xfec00000,
-      .ioapic_id = 0,
-      .ioapic_gsi_base = 0,
-      .sleep_control_port = 0x600,
-      .sleep_status_port = 0x601,
-      .s5_sleep_type = 5,
-      .reset_port = 0x64,
-      .reset_value = 0xfe,
-      .i8042_present = false,
-      .rtc_century_register = 0,
-      .devices = {{.name = "COM1",
-                   .hid = "PNP0501",
-                   .uid = 0,
-                   .io = {{0x3f8, 8}},
-                   .mmio = {},
-                   .interrupts = {{4, false, false}}},
-                  {.name = "VR00",
-                   .hid = "LNRO0005",
-                   .uid = 0,
-                   .io = {},
-                   .mmio = {{0xd0000000, 0x200}},
-                   .interrupts = {{5, true, false}}}},
-      .interrupt_overrides = {},
-  };
+  return testing::sample_platform();
 }
 
 // Applies `change` to a valid description and expects validate() to fail mentioning `message`.
