@@ -99,6 +99,7 @@ struct Machine::Impl {
   MachineExit run();
   void watch_console_input();
   void arm_timeout();
+  void log_vcpu_positions() const;
 
   MachineConfig config;
   kvm::Kvm kvm;
@@ -258,6 +259,20 @@ void Machine::Impl::arm_timeout() {
   });
 }
 
+// Where each vCPU was when the machine stopped without the guest's consent: the first clue to a
+// guest that hangs.
+void Machine::Impl::log_vcpu_positions() const {
+  for (const auto& vcpu : vcpus) {
+    try {
+      const kvm_regs regs = vcpu->regs();
+      spdlog::info("vCPU {} stopped at rip {:#x} (rsp {:#x}, rflags {:#x})", vcpu->id(), regs.rip,
+                   regs.rsp, regs.rflags);
+    } catch (const Error& e) {
+      spdlog::debug("vCPU {}: {}", vcpu->id(), e.what());
+    }
+  }
+}
+
 MachineExit Machine::Impl::run() {
   if (ran) fail("a machine can only be run once");
   ran = true;
@@ -278,6 +293,7 @@ MachineExit Machine::Impl::run() {
   for (auto& thread : threads) thread->join();
   terminal.reset();
   auto exit = latch.result();
+  if (exit && exit->reason == MachineExit::Reason::kTimeout) log_vcpu_positions();
   spdlog::debug("guest ran for {:.3f} s: {}",
                 std::chrono::duration<double>(Clock::now() - started).count(),
                 exit ? exit->describe() : "no exit reason");

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Boot benchmark: vmm against QEMU -M microvm, side by side in one boot of the nested lab's L1.
+# Builds an L1 initramfs of its own (busybox, kvm modules, vmm, QEMU + microvm firmware, the cloud
+# kernel and the lab's L2 initramfs, bench/tools/stamp, bench/lab_bench_init.sh), boots it once, and
+# prints the medians of N boots of each VMM and their ratios; see bench/README.md.
+#
+# usage: boot_time.sh [--vmm PATH] [--runs N] [--out DIR]
+#   --vmm PATH  the vmm binary (default: <repo>/build/vmm/vmm)
+#   --runs N    boots per VMM (default 3)
+#   --out DIR   where the initramfs, logs and boot_time.txt go (default: <repo>/build/bench)
+# The kernels and the L2 initramfs come from the lab's build directory ($VMM_LAB_OUT, default
+# <repo>/build/lab), made there by the lab's own scripts if missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+lab_scripts=$repo/guest-tests/linux
+. "$lab_scripts/lib.sh"
+
+vmm=$repo/build/vmm/vmm runs=3 out=$repo/build/bench
+lab=${VMM_LAB_OUT:-$repo/build/lab}
+usage() { sed -n '7,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --vmm) vmm=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "boot_time: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+case $runs in '' | *[!0-9]* | 0) echo "boot_time: --runs $runs: want a positive number" >&2; exit 2 ;; esac
+[ -x "$vmm" ] || lab_die "--vmm $vmm: no such executable (cmake --build <build dir> --target vmm)"
+vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
+qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+command -v gcc >/dev/null || lab_die "gcc not found"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# The modules that give L1 a /dev/kvm, and what QEMU -M microvm reads besides its libraries: the same
+# lists as guest-tests/linux/build-l1-initramfs.sh.
+l1_modules=(irqbypass kvm kvm_amd)
+qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
+
+# --- inputs: kernels and L2 initramfs (the lab's), the stamp tool ---
+"$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
+l2=$lab/l2-cloud.cpio.gz
+if [ ! -s "$l2" ]; then
+  "$lab_scripts/build-l2-initramfs.sh" --kernel-dir "$lab/kernels/cloud" --out "$l2"
+fi
+kernel=$lab/kernels/cloud/vmlinuz
+gcc -O2 -static -Wall -Wextra -o "$out/stamp" "$here/tools/stamp.c"
+
+# --- the L1 initramfs ---
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+lab_busybox_root "$root"
+lab_add_modules "$root" "$lab/kernels/cloud/modules" "${l1_modules[@]}"
+lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
+lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
+mkdir -p "$root/usr/share/qemu" "$root/bench/l2"
+cp "${qemu_firmware[@]}" "$root/usr/share/qemu/"
+cp "$kernel" "$root/bench/l2/vmlinuz"
+cp "$l2" "$root/bench/l2/initrd.cpio.gz"
+cp "$out/stamp" "$root/bench/stamp"
+cp "$here/lab_bench_init.sh" "$root/bench/lab_bench_init.sh"
+cat >"$root/init" <<INIT
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+exec </dev/console >/dev/console 2>&1
+$lab_init_load_modules
+INIT
+cat >>"$root/init" <<'INIT'
+echo # the firmware leaves the cursor mid-line; the bench's lines must start one
+BENCH_RUNS=$(sed -n 's/.*benchruns=\([0-9]*\).*/\1/p' /proc/cmdline)
+export BENCH_RUNS
+sh /bench/lab_bench_init.sh
+poweroff -f
+INIT
+chmod +x "$root/init"
+l1_cpio=$out/l1-bench.cpio
+lab_pack_cpio "$root" "$l1_cpio" # uncompressed: gunzip under TCG costs L1 about a second
+rm -rf "$root"
+trap - EXIT
+
+# --- boot L1 once (retried once if L1 itself crashes) ---
+# Another lab's QEMU would share the 2 cores with this one and skew both: wait for it to end.
+other_qemu() { pgrep -x qemu-system-x86 || true; }
+if [ -n "$(other_qemu)" ]; then
+  echo "boot_time: another QEMU is running (pid $(other_qemu | xargs)); waiting for it to end"
+  while [ -n "$(other_qemu)" ]; do sleep 5; done
+fi
+
+l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
+  -kernel "$kernel" -initrd "$l1_cpio" -append "console=ttyS0 panic=-1 quiet benchruns=$runs")
+# L1 boot + every L2 boot at its worst (stamp's 90 s limit); silence past the stall limit means L1
+# is wedged (seen in the lab: a soft lockup inside L1's KVM, where no signal reaches the VMM).
+l1_timeout=$((180 + 2 * runs * 95))
+l1_stall_limit=180
+log=$out/l1-console.log
+concurrent="" qpid=""
+boot_l1() {
+  local start=$SECONDS last=$SECONDS shown=0 n pids
+  echo "boot_time: booting L1 ($runs boots per VMM; host timeout ${l1_timeout}s; console log $log)"
+  l1_killed=""
+  : >"$log"
+  "${l1_command[@]}" </dev/null >"$log.raw" 2>&1 &
+  qpid=$!
+  trap 'kill "$qpid" 2>/dev/null' EXIT
+  while :; do
+    sleep 2
+    tr -d '\r' <"$log.raw" >"$log"
+    pids=$(other_qemu | { grep -vx "$qpid" || true; } | xargs)
+    [ -n "$pids" ] && concurrent="another QEMU (pid $pids) ran during the measurement: numbers are skewed"
+    n=$(grep -cE '^BENCH-' "$log" || true)
+    if [ "$n" -gt "$shown" ]; then
+      grep -E '^BENCH-' "$log" | tail -n +$((shown + 1)) | sed 's/^/  /'
+      shown=$n last=$SECONDS
+    fi
+    kill -0 "$qpid" 2>/dev/null || break
+    if [ $((SECONDS - start)) -ge "$l1_timeout" ]; then
+      l1_killed="L1 did not finish within ${l1_timeout}s"
+    elif [ $((SECONDS - last)) -ge "$l1_stall_limit" ]; then
+      l1_killed="L1 printed no bench line for ${l1_stall_limit}s$(grep -q 'soft lockup' "$log" && echo ', its console reports a soft lockup')"
+    fi
+    if [ -n "$l1_killed" ]; then
+      kill "$qpid" 2>/dev/null || true
+      break
+    fi
+  done
+  l1_status=0
+  wait "$qpid" || l1_status=$?
+  trap - EXIT
+  tr -d '\r' <"$log.raw" >"$log"
+  rm -f "$log.raw"
+  echo "boot_time: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
+}
+l1_finished() { grep -q '^BENCH-END' "$log"; }
+l1_crash_reason() {
+  if grep -v '^  | ' "$log" | grep -q 'Kernel panic'; then
+    echo "L1's console says Kernel panic"
+  elif [ -n "$l1_killed" ]; then
+    echo "$l1_killed"
+  else
+    echo "L1's QEMU exited with status $l1_status before BENCH-END"
+  fi
+}
+
+retry_note=""
+boot_l1
+if ! l1_finished; then
+  retry_note="L1 crashed on the first attempt ($(l1_crash_reason)); retried once (log kept in $log.1)"
+  echo "boot_time: $retry_note"
+  mv "$log" "$log.1"
+  boot_l1
+fi
+if ! l1_finished; then
+  retry_note="${retry_note:+$retry_note; }L1 did not finish ($(l1_crash_reason)): the table has only the boots before that"
+  echo "boot_time: $retry_note"
+fi
+grep -A40 '^--- ' "$log" | grep -E '^(--- |  \| )' >"$out/failures.txt" || true
+grep '^BENCH-RESULT ' "$log" >"$out/results.txt" || true
+
+# --- the table ---
+# field KIND NAME: that field of every successful boot (status 0, marker seen), one per line.
+field() {
+  awk -v kind="$1" -v name="$2" '
+    $2 == kind {
+      delete f
+      for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      if (f["status"] == "0" && f["marker_ms"] + 0 >= 0 && (name in f) && f[name] + 0 >= 0) print f[name]
+    }' "$out/results.txt"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { field "$1" "$2" | median; }
+count_ok() { field "$1" status | wc -l; }
+kib_to_mib() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
+
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+l2_kernel=$(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?')
+qemu_version=$("$qemu" --version | head -n1)
+vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' + uncommitted changes' || true)
+{
+  echo "vmm boot benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); vmm at $vmm_rev$vmm_dirty ($vmm)"
+  echo "machine: $(nproc) CPUs, $cpu_model"
+  echo "nested lab: L1 = QEMU TCG (-cpu EPYC, 2 vCPUs, 2 GiB), L2 under kvm-amd in L1"
+  echo "L2: Debian $l2_kernel, the lab's busybox initramfs, 1 vCPU, 256 MiB, \"console=ttyS0 panic=-1 vmmtest=marker\""
+  echo "reference: $qemu_version, -M microvm,rtc=on"
+  echo "$runs boots per VMM, alternating in one L1 boot; medians of the successful boots (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs)"
+  [ -n "$retry_note" ] && echo "note: $retry_note"
+  [ -n "$concurrent" ] && echo "note: $concurrent"
+  echo
+  printf '%-34s %10s %12s %10s\n' "" vmm "QEMU microvm" vmm/QEMU
+  for row in first_output_ms:"first serial output (ms)" marker_ms:"L2 /init marker (ms)" exit_ms:"process exit (ms)"; do
+    name=${row%%:*} label=${row#*:}
+    v=$(med vmm "$name") q=$(med qemu "$name")
+    printf '%-34s %10s %12s %10s\n' "$label" "$(ms "$v")" "$(ms "$q")" "$(ratio "$v" "$q")"
+  done
+  for row in overhead_kib:"memory overhead at marker (MiB)" maxrss_kib:"peak RSS (MiB)"; do
+    name=${row%%:*} label=${row#*:}
+    v=$(kib_to_mib "$(med vmm "$name")") q=$(kib_to_mib "$(med qemu "$name")")
+    printf '%-34s %10s %12s %10s\n' "$label" "$v" "$q" "$(ratio "$v" "$q")"
+  done
+  v=$(med vmm vcpu_start_ms)
+  printf '%-34s %10s\n' "vmm start to first guest entry (ms)" "$(awk -v v="$v" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }')"
+  echo
+  echo "times: from just before fork/exec of the VMM (stamp); memory: smaps Rss at the marker minus the"
+  echo "guest-RAM mapping's Rss; the vmm start time is its own -vv log (static init to KVM_RUN)."
+  echo
+  echo "per boot:"
+  sed 's/^BENCH-RESULT /  /' "$out/results.txt"
+  if [ -s "$out/failures.txt" ]; then
+    echo
+    echo "failed boots:"
+    cat "$out/failures.txt"
+  fi
+} | tee "$out/boot_time.txt"
+[ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]

@@ -1,0 +1,77 @@
+#!/bin/sh
+# The boot benchmark's side inside the nested lab's L1 (busybox sh, run by the /init boot_time.sh
+# writes). Boots the same L2 guest (Debian's cloud kernel, the lab's L2 initramfs, 1 vCPU, 256 MiB,
+# the same command line) with QEMU -M microvm and with vmm, alternately, BENCH_RUNS times each, each
+# under bench/tools/stamp, and prints one line per boot:
+#   BENCH-RESULT <qemu|vmm> run=<i> first_output_ms=.. marker_ms=.. exit_ms=.. status=.. rss_kib=..
+#                guest_rss_kib=.. overhead_kib=.. maxrss_kib=.. [vcpu_start_ms=..]
+# (vcpu_start_ms, vmm only: its own -vv log's "starting 1 vCPU(s)" time since process start), the tail
+# of the L2 console after a failed boot, and BENCH-END at the end.
+#
+# Environment: BENCH_RUNS (default 3). Paths are where boot_time.sh puts things in the L1 initramfs.
+
+BENCH_RUNS=${BENCH_RUNS:-3}
+STAMP=/bench/stamp
+VMM=/usr/local/bin/vmm
+QEMU=/usr/bin/qemu-system-x86_64
+KERNEL=/bench/l2/vmlinuz
+INITRD=/bench/l2/initrd.cpio.gz
+CMDLINE="console=ttyS0 panic=-1 vmmtest=marker"
+MARKER="VMM-L2-MARKER"
+MEM_MIB=256
+L2_TIMEOUT=60               # vmm --timeout
+STAMP_TIMEOUT=$((L2_TIMEOUT + 30)) # stamp kills the VMM (SIGKILL) past this, QEMU included
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# run_one KIND RUN: one L2 boot under stamp; its console and stderr are kept in /tmp.
+run_one() {
+  kind=$1 run=$2
+  console=/tmp/$kind-$run.console errlog=/tmp/$kind-$run.stderr result=/tmp/$kind-$run.stamp
+  case $kind in
+    vmm)
+      "$STAMP" --marker "$MARKER" --guest-mem "$MEM_MIB" --log "$console" --timeout "$STAMP_TIMEOUT" -- \
+        "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${MEM_MIB}M" \
+        --cmdline "$CMDLINE" --timeout "$L2_TIMEOUT" -vv </dev/null >"$result" 2>"$errlog" ;;
+    qemu)
+      "$STAMP" --marker "$MARKER" --guest-mem "$MEM_MIB" --log "$console" --timeout "$STAMP_TIMEOUT" -- \
+        "$QEMU" -M microvm,rtc=on -accel kvm -cpu host -smp 1 -m "$MEM_MIB" -nodefaults \
+        -no-user-config -display none -serial stdio -no-reboot \
+        -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" </dev/null >"$result" 2>"$errlog" ;;
+  esac
+  fields=$(sed -n 's/^STAMP //p' "$result")
+  extra=""
+  if [ "$kind" = vmm ]; then
+    vcpu=$(sed -n 's/.*debug: +\([0-9.]*\) ms: starting [0-9]* vCPU.*/\1/p' "$errlog" | head -n1)
+    extra=" vcpu_start_ms=${vcpu:--1}"
+  fi
+  if [ -z "$fields" ]; then
+    echo "BENCH-RESULT $kind run=$run stamp-failed"
+  else
+    echo "BENCH-RESULT $kind run=$run $fields$extra"
+  fi
+  # A boot that did not reach the marker or exit 0 is reported with its evidence.
+  case " $fields " in
+    *" status=0 "*) grep -q "$MARKER" "$console" && return 0 ;;
+  esac
+  echo "--- $kind run $run: last lines of the L2 console ---"
+  tail -n 25 "$console" 2>/dev/null | sed 's/^/  | /'
+  echo "--- $kind run $run: last lines of its stderr ---"
+  tail -n 15 "$errlog" 2>/dev/null | sed 's/^/  | /'
+  echo "--- end ---"
+}
+
+echo "BENCH-START runs=$BENCH_RUNS l1-uptime=$(uptime_s) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
+if [ ! -c /dev/kvm ]; then
+  echo "BENCH-ERROR L1 has no /dev/kvm (kvm-amd did not load)"
+  echo "BENCH-END"
+  exit 1
+fi
+# QEMU goes first in each pair: if a vmm boot ever wedges L1, the reference numbers before it remain.
+run=1
+while [ $run -le "$BENCH_RUNS" ]; do
+  run_one qemu "$run"
+  run_one vmm "$run"
+  run=$((run + 1))
+done
+echo "BENCH-END l1-uptime=$(uptime_s)"
