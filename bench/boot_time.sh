@@ -206,11 +206,15 @@ vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
     v=$(kib_to_mib "$(med vmm "$name")") q=$(kib_to_mib "$(med qemu "$name")")
     printf '%-34s %10s %12s %10s\n' "$label" "$v" "$q" "$(ratio "$v" "$q")"
   done
+  v=$(med vmm l2_uptime_s) q=$(med qemu l2_uptime_s)
+  printf '%-34s %10s %12s %10s\n' "L2 kernel's uptime at /init (s)" "$v" "$q" "$(ratio "$v" "$q")"
   v=$(med vmm vcpu_start_ms)
   printf '%-34s %10s\n' "vmm start to first guest entry (ms)" "$(awk -v v="$v" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }')"
   echo
   echo "times: from just before fork/exec of the VMM (stamp); memory: smaps Rss at the marker minus the"
-  echo "guest-RAM mapping's Rss; the vmm start time is its own -vv log (static init to KVM_RUN)."
+  echo "guest-RAM mapping's Rss; L2 uptime: the guest's own clock when its /init ran; the vmm start"
+  echo "time is its own -vv log (static init to KVM_RUN)."
+  grep '^BENCH-FIRST-LINE ' "$log" | sed 's/^BENCH-FIRST-LINE /first console line, /' || true
   echo
   echo "per boot:"
   sed 's/^BENCH-RESULT /  /' "$out/results.txt"

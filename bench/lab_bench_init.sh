@@ -4,9 +4,10 @@
 # the same command line) with QEMU -M microvm and with vmm, alternately, BENCH_RUNS times each, each
 # under bench/tools/stamp, and prints one line per boot:
 #   BENCH-RESULT <qemu|vmm> run=<i> first_output_ms=.. marker_ms=.. exit_ms=.. status=.. rss_kib=..
-#                guest_rss_kib=.. overhead_kib=.. maxrss_kib=.. [vcpu_start_ms=..]
-# (vcpu_start_ms, vmm only: its own -vv log's "starting 1 vCPU(s)" time since process start), the tail
-# of the L2 console after a failed boot, and BENCH-END at the end.
+#                guest_rss_kib=.. overhead_kib=.. maxrss_kib=.. l2_uptime_s=.. [vcpu_start_ms=..]
+# (l2_uptime_s: the guest's /proc/uptime when its /init ran; vcpu_start_ms, vmm only: its own -vv
+# log's "starting 1 vCPU(s)" time since process start), the console's first line on each VMM's first
+# boot (BENCH-FIRST-LINE), the tail of the L2 console after a failed boot, and BENCH-END at the end.
 #
 # Environment: BENCH_RUNS (default 3). Paths are where boot_time.sh puts things in the L1 initramfs.
 
@@ -40,15 +41,21 @@ run_one() {
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" </dev/null >"$result" 2>"$errlog" ;;
   esac
   fields=$(sed -n 's/^STAMP //p' "$result")
-  extra=""
+  # The guest kernel's own clock when /init ran: tells guest-side boot time from the VMM's share.
+  up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$console" | head -n1)
+  extra=" l2_uptime_s=${up:--1}"
   if [ "$kind" = vmm ]; then
     vcpu=$(sed -n 's/.*debug: +\([0-9.]*\) ms: starting [0-9]* vCPU.*/\1/p' "$errlog" | head -n1)
-    extra=" vcpu_start_ms=${vcpu:--1}"
+    extra="$extra vcpu_start_ms=${vcpu:--1}"
   fi
   if [ -z "$fields" ]; then
     echo "BENCH-RESULT $kind run=$run stamp-failed"
   else
     echo "BENCH-RESULT $kind run=$run $fields$extra"
+  fi
+  # What "first output" was, once per VMM: the console's first line, printable characters only.
+  if [ "$run" = 1 ]; then
+    echo "BENCH-FIRST-LINE $kind: $(head -n1 "$console" 2>/dev/null | tr -cd '[:print:]' | cut -c1-100)"
   fi
   # A boot that did not reach the marker or exit 0 is reported with its evidence.
   case " $fields " in

@@ -62,7 +62,7 @@ std::vector<E820Entry> build_e820_map(const GuestMemory& memory) {
   // Nothing at 0x40e points at an EBDA, but the kernel still expects it reserved; the ACPI tables
   // must never be handed out as RAM.
   map.push_back({layout::kEbdaStart, layout::kLowRamEnd - layout::kEbdaStart, kE820Reserved});
-  map.push_back({layout::kAcpiStart, layout::kAcpiEnd - layout::kAcpiStart, kE820Reserved});
+  map.push_back({layout::kAcpiStart, layout::kBiosAreaEnd - layout::kAcpiStart, kE820Reserved});
   std::sort(map.begin(), map.end(),
             [](const E820Entry& a, const E820Entry& b) { return a.addr < b.addr; });
   for (size_t i = 1; i < map.size(); ++i) {

@@ -2,8 +2,8 @@
 //
 //   stamp --marker TEXT --guest-mem MiB [--log FILE] [--timeout SECONDS] -- CMD ARGS...
 //
-// t0 is taken just before fork/exec. The child's stdout (the guest's serial console) comes through a
-// pipe and is copied to FILE. Reported, in ms since t0: the first byte of output, the first
+// t0 is taken just before fork/exec. The child's stdout (the guest's serial console) comes through
+// a pipe and is copied to FILE. Reported, in ms since t0: the first byte of output, the first
 // occurrence of TEXT (also when a read splits it), and the child's exit. When TEXT appears, the
 // child's /proc/<pid>/smaps is read: total Rss, the Rss of the guest-RAM mapping(s) (those at least
 // as large as the guest memory), and the difference, the VMM's memory overhead. Also the peak RSS

@@ -20,6 +20,7 @@
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "firmware/acpi/acpi.hpp"
+#include "firmware/reset_vector.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/kvm/vcpu.hpp"
@@ -139,7 +140,9 @@ void Machine::Impl::assemble() {
 
   spdlog::debug("+{:.3f} ms: irqchip, PIT and memory slots set up", ms_since_start());
   create_devices();
-  const uint64_t rsdp = acpi::write_acpi_tables(memory, platform_description(config.cpus));
+  const acpi::PlatformDescription platform = platform_description(config.cpus);
+  const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
+  firmware::write_reset_vector(memory, platform.reset_port, platform.reset_value);
 
   boot::KernelLoadConfig load;
   load.kernel_path = config.kernel_path;
