@@ -1,5 +1,7 @@
 /* The smallest boot: greet, echo the command line, exit. "exit=N" on the command line makes the
- * exit status N; "spin" makes the guest never exit (for vmm's --timeout). */
+ * exit status N; "spin" makes the guest never exit (for vmm's --timeout). "reboot", "poweroff"
+ * and "panic" end the guest the way a Linux guest would, through the platform
+ * devices vmm's ACPI tables describe, so each exit path can be tested without a Linux guest. */
 #include <stdint.h>
 
 #include "boot_params.h"
@@ -14,6 +16,21 @@ int guest_main(const void* boot_params) {
   kprintf("cmdline: %s\n", cmdline);
   if (cmdline_has_word(cmdline, "spin")) {
     kprintf("hello: spinning until the VMM stops us\n");
+    halt_forever();
+  }
+  if (cmdline_has_word(cmdline, "reboot")) {
+    kprintf("hello: resetting through the i8042\n");
+    outb(0x64, 0xfe); /* pulse the reset line: the FADT's reset register */
+    halt_forever();
+  }
+  if (cmdline_has_word(cmdline, "poweroff")) {
+    kprintf("hello: entering ACPI S5\n");
+    outb(0x600, (5 << 2) | (1 << 5)); /* SLP_TYP=5 (the DSDT's \\_S5), SLP_EN */
+    halt_forever();
+  }
+  if (cmdline_has_word(cmdline, "panic")) {
+    kprintf("hello: reporting a panic through pvpanic\n");
+    outb(0x505, 1);
     halt_forever();
   }
   uint64_t status = EXIT_PASS;

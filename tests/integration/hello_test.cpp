@@ -47,5 +47,28 @@ TEST_F(HelloGuest, TimeoutStopsAGuestThatNeverExits) {
   EXPECT_GE(elapsed, std::chrono::seconds(2));
 }
 
+struct PlatformExit {
+  const char* word;
+  int status;
+  const char* message;
+};
+
+class HelloPlatformExit : public HelloGuest, public ::testing::WithParamInterface<PlatformExit> {};
+
+// Each way a guest can end the machine reaches vmm's exit status (see vmm --help).
+TEST_P(HelloPlatformExit, EndsVmmWithItsStatus) {
+  const ProcessResult r = run_vmm(hello(GetParam().word));
+  ASSERT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_status, GetParam().status) << describe(r);
+  EXPECT_NE(r.out.find(GetParam().message), std::string::npos) << describe(r);
+  EXPECT_EQ(r.out.find("exiting with status"), std::string::npos) << describe(r);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, HelloPlatformExit,
+                         ::testing::Values(PlatformExit{"reboot", 3, "resetting through the i8042"},
+                                           PlatformExit{"poweroff", 0, "entering ACPI S5"},
+                                           PlatformExit{"panic", 4, "reporting a panic"}),
+                         [](const auto& info) { return std::string(info.param.word); });
+
 }  // namespace
 }  // namespace vmm::testing
