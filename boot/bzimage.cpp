@@ -71,6 +71,14 @@ BzImage parse_bzimage(std::span<const uint8_t> image, const std::string& name) {
          uint64_t{hdr.pref_address}, uint32_t{hdr.kernel_alignment});
   }
   if (hdr.init_size == 0) fail("{}: init_size is zero", name);
+  // syssize counts the protected-mode payload in 16-byte paragraphs: a file cut short (a partial
+  // download, a full disk) is caught here rather than booted as garbage. The last paragraph may
+  // be partial.
+  const uint64_t payload_size = uint64_t{hdr.syssize} * 16;
+  if (payload_size > image.size() - setup_size + 15) {
+    fail("{}: truncated (the header claims {} bytes of kernel after the setup, file has {})", name,
+         payload_size, image.size() - setup_size);
+  }
 
   result.payload = image.subspan(setup_size);
   return result;

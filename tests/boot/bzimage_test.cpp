@@ -61,6 +61,14 @@ TEST(BzImageTest, RejectsTruncatedSetup) {
       fmt::format("--kernel /x: truncated (setup claims 32768 bytes, file has {})", bytes.size()));
 }
 
+TEST(BzImageTest, RejectsTruncatedPayload) {
+  auto bytes = make_bzimage(8192);
+  bytes.resize(bytes.size() - 100);  // syssize still claims the whole 8192 bytes
+  EXPECT_EQ(error_of([&] { parse_bzimage(bytes, kName); }),
+            "--kernel /x: truncated (the header claims 8192 bytes of kernel after the setup, file "
+            "has 8092)");
+}
+
 TEST(BzImageTest, RejectsMissingMagic) {
   auto bytes = make_bzimage();
   edit_header(bytes, [](SetupHeader& h) { h.header = 0x12345678; });

@@ -56,6 +56,7 @@ inline std::vector<uint8_t> make_bzimage(size_t payload_size = 8192,
   hdr.cmdline_size = 2047;
   hdr.pref_address = 16 << 20;
   hdr.init_size = init_size;
+  hdr.syssize = static_cast<uint32_t>((payload_size + 15) / 16);
   std::memcpy(image.data() + kSetupHeaderOffset, &hdr, sizeof(hdr));
   for (size_t i = 0; i < payload_size; ++i) image[kTestSetupSize + i] = static_cast<uint8_t>(i * 7);
   return image;
