@@ -2,9 +2,10 @@
 # Builds the initramfs of the nested lab's L1 (Debian's cloud kernel under QEMU/TCG with an SVM CPU):
 # busybox, kvm + kvm-amd from the cloud kernel's modules, the L2 VMM(s), the L2 kernels and initramfs,
 # and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
-#   labvmm=vmm|qemu   which VMM boots the L2 guests (default: vmm if present, else qemu)
+#   labvmm=vmm,qemu   which VMMs boot the L2 guests, in turn (default: vmm if present, else qemu)
 #   labonly=a,b,...   run only these scenarios (default: all)
 #   labvmmargs=a,b    extra arguments for vmm, comma-separated ("--log-level,debug")
+#   labdone=vmm/a,... results already had from an L1 that crashed: those scenarios are not rerun
 #   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
@@ -14,6 +15,7 @@
 #   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
 # The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
@@ -70,12 +72,13 @@ cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS=""
+LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE=""
 for word in $(cat /proc/cmdline); do
   case $word in
     labvmm=*) LAB_VMM=${word#*=} ;;
     labonly=*) LAB_ONLY=${word#*=} ;;
     labmode=*) LAB_MODE=${word#*=} ;;
+    labdone=*) LAB_DONE=${word#*=} ;;
     labvmmargs=*) LAB_VMM_ARGS=$(echo "${word#*=}" | tr ',' ' ') ;;
   esac
 done
@@ -86,7 +89,7 @@ if [ ! -c /dev/kvm ]; then
   echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
 fi
-export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS
+export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS LAB_DONE
 sh /lab/scenarios.sh
 poweroff -f
 INIT

@@ -9,6 +9,7 @@
 # Also writes FILE.pvpanic: "builtin", "module" or "none" (whether the panic scenario can report).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
 # The modules /init loads, in this order (their dependencies are added automatically).

@@ -32,7 +32,7 @@ with_apt_lists() {
   if [ $apt_updated -eq 0 ]; then
     echo "fetch-kernels: '$*' failed; running apt-get update once" >&2
     apt_updated=1
-    apt-get update -qq
+    apt-get update -qq >&2
     "$@"
     return
   fi
@@ -50,7 +50,7 @@ resolve_kernel_package() {
 summarize_config() {
   local flavour=$1 config=$2 key line
   for key in "${config_keys[@]}"; do
-    line=$(grep -E "^(# )?$key[= ]" "$config" || true)
+    line=$(grep -E "^(# )?${key}[= ]" "$config" || true)
     case $line in
       "") printf '  %-8s %-40s (absent)\n' "$flavour" "$key" ;;
       "# "*) printf '  %-8s %-40s not set\n' "$flavour" "$key" ;;

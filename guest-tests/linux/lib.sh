@@ -1,4 +1,5 @@
 # Shared helpers for the initramfs builders (sourced, not run).
+# shellcheck shell=bash
 # Everything comes from Debian's packages on the host: busybox-static, cpio, kmod, xz-utils/zstd if a
 # kernel's modules are compressed.
 
@@ -76,6 +77,7 @@ lab_pack_cpio() {
 }
 
 # Shell code for an /init: loads every module of /lib/modules/load-order, reporting failures.
+# shellcheck disable=SC2034,SC2016 # used by the scripts that source this; expands in the guest
 lab_init_load_modules='
 if [ -s /lib/modules/load-order ]; then
   while read -r m; do

@@ -3,7 +3,8 @@
 # kvm-amd gives a real /dev/kvm; inside it, vmm (and/or QEMU -M microvm, the reference) boots stock
 # Debian kernels as L2 guests, one scenario after another (scenarios.sh). One L1 boot runs them all.
 #
-# usage: run-lab.sh [--vmm PATH] [--out DIR] [--only SCENARIO,...] [--with-qemu-reference] [--shell]
+# usage: run-lab.sh [--vmm PATH] [--out DIR] [--only SCENARIO,...] [--with-qemu-reference]
+#                   [--vmm-args ARGS] [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc)
@@ -13,13 +14,14 @@
 #   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
 # scenario failed and at least one passed. An L1 crash (its kernel panics, or its QEMU dies, before
-# LAB-END) is not a vmm failure: the whole L1 is retried once.
+# LAB-END, or goes silent) is not a vmm failure: L1 is booted once more, for the scenarios that had
+# no result yet.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
-usage() { sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
@@ -55,7 +57,7 @@ stale() { # stale TARGET INPUT...: true if TARGET is missing or older than any i
 }
 for flavour in cloud generic; do
   l2=$out/l2-$flavour.cpio.gz
-  if stale "$l2" "$here/build-l2-initramfs.sh" "$here/lib.sh" "$out/kernels/$flavour/vmlinuz"; then
+  if stale "$l2" "$here/build-l2-initramfs.sh" "$here/lib.sh" "$out/kernels/$flavour/package"; then
     "$here/build-l2-initramfs.sh" --kernel-dir "$out/kernels/$flavour" --out "$l2"
   fi
 done
@@ -76,6 +78,7 @@ kinds=""
 vmm_args=$(echo "$vmm_args" | xargs | tr ' ' ',')
 append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}${vmm_args:+ labvmmargs=$vmm_args}"
 # The L1 command of the DESIGN's lab recipe (verified by hand).
+# shellcheck disable=SC2054 # commas belong to QEMU's option values
 l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
   -kernel "$out/kernels/cloud/vmlinuz" -initrd "$out/l1.cpio")
 
@@ -96,16 +99,16 @@ lab_lines='^(LAB-|--- |  \| )'
 # silence past this means L1 itself is wedged (seen: an L1 CPU in a soft lockup inside its KVM,
 # where no signal reaches the stuck vmm).
 l1_stall_limit=180
-# Runs L1 once, logging its console to $log and showing the lab's own lines as they come. Sets
-# l1_status (QEMU's exit status) and l1_killed (why the runner stopped it, if it did).
+# Runs L1 once with kernel command line APPEND, logging its console to $log and showing the lab's own
+# lines as they come. Sets l1_status (QEMU's exit status) and l1_killed (why the runner stopped it).
 boot_l1() {
-  local start=$SECONDS last=$SECONDS shown=0 n qpid
+  local append=$1 start=$SECONDS last=$SECONDS shown=0 n
   echo "lab: booting L1 ($kinds; host timeout ${l1_timeout}s; console log $log)"
   l1_killed=""
   : >"$log"
   "${l1_command[@]}" -append "$append" </dev/null >"$log.raw" 2>&1 &
-  qpid=$!
-  trap 'kill "$qpid" 2>/dev/null' EXIT # if this script is stopped (ctest's timeout), so is L1
+  l1_pid=$!
+  trap 'kill "$l1_pid" 2>/dev/null' EXIT # if this script is stopped (ctest's timeout), so is L1
   while :; do
     sleep 2
     tr -d '\r' <"$log.raw" >"$log"
@@ -114,19 +117,20 @@ boot_l1() {
       grep -E "$lab_lines" "$log" | tail -n +$((shown + 1))
       shown=$n last=$SECONDS
     fi
-    kill -0 "$qpid" 2>/dev/null || break
+    kill -0 "$l1_pid" 2>/dev/null || break
     if [ $((SECONDS - start)) -ge "$l1_timeout" ]; then
       l1_killed="L1 did not finish within ${l1_timeout}s"
     elif [ $((SECONDS - last)) -ge "$l1_stall_limit" ]; then
-      l1_killed="L1 printed no lab line for ${l1_stall_limit}s$(grep -q 'soft lockup' "$log" && echo ', its console reports a soft lockup')"
+      l1_killed="L1 printed no lab line for ${l1_stall_limit}s"
+      if grep -q 'soft lockup' "$log"; then l1_killed="$l1_killed, its console reports a soft lockup"; fi
     fi
     if [ -n "$l1_killed" ]; then
-      kill "$qpid" 2>/dev/null || true
+      kill "$l1_pid" 2>/dev/null || true
       break
     fi
   done
   l1_status=0
-  wait "$qpid" || l1_status=$?
+  wait "$l1_pid" || l1_status=$?
   trap - EXIT
   rm -f "$log.raw"
   echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
@@ -142,16 +146,21 @@ l1_crash_reason() {
   fi
 }
 
-boot_l1
+rm -f "$log.1"
+boot_l1 "$append"
 if ! l1_finished; then
   echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($(l1_crash_reason); log kept in $log.1)"
   mv "$log" "$log.1"
-  boot_l1
+  # Results the crashed L1 did report stand; the new L1 runs the rest. Keys: <vmm>/<scenario>.
+  done_keys=$(awk '/^LAB-RESULT / { n = $2; if (n !~ /\//) n = "vmm/" n; print n }' "$log.1" | paste -sd, -)
+  [ -n "$done_keys" ] && echo "lab: keeping the $(echo "$done_keys" | tr ',' '\n' | grep -c .) results L1 reported before it crashed"
+  boot_l1 "$append${done_keys:+ labdone=$done_keys}"
 fi
 
-passed=$(grep -c '^LAB-RESULT [^ ]* PASS' "$log" || true)
-failed=$(grep -c '^LAB-RESULT [^ ]* FAIL' "$log" || true)
-skipped=$(grep -c '^LAB-RESULT [^ ]* SKIP' "$log" || true)
+results=$(cat "$log.1" "$log" 2>/dev/null | grep '^LAB-RESULT ' || true)
+passed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* PASS' || true)
+failed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* FAIL' || true)
+skipped=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* SKIP' || true)
 if ! l1_finished; then
   echo "lab: L1 crashed again ($(l1_crash_reason)); the scenarios without a result did not run; see $log"
   failed=$((failed + 1))
@@ -160,6 +169,6 @@ if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "lab: no scenario passed or failed (all skipped, or none ran); that is no pass. See $log"
   failed=1
 fi
-grep '^LAB-RESULT [^ ]* SKIP' "$log" | sed 's/^LAB-RESULT /lab: skipped /' || true
+echo "$results" | grep '^LAB-RESULT [^ ]* SKIP' | sed 's/^LAB-RESULT /lab: skipped /' || true
 echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
 [ "$failed" -eq 0 ]

@@ -10,6 +10,7 @@
 #   LAB_VMM_BIN   path of the vmm binary (default /usr/local/bin/vmm)
 #   LAB_VMM_ARGS  extra arguments for vmm, space-separated (e.g. "--log-level debug")
 #   LAB_ONLY      comma-separated scenario names to run (default: all)
+#   LAB_DONE      comma-separated <vmm>/<scenario> results already had (from an L1 that crashed): not rerun
 #   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
 #   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic})
 
@@ -45,8 +46,10 @@ with_timeout() { # with_timeout SECONDS COMMAND...; no limit while L2_TIMEOUT is
 l2_run() {
   flavour=$1 cpus=$2 scenario=$3
   cmdline="console=ttyS0 panic=-1 vmmtest=$scenario"
+  [ "$scenario" = shell ] && cmdline="console=ttyS0 panic=-1 quiet vmmtest=shell" # a person reads this one
   case $vmm_kind in
     vmm)
+      # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
         --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
         --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS ;;
@@ -171,6 +174,7 @@ scenario_rtc() {
 }
 
 selected() {
+  case ",$LAB_DONE," in *",$vmm_kind/$1,"*) return 1 ;; esac
   [ -z "$LAB_ONLY" ] && return 0
   case ",$LAB_ONLY," in *",$1,"*) return 0 ;; esac
   return 1
