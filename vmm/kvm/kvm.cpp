@@ -24,6 +24,9 @@ Kvm Kvm::open(const std::string& path) {
     throw Error(errno_message(path, err));
   }
   const int version = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
+  if (version < 0) {
+    fail("{}: not a KVM device (KVM_GET_API_VERSION: {})", path, std::strerror(errno));
+  }
   if (version != KVM_API_VERSION) {
     fail("{}: unsupported KVM API version {} (need {})", path, version, KVM_API_VERSION);
   }
