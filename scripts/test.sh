@@ -46,7 +46,7 @@ if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
   echo "== unit and host-KVM tests"
   run_ctest build -LE lab -j"$jobs"
   echo "== nested lab (stock Debian kernels under vmm)"
-  run_ctest build -L lab
+  run_ctest build -L lab -V
 else
   echo "test.sh: build failed" >&2
   failed=$((failed + 1))
