@@ -53,6 +53,8 @@ struct PlatformExit {
   const char* message;
 };
 
+void PrintTo(const PlatformExit& exit, std::ostream* os) { *os << exit.word; }
+
 class HelloPlatformExit : public HelloGuest, public ::testing::WithParamInterface<PlatformExit> {};
 
 // Each way a guest can end the machine reaches vmm's exit status (see vmm --help).
