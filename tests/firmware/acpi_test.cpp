@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "tests/firmware/acpi_reader.hpp"
+#include "tests/firmware/sample_platform.hpp"
 #include "vmm/memory/layout.hpp"
 #include "vmm/util/error.hpp"
 
@@ -44,60 +45,47 @@ class AcpiTablesTest : public ::testing::Test {
 
 // What the machine describes: two CPUs, COM1, RTC, i8042, pvpanic and two virtio-mmio devices.
 PlatformDescription machine_platform() {
-  return PlatformDescription{
-      .cpu_count = 2,
-      .lapic_address = layout::kLapicAddress,
-      .ioapic_address = layout::kIoapicAddress,
-      .ioapic_id = 0,
-      .ioapic_gsi_base = 0,
-      .sleep_control_port = 0x600,
-      .sleep_status_port = 0x601,
-      .s5_sleep_type = 5,
-      .reset_port = 0x64,
-      .reset_value = 0xfe,
-      .i8042_present = true,
-      .rtc_century_register = 0x32,
-      .devices =
-          {
-              {.name = "COM1",
-               .hid = "PNP0501",
-               .uid = 0,
-               .io = {{0x3f8, 8}},
-               .mmio = {},
-               .interrupts = {{4, false, false}}},
-              {.name = "RTC0",
-               .hid = "PNP0B00",
-               .uid = 0,
-               .io = {{0x70, 2}},
-               .mmio = {},
-               .interrupts = {{8, false, false}}},
-              {.name = "PS2K",
-               .hid = "PNP0303",
-               .uid = 0,
-               .io = {{0x60, 1}, {0x64, 1}},
-               .mmio = {},
-               .interrupts = {{1, false, false}}},
-              {.name = "PEVT",
-               .hid = "QEMU0001",
-               .uid = 0,
-               .io = {{0x505, 1}},
-               .mmio = {},
-               .interrupts = {}},
-              {.name = "VR00",
-               .hid = "LNRO0005",
-               .uid = 0,
-               .io = {},
-               .mmio = {{layout::kVirtioMmioStart, 0x200}},
-               .interrupts = {{5, true, false}}},
-              {.name = "VR01",
-               .hid = "LNRO0005",
-               .uid = 1,
-               .io = {},
-               .mmio = {{layout::kVirtioMmioStart + layout::kVirtioMmioStride, 0x200}},
-               .interrupts = {{6, false, false}}},
-          },
-      .interrupt_overrides = {},
+  PlatformDescription platform = testing::sample_platform();
+  platform.cpu_count = 2;
+  platform.devices = {
+      {.name = "COM1",
+       .hid = "PNP0501",
+       .uid = 0,
+       .io = {{0x3f8, 8}},
+       .mmio = {},
+       .interrupts = {{4, false, false}}},
+      {.name = "RTC0",
+       .hid = "PNP0B00",
+       .uid = 0,
+       .io = {{0x70, 2}},
+       .mmio = {},
+       .interrupts = {{8, false, false}}},
+      {.name = "PS2K",
+       .hid = "PNP0303",
+       .uid = 0,
+       .io = {{0x60, 1}, {0x64, 1}},
+       .mmio = {},
+       .interrupts = {{1, false, false}}},
+      {.name = "PEVT",
+       .hid = "QEMU0001",
+       .uid = 0,
+       .io = {{0x505, 1}},
+       .mmio = {},
+       .interrupts = {}},
+      {.name = "VR00",
+       .hid = "LNRO0005",
+       .uid = 0,
+       .io = {},
+       .mmio = {{layout::kVirtioMmioStart, 0x200}},
+       .interrupts = {{5, true, false}}},
+      {.name = "VR01",
+       .hid = "LNRO0005",
+       .uid = 1,
+       .io = {},
+       .mmio = {{layout::kVirtioMmioStart + layout::kVirtioMmioStride, 0x200}},
+       .interrupts = {{6, false, false}}},
   };
+  return platform;
 }
 
 TEST_F(AcpiTablesTest, RsdpAtAreaStartWithValidChecksums) {
