@@ -100,11 +100,14 @@ l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 
 l1_timeout=$((180 + 2 * runs * 95))
 l1_stall_limit=180
 log=$out/l1-console.log
-concurrent="" qpid=""
+qpid=""
+# Boots during which another QEMU was running ("qemu/2 vmm/2"), and those QEMUs' pids: such a boot
+# shared the cores, so the table flags it.
+skewed="" other_pids=""
 boot_l1() {
-  local start=$SECONDS last=$SECONDS shown=0 n pids
+  local start=$SECONDS last=$SECONDS shown=0 n pids seen_other=0 line
   echo "boot_time: booting L1 ($runs boots per VMM; host timeout ${l1_timeout}s; console log $log)"
-  l1_killed=""
+  l1_killed="" skewed="" other_pids=""
   : >"$log"
   "${l1_command[@]}" </dev/null >"$log.raw" 2>&1 &
   qpid=$!
@@ -113,10 +116,21 @@ boot_l1() {
     sleep 2
     tr -d '\r' <"$log.raw" >"$log"
     pids=$(other_qemu | { grep -vx "$qpid" || true; } | xargs)
-    [ -n "$pids" ] && concurrent="another QEMU (pid $pids) ran during the measurement: numbers are skewed"
+    if [ -n "$pids" ]; then
+      seen_other=1
+      case " $other_pids " in *" $pids "*) ;; *) other_pids="${other_pids:+$other_pids }$pids" ;; esac
+    fi
     n=$(grep -cE '^BENCH-' "$log" || true)
     if [ "$n" -gt "$shown" ]; then
-      grep -E '^BENCH-' "$log" | tail -n +$((shown + 1)) | sed 's/^/  /'
+      while read -r line; do
+        echo "  $line"
+        case $line in
+          BENCH-RESULT*)
+            # This boot ran since the previous result line (within one 2 s poll).
+            [ $seen_other -eq 1 ] && skewed="${skewed:+$skewed }$(echo "$line" | awk '{ sub("run=", "", $3); print $2 "/" $3 }')"
+            seen_other=0 ;;
+        esac
+      done < <(grep -E '^BENCH-' "$log" | tail -n +$((shown + 1)))
       shown=$n last=$SECONDS
     fi
     kill -0 "$qpid" 2>/dev/null || break
@@ -164,10 +178,12 @@ grep -A40 '^--- ' "$log" | grep -E '^(--- |  \| )' >"$out/failures.txt" || true
 grep '^BENCH-RESULT ' "$log" >"$out/results.txt" || true
 
 # --- the table ---
-# field KIND NAME: that field of every successful boot (status 0, marker seen), one per line.
+# field KIND NAME: that field of every successful boot (status 0, marker seen), one per line;
+# boots in $exclude ("qemu/2 vmm/2") are left out.
+exclude=""
 field() {
-  awk -v kind="$1" -v name="$2" '
-    $2 == kind {
+  awk -v kind="$1" -v name="$2" -v exclude=" $exclude " '
+    $2 == kind && !index(exclude, " " $2 "/" substr($3, 5) " ") {
       delete f
       for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
       if (f["status"] == "0" && f["marker_ms"] + 0 >= 0 && (name in f) && f[name] + 0 >= 0) print f[name]
@@ -179,7 +195,21 @@ count_ok() { field "$1" status | wc -l; }
 kib_to_mib() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
+secs() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
 
+# Boots that shared the cores with another QEMU are left out of the medians if each VMM still has
+# a clean one.
+skew_note=""
+if [ -n "$skewed" ]; then
+  skew_note="another QEMU (pid $other_pids) shared the cores during the boots marked * ($skewed)"
+  exclude=$skewed
+  if [ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]; then
+    skew_note="$skew_note: the medians leave them out"
+  else
+    exclude=""
+    skew_note="$skew_note: no clean boot left for a VMM, so the medians include them and are skewed"
+  fi
+fi
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 l2_kernel=$(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?')
 qemu_version=$("$qemu" --version | head -n1)
@@ -191,12 +221,13 @@ vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
   echo "nested lab: L1 = QEMU TCG (-cpu EPYC, 2 vCPUs, 2 GiB), L2 under kvm-amd in L1"
   echo "L2: Debian $l2_kernel, the lab's busybox initramfs, 1 vCPU, 256 MiB, \"console=ttyS0 panic=-1 vmmtest=marker\""
   echo "reference: $qemu_version, -M microvm,rtc=on"
-  echo "$runs boots per VMM, alternating in one L1 boot; medians of the successful boots (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs)"
+  echo "$runs boots per VMM, alternating in one L1 boot; medians of the successful boots (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs counted)"
   [ -n "$retry_note" ] && echo "note: $retry_note"
-  [ -n "$concurrent" ] && echo "note: $concurrent"
+  [ -n "$skew_note" ] && echo "note: $skew_note"
   echo
   printf '%-34s %10s %12s %10s\n' "" vmm "QEMU microvm" vmm/QEMU
-  for row in first_output_ms:"first serial output (ms)" marker_ms:"L2 /init marker (ms)" exit_ms:"process exit (ms)"; do
+  for row in first_output_ms:"first serial output (ms)" early_marker_ms:"kernel's 'Linux version' (ms)" \
+    marker_ms:"L2 /init marker (ms)" exit_ms:"process exit (ms)"; do
     name=${row%%:*} label=${row#*:}
     v=$(med vmm "$name") q=$(med qemu "$name")
     printf '%-34s %10s %12s %10s\n' "$label" "$(ms "$v")" "$(ms "$q")" "$(ratio "$v" "$q")"
@@ -207,9 +238,9 @@ vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
     printf '%-34s %10s %12s %10s\n' "$label" "$v" "$q" "$(ratio "$v" "$q")"
   done
   v=$(med vmm l2_uptime_s) q=$(med qemu l2_uptime_s)
-  printf '%-34s %10s %12s %10s\n' "L2 kernel's uptime at /init (s)" "$v" "$q" "$(ratio "$v" "$q")"
+  printf '%-34s %10s %12s %10s\n' "L2 kernel's uptime at /init (s)" "$(secs "$v")" "$(secs "$q")" "$(ratio "$v" "$q")"
   v=$(med vmm vcpu_start_ms)
-  printf '%-34s %10s\n' "vmm start to first guest entry (ms)" "$(awk -v v="$v" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }')"
+  printf '%-34s %10s\n' "vmm start to guest entry (ms)" "$(awk -v v="$v" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v }')"
   echo
   echo "times: from just before fork/exec of the VMM (stamp); memory: smaps Rss at the marker minus the"
   echo "guest-RAM mapping's Rss; L2 uptime: the guest's own clock when its /init ran; the vmm start"
@@ -217,11 +248,15 @@ vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
   grep '^BENCH-FIRST-LINE ' "$log" | sed 's/^BENCH-FIRST-LINE /first console line, /' || true
   echo
   echo "per boot:"
-  sed 's/^BENCH-RESULT /  /' "$out/results.txt"
+  awk -v skewed=" $skewed " '{
+      sub(/^BENCH-RESULT /, ""); id = $1 "/" substr($2, 5)
+      print (index(skewed, " " id " ") ? "* " : "  ") $0
+    }' "$out/results.txt"
   if [ -s "$out/failures.txt" ]; then
     echo
     echo "failed boots:"
     cat "$out/failures.txt"
   fi
 } | tee "$out/boot_time.txt"
+exclude=""
 [ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]

@@ -4,7 +4,8 @@
 # the same command line) with QEMU -M microvm and with vmm, alternately, BENCH_RUNS times each, each
 # under bench/tools/stamp, and prints one line per boot:
 #   BENCH-RESULT <qemu|vmm> run=<i> first_output_ms=.. marker_ms=.. exit_ms=.. status=.. rss_kib=..
-#                guest_rss_kib=.. overhead_kib=.. maxrss_kib=.. l2_uptime_s=.. [vcpu_start_ms=..]
+#                guest_rss_kib=.. overhead_kib=.. maxrss_kib=.. early_marker_ms=.. l2_uptime_s=..
+#                [vcpu_start_ms=..]
 # (l2_uptime_s: the guest's /proc/uptime when its /init ran; vcpu_start_ms, vmm only: its own -vv
 # log's "starting 1 vCPU(s)" time since process start), the console's first line on each VMM's first
 # boot (BENCH-FIRST-LINE), the tail of the L2 console after a failed boot, and BENCH-END at the end.
@@ -19,8 +20,9 @@ KERNEL=/bench/l2/vmlinuz
 INITRD=/bench/l2/initrd.cpio.gz
 CMDLINE="console=ttyS0 panic=-1 vmmtest=marker"
 MARKER="VMM-L2-MARKER"
+EARLY_MARKER="Linux version" # the kernel's first printk: the same point in the boot for both VMMs
 MEM_MIB=256
-L2_TIMEOUT=60               # vmm --timeout
+L2_TIMEOUT=60                      # vmm --timeout
 STAMP_TIMEOUT=$((L2_TIMEOUT + 30)) # stamp kills the VMM (SIGKILL) past this, QEMU included
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
@@ -31,15 +33,15 @@ run_one() {
   console=/tmp/$kind-$run.console errlog=/tmp/$kind-$run.stderr result=/tmp/$kind-$run.stamp
   case $kind in
     vmm)
-      "$STAMP" --marker "$MARKER" --guest-mem "$MEM_MIB" --log "$console" --timeout "$STAMP_TIMEOUT" -- \
-        "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${MEM_MIB}M" \
-        --cmdline "$CMDLINE" --timeout "$L2_TIMEOUT" -vv </dev/null >"$result" 2>"$errlog" ;;
+      set -- "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${MEM_MIB}M" \
+        --cmdline "$CMDLINE" --timeout "$L2_TIMEOUT" -vv ;;
     qemu)
-      "$STAMP" --marker "$MARKER" --guest-mem "$MEM_MIB" --log "$console" --timeout "$STAMP_TIMEOUT" -- \
-        "$QEMU" -M microvm,rtc=on -accel kvm -cpu host -smp 1 -m "$MEM_MIB" -nodefaults \
+      set -- "$QEMU" -M microvm,rtc=on -accel kvm -cpu host -smp 1 -m "$MEM_MIB" -nodefaults \
         -no-user-config -display none -serial stdio -no-reboot \
-        -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" </dev/null >"$result" 2>"$errlog" ;;
+        -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" ;;
   esac
+  "$STAMP" --marker "$MARKER" --early-marker "$EARLY_MARKER" --guest-mem "$MEM_MIB" \
+    --log "$console" --timeout "$STAMP_TIMEOUT" -- "$@" </dev/null >"$result" 2>"$errlog"
   fields=$(sed -n 's/^STAMP //p' "$result")
   # The guest kernel's own clock when /init ran: tells guest-side boot time from the VMM's share.
   up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$console" | head -n1)
@@ -55,7 +57,7 @@ run_one() {
   fi
   # What "first output" was, once per VMM: the console's first line, printable characters only.
   if [ "$run" = 1 ]; then
-    echo "BENCH-FIRST-LINE $kind: $(head -n1 "$console" 2>/dev/null | tr -cd '[:print:]' | cut -c1-100)"
+    echo "BENCH-FIRST-LINE $kind: $(head -n1 "$console" 2>/dev/null | sed 's/[^ -~]//g' | cut -c1-100)"
   fi
   # A boot that did not reach the marker or exit 0 is reported with its evidence.
   case " $fields " in

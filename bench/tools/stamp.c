@@ -1,15 +1,18 @@
 // stamp: runs a VMM and measures its boot from the outside, the same way for every VMM.
 //
-//   stamp --marker TEXT --guest-mem MiB [--log FILE] [--timeout SECONDS] -- CMD ARGS...
+//   stamp --marker TEXT --guest-mem MiB [--early-marker TEXT] [--log FILE] [--timeout SECONDS]
+//         -- CMD ARGS...
 //
 // t0 is taken just before fork/exec. The child's stdout (the guest's serial console) comes through
 // a pipe and is copied to FILE. Reported, in ms since t0: the first byte of output, the first
 // occurrence of TEXT (also when a read splits it), and the child's exit. When TEXT appears, the
 // child's /proc/<pid>/smaps is read: total Rss, the Rss of the guest-RAM mapping(s) (those at least
 // as large as the guest memory), and the difference, the VMM's memory overhead. Also the peak RSS
-// (ru_maxrss from wait4). A value that could not be measured is -1. One line on stdout:
+// (ru_maxrss from wait4). With --early-marker, the ms to its first occurrence too: a point that
+// means the same for every VMM (the first byte does not: one VMM's firmware or boot path may print
+// where another's is silent). A value that could not be measured is -1. One line on stdout:
 //   STAMP first_output_ms=.. marker_ms=.. exit_ms=.. status=.. rss_kib=.. guest_rss_kib=..
-//         overhead_kib=.. maxrss_kib=..
+//         overhead_kib=.. maxrss_kib=.. [early_marker_ms=..]
 // status is the exit code, or 128+N if signal N killed the child (as the shell reports it).
 // With --timeout, the child is killed (SIGKILL) after SECONDS.
 // Exit status of stamp itself: 0 when it measured (whatever the child did), 2 on usage errors.
@@ -29,8 +32,8 @@
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: stamp --marker TEXT --guest-mem MiB [--log FILE] [--timeout SECONDS] -- CMD "
-          "ARGS...\n");
+          "usage: stamp --marker TEXT --guest-mem MiB [--early-marker TEXT] [--log FILE] "
+          "[--timeout SECONDS] -- CMD ARGS...\n");
   exit(2);
 }
 
@@ -69,6 +72,22 @@ static int read_rss(pid_t pid, unsigned long long guest_bytes, struct rss* out) 
   return mappings > 0 ? 0 : -1;  // a zombie's smaps is empty
 }
 
+// A text awaited in the output, and when it first appeared (ms since t0; -1: not yet).
+struct marker {
+  const char* text;
+  size_t len;
+  double at;
+};
+
+// The longest tail of the output that could still begin a marker not seen yet.
+static size_t carry_needed(const struct marker* markers, int n) {
+  size_t carry = 0;
+  for (int i = 0; i < n; i++) {
+    if (markers[i].at < 0 && markers[i].len - 1 > carry) carry = markers[i].len - 1;
+  }
+  return carry;
+}
+
 static void write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, p, n);
@@ -81,6 +100,7 @@ static void write_all(int fd, const char* p, size_t n) {
 
 int main(int argc, char** argv) {
   const char* marker = NULL;
+  const char* early_marker = NULL;
   const char* log_path = NULL;
   long guest_mib = -1, timeout_s = 0;
   int i = 1;
@@ -92,6 +112,8 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) usage();
     if (strcmp(argv[i], "--marker") == 0) {
       marker = argv[++i];
+    } else if (strcmp(argv[i], "--early-marker") == 0) {
+      early_marker = argv[++i];
     } else if (strcmp(argv[i], "--guest-mem") == 0) {
       guest_mib = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--log") == 0) {
@@ -102,8 +124,19 @@ int main(int argc, char** argv) {
       usage();
     }
   }
-  if (!marker || !*marker || guest_mib <= 0 || i >= argc) usage();
-  const size_t marker_len = strlen(marker);
+  if (!marker || !*marker || (early_marker && !*early_marker) || guest_mib <= 0 || i >= argc) {
+    usage();
+  }
+  // markers[0] is --marker, whose appearance also triggers the memory reading.
+  struct marker markers[2] = {{marker, strlen(marker), -1}, {early_marker, 0, -1}};
+  const int n_markers = early_marker ? 2 : 1;
+  if (early_marker) markers[1].len = strlen(early_marker);
+  for (int m = 0; m < n_markers; m++) {
+    if (markers[m].len > 256) {
+      fprintf(stderr, "stamp: marker '%s' longer than 256 bytes\n", markers[m].text);
+      return 2;
+    }
+  }
 
   int log_fd = -1;
   if (log_path) {
@@ -133,16 +166,12 @@ int main(int argc, char** argv) {
   }
   close(pipefd[1]);
 
-  double first_output = -1, marker_at = -1, exit_at = -1;
+  double first_output = -1, exit_at = -1;
   struct rss rss = {-1, -1};
-  // The tail of the previous read (marker_len - 1 bytes at most) prefixes the next, so a marker
-  // split across reads is still found.
+  // The tail of the previous read (a marker's length - 1 bytes at most) prefixes the next, so a
+  // marker split across reads is still found.
   char buf[65536 + 256];
   size_t carry = 0;
-  if (marker_len > 256) {
-    fprintf(stderr, "stamp: --marker longer than 256 bytes\n");
-    return 2;
-  }
   const double deadline = timeout_s > 0 ? t0 + (double)timeout_s * 1e3 : 0;
   int killed = 0;
   for (;;) {
@@ -167,18 +196,17 @@ int main(int argc, char** argv) {
     const double t = now_ms();
     if (first_output < 0) first_output = t - t0;
     if (log_fd >= 0) write_all(log_fd, buf + carry, (size_t)n);
-    size_t len = carry + (size_t)n;
-    if (marker_at < 0) {
-      if (memmem(buf, len, marker, marker_len)) {
-        marker_at = t - t0;
-        if (read_rss(pid, (unsigned long long)guest_mib << 20, &rss) != 0) rss.total_kib = -1;
-      } else {
-        carry = marker_len - 1 < len ? marker_len - 1 : len;
-        memmove(buf, buf + len - carry, carry);
-        continue;
+    const size_t len = carry + (size_t)n;
+    for (int m = 0; m < n_markers; m++) {
+      if (markers[m].at >= 0 || !memmem(buf, len, markers[m].text, markers[m].len)) continue;
+      markers[m].at = t - t0;
+      if (m == 0 && read_rss(pid, (unsigned long long)guest_mib << 20, &rss) != 0) {
+        rss.total_kib = -1;
       }
     }
-    carry = 0;
+    const size_t want = carry_needed(markers, n_markers);
+    carry = want < len ? want : len;
+    memmove(buf, buf + len - carry, carry);
   }
 
   int wstatus = 0;
@@ -193,8 +221,10 @@ int main(int argc, char** argv) {
   const int have_rss = rss.total_kib >= 0;
   printf(
       "STAMP first_output_ms=%.1f marker_ms=%.1f exit_ms=%.1f status=%d rss_kib=%ld "
-      "guest_rss_kib=%ld overhead_kib=%ld maxrss_kib=%ld\n",
-      first_output, marker_at, exit_at, status, have_rss ? rss.total_kib : -1,
+      "guest_rss_kib=%ld overhead_kib=%ld maxrss_kib=%ld",
+      first_output, markers[0].at, exit_at, status, have_rss ? rss.total_kib : -1,
       have_rss ? rss.guest_kib : -1, have_rss ? rss.total_kib - rss.guest_kib : -1, ru.ru_maxrss);
+  if (early_marker) printf(" early_marker_ms=%.1f", markers[1].at);
+  printf("\n");
   return 0;
 }
