@@ -83,6 +83,14 @@ TEST(GuestMemoryAllocate, LargeGuestSkipsTheMmioHole) {
   EXPECT_TRUE(memory.contains(layout::kHighRamStart + size - layout::kMmioHoleStart - 1, 1));
 }
 
+TEST(GuestMemoryAllocate, RamIsHugePageAligned) {
+  auto memory = GuestMemory::allocate(64 << 20);
+  const auto host = reinterpret_cast<uintptr_t>(memory.regions()[0].host);
+  EXPECT_EQ(host % (2 << 20), 0u);
+  // Every byte is usable.
+  EXPECT_TRUE(memory.write_obj<uint64_t>((64 << 20) - 8, 1));
+}
+
 TEST(GuestMemoryAllocate, RefusesUnalignedSizes) {
   EXPECT_THROW(GuestMemory::allocate(0), Error);
   EXPECT_THROW(GuestMemory::allocate(4097), Error);
