@@ -14,7 +14,8 @@ TEST(ResetVector, RealModeStubWritesTheResetValueToThePort) {
   std::vector<uint8_t> ram(layout::kBiosAreaEnd);
   const auto memory = GuestMemory::from_regions({{0, ram.size(), ram.data()}});
   write_reset_vector(memory, 0x64, 0xfe);
-  const std::vector<uint8_t> expected = {0xb0, 0xfe, 0xba, 0x64, 0x00, 0xee, 0xfa, 0xf4, 0xeb, 0xfd};
+  const std::vector<uint8_t> expected = {0xb0, 0xfe, 0xba, 0x64, 0x00,
+                                         0xee, 0xfa, 0xf4, 0xeb, 0xfd};
   const std::vector<uint8_t> actual(ram.begin() + layout::kResetVector,
                                     ram.begin() + layout::kResetVector + expected.size());
   EXPECT_EQ(actual, expected);

@@ -53,7 +53,9 @@ struct PlatformExit {
   const char* message;
 };
 
-void PrintTo(const PlatformExit& exit, std::ostream* os) { *os << exit.word; }
+void PrintTo(const PlatformExit& exit, std::ostream* os) {
+  *os << exit.word;
+}
 
 class HelloPlatformExit : public HelloGuest, public ::testing::WithParamInterface<PlatformExit> {};
 
