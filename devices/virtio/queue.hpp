@@ -1,0 +1,124 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "devices/virtio/descriptor_chain.hpp"
+#include "vmm/memory/guest_memory.hpp"
+
+namespace vmm::devices::virtio {
+
+// Guest-visible layout of a split virtqueue (virtio 1.2, 2.7), little-endian like the x86 host.
+struct VirtqDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+static_assert(sizeof(VirtqDesc) == 16);
+
+struct VirtqUsedElem {
+  uint32_t id;
+  uint32_t len;
+};
+static_assert(sizeof(VirtqUsedElem) == 8);
+
+inline constexpr uint16_t kVirtqDescFNext = 1;
+inline constexpr uint16_t kVirtqDescFWrite = 2;
+inline constexpr uint16_t kVirtqDescFIndirect = 4;
+inline constexpr uint16_t kVirtqAvailFNoInterrupt = 1;
+inline constexpr uint16_t kMaxQueueSize = 32768;
+
+// Bytes of each area for a queue of `size` entries; the rings include the event-idx fields.
+constexpr uint64_t desc_table_bytes(uint16_t size) {
+  return 16ull * size;
+}
+constexpr uint64_t avail_ring_bytes(uint16_t size) {
+  return 6 + 2ull * size;
+}
+constexpr uint64_t used_ring_bytes(uint16_t size) {
+  return 6 + 8ull * size;
+}
+
+// What the driver sets up before making the queue ready (and the features it negotiated).
+struct QueueConfig {
+  uint16_t size = 0;
+  uint64_t desc_table = 0;
+  uint64_t avail_ring = 0;
+  uint64_t used_ring = 0;
+  bool event_idx = false;      // VIRTIO_F_RING_EVENT_IDX
+  bool indirect_desc = false;  // VIRTIO_F_RING_INDIRECT_DESC
+};
+
+// The device side of one split virtqueue.
+//
+// The guest is hostile: every index, address and length it supplies is checked, and guest RAM is
+// touched only through GuestMemory. The first violation makes the queue broken, a sticky state
+// (until reset()) in which nothing more is popped or completed; the transport turns it into
+// VIRTIO_CONFIG_S_NEEDS_RESET and can log broken_reason().
+//
+// Threading: not synchronised. A queue is driven by one device thread (pop, add_used,
+// needs_notification); activate() and reset() come from the transport and must not run
+// concurrently with it (the device stops or locks its worker around them). The guest's vCPUs
+// write the rings concurrently; the fences in pop() and add_used() order our accesses against
+// theirs as the spec's memory barriers require.
+class SplitQueue {
+ public:
+  // `memory` must outlive the queue and every chain popped from it. `max_size` is what the
+  // device offers (QueueNumMax), a power of two.
+  SplitQueue(const GuestMemory& memory, uint16_t max_size);
+  SplitQueue(const SplitQueue&) = delete;
+  SplitQueue& operator=(const SplitQueue&) = delete;
+
+  uint16_t max_size() const { return max_size_; }
+
+  // The driver made the queue ready: checks `config` (size a power of two no larger than
+  // max_size(); each area inside guest memory with the spec's alignment) and starts using it.
+  // Throws vmm::Error naming the bad field, leaving the queue not ready.
+  void activate(const QueueConfig& config);
+  bool ready() const { return ready_; }
+  const QueueConfig& config() const { return config_; }
+
+  // Back to the state before activate(): not ready, not broken, indices at 0. Chains popped
+  // before the reset are stale: add_used() ignores them.
+  void reset();
+
+  bool broken() const { return broken_; }
+  const std::string& broken_reason() const { return broken_reason_; }
+
+  // The next available chain, or nullopt if there is none, the queue is not ready, or it is (or
+  // just became) broken: check broken() to tell them apart. With EVENT_IDX, finding the queue
+  // drained publishes avail_event so that the driver's next buffer notifies the device.
+  std::optional<DescriptorChain> pop();
+
+  // Returns `chain` to the driver through the used ring, reporting `bytes_written` bytes written
+  // into its writable part (clamped to that part's size). A stale chain (popped before reset())
+  // is dropped, and nothing is written to a broken queue. A chain already returned (a moved-from
+  // one included) or popped from another queue is refused and logged: a device bug that must not
+  // corrupt the guest's used ring.
+  void add_used(DescriptorChain&& chain, uint32_t bytes_written);
+
+  // Whether the driver wants an interrupt for the used entries added since the last call:
+  // VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX, used_event with it. False if none were added.
+  bool needs_notification();
+
+ private:
+  void mark_broken(std::string reason);
+  // Entries the driver has made available beyond next_avail_, or nullopt if that breaks the queue.
+  std::optional<uint16_t> available();
+  std::optional<DescriptorChain> read_chain(uint16_t head);
+
+  const GuestMemory& memory_;
+  const uint16_t max_size_;
+  QueueConfig config_;
+  bool ready_ = false;
+  bool broken_ = false;
+  std::string broken_reason_;
+  uint16_t next_avail_ = 0;  // next avail ring slot to consume (free-running, wraps at 2^16)
+  uint16_t next_used_ = 0;   // our copy of used->idx
+  uint32_t added_since_notify_ = 0;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace vmm::devices::virtio
