@@ -4,7 +4,8 @@
 #   2. builds vmm, the unit tests and the test guests (-Wall -Wextra -Werror),
 #   3. runs the unit tests and the test guests on this host's /dev/kvm,
 #   4. boots stock Debian kernels with vmm in the nested lab (tests labelled "lab"),
-#   5. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs 3. again.
+#   5. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs 3. again,
+#   6. checks clang-format and clang-tidy over every source (scripts/lint.sh).
 # Ends with one line "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,13 @@ if build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMM_SANITIZE=ON; then
     run_ctest build-asan -LE lab -j"$jobs"
 else
   echo "test.sh: sanitizer build failed" >&2
+  failed=$((failed + 1))
+fi
+
+echo "== lint (clang-format, clang-tidy)"
+if scripts/lint.sh build; then
+  passed=$((passed + 1))
+else
   failed=$((failed + 1))
 fi
 

@@ -193,11 +193,11 @@ void SplitQueue::add_used(DescriptorChain&& chain, uint32_t bytes_written) {
   }
   // A chain from before reset() belongs to a ring the driver has abandoned.
   const bool current = ready_ && chain.generation_ == generation_;
+  const VirtqUsedElem elem{chain.head_, std::min(bytes_written, chain.writable_bytes_)};
   std::move(chain).discard();
   if (!current || broken_) return;
 
   const uint16_t slot = next_used_ & (config_.size - 1);
-  const VirtqUsedElem elem{chain.head_, std::min(bytes_written, chain.writable_bytes_)};
   memory_.write_obj(config_.used_ring + kRingEntries + sizeof(VirtqUsedElem) * slot, elem);
   // The driver must see the element before the index that publishes it.
   std::atomic_thread_fence(std::memory_order_release);

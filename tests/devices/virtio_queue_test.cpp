@@ -308,6 +308,7 @@ TEST_F(SplitQueueTest, EventIdxPublishesAvailEventWhenDrained) {
   driver.desc(0, kData, 8);
   for (int i = 0; i < 3; ++i) driver.publish(0);
   std::vector<DescriptorChain> chains;
+  chains.reserve(3);
   for (int i = 0; i < 3; ++i) chains.push_back(pop_one());
   EXPECT_EQ(driver.avail_event(), 0);  // not drained yet: no update while busy
   EXPECT_FALSE(queue.pop().has_value());
@@ -380,6 +381,7 @@ TEST_F(SplitQueueTest, FullQueueIsNotBroken) {
   activate(default_config());
   driver.desc(0, kData, 8);
   std::vector<DescriptorChain> chains;
+  chains.reserve(kMaxSize);
   for (int i = 0; i < kMaxSize; ++i) driver.publish(0);
   for (int i = 0; i < kMaxSize; ++i) chains.push_back(pop_one());
   EXPECT_FALSE(queue.pop().has_value());
@@ -589,9 +591,12 @@ TEST_F(SplitQueueTest, ChainIsReturnedOnlyOnceAndOnlyToItsQueue) {
   driver.publish(0);
   DescriptorChain chain = pop_one();
   DescriptorChain moved = std::move(chain);
+  // The uses after a move below are the point: a moved-from or returned chain must be refused.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   queue.add_used(std::move(chain), 0);  // moved-from: refused
   EXPECT_EQ(driver.used_idx(), 0);
   queue.add_used(std::move(moved), 0);
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   queue.add_used(std::move(moved), 0);  // second return: refused
   EXPECT_EQ(driver.used_idx(), 1);
 
@@ -602,6 +607,7 @@ TEST_F(SplitQueueTest, ChainIsReturnedOnlyOnceAndOnlyToItsQueue) {
   DescriptorChain foreign = pop_one();
   other.add_used(std::move(foreign), 0);  // refused, and the chain is still owed to `queue`
   EXPECT_EQ(Driver(memory, config).used_idx(), 0);
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   queue.add_used(std::move(foreign), 0);
   EXPECT_EQ(driver.used_idx(), 2);
 }

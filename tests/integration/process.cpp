@@ -59,6 +59,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
   posix_spawn_file_actions_adddup2(actions.get(), out.write_end.get(), STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(actions.get(), err.write_end.get(), STDERR_FILENO);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   pid_t pid;

@@ -7,7 +7,7 @@
 namespace vmm::cli {
 namespace {
 
-ParseResult parse(std::vector<std::string> args) {
+ParseResult parse(const std::vector<std::string>& args) {
   return parse_command_line(args);
 }
 

@@ -21,12 +21,11 @@ MemoryMapping MemoryMapping::anonymous(uint64_t size) {
   if (p == MAP_FAILED) {
     throw_errno(fmt::format("cannot map {} MiB of guest memory", size >> 20));
   }
-  const auto start = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
-  if (aligned > start) ::munmap(p, aligned - start);
-  const uintptr_t tail = aligned + size;
-  if (start + reserve > tail) ::munmap(reinterpret_cast<void*>(tail), start + reserve - tail);
-  auto* data = reinterpret_cast<uint8_t*>(aligned);
+  auto* base = static_cast<uint8_t*>(p);
+  const uint64_t lead = (kHugePage - reinterpret_cast<uintptr_t>(base) % kHugePage) % kHugePage;
+  uint8_t* data = base + lead;
+  if (lead > 0) ::munmap(base, lead);
+  if (reserve - lead > size) ::munmap(data + size, reserve - lead - size);
   ::madvise(data, size, MADV_HUGEPAGE);
   // Guest RAM is never part of a host core dump.
   ::madvise(data, size, MADV_DONTDUMP);
