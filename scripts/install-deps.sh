@@ -10,6 +10,8 @@ packages=(
   clang clang-format clang-tidy libclang-rt-14-dev
   # the nested lab and the guest payloads it boots
   qemu-system-x86 busybox-static cpio e2fsprogs libc6-dev kmod
+  # extract-vmlinux.sh: the decompressors a Debian kernel may use
+  gzip xz-utils zstd lz4
 )
 
 SUDO=""

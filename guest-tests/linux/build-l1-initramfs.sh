@@ -48,6 +48,11 @@ for flavour in cloud generic; do
   cp "$l2/l2-$flavour.cpio.gz" "$root/lab/l2/$flavour/initrd.cpio.gz"
   cp "$l2/l2-$flavour.cpio.gz.pvpanic" "$root/lab/l2/$flavour/pvpanic"
 done
+# The cloud kernel also as an ELF vmlinux, for the PVH-entry scenario (extracted once, cached).
+if [ ! -s "$kernels/cloud/vmlinux" ] || [ "$kernels/cloud/vmlinuz" -nt "$kernels/cloud/vmlinux" ]; then
+  "$here/extract-vmlinux.sh" "$kernels/cloud/vmlinuz" "$kernels/cloud/vmlinux"
+fi
+cp "$kernels/cloud/vmlinux" "$root/lab/l2/cloud/vmlinux"
 cp "$here/scenarios.sh" "$root/lab/scenarios.sh"
 if [ -n "$vmm" ]; then
   lab_add_binary "$root" "$vmm" /usr/local/bin/vmm

@@ -7,7 +7,7 @@
 #                   [--vmm-args ARGS] [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
-#   --only a,b             run only these scenarios (boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc)
+#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)

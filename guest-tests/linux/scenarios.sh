@@ -12,15 +12,17 @@
 #   LAB_ONLY      comma-separated scenario names to run (default: all)
 #   LAB_DONE      comma-separated <vmm>/<scenario> results already had (from an L1 that crashed): not rerun
 #   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
-#   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic})
+#   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic},
+#                 and cloud/vmlinux: the same kernel as an ELF image with a PVH note)
 
 LAB_VMM=${LAB_VMM:-vmm}
 LAB_VMM_BIN=${LAB_VMM_BIN:-/usr/local/bin/vmm}
 LAB_L2=${LAB_L2:-/lab/l2}
 L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeout; QEMU under timeout)
+kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic cpus-2 poweroff reboot panic echo rtc"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc"
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
@@ -50,14 +52,14 @@ l2_run() {
   case $vmm_kind in
     vmm)
       # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
-      with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/vmlinuz" \
+      with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
         --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
         --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS ;;
     qemu)
       with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
         -device pvpanic -action panic=exit-failure \
-        -kernel "$LAB_L2/$flavour/vmlinuz" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;
+        -kernel "$LAB_L2/$flavour/$kernel_file" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;
   esac
 }
 
@@ -115,6 +117,12 @@ run_simple() {
 }
 
 scenario_boot_cloud() { run_simple boot-cloud cloud 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
+# The same cloud kernel as an ELF vmlinux: vmm's ELF loader and the PVH 32-bit entry.
+scenario_boot_pvh() {
+  kernel_file=vmlinux
+  run_simple boot-pvh cloud 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"
+  kernel_file=vmlinuz
+}
 scenario_boot_generic() { run_simple boot-generic generic 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
 scenario_cpus_2() { run_simple cpus-2 cloud 2 cpus "$status_poweroff" VMM-L2-CPUS=2; }
 scenario_poweroff() { run_simple poweroff cloud 1 poweroff "$status_poweroff" "reboot: Power down"; }
