@@ -36,11 +36,6 @@ command -v gcc >/dev/null || lab_die "gcc not found"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# The modules that give L1 a /dev/kvm, and what QEMU -M microvm reads besides its libraries: the same
-# lists as guest-tests/linux/build-l1-initramfs.sh.
-l1_modules=(irqbypass kvm kvm_amd)
-qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
-
 # --- inputs: kernels and L2 initramfs (the lab's), the stamp tool ---
 "$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
 l2=$lab/l2-cloud.cpio.gz
@@ -54,24 +49,16 @@ gcc -O2 -static -Wall -Wextra -o "$out/stamp" "$here/tools/stamp.c"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 lab_busybox_root "$root"
-lab_add_modules "$root" "$lab/kernels/cloud/modules" "${l1_modules[@]}"
+lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}"
 lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
 lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
 mkdir -p "$root/usr/share/qemu" "$root/bench/l2"
-cp "${qemu_firmware[@]}" "$root/usr/share/qemu/"
+cp "${lab_qemu_firmware[@]}" "$root/usr/share/qemu/"
 cp "$kernel" "$root/bench/l2/vmlinuz"
 cp "$l2" "$root/bench/l2/initrd.cpio.gz"
 cp "$out/stamp" "$root/bench/stamp"
 cp "$here/lab_bench_init.sh" "$root/bench/lab_bench_init.sh"
-cat >"$root/init" <<INIT
-#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
-exec </dev/console >/dev/console 2>&1
-$lab_init_load_modules
-INIT
+lab_write_l1_init_start "$root"
 cat >>"$root/init" <<'INIT'
 echo # the firmware leaves the cursor mid-line; the bench's lines must start one
 BENCH_RUNS=$(sed -n 's/.*benchruns=\([0-9]*\).*/\1/p' /proc/cmdline)

@@ -18,11 +18,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
-# The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
-l1_modules=(irqbypass kvm kvm_amd)
-# What QEMU -M microvm reads besides its libraries (strace of a microvm boot with -kernel).
-qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
-
 kernels="" l2="" out="" vmm="" with_qemu=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,7 +35,7 @@ done
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 lab_busybox_root "$root"
-lab_add_modules "$root" "$kernels/cloud/modules" "${l1_modules[@]}"
+lab_add_modules "$root" "$kernels/cloud/modules" "${lab_l1_modules[@]}"
 
 for flavour in cloud generic; do
   mkdir -p "$root/lab/l2/$flavour"
@@ -61,18 +56,10 @@ if [ $with_qemu -eq 1 ]; then
   qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
   lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
   mkdir -p "$root/usr/share/qemu"
-  cp "${qemu_firmware[@]}" "$root/usr/share/qemu/"
+  cp "${lab_qemu_firmware[@]}" "$root/usr/share/qemu/"
 fi
 
-cat >"$root/init" <<INIT
-#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
-exec </dev/console >/dev/console 2>&1
-$lab_init_load_modules
-INIT
+lab_write_l1_init_start "$root"
 cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo

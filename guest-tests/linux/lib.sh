@@ -85,6 +85,26 @@ if [ -s /lib/modules/load-order ]; then
   done </lib/modules/load-order
 fi'
 
+# shellcheck disable=SC2034 # used by the scripts that source this
+# The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
+lab_l1_modules=(irqbypass kvm kvm_amd)
+# What QEMU -M microvm reads besides its libraries (strace of a microvm boot with -kernel).
+lab_qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
+
+# lab_write_l1_init_start ROOT: the start of L1's /init, the same for the lab and the benchmark:
+# mounts, the console as stdio, then the kvm modules in load-order.
+lab_write_l1_init_start() {
+  cat >"$1/init" <<INIT
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+exec </dev/console >/dev/console 2>&1
+$lab_init_load_modules
+INIT
+}
+
 # Copies the dynamically linked executable BIN to ROOT at the same path (or DEST), with every shared
 # library ldd lists for it and the dynamic loader, each at the path the loader will look for it.
 lab_add_binary() {
