@@ -15,7 +15,8 @@ class PlatformEvents {
  public:
   virtual ~PlatformEvents() = default;
   // `code` is meaningful for kDebugExit only (0..255). Safe to call from any thread, any number of
-  // times; the first request wins, except that a panic upgrades a later reboot.
+  // times; the first request wins (a panicking Linux guest reports through pvpanic before it
+  // resets, so its panic is the reason recorded).
   virtual void guest_request(GuestRequest request, int code = 0) = 0;
 };
 

@@ -17,7 +17,7 @@ uint8_t sleep_type(int type) {
 
 class AcpiPowerTest : public ::testing::Test {
  protected:
-  void out(uint64_t port, uint8_t value) { power.write(port, {&value, 1}); }
+  void out(uint64_t port, uint8_t value) { testing::outb(power, port, value); }
 
   testing::FakePlatformEvents events;
   AcpiPower power{events};

@@ -41,6 +41,16 @@ class FakePlatformEvents final : public PlatformEvents {
 
 // A hostile guest calling the device directly, without the bus's range check: random reads and
 // writes of 1, 2, 4 and 8 bytes at any offset. Deterministic (fixed seed).
+// One byte-wide guest access at `offset` of `device`, as an inb/outb reaches it.
+inline uint8_t inb(BusDevice& device, uint64_t offset) {
+  uint8_t value = 0;
+  device.read(offset, {&value, 1});
+  return value;
+}
+inline void outb(BusDevice& device, uint64_t offset, uint8_t value) {
+  device.write(offset, {&value, 1});
+}
+
 inline void hammer(BusDevice& device, uint64_t port_count, int accesses = 20000) {
   std::mt19937_64 random(0x5eed);
   const std::size_t sizes[] = {1, 2, 4, 8};

@@ -16,12 +16,8 @@ constexpr uint8_t kStatusAuxData = 0x20;
 
 class I8042Test : public ::testing::Test {
  protected:
-  uint8_t in(uint64_t port) {
-    uint8_t value = 0;
-    controller.read(port, {&value, 1});
-    return value;
-  }
-  void out(uint64_t port, uint8_t value) { controller.write(port, {&value, 1}); }
+  uint8_t in(uint64_t port) { return testing::inb(controller, port); }
+  void out(uint64_t port, uint8_t value) { testing::outb(controller, port, value); }
   // One i8042_command() as Linux issues it: command, parameter bytes, then the reply if any.
   std::optional<uint8_t> command(uint8_t command, std::optional<uint8_t> parameter = {}) {
     out(kCommand, command);

@@ -28,12 +28,8 @@ constexpr uint8_t kMcrLoop = 0x10;
 
 class SerialTest : public ::testing::Test {
  protected:
-  uint8_t in(uint64_t port) {
-    uint8_t value = 0;
-    serial.read(port, {&value, 1});
-    return value;
-  }
-  void out(uint64_t port, uint8_t value) { serial.write(port, {&value, 1}); }
+  uint8_t in(uint64_t port) { return testing::inb(serial, port); }
+  void out(uint64_t port, uint8_t value) { testing::outb(serial, port, value); }
   void send(const std::string& text) {
     serial.enqueue_input({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
   }
