@@ -87,7 +87,8 @@ if [ $shell -eq 1 ]; then
   exec "${l1_command[@]}" -append "$append labmode=shell"
 fi
 
-n_scenarios=8
+# As many as scenarios.sh defines (its all_scenarios line), or as many as --only names.
+n_scenarios=$(sed -n 's/^all_scenarios="\(.*\)"$/\1/p' "$here/scenarios.sh" | wc -w)
 [ -n "$only" ] && n_scenarios=$(echo "$only" | tr ',' '\n' | grep -c .)
 n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
 # L1 boot + each L2 boot at its worst (scenarios.sh's hard timeout) would still fit.
