@@ -1,0 +1,70 @@
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace vmm::devices {
+
+// One request to a disk image backend. Buffers point into guest memory (already bounds-checked
+// by the caller) and stay valid until the request completes.
+struct IoRequest {
+  enum class Op {
+    kRead,       // preadv into `buffers` at `offset`
+    kWrite,      // pwritev from `buffers` at `offset`
+    kFlush,      // fdatasync
+    kPunchHole,  // fallocate(PUNCH_HOLE | KEEP_SIZE) over [offset, offset+length)
+    kZeroRange,  // fallocate(ZERO_RANGE | KEEP_SIZE) over [offset, offset+length)
+  };
+  Op op = Op::kRead;
+  uint64_t offset = 0;
+  uint64_t length = 0;  // kPunchHole and kZeroRange only
+  std::vector<iovec> buffers;
+  uint64_t cookie = 0;  // handed back with the completion
+};
+
+struct IoCompletion {
+  uint64_t cookie;
+  // Bytes transferred for kRead/kWrite (a short transfer is reported as such, not retried), 0 for
+  // the others, or -errno.
+  int64_t result;
+};
+
+// Asynchronous I/O on one file descriptor. Not thread-safe: the owner serialises every call (the
+// block device calls it under its lock, from the event loop or a vCPU thread). The engine signals
+// completion_fd() (an eventfd, readable) when completions are waiting and the caller then drains
+// them with reap().
+class AsyncIo {
+ public:
+  enum class Engine { kAuto, kIoUring, kThreadPool };
+
+  virtual ~AsyncIo() = default;
+
+  // Which engine this is, for logs: "io_uring" or "thread pool".
+  virtual std::string name() const = 0;
+  // Queues `request`; it may start at once or when flush_submissions() is called. Never blocks on
+  // the I/O itself. At most `depth` (create()) requests may be in flight.
+  virtual void submit(IoRequest request) = 0;
+  // Starts everything submit() queued (one io_uring_submit for a whole batch).
+  virtual void flush_submissions() = 0;
+  virtual int completion_fd() const = 0;
+  // Calls `on_complete` for each finished request, in completion order. Returns how many.
+  virtual size_t reap(const std::function<void(const IoCompletion&)>& on_complete) = 0;
+  // Requests submitted and not yet reaped.
+  virtual size_t in_flight() const = 0;
+  // Blocks until every in-flight request has finished, calling `on_complete` for each: a device
+  // reset must not return while the host still writes into buffers the guest may reuse.
+  virtual void wait_all(const std::function<void(const IoCompletion&)>& on_complete) = 0;
+
+  // An engine for `fd` with room for `depth` requests in flight. kAuto tries io_uring and falls
+  // back to the thread pool where io_uring is unavailable (old kernel, seccomp, sysctl
+  // io_uring_disabled), logging which it chose. The destructor waits for in-flight requests, so
+  // their buffers may be unmapped afterwards.
+  static std::unique_ptr<AsyncIo> create(int fd, unsigned depth, Engine engine = Engine::kAuto);
+};
+
+}  // namespace vmm::devices
