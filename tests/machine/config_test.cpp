@@ -25,6 +25,20 @@ TEST(ValidateConfig, AcceptsDefaults) {
   EXPECT_NO_THROW(validate_config(good()));
 }
 
+TEST(ValidateConfig, Disks) {
+  auto c = good();
+  c.disks.push_back({"/a.img", false, std::string(kMaxDiskSerialBytes, 'x')});
+  EXPECT_NO_THROW(validate_config(c));
+  c.disks[0].serial.push_back('y');
+  expect_refused(c, "--disk /a.img: serial=");
+  c = good();
+  c.disks.push_back({"", false, ""});
+  expect_refused(c, "--disk: needs a path");
+  c = good();
+  c.disks.assign(kMaxVirtioDevices + 1, DiskConfig{"/a.img", true, ""});
+  expect_refused(c, "at most 18 virtio devices");
+}
+
 TEST(ValidateConfig, RefusesEachBadField) {
   auto c = good();
   c.kernel_path.clear();

@@ -39,6 +39,32 @@ TEST(Options, AllFlags) {
   EXPECT_EQ(result.options->log_level, "debug");
 }
 
+TEST(Options, DisksInOrderWithTheirOptions) {
+  auto result = parse({"--kernel", "/k", "--disk", "/root.img", "-d",
+                       "/data.img,readonly=on,serial=data01,io=threads", "--disk",
+                       "/scratch.img,readonly=off,io=io_uring"});
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& disks = result.options->machine.disks;
+  ASSERT_EQ(disks.size(), 3u);
+  EXPECT_EQ(disks[0].path, "/root.img");
+  EXPECT_FALSE(disks[0].read_only);
+  EXPECT_EQ(disks[0].serial, "");
+  EXPECT_EQ(disks[0].io_engine, DiskConfig::IoEngine::kAuto);
+  EXPECT_EQ(disks[1].path, "/data.img");
+  EXPECT_TRUE(disks[1].read_only);
+  EXPECT_EQ(disks[1].serial, "data01");
+  EXPECT_EQ(disks[1].io_engine, DiskConfig::IoEngine::kThreadPool);
+  EXPECT_FALSE(disks[2].read_only);
+  EXPECT_EQ(disks[2].io_engine, DiskConfig::IoEngine::kIoUring);
+}
+
+TEST(Options, DiskTakesOneValueEach) {
+  // A second word after --disk is not another disk: it is an unexpected positional argument.
+  auto result = parse({"--kernel", "/k", "--disk", "/a.img", "/b.img"});
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+}
+
 TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   auto result = parse({"--help"});
   EXPECT_FALSE(result.options);
@@ -46,6 +72,7 @@ TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   EXPECT_NE(result.output.find("--kernel"), std::string::npos);
   EXPECT_NE(result.output.find("Examples:"), std::string::npos);
   EXPECT_NE(result.output.find("124"), std::string::npos);
+  EXPECT_NE(result.output.find("readonly=on"), std::string::npos);
 }
 
 TEST(Options, Version) {
@@ -79,7 +106,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{{"--kernel", "/k", "--cpus", "two"}, "--cpus"},
                       BadInput{{"--kernel", "/k", "--serial", "tcp:1"}, "--serial tcp:1"},
                       BadInput{{"--kernel", "/k", "--log-level", "loud"}, "--log-level"},
-                      BadInput{{"--kernel", "/k", "--timeout", "-1"}, "--timeout"}));
+                      BadInput{{"--kernel", "/k", "--timeout", "-1"}, "--timeout"},
+                      BadInput{{"--kernel", "/k", "--disk", ",readonly=on"}, "needs a path"},
+                      BadInput{{"--kernel", "/k", "--disk", "/a,readonly=yes"}, "'readonly=yes'"},
+                      BadInput{{"--kernel", "/k", "--disk", "/a,cache=none"}, "'cache=none'"},
+                      BadInput{{"--kernel", "/k", "--disk", "/a,io=aio"}, "'io=aio'"},
+                      BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"}));
 
 TEST(Serial, Modes) {
   EXPECT_EQ(parse_serial("none")->mode, SerialConfig::Mode::kNone);

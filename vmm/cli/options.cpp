@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "vmm/machine.hpp"
+#include "vmm/util/error.hpp"
 #include "vmm/util/size.hpp"
 
 namespace vmm::cli {
@@ -15,7 +16,18 @@ constexpr const char* kDescription =
 
 constexpr const char* kFooter = R"(Examples:
   vmm --kernel /boot/vmlinuz --initrd initrd.img --cpus 2 --memory 1G
+  vmm --kernel bzImage --initrd initrd.img --disk root.img --cmdline "console=ttyS0 root=/dev/vda"
+  vmm --kernel bzImage --disk root.img --disk data.img,readonly=on,serial=data01
   vmm --kernel bzImage --cmdline "console=ttyS0 panic=-1 quiet" --timeout 60 --serial file:boot.log
+
+Disks are virtio-blk devices on virtio-mmio, described in the ACPI DSDT (stock kernels find them
+once the virtio_mmio and virtio_blk modules are loaded). --disk PATH takes a raw image or a block
+device; options after the path, comma-separated:
+  readonly=on      the guest cannot write (the image is opened read-only on the host)
+  serial=ID        the disk's ID as the guest reads it (/sys/block/vda/serial), up to 20 bytes
+  io=MODE          auto (default: io_uring, else a thread pool), io_uring, or threads
+The guest sees size/512 sectors (a trailing partial sector is not visible). An image in use by
+another writer (vmm, QEMU) is refused: vmm takes an OFD lock on it.
 
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
 runs (Ctrl-C ends vmm). Log messages go to stderr.
@@ -30,7 +42,49 @@ Exit status:
   V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
 )";
 
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find(separator, start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string::npos) return parts;
+    start = end + 1;
+  }
+}
+
 }  // namespace
+
+DiskConfig parse_disk(const std::string& text) {
+  const std::vector<std::string> parts = split(text, ',');
+  DiskConfig disk;
+  disk.path = parts.front();
+  if (disk.path.empty())
+    fail("--disk {}: needs a path first (PATH[,readonly=on][,serial=ID])", text);
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    const size_t equals = part.find('=');
+    const std::string key = part.substr(0, equals);
+    const std::string value = equals == std::string::npos ? "" : part.substr(equals + 1);
+    if (key == "readonly" && (value == "on" || value == "off")) {
+      disk.read_only = value == "on";
+    } else if (key == "serial" && equals != std::string::npos) {
+      disk.serial = value;
+    } else if (key == "io" && value == "auto") {
+      disk.io_engine = DiskConfig::IoEngine::kAuto;
+    } else if (key == "io" && value == "io_uring") {
+      disk.io_engine = DiskConfig::IoEngine::kIoUring;
+    } else if (key == "io" && value == "threads") {
+      disk.io_engine = DiskConfig::IoEngine::kThreadPool;
+    } else {
+      fail(
+          "--disk {}: unknown option '{}' (use readonly=on|off, serial=ID, "
+          "io=auto|io_uring|threads)",
+          text, part);
+    }
+  }
+  return disk;
+}
 
 std::optional<SerialConfig> parse_serial(const std::string& text) {
   SerialConfig serial;
@@ -51,6 +105,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   Options options;
   std::string memory = "512M";
   std::string serial = "stdio";
+  std::vector<std::string> disks;
   int verbosity = 0;
   bool version = false;
 
@@ -71,6 +126,11 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   app.add_option("-m,--memory", memory, "Guest RAM, with a unit: 512M, 2G")
       ->type_name("SIZE")
       ->capture_default_str();
+  app.add_option("-d,--disk", disks,
+                 "Virtio disk from a raw image; repeat for vdb, ... (see below)")
+      ->type_name("PATH[,OPTS]")
+      ->take_all()
+      ->allow_extra_args(false);
   app.add_option("--serial", serial, "Guest console: stdio, file:PATH or none")
       ->type_name("MODE")
       ->capture_default_str();
@@ -120,6 +180,11 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
     return usage_error(fmt::format("--serial {}: use stdio, file:PATH or none", serial));
   }
   options.machine.serial = *serial_config;
+  try {
+    for (const std::string& disk : disks) options.machine.disks.push_back(parse_disk(disk));
+  } catch (const Error& e) {
+    return usage_error(e.what());
+  }
   static constexpr const char* kLevels[] = {"info", "debug", "trace"};
   if (verbosity > 0) options.log_level = kLevels[std::min(verbosity, 3) - 1];
   result.options = std::move(options);

@@ -24,6 +24,10 @@ struct ParseResult {
 
 ParseResult parse_command_line(const std::vector<std::string>& args);
 
+// "PATH[,readonly=on|off][,serial=ID][,io=auto|io_uring|threads]"; throws vmm::Error naming the
+// bad part.
+DiskConfig parse_disk(const std::string& text);
+
 // "stdio", "none", "file:PATH"; nullopt for anything else.
 std::optional<SerialConfig> parse_serial(const std::string& text);
 

@@ -46,23 +46,30 @@ void Vm::set_irq_line(uint32_t irq, bool level) {
 }
 
 namespace {
-kvm_ioeventfd make_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio) {
+kvm_ioeventfd make_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                             std::optional<uint64_t> datamatch) {
   kvm_ioeventfd io{};
   io.addr = address;
   io.len = length;
   io.fd = event_fd;
   io.flags = pio ? KVM_IOEVENTFD_FLAG_PIO : 0;
+  if (datamatch) {
+    io.datamatch = *datamatch;
+    io.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+  }
   return io;
 }
 }  // namespace
 
-void Vm::register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio) {
-  auto io = make_ioeventfd(event_fd, address, length, pio);
+void Vm::register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                            std::optional<uint64_t> datamatch) {
+  auto io = make_ioeventfd(event_fd, address, length, pio, datamatch);
   VMM_IOCTL(fd_.get(), KVM_IOEVENTFD, &io);
 }
 
-void Vm::unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio) {
-  auto io = make_ioeventfd(event_fd, address, length, pio);
+void Vm::unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                              std::optional<uint64_t> datamatch) {
+  auto io = make_ioeventfd(event_fd, address, length, pio, datamatch);
   io.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
   VMM_IOCTL(fd_.get(), KVM_IOEVENTFD, &io);
 }

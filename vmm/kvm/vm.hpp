@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/util/unique_fd.hpp"
@@ -22,9 +23,12 @@ class Vm {
   void create_pit2();
   // Drives GSI `irq` to `level` (KVM_IRQ_LINE).
   void set_irq_line(uint32_t irq, bool level);
-  // Guest writes to [address, address+length) signal `event_fd` without leaving the kernel.
-  void register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio);
-  void unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio);
+  // Guest writes to [address, address+length) signal `event_fd` without leaving the kernel; with
+  // `datamatch`, only writes of that value do (virtio-mmio's QueueNotify carries the queue index).
+  void register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                          std::optional<uint64_t> datamatch = std::nullopt);
+  void unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                            std::optional<uint64_t> datamatch = std::nullopt);
   // A write to `event_fd` injects an edge on `gsi`.
   void register_irqfd(int event_fd, uint32_t gsi);
   void unregister_irqfd(int event_fd, uint32_t gsi);

@@ -25,6 +25,17 @@ void validate_config(const MachineConfig& config) {
   if (config.serial.mode == SerialConfig::Mode::kFile && config.serial.path.empty()) {
     fail("--serial file: needs a path (file:PATH)");
   }
+  if (config.disks.size() > kMaxVirtioDevices) {
+    fail("--disk: {} disks, at most {} virtio devices fit the interrupt lines", config.disks.size(),
+         kMaxVirtioDevices);
+  }
+  for (const DiskConfig& disk : config.disks) {
+    if (disk.path.empty()) fail("--disk: needs a path");
+    if (disk.serial.size() > kMaxDiskSerialBytes) {
+      fail("--disk {}: serial={} is longer than {} bytes", disk.path, disk.serial,
+           kMaxDiskSerialBytes);
+    }
+  }
 }
 
 }  // namespace vmm

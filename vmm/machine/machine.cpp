@@ -9,9 +9,12 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <deque>
 
 #include "boot/cpuid.hpp"
 #include "boot/kernel_loader.hpp"
+#include "devices/backends/async_io.hpp"
+#include "devices/backends/raw_file.hpp"
 #include "devices/bus.hpp"
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/cmos_rtc.hpp"
@@ -19,6 +22,7 @@
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
+#include "devices/virtio/block.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/reset_vector.hpp"
 #include "vmm/event/event_loop.hpp"
@@ -30,6 +34,7 @@
 #include "vmm/machine/platform.hpp"
 #include "vmm/machine/terminal.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
+#include "vmm/machine/virtio_mmio_slot.hpp"
 #include "vmm/memory/guest_memory.hpp"
 #include "vmm/memory/layout.hpp"
 #include "vmm/util/error.hpp"
@@ -68,6 +73,15 @@ void require_capabilities(const kvm::Kvm& kvm) {
   kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD");
 }
 
+devices::AsyncIo::Engine to_engine(DiskConfig::IoEngine engine) {
+  switch (engine) {
+    case DiskConfig::IoEngine::kIoUring: return devices::AsyncIo::Engine::kIoUring;
+    case DiskConfig::IoEngine::kThreadPool: return devices::AsyncIo::Engine::kThreadPool;
+    case DiskConfig::IoEngine::kAuto: break;
+  }
+  return devices::AsyncIo::Engine::kAuto;
+}
+
 // LINT0 delivers the PIC's ExtINT, LINT1 NMIs: what a PC's firmware programs and what Linux
 // expects to find on every CPU.
 void set_local_interrupts(kvm::Vcpu& vcpu) {
@@ -96,6 +110,7 @@ struct Machine::Impl {
 
   void assemble();
   void create_devices();
+  void create_disks();
   void create_vcpus(const boot::BootCpuState& boot_state);
   MachineExit run();
   void watch_console_input();
@@ -106,6 +121,8 @@ struct Machine::Impl {
   kvm::Kvm kvm;
   kvm::Vm vm;
   GuestMemory memory;
+  // Before the devices: they register fds with it and remove them when destroyed.
+  EventLoop loop;
   devices::Bus pio{"port I/O"};
   devices::Bus mmio{"MMIO"};
   ExitLatch latch;
@@ -114,7 +131,10 @@ struct Machine::Impl {
   UniqueFd serial_file;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
   std::vector<std::unique_ptr<VcpuThread>> threads;
-  EventLoop loop;
+  // The disk images (their fds and locks) outlive the devices that do I/O on them.
+  std::deque<devices::RawFile> disk_files;
+  // After the buses (destroyed before them): unplugging a slot resets its device first.
+  std::vector<std::unique_ptr<VirtioMmioSlot>> virtio_slots;
   EventFd serial_refill;
   UniqueFd timer;
   std::unique_ptr<RawTerminal> terminal;
@@ -140,7 +160,9 @@ void Machine::Impl::assemble() {
 
   spdlog::debug("+{:.3f} ms: irqchip, PIT and memory slots set up", ms_since_start());
   create_devices();
-  const acpi::PlatformDescription platform = platform_description(config.cpus);
+  create_disks();
+  acpi::PlatformDescription platform = platform_description(config.cpus);
+  for (const auto& slot : virtio_slots) platform.devices.push_back(slot->acpi_description());
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
   firmware::write_reset_vector(memory, platform.reset_port, platform.reset_value);
 
@@ -190,6 +212,29 @@ void Machine::Impl::create_devices() {
              std::make_shared<devices::AcpiPower>(latch));
   pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
              std::make_shared<devices::PvPanic>(latch));
+}
+
+void Machine::Impl::create_disks() {
+  for (const DiskConfig& disk : config.disks) {
+    const auto index = static_cast<uint32_t>(virtio_slots.size());
+    std::string name = fmt::format("vd{}", static_cast<char>('a' + index));
+    std::unique_ptr<devices::virtio::VirtioBlock> block;
+    try {
+      const devices::RawFile& file =
+          disk_files.emplace_back(devices::RawFile::open(disk.path, disk.read_only));
+      auto io = devices::AsyncIo::create(file.fd(), devices::virtio::VirtioBlock::kQueueSize,
+                                         to_engine(disk.io_engine));
+      spdlog::debug("{}: {} ({} bytes{}), {}", name, disk.path, file.size(),
+                    disk.read_only ? ", read-only" : "", io->name());
+      devices::virtio::BlockOptions options{disk.read_only, disk.serial};
+      block = std::make_unique<devices::virtio::VirtioBlock>(memory, loop, file.size(),
+                                                             std::move(io), options, name);
+    } catch (const Error& e) {
+      fail("--disk {}", e.what());
+    }
+    virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
+        vm, loop, mmio, memory, index, virtio_gsi(index), std::move(block), "virtio-blk " + name));
+  }
 }
 
 void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace vmm {
 
@@ -10,6 +12,17 @@ struct SerialConfig {
   enum class Mode { kStdio, kFile, kNone };
   Mode mode = Mode::kStdio;
   std::string path;  // kFile only
+};
+
+// A virtio-blk disk backed by a raw image file (or a block device).
+struct DiskConfig {
+  // How requests reach the image: io_uring where the kernel allows it, else a thread pool.
+  enum class IoEngine { kAuto, kIoUring, kThreadPool };
+
+  std::string path;
+  bool read_only = false;  // enforced on the host: the image is opened read-only
+  std::string serial;      // what the guest reads as the disk's ID; at most kMaxDiskSerialBytes
+  IoEngine io_engine = IoEngine::kAuto;
 };
 
 // Everything needed to assemble a VM. Built by the CLI or by a library user, checked by
@@ -21,7 +34,8 @@ struct MachineConfig {
   uint32_t cpus = 1;
   uint64_t memory_bytes = uint64_t{512} << 20;
   SerialConfig serial;
-  uint32_t timeout_seconds = 0;  // 0: no timeout
+  std::vector<DiskConfig> disks;  // the guest's vda, vdb, ... in this order
+  uint32_t timeout_seconds = 0;   // 0: no timeout
   std::string kvm_device = "/dev/kvm";
 };
 
@@ -29,6 +43,10 @@ inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
 inline constexpr uint32_t kMaxCpus = 254;
+// VIRTIO_BLK_ID_BYTES: the ID field of a virtio-blk GET_ID request.
+inline constexpr size_t kMaxDiskSerialBytes = 20;
+// Each virtio device has an interrupt line of its own (GSIs 5-23 but for 8).
+inline constexpr size_t kMaxVirtioDevices = 18;
 
 // Throws vmm::Error naming the offending field ("--memory 1M: ...") for any value that can't work.
 // Checks only what can be checked without /dev/kvm; the machine checks the rest (KVM's vCPU limit).

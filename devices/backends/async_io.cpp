@@ -1,0 +1,29 @@
+#include "devices/backends/async_io.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "devices/backends/io_uring_io.hpp"
+#include "devices/backends/thread_pool_io.hpp"
+#include "vmm/util/error.hpp"
+
+namespace vmm::devices {
+
+std::unique_ptr<AsyncIo> AsyncIo::create(int fd, unsigned depth, Engine engine) {
+  if (depth == 0) fail("disk I/O: queue depth must be at least 1");
+  std::unique_ptr<AsyncIo> io;
+  switch (engine) {
+    case Engine::kIoUring: io = std::make_unique<IoUringIo>(fd, depth); break;
+    case Engine::kThreadPool: io = std::make_unique<ThreadPoolIo>(fd, depth); break;
+    case Engine::kAuto: try { io = std::make_unique<IoUringIo>(fd, depth);
+      } catch (const Error& e) {
+        // Old kernels (ENOSYS), seccomp or kernel.io_uring_disabled (EPERM): slower, still works.
+        spdlog::info("{}; disk I/O uses a thread pool instead", e.what());
+        io = std::make_unique<ThreadPoolIo>(fd, depth);
+      }
+      break;
+  }
+  spdlog::debug("disk I/O engine: {} (fd {}, depth {})", io->name(), fd, depth);
+  return io;
+}
+
+}  // namespace vmm::devices

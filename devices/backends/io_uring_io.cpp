@@ -1,0 +1,124 @@
+#include "devices/backends/io_uring_io.hpp"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "vmm/util/error.hpp"
+
+namespace vmm::devices {
+
+IoUringIo::IoUringIo(int fd, unsigned depth)
+    : fd_(fd), ring_(std::make_unique<io_uring>()), slots_(depth) {
+  // The completion queue gets twice `depth` entries, so with at most `depth` requests in flight
+  // it cannot overflow.
+  int ret = io_uring_queue_init(depth, ring_.get(), 0);
+  if (ret < 0) throw Error(errno_message("io_uring", -ret));
+  ret = io_uring_register_eventfd(ring_.get(), completions_.fd());
+  if (ret < 0) {
+    io_uring_queue_exit(ring_.get());
+    throw Error(errno_message("io_uring: registering the completion eventfd", -ret));
+  }
+  free_slots_.reserve(depth);
+  for (uint32_t index = depth; index > 0; --index) free_slots_.push_back(index - 1);
+}
+
+IoUringIo::~IoUringIo() {
+  try {
+    wait_all([](const IoCompletion&) {});
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+  }
+  io_uring_queue_exit(ring_.get());
+}
+
+void IoUringIo::submit(IoRequest request) {
+  if (free_slots_.empty()) fail("io_uring: more than {} requests in flight", slots_.size());
+  // Cannot fail: unsubmitted entries are a subset of the (at most `depth`) requests in flight and
+  // the submission queue has at least `depth` entries.
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  if (sqe == nullptr) fail("io_uring: submission queue full");
+
+  const uint32_t index = free_slots_.back();
+  Slot& slot = slots_[index];
+  slot.cookie = request.cookie;
+  slot.buffers = std::move(request.buffers);
+  const auto vecs = static_cast<unsigned>(slot.buffers.size());
+  const auto offset = static_cast<off_t>(request.offset);
+  const auto length = static_cast<off_t>(request.length);
+  switch (request.op) {
+    case IoRequest::Op::kRead:
+      io_uring_prep_readv(sqe, fd_, slot.buffers.data(), vecs, request.offset);
+      break;
+    case IoRequest::Op::kWrite:
+      io_uring_prep_writev(sqe, fd_, slot.buffers.data(), vecs, request.offset);
+      break;
+    case IoRequest::Op::kFlush: io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC); break;
+    case IoRequest::Op::kPunchHole:
+      io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+      break;
+    case IoRequest::Op::kZeroRange:
+      io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+      break;
+  }
+  io_uring_sqe_set_data64(sqe, index);
+  free_slots_.pop_back();
+  ++in_flight_;
+}
+
+void IoUringIo::flush_submissions() {
+  // Without IORING_SETUP_SUBMIT_ALL the kernel stops a batch at an entry it rejects (posting that
+  // entry's error as its completion), so submit until nothing is left.
+  while (io_uring_sq_ready(ring_.get()) > 0) {
+    const int ret = io_uring_submit(ring_.get());
+    if (ret == -EINTR) continue;
+    if (ret <= 0) {
+      // EAGAIN/EBUSY: out of kernel resources for now; the entries stay queued for the next flush.
+      if (ret < 0) spdlog::warn("io_uring: submitting: {}", std::strerror(-ret));
+      return;
+    }
+  }
+}
+
+void IoUringIo::complete(uint64_t user_data, int32_t result,
+                         const std::function<void(const IoCompletion&)>& on_complete) {
+  Slot& slot = slots_[user_data];
+  const IoCompletion completion{slot.cookie, result};
+  slot.buffers.clear();
+  free_slots_.push_back(static_cast<uint32_t>(user_data));
+  --in_flight_;
+  on_complete(completion);
+}
+
+size_t IoUringIo::reap(const std::function<void(const IoCompletion&)>& on_complete) {
+  // Reset the eventfd before looking, so a completion posted after the last peek signals again.
+  completions_.consume();
+  size_t count = 0;
+  io_uring_cqe* cqe = nullptr;
+  while (io_uring_peek_cqe(ring_.get(), &cqe) == 0) {
+    const uint64_t user_data = io_uring_cqe_get_data64(cqe);
+    const int32_t result = cqe->res;
+    io_uring_cqe_seen(ring_.get(), cqe);
+    complete(user_data, result, on_complete);
+    ++count;
+  }
+  return count;
+}
+
+void IoUringIo::wait_all(const std::function<void(const IoCompletion&)>& on_complete) {
+  while (in_flight_ > 0) {
+    // Entries still in the submission queue would never complete: io_uring_wait_cqe does not
+    // submit.
+    flush_submissions();
+    io_uring_cqe* cqe = nullptr;
+    const int ret = io_uring_wait_cqe(ring_.get(), &cqe);
+    if (ret == -EINTR) continue;
+    if (ret < 0) throw Error(errno_message("io_uring: waiting for completions", -ret));
+    reap(on_complete);
+  }
+}
+
+}  // namespace vmm::devices

@@ -1,0 +1,130 @@
+#include "devices/backends/thread_pool_io.hpp"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "vmm/util/error.hpp"
+
+namespace vmm::devices {
+
+ThreadPoolIo::ThreadPoolIo(int fd, unsigned depth) : fd_(fd), depth_(depth) {
+  const unsigned threads = std::clamp(depth, 1u, kMaxThreads);
+  workers_.reserve(threads);
+  try {
+    for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run_worker(); });
+  } catch (...) {
+    stop_workers();
+    throw;
+  }
+}
+
+ThreadPoolIo::~ThreadPoolIo() {
+  wait_all([](const IoCompletion&) {});
+  stop_workers();
+}
+
+void ThreadPoolIo::stop_workers() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_ready_.notify_all();
+  for (std::thread& worker : workers_) worker.join();
+}
+
+void ThreadPoolIo::submit(IoRequest request) {
+  if (in_flight_ >= depth_) fail("thread pool I/O: more than {} requests in flight", depth_);
+  staged_.push_back(std::move(request));
+  ++in_flight_;
+}
+
+void ThreadPoolIo::flush_submissions() {
+  if (staged_.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    for (IoRequest& request : staged_) pending_.push_back(std::move(request));
+  }
+  staged_.clear();
+  work_ready_.notify_all();
+}
+
+void ThreadPoolIo::run_worker() {
+  for (;;) {
+    IoRequest request;
+    {
+      std::unique_lock lock(mutex_);
+      work_ready_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;
+      request = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    const int64_t result = execute(request);
+    std::lock_guard lock(mutex_);
+    finished_.push_back({request.cookie, result});
+    // Signalled under the lock: once wait_all() has taken the last completion, no signal for it
+    // is still on its way, so wait_all() can leave the eventfd clear.
+    completions_.signal();
+    work_done_.notify_one();
+  }
+}
+
+int64_t ThreadPoolIo::execute(const IoRequest& request) const {
+  const auto vecs = static_cast<int>(request.buffers.size());
+  const auto offset = static_cast<off_t>(request.offset);
+  const auto length = static_cast<off_t>(request.length);
+  ssize_t ret = 0;
+  do {
+    switch (request.op) {
+      case IoRequest::Op::kRead: ret = ::preadv(fd_, request.buffers.data(), vecs, offset); break;
+      case IoRequest::Op::kWrite: ret = ::pwritev(fd_, request.buffers.data(), vecs, offset); break;
+      case IoRequest::Op::kFlush: ret = ::fdatasync(fd_); break;
+      case IoRequest::Op::kPunchHole:
+        ret = ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+        break;
+      case IoRequest::Op::kZeroRange:
+        ret = ::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+        break;
+    }
+  } while (ret < 0 && errno == EINTR);
+  return ret < 0 ? -errno : ret;
+}
+
+size_t ThreadPoolIo::drain(const std::function<void(const IoCompletion&)>& on_complete) {
+  size_t count = 0;
+  for (;;) {
+    IoCompletion completion{};
+    {
+      std::lock_guard lock(mutex_);
+      if (finished_.empty()) return count;
+      completion = finished_.front();
+      finished_.pop_front();
+    }
+    --in_flight_;
+    ++count;
+    on_complete(completion);
+  }
+}
+
+size_t ThreadPoolIo::reap(const std::function<void(const IoCompletion&)>& on_complete) {
+  // Reset the eventfd before looking, so a completion queued after the drain signals again.
+  completions_.consume();
+  return drain(on_complete);
+}
+
+void ThreadPoolIo::wait_all(const std::function<void(const IoCompletion&)>& on_complete) {
+  flush_submissions();
+  while (in_flight_ > 0) {
+    {
+      std::unique_lock lock(mutex_);
+      work_done_.wait(lock, [this] { return !finished_.empty(); });
+    }
+    drain(on_complete);
+  }
+  completions_.consume();
+}
+
+}  // namespace vmm::devices

@@ -1,0 +1,57 @@
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "devices/backends/async_io.hpp"
+#include "vmm/util/event_fd.hpp"
+
+namespace vmm::devices {
+
+// AsyncIo for hosts without io_uring: a few worker threads run each request with the blocking
+// system call (preadv, pwritev, fdatasync, fallocate) and queue its completion.
+class ThreadPoolIo final : public AsyncIo {
+ public:
+  static constexpr unsigned kMaxThreads = 4;
+
+  // Starts min(depth, kMaxThreads) workers.
+  ThreadPoolIo(int fd, unsigned depth);
+  ~ThreadPoolIo() override;
+  ThreadPoolIo(const ThreadPoolIo&) = delete;
+  ThreadPoolIo& operator=(const ThreadPoolIo&) = delete;
+
+  std::string name() const override { return "thread pool"; }
+  void submit(IoRequest request) override;
+  void flush_submissions() override;
+  int completion_fd() const override { return completions_.fd(); }
+  size_t reap(const std::function<void(const IoCompletion&)>& on_complete) override;
+  size_t in_flight() const override { return in_flight_; }
+  void wait_all(const std::function<void(const IoCompletion&)>& on_complete) override;
+
+ private:
+  void run_worker();
+  void stop_workers();
+  int64_t execute(const IoRequest& request) const;
+  // Reports finished requests one at a time, each taken under the lock and reported without it.
+  size_t drain(const std::function<void(const IoCompletion&)>& on_complete);
+
+  const int fd_;
+  const unsigned depth_;
+  EventFd completions_;
+  // Owner-side state: only the (serialised) caller touches these.
+  std::vector<IoRequest> staged_;
+  size_t in_flight_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable work_ready_;  // workers: pending_ has work or stopping_
+  std::condition_variable work_done_;   // wait_all: finished_ has completions
+  std::deque<IoRequest> pending_;
+  std::deque<IoCompletion> finished_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;  // last: started after everything they use exists
+};
+
+}  // namespace vmm::devices

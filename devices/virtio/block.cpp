@@ -1,0 +1,302 @@
+#include "devices/virtio/block.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+namespace vmm::devices::virtio {
+
+namespace {
+
+// discard_sector_alignment: 4 KiB, the block size of the usual host file systems, below which a
+// punched hole only zeroes.
+constexpr uint32_t kDiscardAlignmentSectors = 8;
+
+// The source of the write-zeroes fallback; pwritev only reads it.
+alignas(4096) const uint8_t kZeros[kBlkZeroChunk] = {};
+
+}  // namespace
+
+VirtioBlock::VirtioBlock(const GuestMemory& memory, EventLoop& loop, uint64_t disk_size,
+                         std::unique_ptr<AsyncIo> io, BlockOptions options, std::string name)
+    : memory_(memory),
+      loop_(loop),
+      io_(std::move(io)),
+      options_(std::move(options)),
+      name_(std::move(name)) {
+  config_.capacity = disk_size / kSectorSize;
+  config_.size_max = kBlkSizeMax;
+  config_.seg_max = kBlkSegMax;
+  config_.blk_size = kSectorSize;
+  config_.max_discard_sectors = kBlkMaxDiscardSectors;
+  config_.max_discard_seg = 1;
+  config_.discard_sector_alignment = kDiscardAlignmentSectors;
+  config_.max_write_zeroes_sectors = kBlkMaxWriteZeroesSectors;
+  config_.max_write_zeroes_seg = 1;
+  config_.write_zeroes_may_unmap = 1;
+  if (disk_size % kSectorSize != 0) {
+    spdlog::warn("virtio-blk {}: the last {} bytes of the image (a partial sector) are not exposed",
+                 name_, disk_size % kSectorSize);
+  }
+  loop_.add(io_->completion_fd(), EPOLLIN, [this](uint32_t) { on_completions(); });
+}
+
+VirtioBlock::~VirtioBlock() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_locked();
+  }
+  loop_.remove(io_->completion_fd());
+}
+
+uint64_t VirtioBlock::features() const {
+  uint64_t features = kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc |
+                      kBlkFeatureSegMax | kBlkFeatureSizeMax | kBlkFeatureBlkSize |
+                      kBlkFeatureFlush;
+  if (options_.read_only) {
+    features |= kBlkFeatureRo;
+  } else {
+    features |= kBlkFeatureDiscard | kBlkFeatureWriteZeroes;
+  }
+  return features;
+}
+
+void VirtioBlock::read_config(uint64_t offset, std::span<uint8_t> data) const {
+  std::fill(data.begin(), data.end(), 0);
+  if (offset >= sizeof(config_)) return;
+  const size_t bytes = std::min<uint64_t>(data.size(), sizeof(config_) - offset);
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, bytes);
+}
+
+void VirtioBlock::write_config(uint64_t offset, std::span<const uint8_t> data) {
+  spdlog::debug("virtio-blk {}: ignored config write of {} bytes at {:#x}", name_, data.size(),
+                offset);
+}
+
+void VirtioBlock::activate(const Activation& activation) {
+  std::lock_guard lock(mutex_);
+  queue_ = activation.queues.at(0);
+  interrupt_ = activation.interrupt;
+  limits_ = BlockLimits{
+      .capacity_sectors = config_.capacity,
+      .read_only = options_.read_only,
+      .discard = (activation.driver_features & kBlkFeatureDiscard) != 0,
+      .write_zeroes = (activation.driver_features & kBlkFeatureWriteZeroes) != 0,
+  };
+  write_through_ = (activation.driver_features & kBlkFeatureFlush) == 0;
+  queue_failed_ = false;
+}
+
+void VirtioBlock::notify(uint16_t index) {
+  std::lock_guard lock(mutex_);
+  if (queue_ == nullptr || queue_failed_ || index != 0) return;
+  // With EVENT_IDX, pop() re-arms avail_event when it finds the ring drained and looks once more,
+  // so popping until nothing is left cannot miss a buffer made available meanwhile.
+  while (auto chain = queue_->pop()) start(std::move(*chain));
+  check_broken();
+  io_->flush_submissions();
+  notify_driver();
+}
+
+void VirtioBlock::reset() {
+  std::lock_guard lock(mutex_);
+  stop_locked();
+}
+
+void VirtioBlock::stop_locked() {
+  // The host must stop writing into guest buffers before the driver may reuse them; the chains
+  // are given up, the driver no longer expects them.
+  io_->wait_all([](const IoCompletion&) {});
+  for (auto& [cookie, request] : in_flight_) std::move(request.chain).discard();
+  in_flight_.clear();
+  pending_.clear();
+  queue_ = nullptr;
+  interrupt_ = nullptr;
+  queue_failed_ = false;
+}
+
+void VirtioBlock::start(DescriptorChain chain) {
+  BlockRequest request = parse_block_request(memory_, chain, limits_);
+  using Kind = BlockRequest::Kind;
+  switch (request.kind) {
+    case Kind::kMalformed:
+      if (!std::exchange(warned_malformed_, true)) {
+        spdlog::warn("virtio-blk {}: request {}: {}; completed with nothing written", name_,
+                     chain.head(), request.reason);
+      }
+      queue_->add_used(std::move(chain), 0);
+      return;
+    case Kind::kRefused:
+      spdlog::debug("virtio-blk {}: request {} refused: {}", name_, chain.head(), request.reason);
+      complete(std::move(chain), request.status_offset, 0, request.status);
+      return;
+    case Kind::kGetId: {
+      std::array<uint8_t, kBlkIdBytes> id{};
+      std::memcpy(id.data(), options_.serial.data(),
+                  std::min<size_t>(options_.serial.size(), id.size()));
+      const size_t bytes = chain.write(0, std::span<const uint8_t>(id).first(
+                                              std::min<size_t>(id.size(), request.status_offset)));
+      complete(std::move(chain), request.status_offset, static_cast<uint32_t>(bytes), kBlkStatusOk);
+      return;
+    }
+    default: break;
+  }
+
+  const bool is_transfer = request.kind == Kind::kRead || request.kind == Kind::kWrite;
+  if (request.kind != Kind::kFlush && request.length == 0) {
+    // Nothing to move (and fallocate refuses an empty range).
+    complete(std::move(chain), request.status_offset, 0, kBlkStatusOk);
+    return;
+  }
+  Stage stage = Stage::kFlush;
+  IoRequest io;
+  io.offset = request.offset;
+  io.length = request.length;
+  switch (request.kind) {
+    case Kind::kRead:
+    case Kind::kWrite:
+      stage = Stage::kTransfer;
+      io.op = request.kind == Kind::kRead ? IoRequest::Op::kRead : IoRequest::Op::kWrite;
+      io.length = 0;
+      io.buffers = std::move(request.data);
+      break;
+    case Kind::kFlush:
+      io.op = IoRequest::Op::kFlush;
+      io.offset = 0;
+      io.length = 0;
+      break;
+    case Kind::kDiscard:
+      stage = Stage::kDiscard;
+      io.op = IoRequest::Op::kPunchHole;
+      break;
+    default:  // kWriteZeroes
+      stage = request.unmap ? Stage::kPunchZeros : Stage::kZeroRange;
+      io.op = request.unmap ? IoRequest::Op::kPunchHole : IoRequest::Op::kZeroRange;
+      break;
+  }
+  const uint64_t cookie = next_cookie_++;
+  in_flight_.emplace(cookie,
+                     InFlight{
+                         .chain = std::move(chain),
+                         .stage = stage,
+                         .offset = request.offset,
+                         .length = request.length,
+                         .expected = is_transfer ? request.length : 0,
+                         .status_offset = request.status_offset,
+                         .data_written = 0,
+                         .modifies = request.kind != Kind::kRead && request.kind != Kind::kFlush,
+                     });
+  io.cookie = cookie;
+  io_->submit(std::move(io));
+}
+
+std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
+  auto next = [&](Stage stage, IoRequest io) -> std::optional<uint8_t> {
+    request.stage = stage;
+    pending_.push_back(std::move(io));
+    return std::nullopt;
+  };
+  auto flush = [&]() {
+    IoRequest io;
+    io.op = IoRequest::Op::kFlush;
+    return io;
+  };
+  auto range = [&](IoRequest::Op op) {
+    IoRequest io;
+    io.op = op;
+    io.offset = request.offset;
+    io.length = request.length;
+    return io;
+  };
+  // A successful modifying stage: done, or made durable first when writing through.
+  auto succeeded = [&]() -> std::optional<uint8_t> {
+    if (request.modifies && write_through_) return next(Stage::kFlush, flush());
+    return kBlkStatusOk;
+  };
+
+  switch (request.stage) {
+    case Stage::kTransfer:
+      if (!request.modifies && result > 0) request.data_written = static_cast<uint32_t>(result);
+      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return kBlkStatusIoErr;
+      return succeeded();
+    case Stage::kFlush: return result < 0 ? kBlkStatusIoErr : kBlkStatusOk;
+    case Stage::kDiscard:
+      // Discard only allows deallocation: a file system that cannot punch holes did its part.
+      if (result < 0 && result != -EOPNOTSUPP) return kBlkStatusIoErr;
+      return succeeded();
+    case Stage::kPunchZeros:
+      if (result == -EOPNOTSUPP) return next(Stage::kZeroRange, range(IoRequest::Op::kZeroRange));
+      if (result < 0) return kBlkStatusIoErr;
+      return succeeded();
+    case Stage::kZeroRange:
+      if (result == -EOPNOTSUPP) {
+        IoRequest io = range(IoRequest::Op::kWrite);
+        io.length = 0;
+        for (uint64_t done = 0; done < request.length; done += kBlkZeroChunk) {
+          io.buffers.push_back(
+              {const_cast<uint8_t*>(kZeros), std::min(kBlkZeroChunk, request.length - done)});
+        }
+        request.expected = request.length;
+        return next(Stage::kWriteZeros, std::move(io));
+      }
+      if (result < 0) return kBlkStatusIoErr;
+      return succeeded();
+    case Stage::kWriteZeros:
+      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return kBlkStatusIoErr;
+      return succeeded();
+  }
+  return kBlkStatusIoErr;
+}
+
+void VirtioBlock::on_completions() {
+  std::lock_guard lock(mutex_);
+  io_->reap([this](const IoCompletion& completion) {
+    auto it = in_flight_.find(completion.cookie);
+    if (it == in_flight_.end()) return;  // a request from before a reset
+    InFlight& request = it->second;
+    if (completion.result < 0) {
+      spdlog::debug("virtio-blk {}: request {}: {}", name_, request.chain.head(),
+                    std::strerror(static_cast<int>(-completion.result)));
+    }
+    const size_t queued = pending_.size();
+    auto status = advance(request, completion.result);
+    if (!status) {
+      pending_[queued].cookie = completion.cookie;
+      return;
+    }
+    complete(std::move(request.chain), request.status_offset, request.data_written, *status);
+    in_flight_.erase(it);
+  });
+  // Follow-up stages are submitted after reap(), not from inside its callback.
+  if (!pending_.empty()) {
+    for (IoRequest& io : pending_) io_->submit(std::move(io));
+    pending_.clear();
+    io_->flush_submissions();
+  }
+  notify_driver();
+}
+
+void VirtioBlock::complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,
+                           uint8_t status) {
+  chain.write(status_offset, std::span<const uint8_t>(&status, 1));
+  queue_->add_used(std::move(chain), data_written + 1);
+}
+
+void VirtioBlock::notify_driver() {
+  if (queue_ != nullptr && queue_->needs_notification()) interrupt_->signal_used();
+}
+
+void VirtioBlock::check_broken() {
+  if (queue_failed_ || !queue_->broken()) return;
+  queue_failed_ = true;
+  spdlog::error("virtio-blk {}: {}; the device needs a reset", name_, queue_->broken_reason());
+  interrupt_->signal_needs_reset();
+}
+
+}  // namespace vmm::devices::virtio

@@ -1,0 +1,362 @@
+#include "devices/virtio/mmio_transport.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "vmm/util/error.hpp"
+
+namespace vmm::devices::virtio {
+
+namespace {
+
+// Register offsets (virtio 1.2, 4.2.2, Table 4.1).
+constexpr uint64_t kMagicValueReg = 0x000;
+constexpr uint64_t kVersionReg = 0x004;
+constexpr uint64_t kDeviceIdReg = 0x008;
+constexpr uint64_t kVendorIdReg = 0x00c;
+constexpr uint64_t kDeviceFeatures = 0x010;
+constexpr uint64_t kDeviceFeaturesSel = 0x014;
+constexpr uint64_t kDriverFeatures = 0x020;
+constexpr uint64_t kDriverFeaturesSel = 0x024;
+constexpr uint64_t kQueueSel = 0x030;
+constexpr uint64_t kQueueNumMax = 0x034;
+constexpr uint64_t kQueueNum = 0x038;
+constexpr uint64_t kQueueReady = 0x044;
+constexpr uint64_t kQueueNotify = MmioTransport::kQueueNotifyOffset;
+constexpr uint64_t kInterruptStatus = 0x060;
+constexpr uint64_t kInterruptAck = 0x064;
+constexpr uint64_t kStatus = 0x070;
+constexpr uint64_t kQueueDescLow = 0x080;
+constexpr uint64_t kQueueDescHigh = 0x084;
+constexpr uint64_t kQueueDriverLow = 0x090;
+constexpr uint64_t kQueueDriverHigh = 0x094;
+constexpr uint64_t kQueueDeviceLow = 0x0a0;
+constexpr uint64_t kQueueDeviceHigh = 0x0a4;
+constexpr uint64_t kShmLenLow = 0x0b0;
+constexpr uint64_t kShmBaseHigh = 0x0bc;
+constexpr uint64_t kConfigGeneration = 0x0fc;
+
+// InterruptStatus bits (4.2.2).
+constexpr uint32_t kInterruptUsedBuffer = 1;
+constexpr uint32_t kInterruptConfigChange = 2;
+
+// The status bits a driver may set; NEEDS_RESET is the device's.
+constexpr uint32_t kDriverStatusBits =
+    kStatusAcknowledge | kStatusDriver | kStatusDriverOk | kStatusFeaturesOk | kStatusFailed;
+
+void set_low(uint64_t& field, uint32_t value) {
+  field = (field & ~uint64_t{0xffffffff}) | value;
+}
+void set_high(uint64_t& field, uint32_t value) {
+  field = (field & uint64_t{0xffffffff}) | (uint64_t{value} << 32);
+}
+
+}  // namespace
+
+MmioTransport::MmioTransport(const GuestMemory& memory, std::unique_ptr<VirtioDevice> device,
+                             InterruptLine& irq, std::string name)
+    : memory_(memory),
+      device_(std::move(device)),
+      irq_(irq),
+      name_(std::move(name)),
+      device_features_(device_ ? device_->features() : 0) {
+  if (!device_) fail("{}: virtio-mmio transport without a device", name_);
+  for (uint16_t max_size : device_->queue_max_sizes()) {
+    queues_.push_back(std::make_unique<SplitQueue>(memory_, max_size));
+    queue_registers_.push_back(QueueRegisters{.size = max_size});
+  }
+}
+
+MmioTransport::~MmioTransport() {
+  shutdown();
+}
+
+void MmioTransport::shutdown() {
+  std::lock_guard lock(mutex_);
+  if (activated_) device_->reset();
+  activated_ = false;
+}
+
+void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
+  std::memset(data.data(), 0, data.size());
+  if (offset >= kConfigOffset) {
+    const uint64_t size = data.size();
+    if (offset >= kWindowSize || size > kWindowSize - offset ||
+        (size != 1 && size != 2 && size != 4 && size != 8)) {
+      spdlog::debug("{}: {}-byte read at {:#x} ignored", name_, size, offset);
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    device_->read_config(offset - kConfigOffset, data);
+    return;
+  }
+  if (data.size() != 4 || offset % 4 != 0) {
+    spdlog::debug("{}: {}-byte register read at {:#x} ignored", name_, data.size(), offset);
+    return;
+  }
+  uint32_t value;
+  {
+    std::lock_guard lock(mutex_);
+    value = read_register(offset);
+  }
+  std::memcpy(data.data(), &value, sizeof(value));
+}
+
+void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
+  if (offset >= kConfigOffset) {
+    const uint64_t size = data.size();
+    if (offset >= kWindowSize || size > kWindowSize - offset ||
+        (size != 1 && size != 2 && size != 4 && size != 8)) {
+      spdlog::debug("{}: {}-byte write at {:#x} ignored", name_, size, offset);
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    device_->write_config(offset - kConfigOffset, data);
+    return;
+  }
+  if (data.size() != 4 || offset % 4 != 0) {
+    spdlog::debug("{}: {}-byte register write at {:#x} ignored", name_, data.size(), offset);
+    return;
+  }
+  uint32_t value;
+  std::memcpy(&value, data.data(), sizeof(value));
+  std::lock_guard lock(mutex_);
+  write_register(offset, value);
+}
+
+void MmioTransport::queue_notify(uint32_t index) {
+  std::lock_guard lock(mutex_);
+  notify_locked(index);
+}
+
+uint32_t MmioTransport::status() const {
+  std::lock_guard lock(mutex_);
+  return driver_status_ | (needs_reset_.load() ? kStatusNeedsReset : 0);
+}
+
+uint32_t MmioTransport::read_register(uint64_t offset) {
+  switch (offset) {
+    case kMagicValueReg: return kMagicValue;
+    case kVersionReg: return kVersion;
+    case kDeviceIdReg: return device_->device_id();
+    case kVendorIdReg: return kVendorId;
+    case kDeviceFeatures:
+      if (device_features_sel_ > 1) return 0;
+      return static_cast<uint32_t>(device_features_ >> (32 * device_features_sel_));
+    case kQueueNumMax: return queue_sel_ < queues_.size() ? queues_[queue_sel_]->max_size() : 0;
+    case kQueueReady: return queue_sel_ < queues_.size() && queues_[queue_sel_]->ready() ? 1 : 0;
+    case kInterruptStatus: return interrupt_status_.load();
+    case kStatus: return driver_status_ | (needs_reset_.load() ? kStatusNeedsReset : 0);
+    case kConfigGeneration: return config_generation_.load();
+    default:
+      // No shared memory regions: their length and base read as all-ones, "no such region".
+      if (offset >= kShmLenLow && offset <= kShmBaseHigh) return 0xffffffff;
+      spdlog::debug("{}: read of write-only or unknown register {:#x}", name_, offset);
+      return 0;
+  }
+}
+
+void MmioTransport::write_register(uint64_t offset, uint32_t value) {
+  switch (offset) {
+    case kDeviceFeaturesSel: device_features_sel_ = value; return;
+    case kDriverFeatures:
+      if (driver_status_ & kStatusFeaturesOk) {
+        spdlog::debug("{}: DriverFeatures write after FEATURES_OK ignored", name_);
+      } else if (driver_features_sel_ <= 1) {
+        (driver_features_sel_ == 0 ? set_low : set_high)(driver_features_, value);
+      } else if (value != 0) {
+        // Nothing is offered beyond bit 63: the driver accepted a feature it was not offered.
+        driver_features_beyond_64_ = true;
+      }
+      return;
+    case kDriverFeaturesSel: driver_features_sel_ = value; return;
+    case kQueueSel: queue_sel_ = value; return;
+    case kQueueNum:
+      if (auto* queue = writable_queue("QueueNum")) queue->size = value;
+      return;
+    case kQueueReady: write_queue_ready(value); return;
+    case kQueueNotify: notify_locked(value); return;
+    case kInterruptAck: interrupt_status_.fetch_and(~value); return;
+    case kStatus: write_status(value); return;
+    case kQueueDescLow:
+      if (auto* queue = writable_queue("QueueDescLow")) set_low(queue->desc_table, value);
+      return;
+    case kQueueDescHigh:
+      if (auto* queue = writable_queue("QueueDescHigh")) set_high(queue->desc_table, value);
+      return;
+    case kQueueDriverLow:
+      if (auto* queue = writable_queue("QueueDriverLow")) set_low(queue->avail_ring, value);
+      return;
+    case kQueueDriverHigh:
+      if (auto* queue = writable_queue("QueueDriverHigh")) set_high(queue->avail_ring, value);
+      return;
+    case kQueueDeviceLow:
+      if (auto* queue = writable_queue("QueueDeviceLow")) set_low(queue->used_ring, value);
+      return;
+    case kQueueDeviceHigh:
+      if (auto* queue = writable_queue("QueueDeviceHigh")) set_high(queue->used_ring, value);
+      return;
+    default:
+      spdlog::debug("{}: write of {:#x} to read-only or unknown register {:#x} ignored", name_,
+                    value, offset);
+      return;
+  }
+}
+
+MmioTransport::QueueRegisters* MmioTransport::writable_queue(const char* what) {
+  if (queue_sel_ >= queues_.size()) {
+    spdlog::debug("{}: {} write for non-existent queue {} ignored", name_, what, queue_sel_);
+    return nullptr;
+  }
+  if (driver_status_ & kStatusDriverOk) {
+    spdlog::debug("{}: {} write after DRIVER_OK ignored", name_, what);
+    return nullptr;
+  }
+  if (queues_[queue_sel_]->ready()) {
+    spdlog::debug("{}: {} write to ready queue {} ignored", name_, what, queue_sel_);
+    return nullptr;
+  }
+  return &queue_registers_[queue_sel_];
+}
+
+void MmioTransport::write_queue_ready(uint32_t value) {
+  if (queue_sel_ >= queues_.size() || (driver_status_ & kStatusDriverOk) || value > 1) {
+    spdlog::debug("{}: QueueReady write of {} (queue {}) ignored", name_, value, queue_sel_);
+    return;
+  }
+  SplitQueue& queue = *queues_[queue_sel_];
+  if (value == 0) {
+    queue.reset();
+    return;
+  }
+  if (queue.ready()) return;
+  // The spec's order (3.1.1): queues are set up once the features are final, which decides the
+  // ring layout (EVENT_IDX) and the descriptors allowed (INDIRECT_DESC).
+  if (!(driver_status_ & kStatusFeaturesOk)) {
+    spdlog::debug("{}: QueueReady for queue {} before FEATURES_OK ignored", name_, queue_sel_);
+    return;
+  }
+  const QueueRegisters& registers = queue_registers_[queue_sel_];
+  try {
+    if (registers.size > std::numeric_limits<uint16_t>::max()) {
+      fail("virtqueue size {} is not a power of two in 1..{}", registers.size, queue.max_size());
+    }
+    queue.activate(QueueConfig{
+        .size = static_cast<uint16_t>(registers.size),
+        .desc_table = registers.desc_table,
+        .avail_ring = registers.avail_ring,
+        .used_ring = registers.used_ring,
+        .event_idx = (driver_features_ & kFeatureRingEventIdx) != 0,
+        .indirect_desc = (driver_features_ & kFeatureRingIndirectDesc) != 0,
+    });
+  } catch (const Error& error) {
+    spdlog::warn("{}: queue {}: {}; the device needs a reset", name_, queue_sel_, error.what());
+    signal_needs_reset();
+  }
+}
+
+void MmioTransport::write_status(uint32_t value) {
+  if (value == 0) {
+    reset_locked();
+    return;
+  }
+  // A driver writing back what it read includes NEEDS_RESET; that bit is not its to change.
+  value &= ~kStatusNeedsReset;
+  if (value & ~kDriverStatusBits) {
+    spdlog::debug("{}: undefined status bits {:#x} ignored", name_, value & ~kDriverStatusBits);
+    value &= kDriverStatusBits;
+  }
+  if (driver_status_ & ~value) {
+    spdlog::debug("{}: status write {:#x} clears bits of {:#x}: ignored", name_, value,
+                  driver_status_);
+    return;
+  }
+  const uint32_t added = value & ~driver_status_;
+  if (added & kStatusFeaturesOk) {
+    // Refusing leaves FEATURES_OK clear for the driver to read back (3.1.1 step 6).
+    const bool offered = (driver_features_ & ~device_features_) == 0 && !driver_features_beyond_64_;
+    const bool modern = (driver_features_ & kFeatureVersion1) != 0;
+    if (!offered || !modern) {
+      spdlog::debug("{}: refusing driver features {:#x} (offered {:#x})", name_, driver_features_,
+                    device_features_);
+      value &= ~kStatusFeaturesOk;
+    }
+  }
+  if ((added & kStatusDriverOk) && (!(value & kStatusFeaturesOk) || (value & kStatusFailed))) {
+    spdlog::debug("{}: DRIVER_OK without FEATURES_OK, or with FAILED: ignored", name_);
+    value &= ~kStatusDriverOk;
+  }
+  driver_status_ = value;
+  if (value & added & kStatusDriverOk) activate_device();
+}
+
+void MmioTransport::activate_device() {
+  if (needs_reset_.load()) {
+    spdlog::warn("{}: DRIVER_OK while the device needs a reset: not activated", name_);
+    return;
+  }
+  Activation activation{.driver_features = driver_features_, .queues = {}, .interrupt = this};
+  for (auto& queue : queues_) activation.queues.push_back(queue.get());
+  try {
+    device_->activate(activation);
+    activated_ = true;
+  } catch (const std::exception& error) {
+    spdlog::warn("{}: activation failed: {}; the device needs a reset", name_, error.what());
+    signal_needs_reset();
+  }
+}
+
+void MmioTransport::notify_locked(uint32_t index) {
+  if (!activated_) {
+    spdlog::debug("{}: notification for queue {} before activation ignored", name_, index);
+    return;
+  }
+  if (index >= queues_.size()) {
+    spdlog::debug("{}: notification for non-existent queue {} ignored", name_, index);
+    return;
+  }
+  device_->notify(static_cast<uint16_t>(index));
+}
+
+void MmioTransport::reset_locked() {
+  // The device first: until its reset() returns it may still use the queues and signal.
+  if (activated_) device_->reset();
+  activated_ = false;
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    queues_[i]->reset();
+    queue_registers_[i] = QueueRegisters{.size = queues_[i]->max_size()};
+  }
+  driver_status_ = 0;
+  device_features_sel_ = 0;
+  driver_features_sel_ = 0;
+  driver_features_ = 0;
+  driver_features_beyond_64_ = false;
+  queue_sel_ = 0;
+  interrupt_status_.store(0);
+  needs_reset_.store(false);
+}
+
+void MmioTransport::signal_used() {
+  interrupt_status_.fetch_or(kInterruptUsedBuffer);
+  irq_.pulse();
+}
+
+void MmioTransport::signal_config_change() {
+  // Bumped after the device changed its config, so a driver reading it across the change sees
+  // a different generation and reads again (4.2.2, ConfigGeneration).
+  config_generation_.fetch_add(1);
+  interrupt_status_.fetch_or(kInterruptConfigChange);
+  irq_.pulse();
+}
+
+void MmioTransport::signal_needs_reset() {
+  needs_reset_.store(true);
+  interrupt_status_.fetch_or(kInterruptConfigChange);
+  irq_.pulse();
+}
+
+}  // namespace vmm::devices::virtio

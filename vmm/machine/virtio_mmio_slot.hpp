@@ -1,0 +1,48 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "devices/bus.hpp"
+#include "devices/virtio/mmio_transport.hpp"
+#include "devices/virtio/virtio_device.hpp"
+#include "firmware/acpi/description.hpp"
+#include "vmm/event/event_loop.hpp"
+#include "vmm/kvm/vm.hpp"
+#include "vmm/machine/irqfd_line.hpp"
+#include "vmm/memory/guest_memory.hpp"
+#include "vmm/util/event_fd.hpp"
+
+namespace vmm {
+
+// One virtio device plugged into the machine: its virtio-mmio window on the MMIO bus, an irqfd
+// for its interrupt, and one ioeventfd per queue that turns the guest's QueueNotify write into an
+// event on the event loop without a trip through the vCPU thread. Destroying the slot unplugs it:
+// the notifications stop, then the device is reset (its in-flight I/O finishes first).
+class VirtioMmioSlot {
+ public:
+  // Slot `index` sits at layout::kVirtioMmioStart + index * kVirtioMmioStride, interrupt `gsi`.
+  VirtioMmioSlot(kvm::Vm& vm, EventLoop& loop, devices::Bus& mmio, const GuestMemory& memory,
+                 uint32_t index, uint32_t gsi,
+                 std::unique_ptr<devices::virtio::VirtioDevice> device, std::string name);
+  ~VirtioMmioSlot();
+  VirtioMmioSlot(const VirtioMmioSlot&) = delete;
+  VirtioMmioSlot& operator=(const VirtioMmioSlot&) = delete;
+
+  // The DSDT entry a stock kernel's virtio_mmio driver binds to (_HID "LNRO0005").
+  acpi::DeviceDescription acpi_description() const;
+  const std::string& name() const { return name_; }
+
+ private:
+  kvm::Vm& vm_;
+  EventLoop& loop_;
+  const uint32_t index_;
+  const uint64_t base_;
+  std::string name_;
+  IrqfdLine irq_;
+  std::shared_ptr<devices::virtio::MmioTransport> transport_;
+  std::vector<std::unique_ptr<EventFd>> notifiers_;  // one per queue
+};
+
+}  // namespace vmm
