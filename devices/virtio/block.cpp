@@ -95,13 +95,25 @@ void VirtioBlock::activate(const Activation& activation) {
 
 void VirtioBlock::notify(uint16_t index) {
   std::lock_guard lock(mutex_);
-  if (queue_ == nullptr || queue_failed_ || index != 0) return;
+  if (index != 0) return;
+  start_available();
+  notify_driver();
+}
+
+void VirtioBlock::start_available() {
+  if (queue_ == nullptr || queue_failed_) return;
+  // A driver that makes a head available again while it is still in flight (a bug, or hostile)
+  // could otherwise keep more requests in flight than the engine has room for: what stays in the
+  // ring is started when completions make room.
   // With EVENT_IDX, pop() re-arms avail_event when it finds the ring drained and looks once more,
   // so popping until nothing is left cannot miss a buffer made available meanwhile.
-  while (auto chain = queue_->pop()) start(std::move(*chain));
+  while (in_flight_.size() < kQueueSize) {
+    auto chain = queue_->pop();
+    if (!chain) break;
+    start(std::move(*chain));
+  }
   check_broken();
   io_->flush_submissions();
-  notify_driver();
 }
 
 void VirtioBlock::reset() {
@@ -274,11 +286,10 @@ void VirtioBlock::on_completions() {
     in_flight_.erase(it);
   });
   // Follow-up stages are submitted after reap(), not from inside its callback.
-  if (!pending_.empty()) {
-    for (IoRequest& io : pending_) io_->submit(std::move(io));
-    pending_.clear();
-    io_->flush_submissions();
-  }
+  for (IoRequest& io : pending_) io_->submit(std::move(io));
+  pending_.clear();
+  io_->flush_submissions();
+  start_available();
   notify_driver();
 }
 

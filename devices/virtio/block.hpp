@@ -121,6 +121,8 @@ class VirtioBlock final : public VirtioDevice {
 
   void on_completions();
   // Parses a popped chain and submits its first stage, or completes it at once.
+  // Starts the chains the driver made available, as many as there is room for in flight.
+  void start_available();
   void start(DescriptorChain chain);
   // `request`'s current stage returned `result`: its final status, or nullopt after queueing the
   // next stage in pending_.

@@ -12,6 +12,7 @@
 #include <deque>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,8 @@ class FakeIo final : public AsyncIo {
 
   std::string name() const override { return "fake"; }
   void submit(IoRequest request) override {
+    // The real engines refuse more than their depth: so does the fake.
+    if (in_flight() >= VirtioBlock::kQueueSize) throw std::runtime_error("engine full");
     ops.push_back(request.op);
     queued_.push_back(std::move(request));
   }
@@ -582,6 +585,25 @@ TEST_F(VirtioBlockTest, RequestsCompleteOutOfOrder) {
   EXPECT_EQ(guest(kData, 512), expected_pattern(512, 512));
   EXPECT_EQ(guest(kData + 0x1000, 512), expected_pattern(1024, 512));
   EXPECT_EQ(guest(kData + 0x2000, 512), expected_pattern(1536, 512));
+}
+
+TEST_F(VirtioBlockTest, AHeadMadeAvailableAgainWhileInFlightNeverOverfillsTheEngine) {
+  start();
+  io->hold = true;
+  const uint16_t head = write_request(0, kBlkTypeIn, 1, {{kData, 512, true}});
+  // A hostile driver publishes the same chain over and over without waiting for it.
+  for (int i = 0; i < VirtioBlock::kQueueSize; ++i) driver.publish(head);
+  device->notify(0);
+  for (int i = 0; i < 44; ++i) driver.publish(head);
+  ASSERT_NO_THROW(device->notify(0));
+  EXPECT_EQ(io->started.size(), VirtioBlock::kQueueSize);
+  // Completions make room: the rest is started and every request is answered.
+  io->finish_all();
+  loop.run_once(100);
+  io->hold = false;
+  io->finish_all();
+  run_until_used(VirtioBlock::kQueueSize + 44);
+  EXPECT_EQ(status(head), kBlkStatusOk);
 }
 
 TEST_F(VirtioBlockTest, ResetWaitsForInFlightIoAndDropsTheChains) {

@@ -32,6 +32,7 @@ ProcessResult run_vmm(const GuestRun& run) {
   if (run.vmm_timeout_seconds != 0) {
     argv.insert(argv.end(), {"--timeout", std::to_string(run.vmm_timeout_seconds)});
   }
+  argv.insert(argv.end(), run.extra_args.begin(), run.extra_args.end());
   return run_process(argv, run.host_timeout);
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "tests/integration/process.hpp"
 
@@ -22,9 +23,12 @@ struct GuestRun {
   uint32_t vmm_timeout_seconds = 0;  // vmm's own --timeout; 0: not passed
   // Our deadline for the vmm process, so a hung vmm fails the test instead of hanging it.
   std::chrono::milliseconds host_timeout{60000};
+  // Appended after the options above (e.g. --disk ...); `{}` lets designated initializers omit it.
+  std::vector<std::string> extra_args{};
 };
 
-// Runs `vmm --kernel ... --cpus N --memory 64M --serial stdio [--cmdline ...] [--timeout S]`.
+// Runs `vmm --kernel ... --cpus N --memory 64M --serial stdio [--cmdline ...] [--timeout S]
+// [extra_args...]`.
 ProcessResult run_vmm(const GuestRun& run);
 
 // The whole story of a run, for assertion messages.
