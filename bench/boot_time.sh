@@ -74,80 +74,44 @@ trap - EXIT
 
 # --- boot L1 once (retried once if L1 itself crashes) ---
 # Another lab's QEMU would share the 2 cores with this one and skew both: wait for it to end.
-other_qemu() { pgrep -x qemu-system-x86 || true; }
-if [ -n "$(other_qemu)" ]; then
-  echo "boot_time: another QEMU is running (pid $(other_qemu | xargs)); waiting for it to end"
-  while [ -n "$(other_qemu)" ]; do sleep 5; done
-fi
+lab_wait_for_other_qemu
 
 l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
   -kernel "$kernel" -initrd "$l1_cpio" -append "console=ttyS0 panic=-1 quiet benchruns=$runs")
 # L1 boot + every L2 boot at its worst (stamp's 90 s limit); silence past the stall limit means L1
-# is wedged (seen in the lab: a soft lockup inside L1's KVM, where no signal reaches the VMM).
+# is wedged.
 l1_timeout=$((180 + 2 * runs * 95))
 l1_stall_limit=180
 log=$out/l1-console.log
-qpid=""
 # Boots during which another QEMU was running ("qemu/2 vmm/2"), and those QEMUs' pids: such a boot
-# shared the cores, so the table flags it.
-skewed="" other_pids=""
+# shared the cores, so the table flags it. lab_boot_l1 calls these hooks (lib.sh).
+skewed="" other_pids="" seen_other=0
+lab_l1_poll() {
+  local pids
+  pids=$(lab_other_qemu | { grep -vx "$l1_pid" || true; } | xargs)
+  if [ -n "$pids" ]; then
+    seen_other=1
+    case " $other_pids " in *" $pids "*) ;; *) other_pids="${other_pids:+$other_pids }$pids" ;; esac
+  fi
+}
+lab_l1_line() {
+  echo "  $1"
+  case $1 in
+    BENCH-RESULT*)
+      # This boot ran since the previous result line (within one 2 s poll).
+      [ $seen_other -eq 1 ] && skewed="${skewed:+$skewed }$(echo "$1" | awk '{ sub("run=", "", $3); print $2 "/" $3 }')"
+      seen_other=0 ;;
+  esac
+}
 boot_l1() {
-  local start=$SECONDS last=$SECONDS shown=0 n pids seen_other=0 line
+  local start=$SECONDS
   echo "boot_time: booting L1 ($runs boots per VMM; host timeout ${l1_timeout}s; console log $log)"
-  l1_killed="" skewed="" other_pids=""
-  : >"$log"
-  "${l1_command[@]}" </dev/null >"$log.raw" 2>&1 &
-  qpid=$!
-  trap 'kill "$qpid" 2>/dev/null' EXIT
-  while :; do
-    sleep 2
-    tr -d '\r' <"$log.raw" >"$log"
-    pids=$(other_qemu | { grep -vx "$qpid" || true; } | xargs)
-    if [ -n "$pids" ]; then
-      seen_other=1
-      case " $other_pids " in *" $pids "*) ;; *) other_pids="${other_pids:+$other_pids }$pids" ;; esac
-    fi
-    n=$(grep -cE '^BENCH-' "$log" || true)
-    if [ "$n" -gt "$shown" ]; then
-      while read -r line; do
-        echo "  $line"
-        case $line in
-          BENCH-RESULT*)
-            # This boot ran since the previous result line (within one 2 s poll).
-            [ $seen_other -eq 1 ] && skewed="${skewed:+$skewed }$(echo "$line" | awk '{ sub("run=", "", $3); print $2 "/" $3 }')"
-            seen_other=0 ;;
-        esac
-      done < <(grep -E '^BENCH-' "$log" | tail -n +$((shown + 1)))
-      shown=$n last=$SECONDS
-    fi
-    kill -0 "$qpid" 2>/dev/null || break
-    if [ $((SECONDS - start)) -ge "$l1_timeout" ]; then
-      l1_killed="L1 did not finish within ${l1_timeout}s"
-    elif [ $((SECONDS - last)) -ge "$l1_stall_limit" ]; then
-      l1_killed="L1 printed no bench line for ${l1_stall_limit}s$(grep -q 'soft lockup' "$log" && echo ', its console reports a soft lockup')"
-    fi
-    if [ -n "$l1_killed" ]; then
-      kill "$qpid" 2>/dev/null || true
-      break
-    fi
-  done
-  l1_status=0
-  wait "$qpid" || l1_status=$?
-  trap - EXIT
-  tr -d '\r' <"$log.raw" >"$log"
-  rm -f "$log.raw"
+  skewed="" other_pids="" seen_other=0
+  lab_boot_l1 "$log" '^BENCH-' "$l1_timeout" "$l1_stall_limit" "${l1_command[@]}"
   echo "boot_time: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
 }
 l1_finished() { grep -q '^BENCH-END' "$log"; }
-l1_crash_reason() {
-  if grep -v '^  | ' "$log" | grep -q 'Kernel panic'; then
-    echo "L1's console says Kernel panic"
-  elif [ -n "$l1_killed" ]; then
-    echo "$l1_killed"
-  else
-    echo "L1's QEMU exited with status $l1_status before BENCH-END"
-  fi
-}
+l1_crash_reason() { lab_l1_crash_reason "$log" BENCH-END; }
 
 retry_note=""
 boot_l1

@@ -10,7 +10,9 @@
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
 #   --kernels  fetch-kernels.sh's OUTDIR (cloud/ and generic/)
-#   --l2       where build-l2-initramfs.sh wrote l2-cloud.cpio.gz and l2-generic.cpio.gz
+#   --l2       where the L2 payloads are, per flavour (cloud, generic): l2-<flavour>.cpio.gz and
+#              l2-<flavour>-disk.cpio.gz (build-l2-initramfs.sh, the second --with-disk) and
+#              root-<flavour>.img.gz (build-rootfs.sh's image, gzip'd: mostly zeros)
 #   --vmm      the vmm binary to test (its shared libraries come along)
 #   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
 set -euo pipefail
@@ -42,6 +44,13 @@ for flavour in cloud generic; do
   cp "$kernels/$flavour/vmlinuz" "$root/lab/l2/$flavour/vmlinuz"
   cp "$l2/l2-$flavour.cpio.gz" "$root/lab/l2/$flavour/initrd.cpio.gz"
   cp "$l2/l2-$flavour.cpio.gz.pvpanic" "$root/lab/l2/$flavour/pvpanic"
+  cp "$l2/l2-$flavour-disk.cpio.gz" "$root/lab/l2/$flavour/initrd-disk.cpio.gz"
+  cp "$l2/root-$flavour.img.gz" "$root/lab/l2/$flavour/root.img.gz"
+done
+# The disk scenarios read back what the guest wrote to its disk, and check the filesystem.
+for tool in debugfs e2fsck; do
+  path=$(PATH=$PATH:/sbin:/usr/sbin command -v $tool) || lab_die "$tool not found (apt-get install e2fsprogs)"
+  lab_add_binary "$root" "$path" "/sbin/$tool"
 done
 # The cloud kernel also as an ELF vmlinux, for the PVH-entry scenario (extracted once, cached).
 if [ ! -s "$kernels/cloud/vmlinux" ] || [ "$kernels/cloud/vmlinuz" -nt "$kernels/cloud/vmlinux" ]; then

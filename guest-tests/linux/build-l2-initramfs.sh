@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Builds the busybox initramfs for the L2 guest (the Linux guest vmm boots). Its /init reads
-# vmmtest=<scenario> from the kernel command line; see the case statement below for what each does.
+# vmmtest=<scenario> from the kernel command line; see lab_append_guest_init in lib.sh for what each does.
 #
-# usage: build-l2-initramfs.sh --kernel-dir DIR --out FILE [--with-virtio] [--modules "m1 m2"]
+# With root=/dev/vdX on the kernel command line, /init instead mounts that disk (ext4; read-only
+# unless the command line says rw) and switch_roots to its /sbin/init (build-rootfs.sh makes one).
+#
+# usage: build-l2-initramfs.sh --kernel-dir DIR --out FILE [--with-disk] [--with-virtio]
+#                              [--modules "m1 m2"] [--file SRC:DEST]...
 #   --kernel-dir  a flavour directory from fetch-kernels.sh (has config and modules/)
+#   --with-disk   also load what a virtio-mmio disk with an ext4 root needs (virtio_mmio, virtio_blk,
+#                 and ext4 where it is a module): the disk scenarios' initramfs
 #   --with-virtio also load virtio_mmio, virtio_blk, virtio_net
 #   --modules     extra modules to load at boot, by name
+#   --file        also put the file SRC at DEST (e.g. a static benchmark tool at /bin/blkbench)
 # Also writes FILE.pvpanic: "builtin", "module" or "none" (whether the panic scenario can report).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,18 +22,25 @@ here=$(cd "$(dirname "$0")" && pwd)
 # The modules /init loads, in this order (their dependencies are added automatically).
 virtio_modules=(virtio_mmio virtio_blk virtio_net)
 
-kernel_dir="" out="" modules=()
+kernel_dir="" out="" modules=() files=() with_disk=0
 while [ $# -gt 0 ]; do
   case $1 in
     --kernel-dir) kernel_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --with-virtio) modules+=("${virtio_modules[@]}"); shift ;;
+    --with-disk) with_disk=1; shift ;;
+    --file) files+=("$2"); shift 2 ;;
     --modules) read -r -a extra <<<"$2"; modules+=("${extra[@]}"); shift 2 ;;
-    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-virtio] [--modules LIST]" >&2; exit 2 ;;
+    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-disk] [--with-virtio] [--modules LIST] [--file SRC:DEST]" >&2; exit 2 ;;
   esac
 done
 [ -n "$kernel_dir" ] && [ -n "$out" ] || { echo "usage: $0 --kernel-dir DIR --out FILE" >&2; exit 2; }
 [ -f "$kernel_dir/config" ] && [ -d "$kernel_dir/modules" ] || lab_die "$kernel_dir: no config or modules/ (run fetch-kernels.sh)"
+
+if [ $with_disk -eq 1 ]; then
+  read -r -a extra <<<"$(lab_disk_modules "$kernel_dir")"
+  modules+=("${extra[@]}")
+fi
 
 # pvpanic: the guest's panic notifier writes to the pvpanic device, so the VMM can tell a panic from a
 # reboot. Debian has CONFIG_PVPANIC_MMIO=m (the driver that binds to ACPI QEMU0001).
@@ -41,6 +55,11 @@ trap 'rm -rf "$root"' EXIT
 lab_busybox_root "$root"
 lab_add_modules "$root" "$kernel_dir/modules" "${modules[@]}"
 echo "$pvpanic" >"$root/etc/pvpanic"
+for f in ${files[@]+"${files[@]}"}; do
+  [ -f "${f%%:*}" ] || lab_die "--file $f: no such file"
+  mkdir -p "$root$(dirname "${f#*:}")"
+  cp "${f%%:*}" "$root${f#*:}"
+done
 
 cat >"$root/init" <<INIT
 #!/bin/sh
@@ -51,54 +70,30 @@ exec </dev/console >/dev/console 2>&1
 $lab_init_load_modules
 INIT
 cat >>"$root/init" <<'INIT'
-halt_with() { # poweroff -f or reboot -f; if it returns, the VMM missed the request: say so, then wait
-  "$@"
-  echo "VMM-L2-ERROR: '$*' returned"
-  while :; do sleep 3600; done
-}
-scenario=$(sed -n 's/.*vmmtest=\([^ ]*\).*/\1/p' /proc/cmdline)
-echo "VMM-L2-UP scenario=${scenario:-none} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
-case $scenario in
-  marker)
-    echo VMM-L2-MARKER
-    halt_with poweroff -f ;;
-  cpus)
-    echo "VMM-L2-CPUS=$(grep -c '^processor' /proc/cpuinfo)"
-    halt_with poweroff -f ;;
-  poweroff)
-    halt_with poweroff -f ;;
-  reboot)
-    halt_with reboot -f ;;
-  panic)
-    if ls /sys/bus/platform/drivers/pvpanic-mmio/ 2>/dev/null | grep -q ':'; then
-      echo "VMM-L2-PVPANIC=bound"
-    else
-      echo "VMM-L2-PVPANIC=unbound ($(cat /etc/pvpanic))"
-    fi
-    echo 1 >/proc/sys/kernel/sysrq
-    echo c >/proc/sysrq-trigger
-    halt_with false ;;
-  echo)
-    stty -echo 2>/dev/null
-    echo VMM-L2-ECHO-READY
-    read -r line
-    echo "VMM-L2-ECHO:$line"
-    halt_with poweroff -f ;;
-  rtc)
-    echo "VMM-L2-RTC=$(cat /sys/class/rtc/rtc0/since_epoch 2>/dev/null)"
-    halt_with poweroff -f ;;
-  shell)
-    echo
-    echo "  vmm: Debian $(uname -r) is up ($(grep -c '^processor' /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)."
-    echo "  This is a busybox shell on the serial console. 'poweroff -f' (or Ctrl-D) powers the guest off."
-    echo
-    setsid cttyhack sh -l
-    halt_with poweroff -f ;;
-  *)
-    echo "VMM-L2-ERROR: unknown vmmtest='$scenario'"
-    halt_with poweroff -f ;;
-esac
+# root=/dev/vdX on the command line: the root filesystem is on a virtio disk (ext4, read-only unless
+# rw is given): mount it and hand over to its /sbin/init (the modules above include the disk's).
+root_dev="" root_mode=ro
+for word in $(cat /proc/cmdline); do
+  case $word in
+    root=/dev/*) root_dev=${word#root=} ;;
+    rw | ro) root_mode=$word ;;
+  esac
+done
+if [ -n "$root_dev" ]; then
+  i=0
+  while [ ! -b "$root_dev" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  mkdir -p /newroot
+  if mount -t ext4 -o "$root_mode" "$root_dev" /newroot; then
+    echo "VMM-L2-SWITCH-ROOT $root_dev ($root_mode) uptime=$(cut -d' ' -f1 /proc/uptime)"
+    umount /proc /sys
+    mount --move /dev /newroot/dev
+    exec switch_root /newroot /sbin/init
+  fi
+  echo "VMM-L2-ERROR: cannot mount root=$root_dev ($root_mode) after $((i / 10)) s"
+  poweroff -f
+fi
 INIT
+lab_append_guest_init "$root/init"
 chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
 lab_pack_cpio "$root" "$out"

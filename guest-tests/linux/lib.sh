@@ -1,9 +1,39 @@
-# Shared helpers for the initramfs builders (sourced, not run).
+# Shared helpers for the lab's scripts, the quickstart and the benchmarks (sourced, not run).
 # shellcheck shell=bash
 # Everything comes from Debian's packages on the host: busybox-static, cpio, kmod, xz-utils/zstd if a
 # kernel's modules are compressed.
 
 lab_die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+lab_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# lab_stale TARGET INPUT...: true if TARGET is missing or older than any input.
+lab_stale() {
+  local target=$1 input; shift
+  [ -e "$target" ] || return 0
+  for input in "$@"; do [ "$input" -nt "$target" ] && return 0; done
+  return 1
+}
+
+# lab_build_l2 KERNELS OUT FLAVOUR: the L2 payloads for one kernel flavour (cloud, generic) of
+# fetch-kernels.sh's KERNELS, in OUT, each made only if missing or older than its inputs:
+#   l2-FLAVOUR.cpio.gz       the initramfs (build-l2-initramfs.sh)
+#   l2-FLAVOUR-disk.cpio.gz  the same --with-disk: virtio disk modules, root=/dev/vdX switch_root
+#   root-FLAVOUR.img(.gz)    a 32 MiB ext4 root image (build-rootfs.sh), and gzip'd (mostly zeros)
+lab_build_l2() {
+  local kernels=$1 out=$2 flavour=$3 inputs
+  inputs=("$lab_here/lib.sh" "$kernels/$flavour/package")
+  if lab_stale "$out/l2-$flavour.cpio.gz" "$lab_here/build-l2-initramfs.sh" "${inputs[@]}"; then
+    "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --out "$out/l2-$flavour.cpio.gz"
+  fi
+  if lab_stale "$out/l2-$flavour-disk.cpio.gz" "$lab_here/build-l2-initramfs.sh" "${inputs[@]}"; then
+    "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --with-disk \
+      --out "$out/l2-$flavour-disk.cpio.gz"
+  fi
+  if lab_stale "$out/root-$flavour.img.gz" "$lab_here/build-rootfs.sh" "${inputs[@]}"; then
+    "$lab_here/build-rootfs.sh" --kernel-dir "$kernels/$flavour" --out "$out/root-$flavour.img" --size 32M
+    gzip -1 -c "$out/root-$flavour.img" >"$out/root-$flavour.img.gz"
+  fi
+}
 
 # Populates ROOT with the static busybox and one symlink per applet, plus the mount points an /init needs.
 lab_busybox_root() {
@@ -85,9 +115,20 @@ if [ -s /lib/modules/load-order ]; then
   done </lib/modules/load-order
 fi'
 
+# The modules an L2 guest needs to use a virtio-mmio disk as its root (ext4) on the kernel of
+# KERNEL_DIR: virtio_mmio and virtio_blk are modules in Debian's kernels; ext4 is built into the cloud
+# kernel and a module in the generic one, which then also needs crc32c_generic (ext4 asks the crypto
+# API for "crc32c" by name, which only modprobe could resolve). Built-in ones are skipped when added.
+lab_disk_modules() {
+  local kernel_dir=$1 list="virtio_mmio virtio_blk"
+  if grep -q '^CONFIG_EXT4_FS=m' "$kernel_dir/config"; then list="$list ext4 crc32c_generic"; fi
+  echo "$list"
+}
+
 # shellcheck disable=SC2034 # used by the scripts that source this
 # The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
 lab_l1_modules=(irqbypass kvm kvm_amd)
+# shellcheck disable=SC2034 # used by the scripts that source this
 # What QEMU -M microvm reads besides its libraries (strace of a microvm boot with -kernel).
 lab_qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
 
@@ -117,4 +158,170 @@ lab_add_binary() {
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
+}
+
+# lab_append_guest_init FILE: appends what an L2 guest's init does after its mounts: it reads
+# vmmtest=<scenario> from the kernel command line and acts on it (the L2 initramfs's /init and the
+# root image's /sbin/init share it, so every scenario can run from either). Each scenario prints its
+# VMM-L2-* lines and powers off.
+lab_append_guest_init() {
+  cat >>"$1" <<'INIT'
+halt_with() { # poweroff -f or reboot -f; if it returns, the VMM missed the request: say so, then wait
+  "$@"
+  echo "VMM-L2-ERROR: '$*' returned"
+  while :; do sleep 3600; done
+}
+wait_for_block() { # wait_for_block DEV: a virtio disk's node appears once its driver probed it
+  i=0
+  while [ ! -b "$1" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  [ -b "$1" ] || echo "VMM-L2-ERROR: no $1 after 5 s"
+}
+print_disks() { # one line per virtio disk: size in 512-byte sectors, read-only flag, serial
+  for d in /sys/block/vd*; do
+    [ -e "$d" ] || continue
+    echo "VMM-L2-DISK ${d##*/} sectors=$(cat "$d/size") ro=$(cat "$d/ro") serial=$(cat "$d/serial" 2>/dev/null)"
+  done
+}
+scenario=$(sed -n 's/.*vmmtest=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "VMM-L2-UP scenario=${scenario:-none} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+case $scenario in
+  marker)
+    echo VMM-L2-MARKER
+    halt_with poweroff -f ;;
+  cpus)
+    echo "VMM-L2-CPUS=$(grep -c '^processor' /proc/cpuinfo)"
+    halt_with poweroff -f ;;
+  poweroff)
+    halt_with poweroff -f ;;
+  reboot)
+    halt_with reboot -f ;;
+  panic)
+    if ls /sys/bus/platform/drivers/pvpanic-mmio/ 2>/dev/null | grep -q ':'; then
+      echo "VMM-L2-PVPANIC=bound"
+    else
+      echo "VMM-L2-PVPANIC=unbound ($(cat /etc/pvpanic))"
+    fi
+    echo 1 >/proc/sys/kernel/sysrq
+    echo c >/proc/sysrq-trigger
+    halt_with false ;;
+  echo)
+    stty -echo 2>/dev/null
+    echo VMM-L2-ECHO-READY
+    read -r line
+    echo "VMM-L2-ECHO:$line"
+    halt_with poweroff -f ;;
+  rtc)
+    echo "VMM-L2-RTC=$(cat /sys/class/rtc/rtc0/since_epoch 2>/dev/null)"
+    halt_with poweroff -f ;;
+  disk-root)
+    # Run from the root image's /sbin/init: writes a file the lab reads back from the image, then
+    # remounts / read-only, which checkpoints ext4's journal: the image is clean at power-off.
+    echo "VMM-L2-ROOT=$(awk '$2 == "/" && $1 != "rootfs" { print $1 "," $3 "," substr($4, 1, 2) }' /proc/mounts | tail -n1)"
+    echo "vmm-lab disk-root: written by the L2 guest" >/lab-disk-root.txt
+    sync
+    mount -o remount,ro / && echo VMM-L2-DISK-SYNCED
+    halt_with poweroff -f ;;
+  disks)
+    wait_for_block /dev/vda
+    print_disks
+    halt_with poweroff -f ;;
+  disk-ro)
+    # The kernel refuses writes to a disk whose device offers VIRTIO_BLK_F_RO (EPERM).
+    wait_for_block /dev/vda
+    print_disks
+    if dd if=/dev/zero of=/dev/vda bs=4096 count=1 conv=fsync 2>/tmp/dd.err; then
+      echo VMM-L2-DISK-WRITE=accepted
+    else
+      echo "VMM-L2-DISK-WRITE=refused ($(grep -v records /tmp/dd.err | head -n1))"
+    fi
+    halt_with poweroff -f ;;
+  blkbench)
+    # bench/tools/blkbench on /dev/vda; its arguments ride on the command line (blkbench=a,b,...).
+    wait_for_block /dev/vda
+    # shellcheck disable=SC2046 # a list of words
+    /bin/blkbench $(sed -n 's/.*blkbench=\([^ ]*\).*/\1/p' /proc/cmdline | tr ',' ' ') /dev/vda
+    echo "VMM-L2-BLKBENCH-STATUS=$?"
+    halt_with poweroff -f ;;
+  shell)
+    echo
+    echo "  vmm: Debian $(uname -r) is up ($(grep -c '^processor' /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)."
+    root_fs=$(awk '$2 == "/" && $1 != "rootfs" { print $1 " (" $3 ", " substr($4, 1, 2) ")" }' /proc/mounts | tail -n1)
+    [ -n "$root_fs" ] && echo "  The root filesystem is $root_fs, a virtio-blk disk."
+    echo "  This is a busybox shell on the serial console. 'poweroff -f' (or Ctrl-D) powers the guest off."
+    echo
+    setsid cttyhack sh -l
+    halt_with poweroff -f ;;
+  *)
+    echo "VMM-L2-ERROR: unknown vmmtest='$scenario'"
+    halt_with poweroff -f ;;
+esac
+INIT
+}
+
+# --- running L1 (the lab, the benchmarks) ---
+# lab_boot_l1 LOG LINES TIMEOUT STALL COMMAND...: runs L1 (COMMAND, its QEMU) in the background with
+# its console, carriage returns removed, in LOG, and polls it every 2 s: each new console line that
+# matches the extended regex LINES goes to lab_l1_line. L1 is stopped when it runs for TIMEOUT
+# seconds, or goes STALL seconds without such a line: a wedged L1 (seen: an L1 CPU in a soft lockup
+# inside its KVM, where no signal reaches the stuck VMM). If the calling script is stopped, so is L1.
+# Sets l1_pid, l1_status (QEMU's exit status) and l1_killed (why it was stopped; empty if it ended
+# by itself). The caller may redefine the hooks after sourcing this file:
+#   lab_l1_line LINE   each new matching line (default: printed)
+#   lab_l1_poll        at every poll, before the lines (default: nothing)
+lab_l1_line() { echo "$1"; }
+lab_l1_poll() { :; }
+lab_boot_l1() {
+  local log=$1 lines=$2 timeout=$3 stall=$4; shift 4
+  local start=$SECONDS last=$SECONDS shown=0 n line
+  l1_killed=""
+  : >"$log"
+  "$@" </dev/null >"$log.raw" 2>&1 &
+  l1_pid=$!
+  trap 'kill "$l1_pid" 2>/dev/null' EXIT
+  while :; do
+    sleep 2
+    tr -d '\r' <"$log.raw" >"$log"
+    lab_l1_poll
+    n=$(grep -cE "$lines" "$log" || true)
+    if [ "$n" -gt "$shown" ]; then
+      while IFS= read -r line; do lab_l1_line "$line"; done < <(grep -E "$lines" "$log" | tail -n +$((shown + 1)))
+      shown=$n last=$SECONDS
+    fi
+    kill -0 "$l1_pid" 2>/dev/null || break
+    if [ $((SECONDS - start)) -ge "$timeout" ]; then
+      l1_killed="L1 did not finish within ${timeout}s"
+    elif [ $((SECONDS - last)) -ge "$stall" ]; then
+      l1_killed="L1 printed no lab line for ${stall}s"
+      if grep -q 'soft lockup' "$log"; then l1_killed="$l1_killed, its console reports a soft lockup"; fi
+    fi
+    if [ -n "$l1_killed" ]; then
+      kill "$l1_pid" 2>/dev/null || true
+      break
+    fi
+  done
+  l1_status=0
+  wait "$l1_pid" || l1_status=$?
+  trap - EXIT
+  tr -d '\r' <"$log.raw" >"$log"
+  rm -f "$log.raw"
+}
+
+# lab_l1_crash_reason LOG END: why an L1 whose console LOG lacks the END line did not get there.
+lab_l1_crash_reason() {
+  if grep -v '^  | ' "$1" | grep -q 'Kernel panic'; then
+    echo "L1's console says Kernel panic"
+  elif [ -n "$l1_killed" ]; then
+    echo "$l1_killed"
+  else
+    echo "L1's QEMU exited with status $l1_status before $2"
+  fi
+}
+
+# Another QEMU on the machine (another lab or benchmark) shares the 2 cores: benchmarks wait for it.
+lab_other_qemu() { pgrep -x qemu-system-x86 || true; }
+lab_wait_for_other_qemu() {
+  if [ -n "$(lab_other_qemu)" ]; then
+    echo "$(basename "$0"): another QEMU is running (pid $(lab_other_qemu | xargs)); waiting for it to end"
+    while [ -n "$(lab_other_qemu)" ]; do sleep 5; done
+  fi
 }

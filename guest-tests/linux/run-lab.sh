@@ -7,11 +7,13 @@
 #                   [--vmm-args ARGS] [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
-#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc)
+#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
+#                          panic echo rtc disk-root disk-readonly disk-two disk-generic)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
 #   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
+#                          (its root filesystem on a virtio disk: build-rootfs.sh's image)
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
 # scenario failed and at least one passed. An L1 crash (its kernel panics, or its QEMU dies, before
 # LAB-END, or goes silent) is not a vmm failure: L1 is booted once more, for the scenarios that had
@@ -19,9 +21,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=guest-tests/linux/lib.sh
+. "$here/lib.sh"
 
 out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
-usage() { sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
@@ -49,24 +53,18 @@ out=$(cd "$out" && pwd)
 
 # Build what is missing or older than its inputs.
 "$here/fetch-kernels.sh" "$out/kernels"
-stale() { # stale TARGET INPUT...: true if TARGET is missing or older than any input
-  local target=$1 input; shift
-  [ -e "$target" ] || return 0
-  for input in "$@"; do [ "$input" -nt "$target" ] && return 0; done
-  return 1
-}
 for flavour in cloud generic; do
-  l2=$out/l2-$flavour.cpio.gz
-  if stale "$l2" "$here/build-l2-initramfs.sh" "$here/lib.sh" "$out/kernels/$flavour/package"; then
-    "$here/build-l2-initramfs.sh" --kernel-dir "$out/kernels/$flavour" --out "$l2"
-  fi
+  lab_build_l2 "$out/kernels" "$out" "$flavour"
 done
 l1_args=(--kernels "$out/kernels" --l2 "$out" --out "$out/l1.cpio")
 [ -n "$vmm" ] && l1_args+=(--vmm "$vmm")
 [ $qemu_ref -eq 1 ] && l1_args+=(--with-qemu)
-l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh" "$out/l2-cloud.cpio.gz" "$out/l2-generic.cpio.gz")
+l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh")
+for flavour in cloud generic; do
+  l1_inputs+=("$out/l2-$flavour.cpio.gz" "$out/l2-$flavour-disk.cpio.gz" "$out/root-$flavour.img.gz")
+done
 [ -n "$vmm" ] && l1_inputs+=("$vmm")
-if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || stale "$out/l1.cpio" "${l1_inputs[@]}"; then
+if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || lab_stale "$out/l1.cpio" "${l1_inputs[@]}"; then
   "$here/build-l1-initramfs.sh" "${l1_args[@]}"
   echo "${l1_args[*]}" >"$out/l1.args"
 fi
@@ -97,55 +95,18 @@ l1_timeout=$((180 + 95 * n_scenarios * n_kinds))
 log=$out/l1-console.log
 lab_lines='^(LAB-|--- |  \| )'
 # The longest an L1 may go without printing a lab line: scenarios.sh bounds each L2 run at 90 s, so
-# silence past this means L1 itself is wedged (seen: an L1 CPU in a soft lockup inside its KVM,
-# where no signal reaches the stuck vmm).
+# silence past this means L1 itself is wedged.
 l1_stall_limit=180
 # Runs L1 once with kernel command line APPEND, logging its console to $log and showing the lab's own
-# lines as they come. Sets l1_status (QEMU's exit status) and l1_killed (why the runner stopped it).
+# lines as they come (lib.sh's lab_boot_l1).
 boot_l1() {
-  local append=$1 start=$SECONDS last=$SECONDS shown=0 n
+  local start=$SECONDS
   echo "lab: booting L1 ($kinds; host timeout ${l1_timeout}s; console log $log)"
-  l1_killed=""
-  : >"$log"
-  "${l1_command[@]}" -append "$append" </dev/null >"$log.raw" 2>&1 &
-  l1_pid=$!
-  trap 'kill "$l1_pid" 2>/dev/null' EXIT # if this script is stopped (ctest's timeout), so is L1
-  while :; do
-    sleep 2
-    tr -d '\r' <"$log.raw" >"$log"
-    n=$(grep -cE "$lab_lines" "$log" || true)
-    if [ "$n" -gt "$shown" ]; then
-      grep -E "$lab_lines" "$log" | tail -n +$((shown + 1))
-      shown=$n last=$SECONDS
-    fi
-    kill -0 "$l1_pid" 2>/dev/null || break
-    if [ $((SECONDS - start)) -ge "$l1_timeout" ]; then
-      l1_killed="L1 did not finish within ${l1_timeout}s"
-    elif [ $((SECONDS - last)) -ge "$l1_stall_limit" ]; then
-      l1_killed="L1 printed no lab line for ${l1_stall_limit}s"
-      if grep -q 'soft lockup' "$log"; then l1_killed="$l1_killed, its console reports a soft lockup"; fi
-    fi
-    if [ -n "$l1_killed" ]; then
-      kill "$l1_pid" 2>/dev/null || true
-      break
-    fi
-  done
-  l1_status=0
-  wait "$l1_pid" || l1_status=$?
-  trap - EXIT
-  rm -f "$log.raw"
+  lab_boot_l1 "$log" "$lab_lines" "$l1_timeout" "$l1_stall_limit" "${l1_command[@]}" -append "$1"
   echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
 }
 l1_finished() { grep -q '^LAB-END' "$log"; }
-l1_crash_reason() {
-  if grep -v '^  | ' "$log" | grep -q 'Kernel panic'; then
-    echo "L1's console says Kernel panic"
-  elif [ -n "$l1_killed" ]; then
-    echo "$l1_killed"
-  else
-    echo "L1's QEMU exited with status $l1_status before LAB-END"
-  fi
-}
+l1_crash_reason() { lab_l1_crash_reason "$log" LAB-END; }
 
 rm -f "$log.1"
 boot_l1 "$append"

@@ -13,7 +13,9 @@
 #   LAB_DONE      comma-separated <vmm>/<scenario> results already had (from an L1 that crashed): not rerun
 #   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
 #   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic},
-#                 and cloud/vmlinux: the same kernel as an ELF image with a PVH note)
+#                 <flavour>/initrd-disk.cpio.gz (+ virtio disk modules, root= switch), <flavour>/root.img.gz
+#                 (build-rootfs.sh's image, gzip'd), and cloud/vmlinux: the same kernel as an ELF image
+#                 with a PVH note)
 
 LAB_VMM=${LAB_VMM:-vmm}
 LAB_VMM_BIN=${LAB_VMM_BIN:-/usr/local/bin/vmm}
@@ -22,7 +24,10 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic"
+# Per run, set by the disk scenarios: the L2 initramfs file in <flavour>/, the disks (vmm's --disk
+# syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda) and more command line.
+L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_APPEND=""
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
@@ -49,17 +54,30 @@ l2_run() {
   flavour=$1 cpus=$2 scenario=$3
   cmdline="console=ttyS0 panic=-1 vmmtest=$scenario"
   [ "$scenario" = shell ] && cmdline="console=ttyS0 panic=-1 quiet vmmtest=shell" # a person reads this one
+  cmdline="$cmdline${L2_APPEND:+ $L2_APPEND}"
+  disk_args="" n=0
+  for d in $L2_DISKS; do
+    case $vmm_kind in
+      vmm) disk_args="$disk_args --disk $d" ;;
+      qemu) # the same disk as QEMU's drive (raw, read-only or not) on a virtio-mmio transport
+        path=${d%%,*} ro="" serial=""
+        case ",$d," in *,readonly=on,*) ro=,readonly=on ;; esac
+        serial=$(echo ",$d," | sed -n 's/.*,serial=\([^,]*\),.*/,serial=\1/p')
+        disk_args="$disk_args -drive id=d$n,file=$path,format=raw,if=none$ro -device virtio-blk-device,drive=d$n$serial" ;;
+    esac
+    n=$((n + 1))
+  done
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS and disk_args are lists of words (paths without spaces)
   case $vmm_kind in
     vmm)
-      # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
-        --initrd "$LAB_L2/$flavour/initrd.cpio.gz" --cpus "$cpus" --memory "$L2_MEMORY" \
-        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS ;;
+        --initrd "$LAB_L2/$flavour/$L2_INITRD" --cpus "$cpus" --memory "$L2_MEMORY" \
+        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $LAB_VMM_ARGS ;;
     qemu)
       with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-        -device pvpanic -action panic=exit-failure \
-        -kernel "$LAB_L2/$flavour/$kernel_file" -initrd "$LAB_L2/$flavour/initrd.cpio.gz" -append "$cmdline" ;;
+        -device pvpanic -action panic=exit-failure $disk_args \
+        -kernel "$LAB_L2/$flavour/$kernel_file" -initrd "$LAB_L2/$flavour/$L2_INITRD" -append "$cmdline" ;;
   esac
 }
 
@@ -85,9 +103,9 @@ result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 c
   esac
 }
 
-# check NAME STATUS EXPECTED_STATUS WALL PATTERN...: PASS if the status matches and the console has
-# every pattern (fixed strings).
-check() {
+# verify NAME STATUS EXPECTED_STATUS WALL PATTERN...: true if the status matches and the console has
+# every pattern (fixed strings); else false with the reason in $why. Sets $timing either way.
+verify() {
   name=$1 status=$2 expected=$3 wall=$4; shift 4
   log=$(logfile "$name")
   up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$log" | head -n1)
@@ -95,25 +113,34 @@ check() {
   if [ "$status" -ne "$expected" ]; then
     why="status $status, expected $expected"
     [ "$status" -eq "$status_timeout" ] && why="$why (timeout)"
-    result "$name" FAIL "$why; $timing"
-    return
+    return 1
   fi
   for pattern in "$@"; do
     if ! grep -qF -- "$pattern" "$log"; then
-      result "$name" FAIL "status $status ok but console lacks '$pattern'; $timing"
-      return
+      why="status $status ok but console lacks '$pattern'"
+      return 1
     fi
   done
-  result "$name" PASS "status=$status $timing"
+}
+
+# check NAME STATUS EXPECTED_STATUS WALL PATTERN...: verify, then the result line.
+check() {
+  if verify "$@"; then result "$1" PASS "status=$2 $timing"; else result "$1" FAIL "$why; $timing"; fi
+}
+
+# run_l2 NAME FLAVOUR CPUS SCENARIO: one L2 boot with its console in NAME's log; sets $status, $wall.
+run_l2() {
+  start=$(now)
+  l2_run "$2" "$3" "$4" </dev/null >"$(logfile "$1")" 2>&1
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
 }
 
 # run_simple NAME FLAVOUR CPUS SCENARIO EXPECTED_STATUS PATTERN...
 run_simple() {
   name=$1 flavour=$2 cpus=$3 scenario=$4 expected=$5; shift 5
-  start=$(now)
-  l2_run "$flavour" "$cpus" "$scenario" </dev/null >"$(logfile "$name")" 2>&1
-  status=$(normalize_status $?)
-  check "$name" "$status" "$expected" "$(elapsed "$start")" "$@"
+  run_l2 "$name" "$flavour" "$cpus" "$scenario"
+  check "$name" "$status" "$expected" "$wall" "$@"
 }
 
 scenario_boot_cloud() { run_simple boot-cloud cloud 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
@@ -181,6 +208,83 @@ scenario_rtc() {
   fi
 }
 
+# --- disks (virtio-blk on virtio-mmio) ---
+# Disk images live in L1's /tmp (RAM); each scenario makes fresh ones.
+unpack_root_image() { # unpack_root_image FLAVOUR DEST: build-rootfs.sh's image for that kernel
+  gunzip -c "$LAB_L2/$1/root.img.gz" >"$2"
+}
+sectors_of() { echo $(($(stat -c %s "$1") / 512)); }
+with_disks() { # with_disks INITRD DISKS APPEND: the next l2_run's disk setup ("" "" "" to reset)
+  L2_INITRD=${1:-initrd.cpio.gz} L2_DISKS=$2 L2_APPEND=$3
+}
+
+# The root filesystem on a virtio disk: the initramfs switch_roots to it, its /sbin/init writes a
+# file, syncs and remounts / read-only; back in L1 the file must be in the image (debugfs) and the
+# filesystem clean (e2fsck -fn).
+run_disk_root() {
+  name=$1 flavour=$2 img=/tmp/$1.img
+  if ! unpack_root_image "$flavour" "$img"; then
+    result "$name" FAIL "cannot unpack $LAB_L2/$flavour/root.img.gz"
+    return
+  fi
+  with_disks initrd-disk.cpio.gz "$img" "root=/dev/vda rw"
+  run_l2 "$name" "$flavour" 1 disk-root
+  with_disks "" "" ""
+  if ! verify "$name" "$status" "$status_poweroff" "$wall" "VMM-L2-SWITCH-ROOT /dev/vda (rw)" \
+    "VMM-L2-ROOTFS-UP /dev/vda,ext4,rw" VMM-L2-ROOT=/dev/vda,ext4,rw VMM-L2-DISK-SYNCED "reboot: Power down"; then
+    result "$name" FAIL "$why; $timing"
+  elif ! content=$(debugfs -R "cat /lab-disk-root.txt" "$img" 2>/dev/null) ||
+    [ "$content" != "vmm-lab disk-root: written by the L2 guest" ]; then
+    result "$name" FAIL "the guest's file is not in the image (debugfs: '$content'); $timing"
+  elif ! e2fsck -fn "$img" >"/tmp/$name.fsck" 2>&1; then
+    result "$name" FAIL "e2fsck -fn: $(grep -v '^e2fsck\|^Pass' "/tmp/$name.fsck" | head -n3 | paste -sd' ' -); $timing"
+  else
+    result "$name" PASS "status=$status file read back, e2fsck clean; $timing"
+  fi
+  rm -f "$img"
+}
+scenario_disk_root() { run_disk_root disk-root cloud; }
+# The generic kernel has ext4 as a module: the initramfs loads it (and crc32c) before the mount.
+scenario_disk_generic() { run_disk_root disk-generic generic; }
+
+# A read-only disk: the guest sees it read-only, its write is refused, the image is unchanged.
+scenario_disk_readonly() {
+  img=/tmp/disk-readonly.img
+  if ! unpack_root_image cloud "$img"; then
+    result disk-readonly FAIL "cannot unpack $LAB_L2/cloud/root.img.gz"
+    return
+  fi
+  before=$(sha256sum <"$img")
+  with_disks initrd-disk.cpio.gz "$img,readonly=on" ""
+  run_l2 disk-readonly cloud 1 disk-ro
+  with_disks "" "" ""
+  if ! verify disk-readonly "$status" "$status_poweroff" "$wall" \
+    "VMM-L2-DISK vda sectors=$(sectors_of "$img") ro=1" "VMM-L2-DISK-WRITE=refused"; then
+    result disk-readonly FAIL "$why; $timing"
+  elif [ "$(sha256sum <"$img")" != "$before" ]; then
+    result disk-readonly FAIL "the image changed (sha256); $timing"
+  else
+    result disk-readonly PASS "status=$status ro=1, write refused, image unchanged; $timing"
+  fi
+  rm -f "$img"
+}
+
+# Two disks with serials: vda is the first given, vdb the second, each with its size and serial.
+scenario_disk_two() {
+  a=/tmp/disk-two-a.img b=/tmp/disk-two-b.img
+  if ! dd if=/dev/zero of="$a" bs=1M count=8 2>/dev/null || ! dd if=/dev/zero of="$b" bs=1M count=20 2>/dev/null; then
+    result disk-two FAIL "cannot make the images in /tmp"
+    return
+  fi
+  with_disks initrd-disk.cpio.gz "$a,serial=lab-disk-a $b,serial=lab-disk-b" ""
+  run_l2 disk-two cloud 1 disks
+  with_disks "" "" ""
+  check disk-two "$status" "$status_poweroff" "$wall" \
+    "VMM-L2-DISK vda sectors=$(sectors_of "$a") ro=0 serial=lab-disk-a" \
+    "VMM-L2-DISK vdb sectors=$(sectors_of "$b") ro=0 serial=lab-disk-b"
+  rm -f "$a" "$b"
+}
+
 selected() {
   case ",$LAB_DONE," in *",$vmm_kind/$1,"*) return 1 ;; esac
   [ -z "$LAB_ONLY" ] && return 0
@@ -197,7 +301,10 @@ if [ "$LAB_MODE" = shell ]; then
   # The quickstart: one L2 guest with its console on L1's console (so on the user's terminal).
   use_vmm "${kinds%% *}"
   L2_TIMEOUT=0
-  echo "LAB-SHELL booting Debian's cloud kernel with $vmm_kind inside L1"
+  # Its root filesystem is build-rootfs.sh's image on a virtio disk (a copy in L1's RAM).
+  unpack_root_image cloud /tmp/shell-root.img
+  with_disks initrd-disk.cpio.gz /tmp/shell-root.img "root=/dev/vda rw"
+  echo "LAB-SHELL booting Debian's cloud kernel with $vmm_kind inside L1, root on a virtio disk"
   l2_run cloud 1 shell
   echo "LAB-SHELL exit status $?"
   echo "LAB-END 0 0 0"
