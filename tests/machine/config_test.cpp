@@ -39,6 +39,22 @@ TEST(ValidateConfig, Disks) {
   expect_refused(c, "at most 18 virtio devices");
 }
 
+TEST(ValidateConfig, Nics) {
+  auto c = good();
+  c.nets.push_back({"tap0", std::nullopt});
+  c.nets.push_back({"tap1", std::array<uint8_t, 6>{0x02, 0, 0, 0, 0, 1}});
+  EXPECT_NO_THROW(validate_config(c));
+  c.nets.push_back({"tap0", std::nullopt});
+  expect_refused(c, "--net tap=tap0: given twice");
+  c = good();
+  c.nets.push_back({"tap0", std::array<uint8_t, 6>{0x01, 0, 0x5e, 0, 0, 1}});
+  expect_refused(c, "mac=01:00:5e:00:00:01 is a multicast address");
+  c = good();
+  c.disks.assign(kMaxVirtioDevices, DiskConfig{"/a.img", true, ""});
+  c.nets.push_back({"tap0", std::nullopt});
+  expect_refused(c, "at most 18 virtio devices");
+}
+
 TEST(ValidateConfig, RefusesEachBadField) {
   auto c = good();
   c.kernel_path.clear();

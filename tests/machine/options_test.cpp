@@ -65,6 +65,18 @@ TEST(Options, DiskTakesOneValueEach) {
   EXPECT_EQ(result.exit_status, kExitStatusUsage);
 }
 
+TEST(Options, NicsInOrder) {
+  auto result =
+      parse({"--kernel", "/k", "--net", "tap=tap0", "-n", "mac=02:00:00:00:00:0A,tap=tap1"});
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& nets = result.options->machine.nets;
+  ASSERT_EQ(nets.size(), 2u);
+  EXPECT_EQ(nets[0].tap, "tap0");
+  EXPECT_FALSE(nets[0].mac);
+  EXPECT_EQ(nets[1].tap, "tap1");
+  EXPECT_EQ(nets[1].mac, (std::array<uint8_t, 6>{2, 0, 0, 0, 0, 0x0a}));
+}
+
 TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   auto result = parse({"--help"});
   EXPECT_FALSE(result.options);
@@ -73,6 +85,7 @@ TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   EXPECT_NE(result.output.find("Examples:"), std::string::npos);
   EXPECT_NE(result.output.find("124"), std::string::npos);
   EXPECT_NE(result.output.find("readonly=on"), std::string::npos);
+  EXPECT_NE(result.output.find("ip tuntap add"), std::string::npos);
 }
 
 TEST(Options, Version) {
@@ -111,7 +124,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{{"--kernel", "/k", "--disk", "/a,readonly=yes"}, "'readonly=yes'"},
                       BadInput{{"--kernel", "/k", "--disk", "/a,cache=none"}, "'cache=none'"},
                       BadInput{{"--kernel", "/k", "--disk", "/a,io=aio"}, "'io=aio'"},
-                      BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"}));
+                      BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"},
+                      BadInput{{"--kernel", "/k", "--net", "tap0"}, "--net tap0: unknown option"},
+                      BadInput{{"--kernel", "/k", "--net", "mac=02:00:00:00:00:01"},
+                               "needs tap=NAME"},
+                      BadInput{{"--kernel", "/k", "--net", "tap=t,mac=02:00"}, "mac=02:00 is not"},
+                      BadInput{{"--kernel", "/k", "--net", "tap="}, "unknown option 'tap='"}));
 
 TEST(Serial, Modes) {
   EXPECT_EQ(parse_serial("none")->mode, SerialConfig::Mode::kNone);

@@ -5,6 +5,7 @@
 
 #include "vmm/machine.hpp"
 #include "vmm/util/error.hpp"
+#include "vmm/util/mac_address.hpp"
 #include "vmm/util/size.hpp"
 
 namespace vmm::cli {
@@ -18,6 +19,7 @@ constexpr const char* kFooter = R"(Examples:
   vmm --kernel /boot/vmlinuz --initrd initrd.img --cpus 2 --memory 1G
   vmm --kernel bzImage --initrd initrd.img --disk root.img --cmdline "console=ttyS0 root=/dev/vda"
   vmm --kernel bzImage --disk root.img --disk data.img,readonly=on,serial=data01
+  vmm --kernel bzImage --initrd initrd.img --net tap=tap0,mac=02:00:00:00:00:01
   vmm --kernel bzImage --cmdline "console=ttyS0 panic=-1 quiet" --timeout 60 --serial file:boot.log
 
 Disks are virtio-blk devices on virtio-mmio, described in the ACPI DSDT (stock kernels find them
@@ -28,6 +30,12 @@ device; options after the path, comma-separated:
   io=MODE          auto (default: io_uring, else a thread pool), io_uring, or threads
 The guest sees size/512 sectors (a trailing partial sector is not visible). An image in use by
 another writer (vmm, QEMU) is refused: vmm takes an OFD lock on it.
+
+NICs are virtio-net devices on virtio-mmio (modules virtio_mmio and virtio_net in the guest),
+each over a tap device: --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. vmm attaches to an existing tap
+(create one for your user: ip tuntap add tap0 mode tap user $USER; ip link set tap0 up), or creates
+it when it runs with CAP_NET_ADMIN. Without mac=, the guest gets a stable locally administered
+address derived from the tap's name. scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
 
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
 runs (Ctrl-C ends vmm). Log messages go to stderr.
@@ -86,6 +94,25 @@ DiskConfig parse_disk(const std::string& text) {
   return disk;
 }
 
+NetConfig parse_net(const std::string& text) {
+  NetConfig net;
+  for (const std::string& part : split(text, ',')) {
+    const size_t equals = part.find('=');
+    const std::string key = part.substr(0, equals);
+    const std::string value = equals == std::string::npos ? "" : part.substr(equals + 1);
+    if (key == "tap" && !value.empty()) {
+      net.tap = value;
+    } else if (key == "mac" && equals != std::string::npos) {
+      net.mac = parse_mac(value);
+      if (!net.mac) fail("--net {}: mac={} is not a MAC address (XX:XX:XX:XX:XX:XX)", text, value);
+    } else {
+      fail("--net {}: unknown option '{}' (use tap=NAME, mac=XX:XX:XX:XX:XX:XX)", text, part);
+    }
+  }
+  if (net.tap.empty()) fail("--net {}: needs tap=NAME", text);
+  return net;
+}
+
 std::optional<SerialConfig> parse_serial(const std::string& text) {
   SerialConfig serial;
   if (text == "stdio") {
@@ -106,6 +133,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   std::string memory = "512M";
   std::string serial = "stdio";
   std::vector<std::string> disks;
+  std::vector<std::string> nets;
   int verbosity = 0;
   bool version = false;
 
@@ -129,6 +157,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   app.add_option("-d,--disk", disks,
                  "Virtio disk from a raw image; repeat for vdb, ... (see below)")
       ->type_name("PATH[,OPTS]")
+      ->take_all()
+      ->allow_extra_args(false);
+  app.add_option("-n,--net", nets, "Virtio NIC on a tap device; repeat for eth1, ... (see below)")
+      ->type_name("tap=NAME[,mac=MAC]")
       ->take_all()
       ->allow_extra_args(false);
   app.add_option("--serial", serial, "Guest console: stdio, file:PATH or none")
@@ -182,6 +214,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   options.machine.serial = *serial_config;
   try {
     for (const std::string& disk : disks) options.machine.disks.push_back(parse_disk(disk));
+    for (const std::string& net : nets) options.machine.nets.push_back(parse_net(net));
   } catch (const Error& e) {
     return usage_error(e.what());
   }

@@ -28,6 +28,9 @@ ParseResult parse_command_line(const std::vector<std::string>& args);
 // bad part.
 DiskConfig parse_disk(const std::string& text);
 
+// "tap=NAME[,mac=XX:XX:XX:XX:XX:XX]"; throws vmm::Error naming the bad part.
+NetConfig parse_net(const std::string& text);
+
 // "stdio", "none", "file:PATH"; nullopt for anything else.
 std::optional<SerialConfig> parse_serial(const std::string& text);
 

@@ -1,7 +1,10 @@
 #include <unistd.h>
 
+#include <set>
+
 #include "vmm/machine_config.hpp"
 #include "vmm/util/error.hpp"
+#include "vmm/util/mac_address.hpp"
 
 namespace vmm {
 
@@ -25,15 +28,23 @@ void validate_config(const MachineConfig& config) {
   if (config.serial.mode == SerialConfig::Mode::kFile && config.serial.path.empty()) {
     fail("--serial file: needs a path (file:PATH)");
   }
-  if (config.disks.size() > kMaxVirtioDevices) {
-    fail("--disk: {} disks, at most {} virtio devices fit the interrupt lines", config.disks.size(),
-         kMaxVirtioDevices);
+  if (config.disks.size() + config.nets.size() > kMaxVirtioDevices) {
+    fail("--disk/--net: {} devices, at most {} virtio devices fit the interrupt lines",
+         config.disks.size() + config.nets.size(), kMaxVirtioDevices);
   }
   for (const DiskConfig& disk : config.disks) {
     if (disk.path.empty()) fail("--disk: needs a path");
     if (disk.serial.size() > kMaxDiskSerialBytes) {
       fail("--disk {}: serial={} is longer than {} bytes", disk.path, disk.serial,
            kMaxDiskSerialBytes);
+    }
+  }
+  std::set<std::string> taps;
+  for (const NetConfig& net : config.nets) {
+    if (net.tap.empty()) fail("--net: needs tap=NAME");
+    if (!taps.insert(net.tap).second) fail("--net tap={}: given twice", net.tap);
+    if (net.mac && ((*net.mac)[0] & 1) != 0) {
+      fail("--net tap={}: mac={} is a multicast address", net.tap, format_mac(*net.mac));
     }
   }
 }

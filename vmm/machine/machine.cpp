@@ -15,6 +15,7 @@
 #include "boot/kernel_loader.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/backends/raw_file.hpp"
+#include "devices/backends/tap.hpp"
 #include "devices/bus.hpp"
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/cmos_rtc.hpp"
@@ -23,6 +24,7 @@
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "devices/virtio/block.hpp"
+#include "devices/virtio/net.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/reset_vector.hpp"
 #include "vmm/event/event_loop.hpp"
@@ -38,6 +40,7 @@
 #include "vmm/memory/guest_memory.hpp"
 #include "vmm/memory/layout.hpp"
 #include "vmm/util/error.hpp"
+#include "vmm/util/mac_address.hpp"
 #include "vmm/util/unique_fd.hpp"
 
 namespace vmm {
@@ -111,6 +114,7 @@ struct Machine::Impl {
   void assemble();
   void create_devices();
   void create_disks();
+  void create_nics();
   void create_vcpus(const boot::BootCpuState& boot_state);
   MachineExit run();
   void watch_console_input();
@@ -161,6 +165,7 @@ void Machine::Impl::assemble() {
   spdlog::debug("+{:.3f} ms: irqchip, PIT and memory slots set up", ms_since_start());
   create_devices();
   create_disks();
+  create_nics();
   acpi::PlatformDescription platform = platform_description(config.cpus);
   for (const auto& slot : virtio_slots) platform.devices.push_back(slot->acpi_description());
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
@@ -234,6 +239,25 @@ void Machine::Impl::create_disks() {
     }
     virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
         vm, loop, mmio, memory, index, virtio_gsi(index), std::move(block), "virtio-blk " + name));
+  }
+}
+
+void Machine::Impl::create_nics() {
+  for (size_t i = 0; i < config.nets.size(); ++i) {
+    const NetConfig& net = config.nets[i];
+    const auto index = static_cast<uint32_t>(virtio_slots.size());
+    const std::string name = fmt::format("eth{} ({})", i, net.tap);
+    const MacAddress mac = net.mac.value_or(stable_mac(net.tap));
+    std::unique_ptr<devices::virtio::VirtioNet> nic;
+    try {
+      auto tap = std::make_unique<devices::Tap>(devices::Tap::open(net.tap));
+      spdlog::debug("{}: mac {}{}", name, format_mac(mac), tap->created() ? ", tap created" : "");
+      nic = std::make_unique<devices::virtio::VirtioNet>(memory, loop, std::move(tap), mac, name);
+    } catch (const Error& e) {
+      fail("--net {}", e.what());
+    }
+    virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
+        vm, loop, mmio, memory, index, virtio_gsi(index), std::move(nic), "virtio-net " + name));
   }
 }
 

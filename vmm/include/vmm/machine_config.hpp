@@ -1,7 +1,9 @@
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,13 @@ struct DiskConfig {
   IoEngine io_engine = IoEngine::kAuto;
 };
 
+// A virtio-net NIC backed by a tap device.
+struct NetConfig {
+  std::string tap;  // an existing tap (created when vmm has CAP_NET_ADMIN)
+  // Unset: a stable locally administered address derived from the tap's name.
+  std::optional<std::array<uint8_t, 6>> mac;
+};
+
 // Everything needed to assemble a VM. Built by the CLI or by a library user, checked by
 // validate_config() before anything is created.
 struct MachineConfig {
@@ -35,6 +44,7 @@ struct MachineConfig {
   uint64_t memory_bytes = uint64_t{512} << 20;
   SerialConfig serial;
   std::vector<DiskConfig> disks;  // the guest's vda, vdb, ... in this order
+  std::vector<NetConfig> nets;    // the guest's eth0, eth1, ... in this order
   uint32_t timeout_seconds = 0;   // 0: no timeout
   std::string kvm_device = "/dev/kvm";
 };

@@ -1,0 +1,355 @@
+#include "devices/virtio/net.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <utility>
+
+namespace vmm::devices::virtio {
+
+VirtioNet::VirtioNet(const GuestMemory& memory, EventLoop& loop,
+                     std::unique_ptr<PacketBackend> backend, std::array<uint8_t, 6> mac,
+                     std::string name)
+    : memory_(memory),
+      loop_(loop),
+      backend_(std::move(backend)),
+      name_(std::move(name)),
+      staging_(kStagingBytes) {
+  std::copy(mac.begin(), mac.end(), config_.mac);
+  config_.status = kNetStatusLinkUp;
+  loop_.add(backend_->fd(), 0, [this](uint32_t events) { on_events(events); });
+}
+
+VirtioNet::~VirtioNet() {
+  std::lock_guard lock(mutex_);
+  stop_locked();
+  if (registered_) loop_.remove(backend_->fd());
+}
+
+uint64_t VirtioNet::features() const {
+  return kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc | kNetFeatureMac |
+         kNetFeatureStatus | kNetFeatureMrgRxbuf | kNetFeatureCsum | kNetFeatureGuestCsum |
+         kNetFeatureGuestTso4 | kNetFeatureGuestTso6 | kNetFeatureGuestEcn | kNetFeatureGuestUfo |
+         kNetFeatureHostTso4 | kNetFeatureHostTso6 | kNetFeatureHostEcn | kNetFeatureHostUfo;
+}
+
+void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
+  std::fill(data.begin(), data.end(), 0);
+  if (offset >= sizeof(config_)) return;
+  const size_t bytes = std::min<uint64_t>(data.size(), sizeof(config_) - offset);
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, bytes);
+}
+
+void VirtioNet::write_config(uint64_t offset, std::span<const uint8_t> data) {
+  spdlog::debug("virtio-net {}: ignored config write of {} bytes at {:#x}", name_, data.size(),
+                offset);
+}
+
+void VirtioNet::activate(const Activation& activation) {
+  std::lock_guard lock(mutex_);
+  rx_queue_ = activation.queues.at(0);
+  tx_queue_ = activation.queues.at(1);
+  interrupt_ = activation.interrupt;
+  driver_features_ = activation.driver_features;
+  try {
+    backend_->set_offload(tun_offload_flags(driver_features_));
+  } catch (const std::exception& e) {
+    // The backend could hand the driver packets it did not agree to: nothing moves until a reset.
+    spdlog::warn("virtio-net {}: {}; the device needs a reset", name_, e.what());
+    failed_ = true;
+    interrupt_->signal_needs_reset();
+  }
+  update_interest();
+}
+
+void VirtioNet::reset() {
+  std::lock_guard lock(mutex_);
+  stop_locked();
+  try {
+    backend_->set_offload(0);
+  } catch (const std::exception& e) {
+    spdlog::warn("virtio-net {}: {}", name_, e.what());
+  }
+  update_interest();
+}
+
+void VirtioNet::stop_locked() {
+  // The driver no longer expects the chains back.
+  for (DescriptorChain& chain : rx_chains_) std::move(chain).discard();
+  rx_chains_.clear();
+  if (tx_waiting_) std::move(*tx_waiting_).discard();
+  tx_waiting_.reset();
+  if (staged_ != 0) ++counters_.rx_dropped;
+  staged_ = 0;
+  rx_queue_ = nullptr;
+  tx_queue_ = nullptr;
+  interrupt_ = nullptr;
+  driver_features_ = 0;
+  failed_ = false;
+  rx_failed_ = false;
+  tx_failed_ = false;
+  rx_out_of_buffers_ = false;
+}
+
+NetCounters VirtioNet::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
+void VirtioNet::notify(uint16_t index) {
+  std::lock_guard lock(mutex_);
+  if (rx_queue_ == nullptr || failed_) return;
+  if (index == 0) {
+    rx_out_of_buffers_ = false;  // the driver added receive buffers
+    process_rx();
+  } else if (index == 1) {
+    process_tx();
+  }
+  update_interest();
+  notify_driver();
+}
+
+void VirtioNet::on_events(uint32_t events) {
+  std::lock_guard lock(mutex_);
+  if ((events & (EPOLLHUP | EPOLLERR)) != 0) {
+    // Reported whatever we watch: leave the loop, or it would spin.
+    spdlog::error("virtio-net {}: the backend {} hung up; the link is dead", name_,
+                  backend_->name());
+    loop_.remove(backend_->fd());
+    registered_ = false;
+    return;
+  }
+  if (rx_queue_ == nullptr || failed_) return;  // an event from before a reset
+  if ((events & EPOLLOUT) != 0) process_tx();
+  if ((events & EPOLLIN) != 0) process_rx();
+  update_interest();
+  notify_driver();
+}
+
+void VirtioNet::update_interest() {
+  if (!registered_) return;
+  uint32_t wanted = 0;
+  if (rx_queue_ != nullptr && !failed_) {
+    if (!rx_failed_ && !rx_out_of_buffers_) wanted |= EPOLLIN;
+    if (!tx_failed_ && tx_waiting_) wanted |= EPOLLOUT;
+  }
+  if (wanted == events_) return;
+  loop_.modify(backend_->fd(), wanted);
+  events_ = wanted;
+}
+
+void VirtioNet::notify_driver() {
+  // Both calls, so that each queue's event index moves on.
+  const bool rx = rx_queue_->needs_notification();
+  const bool tx = tx_queue_->needs_notification();
+  if (rx || tx) interrupt_->signal_used();
+}
+
+void VirtioNet::check_broken(SplitQueue* queue, bool& failed, const char* what) {
+  if (failed || !queue->broken()) return;
+  failed = true;
+  spdlog::error("virtio-net {}: {} queue: {}; the device needs a reset", name_, what,
+                queue->broken_reason());
+  interrupt_->signal_needs_reset();
+}
+
+void VirtioNet::process_rx() {
+  if (rx_failed_) return;
+  for (int budget = kRxBudget; budget > 0; --budget) {
+    if (staged_ == 0) {
+      // A chain first: without one the packet is better left queued in the backend.
+      if (rx_chains_.empty()) {
+        auto chain = pop_rx_chain();
+        if (!chain) {
+          rx_out_of_buffers_ = true;
+          return;
+        }
+        rx_chains_.push_back(std::move(*chain));
+      }
+      if (!read_packet()) return;
+      if (staged_ == 0) continue;  // dropped
+    }
+    if (!deliver_packet()) {
+      rx_out_of_buffers_ = true;
+      return;
+    }
+  }
+}
+
+std::optional<DescriptorChain> VirtioNet::pop_rx_chain() {
+  while (true) {
+    auto chain = rx_queue_->pop();
+    if (!chain) {
+      check_broken(rx_queue_, rx_failed_, "receive");
+      return std::nullopt;
+    }
+    if (chain->writable_bytes() >= kNetHdrSize) return chain;
+    // The driver must give at least a header's room (virtio 1.2, 5.1.6.3.1). Returned at once:
+    // the used entries of the packet being assembled are added later, so they stay together.
+    ++counters_.rx_bad_buffers;
+    if (!std::exchange(warned_rx_buffer_, true)) {
+      spdlog::warn(
+          "virtio-net {}: receive chain {} has {} writable bytes, less than a header; returned "
+          "empty (further ones are counted, not logged)",
+          name_, chain->head(), chain->writable_bytes());
+    }
+    rx_queue_->add_used(std::move(*chain), 0);
+  }
+}
+
+bool VirtioNet::read_packet() {
+  ssize_t n;
+  do {
+    n = ::read(backend_->fd(), staging_.data(), staging_.size());
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && !std::exchange(warned_rx_error_, true)) {
+      spdlog::warn("virtio-net {}: reading from {}: {}", name_, backend_->name(),
+                   std::strerror(errno));
+    }
+    return false;
+  }
+  staged_ = static_cast<size_t>(n);
+  if (staged_ < kNetHdrSize) {
+    drop_rx(fmt::format("{} bytes, shorter than a header", staged_));
+  } else if (staged_ == staging_.size()) {
+    drop_rx(fmt::format("longer than {} bytes, maybe truncated", staging_.size() - 1));
+  }
+  return true;
+}
+
+void VirtioNet::drop_rx(const std::string& reason) {
+  ++counters_.rx_dropped;
+  if (!std::exchange(warned_rx_drop_, true)) {
+    spdlog::warn(
+        "virtio-net {}: dropped a received {}-byte packet: {} (further drops are counted, not "
+        "logged)",
+        name_, staged_, reason);
+  }
+  staged_ = 0;
+}
+
+bool VirtioNet::deliver_packet() {
+  VirtioNetHdr header;
+  std::memcpy(&header, staging_.data(), sizeof(header));
+  if (!fit_rx_header(header, driver_features_)) {
+    drop_rx(fmt::format("offloads the driver did not accept (flags {:#x}, gso type {:#x})",
+                        header.flags, header.gso_type));
+    return true;
+  }
+
+  // How many chains the packet needs, from those held and then the ring. Without MRG_RXBUF it
+  // must fit one; with it, a packet needing more chains than the ring holds never fits. A chain
+  // too small is kept for the next packet.
+  const bool mergeable = (driver_features_ & kNetFeatureMrgRxbuf) != 0;
+  const size_t max_chains = mergeable ? rx_queue_->config().size : 1;
+  size_t needed = 0;
+  uint64_t capacity = 0;
+  while (capacity < staged_) {
+    if (needed == max_chains) {
+      drop_rx(fmt::format("does not fit {} bytes of receive buffers{}", capacity,
+                          mergeable ? "" : " (no MRG_RXBUF)"));
+      return true;
+    }
+    if (needed == rx_chains_.size()) {
+      auto chain = pop_rx_chain();
+      if (!chain) return false;  // the packet waits in staging_ for more buffers
+      rx_chains_.push_back(std::move(*chain));
+    }
+    capacity += rx_chains_[needed++].writable_bytes();
+  }
+
+  header.num_buffers = static_cast<uint16_t>(needed);
+  std::memcpy(staging_.data(), &header, sizeof(header));
+  size_t offset = 0;
+  for (size_t i = 0; i < needed; ++i) {
+    DescriptorChain& chain = rx_chains_[i];
+    const size_t bytes = std::min<size_t>(chain.writable_bytes(), staged_ - offset);
+    const size_t written =
+        chain.write(0, std::span<const uint8_t>(staging_.data() + offset, bytes));
+    rx_queue_->add_used(std::move(chain), static_cast<uint32_t>(written));
+    offset += bytes;
+  }
+  rx_chains_.erase(rx_chains_.begin(), rx_chains_.begin() + static_cast<ptrdiff_t>(needed));
+  ++counters_.rx_packets;
+  staged_ = 0;
+  return true;
+}
+
+void VirtioNet::process_tx() {
+  if (tx_failed_) return;
+  // A chain that would have blocked goes first, so packets leave in order.
+  if (tx_waiting_) {
+    if (transmit(*tx_waiting_) == Sent::kWouldBlock) return;
+    tx_waiting_.reset();
+  }
+  while (auto chain = tx_queue_->pop()) {
+    if (transmit(*chain) == Sent::kWouldBlock) {
+      tx_waiting_ = std::move(*chain);
+      return;
+    }
+  }
+  check_broken(tx_queue_, tx_failed_, "transmit");
+}
+
+VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
+  if (chain.writable_bytes() != 0) {
+    drop_tx(std::move(chain), "it has device-writable descriptors");
+    return Sent::kDone;
+  }
+  if (chain.readable_bytes() < kNetHdrSize) {
+    drop_tx(std::move(chain),
+            fmt::format("{} bytes, shorter than a header", chain.readable_bytes()));
+    return Sent::kDone;
+  }
+  if (chain.readable_bytes() > kNetMaxPacket) {
+    drop_tx(std::move(chain),
+            fmt::format("{} bytes, longer than {}", chain.readable_bytes(), kNetMaxPacket));
+    return Sent::kDone;
+  }
+  if (chain.buffers().size() > IOV_MAX) {
+    drop_tx(std::move(chain),
+            fmt::format("{} descriptors, more than one writev takes", chain.buffers().size()));
+    return Sent::kDone;
+  }
+  tx_iov_.clear();
+  for (const Buffer& buffer : chain) {
+    // Inside guest memory: checked when the chain was popped.
+    auto host = memory_.slice(buffer.addr, buffer.len);
+    if (!host) {
+      drop_tx(std::move(chain), "a buffer outside guest memory");
+      return Sent::kDone;
+    }
+    tx_iov_.push_back({host->data(), host->size()});
+  }
+  ssize_t n;
+  do {
+    n = ::writev(backend_->fd(), tx_iov_.data(), static_cast<int>(tx_iov_.size()));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Sent::kWouldBlock;
+    drop_tx(std::move(chain), fmt::format("{}: {}", backend_->name(), std::strerror(errno)));
+    return Sent::kDone;
+  }
+  ++counters_.tx_packets;
+  tx_queue_->add_used(std::move(chain), 0);
+  return Sent::kDone;
+}
+
+void VirtioNet::drop_tx(DescriptorChain&& chain, const std::string& reason) {
+  ++counters_.tx_dropped;
+  if (!std::exchange(warned_tx_drop_, true)) {
+    spdlog::warn(
+        "virtio-net {}: dropped transmit chain {}: {} (further drops are counted, not logged)",
+        name_, chain.head(), reason);
+  }
+  tx_queue_->add_used(std::move(chain), 0);
+}
+
+}  // namespace vmm::devices::virtio

@@ -1,0 +1,143 @@
+#pragma once
+
+#include <sys/uio.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "devices/backends/packet_backend.hpp"
+#include "devices/virtio/net_header.hpp"
+#include "devices/virtio/virtio_device.hpp"
+#include "vmm/event/event_loop.hpp"
+#include "vmm/memory/guest_memory.hpp"
+
+namespace vmm::devices::virtio {
+
+inline constexpr uint16_t kNetStatusLinkUp = 1;
+
+// struct virtio_net_config (virtio 1.2, 5.1.4) up to status; the fields after it belong to
+// features we do not offer and read 0.
+#pragma pack(push, 1)
+struct VirtioNetConfig {
+  uint8_t mac[6];
+  uint16_t status;
+};
+#pragma pack(pop)
+static_assert(sizeof(VirtioNetConfig) == 8);
+
+// What the device dropped and moved, for logs and tests.
+struct NetCounters {
+  uint64_t rx_packets = 0;
+  uint64_t rx_dropped = 0;      // too big for the buffers, an offload the driver refused, malformed
+  uint64_t rx_bad_buffers = 0;  // receive chains too small for a header, returned empty
+  uint64_t tx_packets = 0;
+  uint64_t tx_dropped = 0;  // malformed chains, backend errors
+};
+
+// A virtio-net device (virtio 1.2, 5.1) with one receive queue (0) and one transmit queue (1) on a
+// PacketBackend (a tap). Packets cross with their virtio_net_hdr_v1 unchanged (the tap's vnet
+// header is the same struct), except num_buffers and the receive flags the driver did not accept.
+//
+// Receive: when the backend's fd is readable, the device pops a receive chain first, then reads a
+// packet into a staging buffer and copies it into the chain (with MRG_RXBUF, into as many chains
+// as it needs; num_buffers says how many). When the driver has no buffers nothing is dropped and
+// nothing spins: the fd is not watched for reading until the driver notifies queue 0, and the
+// packet waits queued in the tap (or in the staging buffer, when the chains ran out mid-packet).
+// A packet that does not fit a single chain without MRG_RXBUF is dropped, never truncated; the
+// chain is kept for the next one. Packets are handled in batches, one interrupt per batch.
+//
+// Transmit: each chain's readable part (header + frame) is one writev. When the backend would
+// block, that chain waits and the fd is watched for writing; later chains wait behind it.
+//
+// Reset: chains held for receive and the waiting transmit chain are discarded; a packet in the
+// staging buffer is dropped too, because it was received under the old offloads and the next
+// driver may negotiate fewer.
+//
+// Threading: notify() and the fd handler run on the event loop thread, activate() and reset() on
+// vCPU threads; all take the device's mutex.
+class VirtioNet final : public VirtioDevice {
+ public:
+  static constexpr uint16_t kQueueSize = 256;
+
+  // `backend`'s fd is watched on `loop` (registered here with no events, removed in the
+  // destructor). `name` is for logs ("eth0 (tap0)").
+  VirtioNet(const GuestMemory& memory, EventLoop& loop, std::unique_ptr<PacketBackend> backend,
+            std::array<uint8_t, 6> mac, std::string name);
+  VirtioNet(const VirtioNet&) = delete;
+  VirtioNet& operator=(const VirtioNet&) = delete;
+  ~VirtioNet() override;
+
+  uint32_t device_id() const override { return kDeviceIdNet; }
+  uint64_t features() const override;
+  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  // Nothing in our config space is writable (the MAC is not, without CTRL_MAC_ADDR): ignored.
+  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+  void activate(const Activation& activation) override;
+  void notify(uint16_t index) override;
+  void reset() override;
+
+  NetCounters counters() const;
+
+ private:
+  // Reading the fd may return a packet up to this long; a read that fills the staging buffer
+  // may have been truncated and is dropped.
+  static constexpr size_t kStagingBytes = kNetMaxPacket + 1024;
+  // Packets handled per wakeup before yielding to the other fds (level-triggered: we come back).
+  static constexpr int kRxBudget = 256;
+
+  void on_events(uint32_t events);
+  void process_rx();
+  // The next receive chain able to hold a header, or nullopt when the driver has none.
+  std::optional<DescriptorChain> pop_rx_chain();
+  // Reads one packet into the staging buffer: false when there is none (or the read failed).
+  bool read_packet();
+  // Copies the staged packet into receive chains: false if the driver ran out of them first.
+  bool deliver_packet();
+  void drop_rx(const std::string& reason);
+  void process_tx();
+  enum class Sent { kDone, kWouldBlock };
+  Sent transmit(DescriptorChain& chain);
+  void drop_tx(DescriptorChain&& chain, const std::string& reason);
+  void check_broken(SplitQueue* queue, bool& failed, const char* what);
+  void update_interest();
+  void notify_driver();
+  void stop_locked();
+
+  const GuestMemory& memory_;
+  EventLoop& loop_;
+  const std::unique_ptr<PacketBackend> backend_;
+  const std::string name_;
+  VirtioNetConfig config_{};
+
+  mutable std::mutex mutex_;
+  SplitQueue* rx_queue_ = nullptr;  // while active
+  SplitQueue* tx_queue_ = nullptr;
+  DeviceInterrupt* interrupt_ = nullptr;
+  uint64_t driver_features_ = 0;
+  bool failed_ = false;  // offloads refused: nothing moves until a reset
+  bool rx_failed_ = false;
+  bool tx_failed_ = false;
+  bool rx_out_of_buffers_ = false;  // until the driver notifies queue 0
+  bool registered_ = true;          // with the loop; false once the backend hung up
+  uint32_t events_ = 0;             // what the loop watches on the fd
+
+  std::vector<uint8_t> staging_;
+  size_t staged_ = 0;                       // bytes of the packet in staging_; 0: none
+  std::vector<DescriptorChain> rx_chains_;  // popped for the staged or next packet
+  std::optional<DescriptorChain> tx_waiting_;
+  std::vector<iovec> tx_iov_;
+  NetCounters counters_;
+  bool warned_rx_drop_ = false;
+  bool warned_rx_buffer_ = false;
+  bool warned_rx_error_ = false;
+  bool warned_tx_drop_ = false;
+};
+
+}  // namespace vmm::devices::virtio
