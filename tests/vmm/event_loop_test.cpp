@@ -28,6 +28,22 @@ TEST(EventLoop, DispatchesToTheHandlerOfTheReadyFd) {
   EXPECT_EQ(b_calls, 1);
 }
 
+TEST(EventLoop, CountsDispatchesAndALevelTriggeredReadyFdIsDispatchedEveryRound) {
+  EventLoop loop;
+  EventFd ready;
+  loop.add(ready.fd(), EPOLLIN, [](uint32_t) {});  // never consumes: stays ready
+  EXPECT_EQ(loop.dispatched(), 0u);
+  loop.run_once(0);
+  EXPECT_EQ(loop.dispatched(), 0u);
+  ready.signal();
+  loop.run_once(0);
+  loop.run_once(0);
+  EXPECT_EQ(loop.dispatched(), 2u);
+  loop.modify(ready.fd(), 0);  // no longer watched: an idle round
+  loop.run_once(0);
+  EXPECT_EQ(loop.dispatched(), 2u);
+}
+
 TEST(EventLoop, HandlerCanRemoveItselfAndStopTheLoop) {
   EventLoop loop;
   EventFd a;

@@ -52,6 +52,7 @@ bool EventLoop::run_once(int timeout_ms) {
     auto it = handlers_.find(events[static_cast<size_t>(i)].data.fd);
     if (it == handlers_.end()) continue;  // removed by an earlier handler this round
     auto handler = it->second;            // keeps it alive if the handler removes itself
+    ++dispatched_;
     (*handler)(events[static_cast<size_t>(i)].events);
   }
   return !stopped_.load();

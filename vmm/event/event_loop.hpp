@@ -32,11 +32,15 @@ class EventLoop {
   bool run_once(int timeout_ms);
   // Thread-safe; the loop returns after the handlers of the current round.
   void stop();
+  // How many handler calls the loop has made: lets a test see that an idle round did nothing
+  // (a handler that keeps its fd ready would be called every round).
+  uint64_t dispatched() const { return dispatched_; }
 
  private:
   UniqueFd epoll_;
   EventFd wakeup_;
   std::atomic<bool> stopped_{false};
+  uint64_t dispatched_ = 0;
   std::map<int, std::shared_ptr<Handler>> handlers_;
 };
 
