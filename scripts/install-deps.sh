@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   # build
   cmake g++ make pkg-config acpica-tools
-  libfmt-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev liburing-dev
+  libfmt-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev liburing-dev nlohmann-json3-dev
   # tooling: formatting, lint, sanitizer and fuzzer runtimes
   clang clang-format clang-tidy libclang-rt-14-dev
   # the nested lab and the guest payloads it boots

@@ -1,7 +1,9 @@
 /* The smallest boot: greet, echo the command line, exit. "exit=N" on the command line makes the
  * exit status N; "spin" makes the guest never exit (for vmm's --timeout). "reboot", "poweroff"
  * and "panic" end the guest the way a Linux guest would, through the platform
- * devices vmm's ACPI tables describe, so each exit path can be tested without a Linux guest. */
+ * devices vmm's ACPI tables describe, so each exit path can be tested without a Linux guest.
+ * "tick" prints a numbered line now and then, forever (a guest that visibly runs, for pause and
+ * resume); "echo" writes back every byte it reads from COM1 until it reads a '.', then exits. */
 #include <stdint.h>
 
 #include "boot_params.h"
@@ -17,6 +19,24 @@ int guest_main(const void* boot_params) {
   if (cmdline_has_word(cmdline, "spin")) {
     kprintf("hello: spinning until the VMM stops us\n");
     halt_forever();
+  }
+  if (cmdline_has_word(cmdline, "tick")) {
+    for (uint64_t n = 0;; ++n) {
+      kprintf("tick %lu\n", n);
+      delay_cycles(20 * 1000 * 1000);
+    }
+  }
+  if (cmdline_has_word(cmdline, "echo")) {
+    kprintf("echo: ready\n");
+    for (;;) {
+      while ((inb(0x3fd) & 1) == 0) cpu_relax(); /* LSR.DR: a byte waits in RBR */
+      const uint8_t c = inb(0x3f8);
+      outb(0x3f8, c); /* THR: not kprintf, whose formatting is slow where KVM emulates the guest */
+      if (c == '.') {
+        kprintf("\necho: done\n");
+        return EXIT_PASS;
+      }
+    }
   }
   if (cmdline_has_word(cmdline, "reboot")) {
     kprintf("hello: resetting through the i8042\n");

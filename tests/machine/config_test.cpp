@@ -76,5 +76,47 @@ TEST(ValidateConfig, RefusesEachBadField) {
   expect_refused(c, "--serial file");
 }
 
+TEST(ValidateConfig, SerialFdAndCallback) {
+  auto c = good();
+  c.serial.mode = SerialConfig::Mode::kFd;
+  c.serial.fd = 1;
+  EXPECT_NO_THROW(validate_config(c));
+  c.serial.fd = -1;
+  expect_refused(c, "serial: fd -1 is not a file descriptor");
+  c = good();
+  c.serial.mode = SerialConfig::Mode::kCallback;
+  expect_refused(c, "serial: the callback mode needs a callback");
+  c.serial.callback = [](std::span<const uint8_t>) {};
+  EXPECT_NO_THROW(validate_config(c));
+}
+
+TEST(ValidateConfig, ApiSocketFitsAUnixSocketAddress) {
+  auto c = good();
+  c.api_socket = "/run/" + std::string(102, 'a');  // 107 bytes: the most sun_path holds
+  EXPECT_NO_THROW(validate_config(c));
+  c.api_socket.push_back('a');
+  expect_refused(c, "--api-socket /run/aaa");
+  expect_refused(c, "longer than 107 bytes");
+}
+
+TEST(ValidateConfig, Vsock) {
+  auto c = good();
+  c.vsock = VsockConfig{3, "/run/v.sock"};
+  EXPECT_NO_THROW(validate_config(c));
+  c.vsock->guest_cid = 0xfffffffe;
+  EXPECT_NO_THROW(validate_config(c));
+  for (uint32_t reserved : {0u, 1u, 2u, 0xffffffffu}) {
+    c.vsock->guest_cid = reserved;
+    expect_refused(c, fmt::format("--vsock cid={}: must be between 3 and 4294967294", reserved));
+  }
+  c.vsock = VsockConfig{3, ""};
+  expect_refused(c, "--vsock: needs a Unix socket path");
+  c.vsock->uds_path = "/" + std::string(107, 'v');
+  expect_refused(c, "--vsock /vvv");
+  expect_refused(c, "longer than 107 bytes");
+  c.vsock->uds_path.pop_back();
+  EXPECT_NO_THROW(validate_config(c));
+}
+
 }  // namespace
 }  // namespace vmm

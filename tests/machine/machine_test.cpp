@@ -53,6 +53,7 @@ TEST(MachineExit, StatusesAreTheDocumentedOnes) {
   EXPECT_EQ(exit_for(Reason::kReboot).exit_status(), 3);
   EXPECT_EQ(exit_for(Reason::kPanic).exit_status(), 4);
   EXPECT_EQ(exit_for(Reason::kTimeout).exit_status(), 124);
+  EXPECT_EQ(exit_for(Reason::kStopped).exit_status(), 5);
   EXPECT_EQ(exit_for(Reason::kError).exit_status(), 1);
   EXPECT_EQ(exit_for(Reason::kDebugExit, 42).exit_status(), 42);
 }

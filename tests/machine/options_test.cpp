@@ -77,6 +77,15 @@ TEST(Options, NicsInOrder) {
   EXPECT_EQ(nets[1].mac, (std::array<uint8_t, 6>{2, 0, 0, 0, 0, 0x0a}));
 }
 
+TEST(Options, Vsock) {
+  auto result = parse({"--kernel", "/k", "--vsock", "cid=42,socket=/tmp/v.sock"});
+  ASSERT_TRUE(result.options) << result.error;
+  ASSERT_TRUE(result.options->machine.vsock);
+  EXPECT_EQ(result.options->machine.vsock->guest_cid, 42u);
+  EXPECT_EQ(result.options->machine.vsock->uds_path, "/tmp/v.sock");
+  EXPECT_FALSE(parse({"--kernel", "/k"}).options->machine.vsock);
+}
+
 TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   auto result = parse({"--help"});
   EXPECT_FALSE(result.options);
@@ -86,6 +95,16 @@ TEST(Options, HelpTeachesWithAnExampleAndExitStatuses) {
   EXPECT_NE(result.output.find("124"), std::string::npos);
   EXPECT_NE(result.output.find("readonly=on"), std::string::npos);
   EXPECT_NE(result.output.find("ip tuntap add"), std::string::npos);
+  EXPECT_NE(result.output.find("5    stopped by the host"), std::string::npos);
+  EXPECT_NE(result.output.find("--api-socket PATH"), std::string::npos);
+}
+
+TEST(Options, ApiSocket) {
+  auto result = parse({"--kernel", "/k", "--api-socket", "/run/vmm.sock"});
+  ASSERT_TRUE(result.options) << result.error;
+  EXPECT_EQ(result.options->machine.api_socket, "/run/vmm.sock");
+  EXPECT_EQ(parse({"--kernel", "/k"}).options->machine.api_socket, "");
+  EXPECT_EQ(parse({"--kernel", "/k", "--api-socket"}).exit_status, kExitStatusUsage);
 }
 
 TEST(Options, Version) {
@@ -112,24 +131,27 @@ TEST_P(OptionsBadInput, OneLineErrorAndUsageStatus) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, OptionsBadInput,
-    ::testing::Values(BadInput{{"--kernel", "/k", "--bogus"}, "--bogus"},
-                      BadInput{{}, "--kernel is required"},
-                      BadInput{{"--kernel", "/k", "--memory", "lots"}, "--memory lots"},
-                      BadInput{{"--kernel", "/k", "--memory", "12Q"}, "--memory 12Q"},
-                      BadInput{{"--kernel", "/k", "--cpus", "two"}, "--cpus"},
-                      BadInput{{"--kernel", "/k", "--serial", "tcp:1"}, "--serial tcp:1"},
-                      BadInput{{"--kernel", "/k", "--log-level", "loud"}, "--log-level"},
-                      BadInput{{"--kernel", "/k", "--timeout", "-1"}, "--timeout"},
-                      BadInput{{"--kernel", "/k", "--disk", ",readonly=on"}, "needs a path"},
-                      BadInput{{"--kernel", "/k", "--disk", "/a,readonly=yes"}, "'readonly=yes'"},
-                      BadInput{{"--kernel", "/k", "--disk", "/a,cache=none"}, "'cache=none'"},
-                      BadInput{{"--kernel", "/k", "--disk", "/a,io=aio"}, "'io=aio'"},
-                      BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"},
-                      BadInput{{"--kernel", "/k", "--net", "tap0"}, "--net tap0: unknown option"},
-                      BadInput{{"--kernel", "/k", "--net", "mac=02:00:00:00:00:01"},
-                               "needs tap=NAME"},
-                      BadInput{{"--kernel", "/k", "--net", "tap=t,mac=02:00"}, "mac=02:00 is not"},
-                      BadInput{{"--kernel", "/k", "--net", "tap="}, "unknown option 'tap='"}));
+    ::testing::Values(
+        BadInput{{"--kernel", "/k", "--bogus"}, "--bogus"}, BadInput{{}, "--kernel is required"},
+        BadInput{{"--kernel", "/k", "--memory", "lots"}, "--memory lots"},
+        BadInput{{"--kernel", "/k", "--memory", "12Q"}, "--memory 12Q"},
+        BadInput{{"--kernel", "/k", "--cpus", "two"}, "--cpus"},
+        BadInput{{"--kernel", "/k", "--serial", "tcp:1"}, "--serial tcp:1"},
+        BadInput{{"--kernel", "/k", "--log-level", "loud"}, "--log-level"},
+        BadInput{{"--kernel", "/k", "--timeout", "-1"}, "--timeout"},
+        BadInput{{"--kernel", "/k", "--disk", ",readonly=on"}, "needs a path"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,readonly=yes"}, "'readonly=yes'"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,cache=none"}, "'cache=none'"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,io=aio"}, "'io=aio'"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"},
+        BadInput{{"--kernel", "/k", "--net", "tap0"}, "--net tap0: unknown option"},
+        BadInput{{"--kernel", "/k", "--net", "mac=02:00:00:00:00:01"}, "needs tap=NAME"},
+        BadInput{{"--kernel", "/k", "--net", "tap=t,mac=02:00"}, "mac=02:00 is not"},
+        BadInput{{"--kernel", "/k", "--net", "tap="}, "unknown option 'tap='"},
+        BadInput{{"--kernel", "/k", "--vsock", "cid=x,socket=/s"}, "cid=x is not"},
+        BadInput{{"--kernel", "/k", "--vsock", "cid=99999999999,socket=/s"}, "is not a number"},
+        BadInput{{"--kernel", "/k", "--vsock", "socket=/s"}, "needs cid=N"},
+        BadInput{{"--kernel", "/k", "--vsock", "cid=3,path=/s"}, "'path=/s'"}));
 
 TEST(Serial, Modes) {
   EXPECT_EQ(parse_serial("none")->mode, SerialConfig::Mode::kNone);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <charconv>
 
 #include "vmm/machine.hpp"
 #include "vmm/util/error.hpp"
@@ -37,8 +38,21 @@ each over a tap device: --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. vmm attaches to 
 it when it runs with CAP_NET_ADMIN. Without mac=, the guest gets a stable locally administered
 address derived from the tap's name. scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
 
+--vsock cid=N,socket=PATH gives the guest a virtio-vsock device (module vmw_vsock_virtio_transport)
+with context ID N (3 or more). Host programs reach guest port P by connecting to the Unix socket
+PATH and sending "CONNECT P\n" (answered "OK <host port>\n", then the stream is the connection);
+a guest connecting to host CID 2, port P reaches the Unix socket PATH_P, which a host program
+listens on.
+
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
 runs (Ctrl-C ends vmm). Log messages go to stderr.
+
+--api-socket PATH serves a control API on a Unix socket: one JSON request per line, one JSON
+response per line. {"command":"status"} answers {"ok":true,"state":"running","uptime_ms":N};
+"pause", "resume" and "stop" change the state; "config" shows the configuration. Try:
+  echo '{"command":"status"}' | socat - UNIX-CONNECT:PATH
+A paused guest's vCPUs and devices are held and its clock stops; --timeout counts wall time,
+paused time included.
 
 Exit status:
   0    the guest powered off (ACPI S5, e.g. 'poweroff')
@@ -46,6 +60,7 @@ Exit status:
   2    bad command line
   3    the guest rebooted ('reboot', i8042 or ACPI reset, triple fault)
   4    the guest panicked (reported through pvpanic; use panic=-1 so it also resets)
+  5    stopped by the host (the control API's "stop")
   124  --timeout expired
   V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
 )";
@@ -61,23 +76,34 @@ std::vector<std::string> split(const std::string& text, char separator) {
   }
 }
 
+// One "key=value" (or bare "key") piece of a comma-separated option value.
+struct OptionPart {
+  std::string text;
+  std::string key;
+  std::optional<std::string> value;
+};
+
+OptionPart split_part(const std::string& part) {
+  const size_t equals = part.find('=');
+  if (equals == std::string::npos) return {part, part, std::nullopt};
+  return {part, part.substr(0, equals), part.substr(equals + 1)};
+}
+
 }  // namespace
 
 DiskConfig parse_disk(const std::string& text) {
   const std::vector<std::string> parts = split(text, ',');
   DiskConfig disk;
   disk.path = parts.front();
-  if (disk.path.empty())
+  if (disk.path.empty()) {
     fail("--disk {}: needs a path first (PATH[,readonly=on][,serial=ID])", text);
+  }
   for (size_t i = 1; i < parts.size(); ++i) {
-    const std::string& part = parts[i];
-    const size_t equals = part.find('=');
-    const std::string key = part.substr(0, equals);
-    const std::string value = equals == std::string::npos ? "" : part.substr(equals + 1);
+    const auto [part, key, value] = split_part(parts[i]);
     if (key == "readonly" && (value == "on" || value == "off")) {
       disk.read_only = value == "on";
-    } else if (key == "serial" && equals != std::string::npos) {
-      disk.serial = value;
+    } else if (key == "serial" && value) {
+      disk.serial = *value;
     } else if (key == "io" && value == "auto") {
       disk.io_engine = DiskConfig::IoEngine::kAuto;
     } else if (key == "io" && value == "io_uring") {
@@ -96,21 +122,42 @@ DiskConfig parse_disk(const std::string& text) {
 
 NetConfig parse_net(const std::string& text) {
   NetConfig net;
-  for (const std::string& part : split(text, ',')) {
-    const size_t equals = part.find('=');
-    const std::string key = part.substr(0, equals);
-    const std::string value = equals == std::string::npos ? "" : part.substr(equals + 1);
-    if (key == "tap" && !value.empty()) {
-      net.tap = value;
-    } else if (key == "mac" && equals != std::string::npos) {
-      net.mac = parse_mac(value);
-      if (!net.mac) fail("--net {}: mac={} is not a MAC address (XX:XX:XX:XX:XX:XX)", text, value);
+  for (const std::string& piece : split(text, ',')) {
+    const auto [part, key, value] = split_part(piece);
+    if (key == "tap" && value && !value->empty()) {
+      net.tap = *value;
+    } else if (key == "mac" && value) {
+      net.mac = parse_mac(*value);
+      if (!net.mac) fail("--net {}: mac={} is not a MAC address (XX:XX:XX:XX:XX:XX)", text, *value);
     } else {
       fail("--net {}: unknown option '{}' (use tap=NAME, mac=XX:XX:XX:XX:XX:XX)", text, part);
     }
   }
   if (net.tap.empty()) fail("--net {}: needs tap=NAME", text);
   return net;
+}
+
+VsockConfig parse_vsock(const std::string& text) {
+  VsockConfig vsock;
+  bool have_cid = false;
+  for (const std::string& piece : split(text, ',')) {
+    const auto [part, key, value] = split_part(piece);
+    if (key == "cid" && value) {
+      uint32_t cid = 0;
+      const auto [end, error] = std::from_chars(value->data(), value->data() + value->size(), cid);
+      if (value->empty() || error != std::errc() || end != value->data() + value->size()) {
+        fail("--vsock {}: cid={} is not a number", text, *value);
+      }
+      vsock.guest_cid = cid;
+      have_cid = true;
+    } else if (key == "socket" && value && !value->empty()) {
+      vsock.uds_path = *value;
+    } else {
+      fail("--vsock {}: unknown option '{}' (use cid=N,socket=PATH)", text, part);
+    }
+  }
+  if (!have_cid || vsock.uds_path.empty()) fail("--vsock {}: needs cid=N,socket=PATH", text);
+  return vsock;
 }
 
 std::optional<SerialConfig> parse_serial(const std::string& text) {
@@ -134,6 +181,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   std::string serial = "stdio";
   std::vector<std::string> disks;
   std::vector<std::string> nets;
+  std::string vsock;
   int verbosity = 0;
   bool version = false;
 
@@ -163,6 +211,8 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
       ->type_name("tap=NAME[,mac=MAC]")
       ->take_all()
       ->allow_extra_args(false);
+  app.add_option("--vsock", vsock, "Virtio vsock device with its host side on a Unix socket")
+      ->type_name("cid=N,socket=PATH");
   app.add_option("--serial", serial, "Guest console: stdio, file:PATH or none")
       ->type_name("MODE")
       ->capture_default_str();
@@ -170,6 +220,10 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
                  "Stop the guest after this many seconds (exit status 124); 0: never")
       ->type_name("SECONDS")
       ->capture_default_str();
+  app.add_option("--api-socket", options.machine.api_socket,
+                 "Serve the control API (JSON lines: status, pause, resume, stop, config) on this "
+                 "Unix socket")
+      ->type_name("PATH");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->type_name("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
@@ -215,6 +269,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   try {
     for (const std::string& disk : disks) options.machine.disks.push_back(parse_disk(disk));
     for (const std::string& net : nets) options.machine.nets.push_back(parse_net(net));
+    if (!vsock.empty()) options.machine.vsock = parse_vsock(vsock);
   } catch (const Error& e) {
     return usage_error(e.what());
   }

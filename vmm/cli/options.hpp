@@ -31,6 +31,9 @@ DiskConfig parse_disk(const std::string& text);
 // "tap=NAME[,mac=XX:XX:XX:XX:XX:XX]"; throws vmm::Error naming the bad part.
 NetConfig parse_net(const std::string& text);
 
+// "cid=N,socket=PATH"; throws vmm::Error naming the bad part.
+VsockConfig parse_vsock(const std::string& text);
+
 // "stdio", "none", "file:PATH"; nullopt for anything else.
 std::optional<SerialConfig> parse_serial(const std::string& text);
 

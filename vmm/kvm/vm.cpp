@@ -89,4 +89,16 @@ void Vm::unregister_irqfd(int event_fd, uint32_t gsi) {
   VMM_IOCTL(fd_.get(), KVM_IRQFD, &irqfd);
 }
 
+uint64_t Vm::clock() const {
+  kvm_clock_data data{};
+  VMM_IOCTL(fd_.get(), KVM_GET_CLOCK, &data);
+  return data.clock;
+}
+
+void Vm::set_clock(uint64_t nanoseconds) {
+  kvm_clock_data data{};
+  data.clock = nanoseconds;
+  VMM_IOCTL(fd_.get(), KVM_SET_CLOCK, &data);
+}
+
 }  // namespace vmm::kvm

@@ -32,6 +32,10 @@ class Vm {
   // A write to `event_fd` injects an edge on `gsi`.
   void register_irqfd(int event_fd, uint32_t gsi);
   void unregister_irqfd(int event_fd, uint32_t gsi);
+  // The guest's kvmclock in nanoseconds (KVM_GET_CLOCK / KVM_SET_CLOCK, KVM_CAP_ADJUST_CLOCK):
+  // saved at a pause and restored at the resume, so the guest sees no time pass in between.
+  uint64_t clock() const;
+  void set_clock(uint64_t nanoseconds);
 
  private:
   explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}

@@ -1,3 +1,4 @@
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <set>
@@ -27,6 +28,27 @@ void validate_config(const MachineConfig& config) {
   if (config.cmdline.find('\0') != std::string::npos) fail("--cmdline contains a NUL byte");
   if (config.serial.mode == SerialConfig::Mode::kFile && config.serial.path.empty()) {
     fail("--serial file: needs a path (file:PATH)");
+  }
+  if (config.serial.mode == SerialConfig::Mode::kFd && config.serial.fd < 0) {
+    fail("serial: fd {} is not a file descriptor", config.serial.fd);
+  }
+  if (config.serial.mode == SerialConfig::Mode::kCallback && !config.serial.callback) {
+    fail("serial: the callback mode needs a callback");
+  }
+  // sun_path holds the path and its terminating NUL.
+  constexpr size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+  if (config.api_socket.size() > kMaxSocketPath) {
+    fail("--api-socket {}: longer than {} bytes", config.api_socket, kMaxSocketPath);
+  }
+  if (config.vsock) {
+    const VsockConfig& vsock = *config.vsock;
+    if (vsock.guest_cid < 3 || vsock.guest_cid > 0xfffffffe) {
+      fail("--vsock cid={}: must be between 3 and 4294967294", vsock.guest_cid);
+    }
+    if (vsock.uds_path.empty()) fail("--vsock: needs a Unix socket path");
+    if (vsock.uds_path.size() > kMaxSocketPath) {
+      fail("--vsock {}: the socket path is longer than {} bytes", vsock.uds_path, kMaxSocketPath);
+    }
   }
   if (config.disks.size() + config.nets.size() > kMaxVirtioDevices) {
     fail("--disk/--net: {} devices, at most {} virtio devices fit the interrupt lines",

@@ -27,6 +27,7 @@ void ExitLatch::set(MachineExit exit) {
     exit_ = std::move(exit);
   }
   event_.signal();
+  if (on_set_) on_set_();
 }
 
 void ExitLatch::fail(std::string message) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -14,6 +15,10 @@ namespace vmm {
 // reboot that follows a pvpanic report) are ignored. Signals `fd()` when set, from any thread.
 class ExitLatch final : public devices::PlatformEvents {
  public:
+  // `on_set` also runs when the reason is recorded (once, on the thread that recorded it, without
+  // the latch's lock): it wakes threads that don't watch `fd()`, such as parked vCPUs.
+  explicit ExitLatch(std::function<void()> on_set = {}) : on_set_(std::move(on_set)) {}
+
   void guest_request(devices::GuestRequest request, int code) override;
   void set(MachineExit exit);
   void fail(std::string message);
@@ -22,6 +27,7 @@ class ExitLatch final : public devices::PlatformEvents {
   int fd() const { return event_.fd(); }
 
  private:
+  std::function<void()> on_set_;
   mutable std::mutex mutex_;
   std::optional<MachineExit> exit_;
   EventFd event_;

@@ -1,6 +1,8 @@
 #include "vmm/machine.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
@@ -9,7 +11,10 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <mutex>
+#include <thread>
 
 #include "boot/cpuid.hpp"
 #include "boot/kernel_loader.hpp"
@@ -25,14 +30,18 @@
 #include "devices/legacy/serial_16550.hpp"
 #include "devices/virtio/block.hpp"
 #include "devices/virtio/net.hpp"
+#include "devices/virtio/vsock.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/reset_vector.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/kvm/vm.hpp"
+#include "vmm/machine/control_protocol.hpp"
+#include "vmm/machine/control_socket.hpp"
 #include "vmm/machine/exit_latch.hpp"
 #include "vmm/machine/kvm_irq_line.hpp"
+#include "vmm/machine/pause_gate.hpp"
 #include "vmm/machine/platform.hpp"
 #include "vmm/machine/terminal.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
@@ -104,9 +113,13 @@ void set_local_interrupts(kvm::Vcpu& vcpu) {
 
 }  // namespace
 
-struct Machine::Impl {
+// Threads: start() launches one thread per vCPU and the loop thread, which runs `loop` (device
+// work, console input, the timeout) until the ExitLatch is set, then stops and joins the vCPUs;
+// the control socket, if any, has a thread of its own. Pausing parks the vCPUs and the loop thread
+// at the PauseGate, so device work (completions, rx, console input) waits too.
+struct Machine::Impl final : ControlTarget {
   explicit Impl(const MachineConfig& cfg)
-      : config(cfg),
+      : config_(cfg),
         kvm(kvm::Kvm::open(cfg.kvm_device)),
         vm(kvm::Vm::create(kvm)),
         memory(GuestMemory::allocate(cfg.memory_bytes)) {}
@@ -115,13 +128,30 @@ struct Machine::Impl {
   void create_devices();
   void create_disks();
   void create_nics();
+  void create_vsock();
+  // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
+  void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
   void create_vcpus(const boot::BootCpuState& boot_state);
-  MachineExit run();
   void watch_console_input();
+  void feed_console_input();
   void arm_timeout();
   void log_vcpu_positions() const;
 
-  MachineConfig config;
+  void start();
+  void run_loop();
+  std::optional<MachineExit> wait(std::optional<std::chrono::milliseconds> timeout);
+  void send_console_input(std::span<const uint8_t> bytes);
+  // Stops the machine and releases its threads (the control socket's first, as it calls in).
+  void shut_down();
+
+  MachineState state() const override;
+  std::chrono::milliseconds uptime() const override;
+  void pause() override;
+  void resume() override;
+  void stop() override;
+  const MachineConfig& config() const override { return config_; }
+
+  MachineConfig config_;
   kvm::Kvm kvm;
   kvm::Vm vm;
   GuestMemory memory;
@@ -129,7 +159,9 @@ struct Machine::Impl {
   EventLoop loop;
   devices::Bus pio{"port I/O"};
   devices::Bus mmio{"MMIO"};
-  ExitLatch latch;
+  PauseGate gate;
+  // A stopping machine opens the gate for good: parked threads must see the stop.
+  ExitLatch latch{[this] { gate.close(); }};
   std::vector<std::unique_ptr<KvmIrqLine>> irq_lines;
   std::shared_ptr<devices::Serial16550> serial;
   UniqueFd serial_file;
@@ -142,16 +174,40 @@ struct Machine::Impl {
   EventFd serial_refill;
   UniqueFd timer;
   std::unique_ptr<RawTerminal> terminal;
-  bool ran = false;
+  bool stdin_watched = false;
+
+  // send_console_input() → the loop thread, which feeds the UART as it makes room.
+  EventFd console_input;
+  std::mutex input_mutex;
+  std::deque<uint8_t> pending_input;
+
+  // Makes the loop thread reach the pause gate.
+  EventFd pause_request;
+  bool clock_adjustable = false;
+  std::optional<uint64_t> paused_clock;
+
+  // Serialises start/pause/resume (each may wait for other threads); never held by them.
+  std::mutex transition_mutex;
+  // Guards the lifecycle flags below; `finished_cv` tells waiters the loop thread is done.
+  mutable std::mutex mutex;
+  std::condition_variable finished_cv;
+  bool started = false;
+  bool paused = false;
+  bool finished = false;
+  Clock::time_point started_at;
+  std::mutex join_mutex;
+  std::thread loop_thread;
+  std::unique_ptr<ControlServer> control;
 };
 
 void Machine::Impl::assemble() {
   spdlog::debug("+{:.3f} ms: KVM opened, VM created, {} MiB of guest memory mapped",
-                ms_since_start(), config.memory_bytes >> 20);
+                ms_since_start(), config_.memory_bytes >> 20);
   require_capabilities(kvm);
+  clock_adjustable = kvm.check_extension(KVM_CAP_ADJUST_CLOCK) != 0;
   const int max_vcpus = kvm.max_vcpus();
-  if (config.cpus > static_cast<uint32_t>(max_vcpus)) {
-    fail("--cpus {}: this host's KVM supports at most {} vCPUs", config.cpus, max_vcpus);
+  if (config_.cpus > static_cast<uint32_t>(max_vcpus)) {
+    fail("--cpus {}: this host's KVM supports at most {} vCPUs", config_.cpus, max_vcpus);
   }
   vm.set_tss_address(layout::kKvmTssAddress);
   vm.set_identity_map_address(layout::kKvmIdentityMapAddress);
@@ -166,21 +222,22 @@ void Machine::Impl::assemble() {
   create_devices();
   create_disks();
   create_nics();
-  acpi::PlatformDescription platform = platform_description(config.cpus);
+  create_vsock();
+  acpi::PlatformDescription platform = platform_description(config_.cpus);
   for (const auto& slot : virtio_slots) platform.devices.push_back(slot->acpi_description());
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
   firmware::write_reset_vector(memory, platform.reset_port, platform.reset_value);
 
   boot::KernelLoadConfig load;
-  load.kernel_path = config.kernel_path;
-  load.initrd_path = config.initrd_path;
-  load.cmdline = config.cmdline;
+  load.kernel_path = config_.kernel_path;
+  load.initrd_path = config_.initrd_path;
+  load.cmdline = config_.cmdline;
   load.rsdp_address = rsdp;
   spdlog::debug("+{:.3f} ms: devices and ACPI tables ready", ms_since_start());
   const boot::BootEntry entry = boot::load_kernel(memory, load);
   spdlog::debug("+{:.3f} ms: kernel loaded, entry {:#x}", ms_since_start(), entry.entry);
   create_vcpus(boot::boot_cpu_state(memory, entry));
-  spdlog::debug("+{:.3f} ms: {} vCPU(s) created", ms_since_start(), config.cpus);
+  spdlog::debug("+{:.3f} ms: {} vCPU(s) created", ms_since_start(), config_.cpus);
 }
 
 void Machine::Impl::create_devices() {
@@ -190,14 +247,20 @@ void Machine::Impl::create_devices() {
   };
 
   devices::Serial16550::OutputSink sink;
-  switch (config.serial.mode) {
+  switch (config_.serial.mode) {
     case SerialConfig::Mode::kStdio:
       sink = [](std::span<const uint8_t> bytes) { write_all(STDOUT_FILENO, bytes); };
       break;
+    case SerialConfig::Mode::kFd: {
+      const int fd = config_.serial.fd;
+      sink = [fd](std::span<const uint8_t> bytes) { write_all(fd, bytes); };
+      break;
+    }
+    case SerialConfig::Mode::kCallback: sink = config_.serial.callback; break;
     case SerialConfig::Mode::kFile: {
-      serial_file.reset(::open(config.serial.path.c_str(),
+      serial_file.reset(::open(config_.serial.path.c_str(),
                                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
-      if (!serial_file) throw_errno("--serial file:" + config.serial.path);
+      if (!serial_file) throw_errno("--serial file:" + config_.serial.path);
       const int fd = serial_file.get();
       sink = [fd](std::span<const uint8_t> bytes) { write_all(fd, bytes); };
       break;
@@ -205,6 +268,9 @@ void Machine::Impl::create_devices() {
     case SerialConfig::Mode::kNone: break;
   }
   serial = std::make_shared<devices::Serial16550>(line(kSerialGsi), std::move(sink));
+  // Input (stdin, send_console_input) waits while the UART's queue is full; the UART asks for a
+  // refill once the guest drains it.
+  serial->set_input_notifier([this] { serial_refill.signal(); });
   pio.insert(devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount, serial);
 
   pio.insert(devices::I8042::kPortBase, devices::I8042::kPortCount,
@@ -220,9 +286,10 @@ void Machine::Impl::create_devices() {
 }
 
 void Machine::Impl::create_disks() {
-  for (const DiskConfig& disk : config.disks) {
-    const auto index = static_cast<uint32_t>(virtio_slots.size());
-    std::string name = fmt::format("vd{}", static_cast<char>('a' + index));
+  for (size_t i = 0; i < config_.disks.size(); ++i) {
+    const DiskConfig& disk = config_.disks[i];
+    // Linux names virtio disks in probe order: vda, vdb, ... (at most 18: no vdaa to worry about).
+    const std::string name = fmt::format("vd{}", static_cast<char>('a' + i));
     std::unique_ptr<devices::virtio::VirtioBlock> block;
     try {
       const devices::RawFile& file =
@@ -237,15 +304,13 @@ void Machine::Impl::create_disks() {
     } catch (const Error& e) {
       fail("--disk {}", e.what());
     }
-    virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
-        vm, loop, mmio, memory, index, virtio_gsi(index), std::move(block), "virtio-blk " + name));
+    plug_virtio(std::move(block), "virtio-blk " + name);
   }
 }
 
 void Machine::Impl::create_nics() {
-  for (size_t i = 0; i < config.nets.size(); ++i) {
-    const NetConfig& net = config.nets[i];
-    const auto index = static_cast<uint32_t>(virtio_slots.size());
+  for (size_t i = 0; i < config_.nets.size(); ++i) {
+    const NetConfig& net = config_.nets[i];
     const std::string name = fmt::format("eth{} ({})", i, net.tap);
     const MacAddress mac = net.mac.value_or(stable_mac(net.tap));
     std::unique_ptr<devices::virtio::VirtioNet> nic;
@@ -256,17 +321,35 @@ void Machine::Impl::create_nics() {
     } catch (const Error& e) {
       fail("--net {}", e.what());
     }
-    virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
-        vm, loop, mmio, memory, index, virtio_gsi(index), std::move(nic), "virtio-net " + name));
+    plug_virtio(std::move(nic), "virtio-net " + name);
   }
+}
+
+void Machine::Impl::create_vsock() {
+  if (!config_.vsock) return;
+  std::unique_ptr<devices::virtio::VirtioVsock> vsock;
+  try {
+    vsock = std::make_unique<devices::virtio::VirtioVsock>(memory, loop, config_.vsock->guest_cid,
+                                                           config_.vsock->uds_path, "vsock0");
+  } catch (const Error& e) {
+    fail("--vsock {}", e.what());
+  }
+  plug_virtio(std::move(vsock), fmt::format("virtio-vsock cid {}", config_.vsock->guest_cid));
+}
+
+void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device,
+                                const std::string& name) {
+  const auto index = static_cast<uint32_t>(virtio_slots.size());
+  virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
+      vm, loop, mmio, memory, index, virtio_gsi(index), std::move(device), name));
 }
 
 void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {
   const auto supported = kvm.supported_cpuid();
   const size_t mmap_size = kvm.vcpu_mmap_size();
-  for (uint32_t id = 0; id < config.cpus; ++id) {
+  for (uint32_t id = 0; id < config_.cpus; ++id) {
     auto vcpu = std::make_unique<kvm::Vcpu>(vm, id, mmap_size);
-    vcpu->set_cpuid(boot::guest_cpuid(supported, id, config.cpus));
+    vcpu->set_cpuid(boot::guest_cpuid(supported, id, config_.cpus));
     set_local_interrupts(*vcpu);
     if (id == 0) {
       vcpu->set_msrs(boot_state.msrs);
@@ -278,12 +361,22 @@ void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {
   }
 }
 
+// Runs on the loop thread, before start() launches it.
 void Machine::Impl::watch_console_input() {
-  if (config.serial.mode != SerialConfig::Mode::kStdio) return;
+  loop.add(serial_refill.fd(), EPOLLIN, [this](uint32_t) {
+    serial_refill.consume();
+    serial->enqueue_input({});
+    feed_console_input();
+    if (stdin_watched && serial->input_space() > 0) loop.modify(STDIN_FILENO, EPOLLIN);
+  });
+  loop.add(console_input.fd(), EPOLLIN, [this](uint32_t) {
+    console_input.consume();
+    feed_console_input();
+  });
+  if (config_.serial.mode != SerialConfig::Mode::kStdio) return;
   terminal = RawTerminal::enter(STDIN_FILENO);
-  // Reading stdin pauses while the UART's input queue is full; the UART asks for a refill once
-  // the guest drains it, and reading resumes then. Nothing typed is dropped.
-  serial->set_input_notifier([this] { serial_refill.signal(); });
+  // Reading stdin pauses while the UART's input queue is full, and resumes on the refill request:
+  // nothing typed is dropped.
   auto read_stdin = [this](uint32_t) {
     std::array<uint8_t, 4096> buffer{};
     const size_t want = std::min(buffer.size(), serial->input_space());
@@ -295,34 +388,46 @@ void Machine::Impl::watch_console_input() {
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
     if (n <= 0) {
       loop.remove(STDIN_FILENO);  // end of input: the guest just sees no more bytes
+      stdin_watched = false;
       return;
     }
     serial->enqueue_input(std::span<const uint8_t>(buffer.data(), static_cast<size_t>(n)));
   };
   try {
     loop.add(STDIN_FILENO, EPOLLIN, read_stdin);
+    stdin_watched = true;
   } catch (const Error& e) {
     // stdin is a regular file or /dev/null (epoll refuses those): no interactive input.
     spdlog::debug("console input not watched: {}", e.what());
-    return;
   }
-  loop.add(serial_refill.fd(), EPOLLIN, [this](uint32_t) {
-    serial_refill.consume();
-    serial->enqueue_input({});
-    try {
-      if (serial->input_space() > 0) loop.modify(STDIN_FILENO, EPOLLIN);
-    } catch (const Error&) {
-      // stdin already reached its end and was removed
+}
+
+// Loop thread: moves what the UART has room for from send_console_input()'s queue. The queue's
+// lock is not held while calling the UART: a console callback (under the UART's lock) may call
+// send_console_input().
+void Machine::Impl::feed_console_input() {
+  while (true) {
+    const size_t space = serial->input_space();
+    if (space == 0) return;
+    std::vector<uint8_t> chunk;
+    {
+      std::lock_guard lock(input_mutex);
+      const size_t n = std::min(space, pending_input.size());
+      if (n == 0) return;
+      chunk.assign(pending_input.begin(), pending_input.begin() + static_cast<ptrdiff_t>(n));
+      pending_input.erase(pending_input.begin(), pending_input.begin() + static_cast<ptrdiff_t>(n));
     }
-  });
+    // Only this thread takes space, so all of `chunk` fits.
+    serial->enqueue_input(chunk);
+  }
 }
 
 void Machine::Impl::arm_timeout() {
-  if (config.timeout_seconds == 0) return;
+  if (config_.timeout_seconds == 0) return;
   timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer) throw_errno("timerfd_create");
   itimerspec spec{};
-  spec.it_value.tv_sec = config.timeout_seconds;
+  spec.it_value.tv_sec = config_.timeout_seconds;
   if (::timerfd_settime(timer.get(), 0, &spec, nullptr) != 0) throw_errno("timerfd_settime");
   loop.add(timer.get(), EPOLLIN, [this](uint32_t) {
     MachineExit exit;
@@ -345,45 +450,222 @@ void Machine::Impl::log_vcpu_positions() const {
   }
 }
 
-MachineExit Machine::Impl::run() {
-  if (ran) fail("a machine can only be run once");
-  ran = true;
-  loop.add(latch.fd(), EPOLLIN, [this](uint32_t) { loop.stop(); });
-  watch_console_input();
-  arm_timeout();
+MachineState Machine::Impl::state() const {
+  std::lock_guard lock(mutex);
+  if (finished || latch.result()) return MachineState::kStopped;
+  if (!started) return MachineState::kCreated;
+  return paused ? MachineState::kPaused : MachineState::kRunning;
+}
 
-  for (auto& vcpu : vcpus) {
-    threads.push_back(std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch));
+std::chrono::milliseconds Machine::Impl::uptime() const {
+  std::lock_guard lock(mutex);
+  if (!started) return std::chrono::milliseconds(0);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_at);
+}
+
+void Machine::Impl::start() {
+  std::lock_guard transition(transition_mutex);
+  {
+    std::lock_guard lock(mutex);
+    if (started) fail("the machine was already started");
+    if (finished || latch.result()) fail("the machine was stopped before it started");
+    started = true;
+    started_at = Clock::now();
   }
-  const auto started = Clock::now();
-  spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
-  for (auto& thread : threads) thread->start();
+  try {
+    loop.add(latch.fd(), EPOLLIN, [this](uint32_t) { loop.stop(); });
+    loop.add(pause_request.fd(), EPOLLIN, [this](uint32_t) {
+      pause_request.consume();
+      gate.checkpoint();
+    });
+    watch_console_input();
+    arm_timeout();
+    for (auto& vcpu : vcpus) {
+      threads.push_back(std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch, gate));
+    }
+    spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
+    for (auto& thread : threads) thread->start();
+    loop_thread = std::thread([this] { run_loop(); });
+  } catch (const std::exception& e) {
+    latch.fail(e.what());
+    for (auto& thread : threads) thread->stop();
+    for (auto& thread : threads) thread->join();
+    terminal.reset();
+    {
+      std::lock_guard lock(mutex);
+      finished = true;
+    }
+    finished_cv.notify_all();
+    throw;
+  }
+}
 
-  loop.run();
-
+void Machine::Impl::run_loop() {
+  ::pthread_setname_np(::pthread_self(), "vmm-loop");
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  try {
+    loop.run();
+  } catch (const std::exception& e) {
+    latch.fail(fmt::format("event loop: {}", e.what()));
+  }
   for (auto& thread : threads) thread->stop();
   for (auto& thread : threads) thread->join();
   terminal.reset();
-  auto exit = latch.result();
+  const auto exit = latch.result();
   if (exit && exit->reason == MachineExit::Reason::kTimeout) log_vcpu_positions();
-  spdlog::debug("guest ran for {:.3f} s: {}",
-                std::chrono::duration<double>(Clock::now() - started).count(),
+  spdlog::debug("guest ran for {:.3f} s: {}", std::chrono::duration<double>(uptime()).count(),
                 exit ? exit->describe() : "no exit reason");
-  return exit.value_or(MachineExit{});
+  {
+    std::lock_guard lock(mutex);
+    finished = true;
+  }
+  finished_cv.notify_all();
+}
+
+std::optional<MachineExit> Machine::Impl::wait(std::optional<std::chrono::milliseconds> timeout) {
+  {
+    std::unique_lock lock(mutex);
+    auto done = [this] { return finished; };
+    if (!timeout) {
+      finished_cv.wait(lock, done);
+    } else if (!finished_cv.wait_for(lock, *timeout, done)) {
+      return std::nullopt;
+    }
+  }
+  {
+    std::lock_guard join(join_mutex);
+    if (loop_thread.joinable()) loop_thread.join();
+  }
+  return latch.result().value_or(MachineExit{});
+}
+
+void Machine::Impl::pause() {
+  std::lock_guard transition(transition_mutex);
+  {
+    std::lock_guard lock(mutex);
+    if (finished || latch.result()) fail("the machine has stopped");
+    if (!started) fail("the machine has not been started");
+    if (paused) return;
+  }
+  if (!gate.request()) fail("the machine has stopped");
+  for (auto& thread : threads) thread->kick();
+  pause_request.signal();
+  // Every vCPU thread and the loop thread.
+  if (!gate.wait_parked(threads.size() + 1)) fail("the machine stopped while pausing");
+  if (clock_adjustable) {
+    try {
+      paused_clock = vm.clock();
+    } catch (const Error& e) {
+      spdlog::warn("pause: the guest clock keeps running: {}", e.what());
+    }
+  }
+  std::lock_guard lock(mutex);
+  paused = true;
+}
+
+void Machine::Impl::resume() {
+  std::lock_guard transition(transition_mutex);
+  {
+    std::lock_guard lock(mutex);
+    if (finished || latch.result()) fail("the machine has stopped");
+    if (!started) fail("the machine has not been started");
+    if (!paused) return;
+    paused = false;
+  }
+  if (paused_clock) {
+    try {
+      vm.set_clock(*paused_clock);
+    } catch (const Error& e) {
+      spdlog::warn("resume: the guest clock jumps: {}", e.what());
+    }
+    paused_clock.reset();
+  }
+  gate.release();
+}
+
+// Takes no transition lock: stop() must work while a pause() waits, and from a console callback.
+void Machine::Impl::stop() {
+  MachineExit exit;
+  exit.reason = MachineExit::Reason::kStopped;
+  latch.set(exit);
+  bool never_started;
+  {
+    std::lock_guard lock(mutex);
+    never_started = !started;
+    if (never_started) finished = true;
+  }
+  if (never_started) finished_cv.notify_all();
+}
+
+void Machine::Impl::send_console_input(std::span<const uint8_t> bytes) {
+  if (bytes.empty()) return;
+  {
+    std::lock_guard lock(input_mutex);
+    pending_input.insert(pending_input.end(), bytes.begin(), bytes.end());
+  }
+  console_input.signal();
+}
+
+void Machine::Impl::shut_down() {
+  stop();
+  control.reset();
+  wait(std::nullopt);
 }
 
 Machine::Machine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Machine::~Machine() = default;
+
+Machine::~Machine() {
+  impl_->shut_down();
+}
 
 std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   validate_config(config);
   auto impl = std::make_unique<Impl>(config);
   impl->assemble();
+  if (!config.api_socket.empty()) {
+    impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);
+  }
   return std::unique_ptr<Machine>(new Machine(std::move(impl)));
 }
 
+void Machine::start() {
+  impl_->start();
+}
+
+std::optional<MachineExit> Machine::wait(std::optional<std::chrono::milliseconds> timeout) {
+  return impl_->wait(timeout);
+}
+
 MachineExit Machine::run() {
-  return impl_->run();
+  start();
+  return *wait();
+}
+
+void Machine::pause() {
+  impl_->pause();
+}
+
+void Machine::resume() {
+  impl_->resume();
+}
+
+void Machine::stop() {
+  impl_->stop();
+}
+
+MachineState Machine::state() const {
+  return impl_->state();
+}
+
+const MachineConfig& Machine::config() const {
+  return impl_->config();
+}
+
+void Machine::send_console_input(std::span<const uint8_t> bytes) {
+  impl_->send_console_input(bytes);
 }
 
 }  // namespace vmm

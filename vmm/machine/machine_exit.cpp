@@ -11,6 +11,7 @@ int MachineExit::exit_status() const {
     case Reason::kPanic: return kExitStatusPanic;
     case Reason::kDebugExit: return debug_code & 0xff;
     case Reason::kTimeout: return kExitStatusTimeout;
+    case Reason::kStopped: return kExitStatusStopped;
     case Reason::kError: return kExitStatusError;
   }
   return kExitStatusError;
@@ -23,6 +24,7 @@ std::string MachineExit::describe() const {
     case Reason::kPanic: return "guest panicked";
     case Reason::kDebugExit: return fmt::format("guest exited with status {}", debug_code & 0xff);
     case Reason::kTimeout: return "timeout expired";
+    case Reason::kStopped: return "stopped by the host";
     case Reason::kError: return message;
   }
   return message;

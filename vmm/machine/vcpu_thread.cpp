@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 
@@ -41,8 +42,8 @@ void VcpuThread::install_kick_handler() {
 }
 
 VcpuThread::VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
-                       ExitLatch& latch)
-    : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch) {}
+                       ExitLatch& latch, PauseGate& gate)
+    : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch), gate_(gate) {}
 
 VcpuThread::~VcpuThread() {
   stop();
@@ -54,6 +55,12 @@ void VcpuThread::start() {
   thread_ = std::thread([this] {
     const std::string name = fmt::format("vcpu{}", vcpu_.id());
     ::pthread_setname_np(::pthread_self(), name.c_str());
+    // A console sink whose reader went away (a closed pipe given as SerialConfig::kFd) fails
+    // with EPIPE instead of killing the process.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     loop();
   });
 }
@@ -65,13 +72,28 @@ void VcpuThread::stop() {
   if (thread_.joinable()) ::pthread_kill(thread_.native_handle(), kick_signal());
 }
 
+void VcpuThread::kick() {
+  vcpu_.run_state()->immediate_exit = 1;
+  if (thread_.joinable()) ::pthread_kill(thread_.native_handle(), kick_signal());
+}
+
 void VcpuThread::join() {
   if (thread_.joinable()) thread_.join();
 }
 
 void VcpuThread::loop() {
   try {
-    while (!stopping_.load()) {
+    while (true) {
+      if (gate_.pause_requested()) {
+        if (!gate_.checkpoint()) return;  // the machine is stopping
+        // The kick that brought us here left immediate_exit set. The fence orders this store
+        // before the loads of stopping_ and the gate: a stop() or pause() we don't see yet sets
+        // it again after this store.
+        vcpu_.run_state()->immediate_exit = 0;
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        continue;
+      }
+      if (stopping_.load()) return;
       if (vcpu_.run() < 0) continue;  // kicked
       handle_exit();
     }

@@ -7,14 +7,17 @@
 #include "devices/bus.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/machine/exit_latch.hpp"
+#include "vmm/machine/pause_gate.hpp"
 
 namespace vmm {
 
 // Runs one vCPU on its own thread: KVM_RUN, then PIO/MMIO exits dispatched synchronously to the
-// buses. Anything the vCPU can't continue from is reported to the ExitLatch.
+// buses. Anything the vCPU can't continue from is reported to the ExitLatch. Between two KVM_RUNs
+// the thread passes the machine's PauseGate, where it parks while the machine is paused.
 class VcpuThread {
  public:
-  VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch);
+  VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch,
+             PauseGate& gate);
   ~VcpuThread();
   VcpuThread(const VcpuThread&) = delete;
   VcpuThread& operator=(const VcpuThread&) = delete;
@@ -23,6 +26,8 @@ class VcpuThread {
   // Makes KVM_RUN return and the thread finish; safe from any thread, idempotent.
   void stop();
   void join();
+  // Makes KVM_RUN return, so the thread reaches the pause gate; safe from any thread.
+  void kick();
 
   // The signal used to kick vCPU threads out of KVM_RUN; installed once per process.
   static void install_kick_handler();
@@ -37,6 +42,7 @@ class VcpuThread {
   const devices::Bus& pio_;
   const devices::Bus& mmio_;
   ExitLatch& latch_;
+  PauseGate& gate_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -1,6 +1,10 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 
 #include "vmm/machine_config.hpp"
@@ -15,6 +19,7 @@ struct MachineExit {
     kPanic,      // guest panic reported through pvpanic: status 4
     kDebugExit,  // test guest wrote V to the debug-exit port: status V
     kTimeout,    // the configured timeout expired: status 124
+    kStopped,    // the host stopped it (Machine::stop(), the control socket's stop): status 5
     kError,      // the VMM failed or the guest could not be run: status 1
   };
   Reason reason = Reason::kError;
@@ -29,21 +34,54 @@ inline constexpr int kExitStatusError = 1;
 inline constexpr int kExitStatusUsage = 2;
 inline constexpr int kExitStatusReboot = 3;
 inline constexpr int kExitStatusPanic = 4;
+inline constexpr int kExitStatusStopped = 5;
 inline constexpr int kExitStatusTimeout = 124;
+
+enum class MachineState {
+  kCreated,  // assembled, not started
+  kRunning,
+  kPaused,   // vCPUs parked outside KVM_RUN, device work held, guest clock stopped
+  kStopped,  // finished: wait() has (or will at once return) the MachineExit
+};
 
 // A virtual machine assembled from a validated config: KVM VM, guest memory, vCPUs, devices,
 // firmware tables and the loaded kernel.
+//
+// Every method may be called from any thread, and several machines may run in one process. A
+// machine runs on threads of its own (one per vCPU and one for its event loop); destroying it
+// stops it if needed and releases every thread, fd and mapping it holds.
 class Machine {
  public:
-  // Throws vmm::Error (a std::runtime_error) with a one-line message if anything can't be set up.
+  // Throws vmm::Error (a std::runtime_error) with a one-line message naming the bad input if
+  // anything can't be set up.
   static std::unique_ptr<Machine> create(const MachineConfig& config);
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
 
-  // Starts the vCPUs and runs until the guest stops, the timeout expires or an error occurs.
-  // Call once.
+  // Starts the guest and returns. Throws vmm::Error unless the machine is kCreated.
+  void start();
+  // Waits until the machine stops, for at most `timeout` (forever without one); nullopt if it is
+  // still running (or was never started) when the time is up.
+  std::optional<MachineExit> wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // start() and wait() in one: what the vmm command does.
   MachineExit run();
+
+  // Parks every vCPU outside KVM_RUN and holds device work; returns once they are parked. The
+  // guest's clock (kvmclock) stops while paused, so the guest does not see the pause as lost
+  // time. Throws vmm::Error unless the machine is kRunning (pausing a paused machine is a no-op).
+  void pause();
+  // Continues a paused machine. Throws vmm::Error unless it is kPaused or kRunning.
+  void resume();
+  // Stops the machine (MachineExit::Reason::kStopped unless it already stopped for another
+  // reason); returns at once, wait() tells when it is done. No-op once stopped.
+  void stop();
+
+  MachineState state() const;
+  const MachineConfig& config() const;
+  // Bytes for the guest's console (COM1) input, e.g. from a library user whose console is a
+  // callback. Bytes beyond what the UART's input queue holds wait until the guest reads.
+  void send_console_input(std::span<const uint8_t> bytes);
 
  private:
   struct Impl;

@@ -3,7 +3,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -11,9 +13,25 @@ namespace vmm {
 
 // Where the guest's serial console (COM1) goes.
 struct SerialConfig {
-  enum class Mode { kStdio, kFile, kNone };
+  enum class Mode {
+    kStdio,     // this process's stdout (and stdin as input; a terminal is put in raw mode)
+    kFile,      // written to `path` (created or truncated)
+    kFd,        // written to `fd` (not owned: it must stay open while the machine exists)
+    kCallback,  // handed to `callback`, on a vCPU thread, in the order the guest wrote it
+    kNone,
+  };
   Mode mode = Mode::kStdio;
-  std::string path;  // kFile only
+  std::string path;                                        // kFile
+  int fd = -1;                                             // kFd
+  std::function<void(std::span<const uint8_t>)> callback;  // kCallback
+};
+
+// A virtio-vsock device. Host side: a Unix socket at `uds_path` where host programs connect and
+// send "CONNECT <port>\n" to reach the guest's port (answered "OK <host port>\n"); a guest
+// connecting to host port P reaches the Unix socket `<uds_path>_<P>` (Firecracker's convention).
+struct VsockConfig {
+  uint32_t guest_cid = 3;  // 3 .. 2^32-2 (0-2 and -1 are reserved)
+  std::string uds_path;
 };
 
 // A virtio-blk disk backed by a raw image file (or a block device).
@@ -45,7 +63,11 @@ struct MachineConfig {
   SerialConfig serial;
   std::vector<DiskConfig> disks;  // the guest's vda, vdb, ... in this order
   std::vector<NetConfig> nets;    // the guest's eth0, eth1, ... in this order
-  uint32_t timeout_seconds = 0;   // 0: no timeout
+  std::optional<VsockConfig> vsock;
+  // A Unix socket to serve the control API on (JSON: status, pause, resume, stop, config); empty:
+  // none.
+  std::string api_socket;
+  uint32_t timeout_seconds = 0;  // 0: no timeout
   std::string kvm_device = "/dev/kvm";
 };
 

@@ -1,0 +1,136 @@
+#include "vmm/machine/control_protocol.hpp"
+
+#include <fmt/format.h>
+
+#include <exception>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/util/mac_address.hpp"
+
+namespace vmm {
+
+namespace {
+
+using nlohmann::json;
+
+// Paths and messages may hold bytes that aren't UTF-8: they are replaced, never a throw.
+std::string to_line(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string error_response(const std::string& message) {
+  return to_line(json{{"ok", false}, {"error", message}});
+}
+
+const char* serial_mode_name(SerialConfig::Mode mode) {
+  switch (mode) {
+    case SerialConfig::Mode::kStdio: return "stdio";
+    case SerialConfig::Mode::kFile: return "file";
+    case SerialConfig::Mode::kFd: return "fd";
+    case SerialConfig::Mode::kCallback: return "callback";
+    case SerialConfig::Mode::kNone: return "none";
+  }
+  return "none";
+}
+
+const char* io_engine_name(DiskConfig::IoEngine engine) {
+  switch (engine) {
+    case DiskConfig::IoEngine::kAuto: return "auto";
+    case DiskConfig::IoEngine::kIoUring: return "io_uring";
+    case DiskConfig::IoEngine::kThreadPool: return "threads";
+  }
+  return "auto";
+}
+
+json state_response(const ControlTarget& target) {
+  return json{{"ok", true}, {"state", state_name(target.state())}};
+}
+
+// The machine's config as the "config" command shows it.
+json config_to_json(const MachineConfig& config) {
+  json disks = json::array();
+  for (const DiskConfig& disk : config.disks) {
+    disks.push_back({{"path", disk.path},
+                     {"read_only", disk.read_only},
+                     {"serial", disk.serial},
+                     {"io_engine", io_engine_name(disk.io_engine)}});
+  }
+  json nets = json::array();
+  for (const NetConfig& net : config.nets) {
+    nets.push_back({{"tap", net.tap}, {"mac", net.mac ? json(format_mac(*net.mac)) : json()}});
+  }
+  json serial = {{"mode", serial_mode_name(config.serial.mode)}};
+  if (config.serial.mode == SerialConfig::Mode::kFile) serial["path"] = config.serial.path;
+  if (config.serial.mode == SerialConfig::Mode::kFd) serial["fd"] = config.serial.fd;
+  json vsock;
+  if (config.vsock) {
+    vsock = {{"guest_cid", config.vsock->guest_cid}, {"uds_path", config.vsock->uds_path}};
+  }
+  return json{{"kernel", config.kernel_path},
+              {"initrd", config.initrd_path},
+              {"cmdline", config.cmdline},
+              {"cpus", config.cpus},
+              {"memory_bytes", config.memory_bytes},
+              {"disks", std::move(disks)},
+              {"nets", std::move(nets)},
+              {"vsock", std::move(vsock)},
+              {"serial", std::move(serial)},
+              {"api_socket", config.api_socket},
+              {"timeout_seconds", config.timeout_seconds}};
+}
+
+}  // namespace
+
+const char* state_name(MachineState state) {
+  switch (state) {
+    case MachineState::kCreated: return "created";
+    case MachineState::kRunning: return "running";
+    case MachineState::kPaused: return "paused";
+    case MachineState::kStopped: return "stopped";
+  }
+  return "stopped";
+}
+
+std::string oversized_request_response() {
+  return error_response(
+      fmt::format("request longer than {} bytes; closing the connection", kMaxControlRequestBytes));
+}
+
+std::string handle_control_request(std::string_view line, ControlTarget& target) {
+  const json request = json::parse(line.begin(), line.end(), nullptr, false);
+  if (request.is_discarded()) return error_response("not JSON (one object per line)");
+  if (!request.is_object()) return error_response("a request is a JSON object");
+  const auto command = request.find("command");
+  if (command == request.end()) return error_response("missing \"command\"");
+  if (!command->is_string()) return error_response("\"command\" must be a string");
+  const std::string& name = command->get_ref<const std::string&>();
+  try {
+    if (name == "status") {
+      json response = state_response(target);
+      response["uptime_ms"] = target.uptime().count();
+      return to_line(response);
+    }
+    if (name == "pause") {
+      target.pause();
+      return to_line(state_response(target));
+    }
+    if (name == "resume") {
+      target.resume();
+      return to_line(state_response(target));
+    }
+    if (name == "stop") {
+      target.stop();
+      return to_line(state_response(target));
+    }
+    if (name == "config") {
+      return to_line(json{{"ok", true}, {"config", config_to_json(target.config())}});
+    }
+  } catch (const std::exception& e) {
+    return error_response(e.what());
+  }
+  return error_response(
+      fmt::format("unknown command \"{}\" (status, pause, resume, stop, config)", name));
+}
+
+}  // namespace vmm

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "vmm/machine.hpp"
+
+namespace vmm {
+
+// What the control API does to a machine: the Machine implements it, tests fake it.
+class ControlTarget {
+ public:
+  virtual ~ControlTarget() = default;
+  virtual MachineState state() const = 0;
+  // Wall time since start() (paused time included); 0 before it.
+  virtual std::chrono::milliseconds uptime() const = 0;
+  virtual void pause() = 0;
+  virtual void resume() = 0;
+  virtual void stop() = 0;
+  virtual const MachineConfig& config() const = 0;
+};
+
+// A request line longer than this (without its '\n') is refused and its client disconnected.
+inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
+
+// The control protocol: one JSON object per line each way. `line` is one request without its
+// '\n'; the result is one response without its '\n' ({"ok":true,...} or {"ok":false,"error":...}).
+// Never throws: anything a client sends gets an answer.
+//   {"command":"status"}  -> {"ok":true,"state":"running","uptime_ms":1234}
+//   {"command":"pause"}, "resume", "stop" -> {"ok":true,"state":"paused"}
+//   {"command":"config"}  -> {"ok":true,"config":{...}}
+std::string handle_control_request(std::string_view line, ControlTarget& target);
+// The error response for a line over kMaxControlRequestBytes.
+std::string oversized_request_response();
+
+const char* state_name(MachineState state);
+
+}  // namespace vmm
