@@ -1,0 +1,475 @@
+// The C API (vmm/vmm.h) through libvmm.so: error paths without KVM, then the hello test guest on
+// this host's /dev/kvm (skipped when it can't be opened).
+#include "vmm/vmm.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct ConfigDeleter {
+  void operator()(vmm_config* config) const { vmm_config_free(config); }
+};
+struct MachineDeleter {
+  void operator()(vmm_machine* machine) const { vmm_machine_destroy(machine); }
+};
+using ConfigPtr = std::unique_ptr<vmm_config, ConfigDeleter>;
+using MachinePtr = std::unique_ptr<vmm_machine, MachineDeleter>;
+
+ConfigPtr new_config() {
+  ConfigPtr config(vmm_config_new());
+  EXPECT_NE(config, nullptr);
+  return config;
+}
+
+std::string hello_image() {
+  return std::string(VMM_TEST_GUEST_DIR) + "/hello.bzImage";
+}
+
+std::string kvm_unavailable_reason() {
+  const int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return std::string("/dev/kvm: ") + std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+
+TEST(CApi, VersionIsTheProjectVersion) {
+  EXPECT_STREQ(vmm_version(), VMM_EXPECTED_VERSION);
+}
+
+TEST(CApi, CreateRefusesNullArguments) {
+  vmm_machine* machine = reinterpret_cast<vmm_machine*>(0x1);
+  EXPECT_EQ(vmm_machine_create(nullptr, &machine), VMM_EINVAL);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_create: config is NULL");
+  ConfigPtr config = new_config();
+  EXPECT_EQ(vmm_machine_create(config.get(), nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_create: out is NULL");
+}
+
+TEST(CApi, CreateWithoutAKernelNamesIt) {
+  ConfigPtr config = new_config();
+  vmm_machine* machine = nullptr;
+  EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EINVAL);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_STREQ(vmm_last_error(), "--kernel is required");
+}
+
+// One setter call that must fail with VMM_EINVAL and a message naming the field.
+struct BadField {
+  const char* name;
+  vmm_status (*set)(vmm_config*);
+  const char* message;  // a part of the expected message
+};
+
+void PrintTo(const BadField& field, std::ostream* os) {
+  *os << field.name;
+}
+
+class CApiBadField : public ::testing::TestWithParam<BadField> {};
+
+TEST_P(CApiBadField, IsRefusedWithAMessageNamingIt) {
+  ConfigPtr config = new_config();
+  EXPECT_EQ(GetParam().set(config.get()), VMM_EINVAL);
+  EXPECT_THAT(vmm_last_error(), HasSubstr(GetParam().message));
+}
+
+vmm_status add_disks(vmm_config* config, int count) {
+  vmm_status status = VMM_OK;
+  for (int i = 0; i < count && status == VMM_OK; ++i) {
+    status = vmm_config_add_disk(config, "/tmp/disk.img", false, nullptr);
+  }
+  return status;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, CApiBadField,
+    ::testing::Values(
+        BadField{"kernel_null", [](vmm_config* c) { return vmm_config_set_kernel(c, nullptr); },
+                 "vmm_config_set_kernel: path is NULL"},
+        BadField{"kernel_empty", [](vmm_config* c) { return vmm_config_set_kernel(c, ""); },
+                 "--kernel: the path is empty"},
+        BadField{"cmdline_null", [](vmm_config* c) { return vmm_config_set_cmdline(c, nullptr); },
+                 "vmm_config_set_cmdline: cmdline is NULL"},
+        BadField{"cpus_zero", [](vmm_config* c) { return vmm_config_set_cpus(c, 0); },
+                 "--cpus 0: must be between 1 and 254"},
+        BadField{"cpus_too_many", [](vmm_config* c) { return vmm_config_set_cpus(c, 255); },
+                 "--cpus 255"},
+        BadField{"memory_too_little",
+                 [](vmm_config* c) { return vmm_config_set_memory_bytes(c, 1 << 20); },
+                 "--memory 1 MiB: too little memory"},
+        BadField{"memory_too_much",
+                 [](vmm_config* c) { return vmm_config_set_memory_bytes(c, uint64_t{2} << 40); },
+                 "--memory 2048 GiB: too much memory"},
+        BadField{"memory_unaligned",
+                 [](vmm_config* c) { return vmm_config_set_memory_bytes(c, (64 << 20) + 1); },
+                 "must be a multiple of 4 KiB"},
+        BadField{"kvm_device_null",
+                 [](vmm_config* c) { return vmm_config_set_kvm_device(c, nullptr); },
+                 "vmm_config_set_kvm_device: path is NULL"},
+        BadField{"disk_null",
+                 [](vmm_config* c) { return vmm_config_add_disk(c, nullptr, false, nullptr); },
+                 "vmm_config_add_disk: path is NULL"},
+        BadField{"disk_empty",
+                 [](vmm_config* c) { return vmm_config_add_disk(c, "", false, nullptr); },
+                 "--disk: needs a path"},
+        BadField{"disk_serial",
+                 [](vmm_config* c) {
+                   return vmm_config_add_disk(c, "/x.img", true, "an-id-longer-than-20-bytes");
+                 },
+                 "--disk /x.img: serial=an-id-longer-than-20-bytes is longer than 20 bytes"},
+        BadField{"too_many_devices", [](vmm_config* c) { return add_disks(c, 19); },
+                 "--disk/--net: 19 devices"},
+        BadField{"net_null", [](vmm_config* c) { return vmm_config_add_net(c, nullptr, nullptr); },
+                 "vmm_config_add_net: tap is NULL"},
+        BadField{"net_empty", [](vmm_config* c) { return vmm_config_add_net(c, "", nullptr); },
+                 "--net: needs tap=NAME"},
+        BadField{"net_bad_mac", [](vmm_config* c) { return vmm_config_add_net(c, "tap0", "zz"); },
+                 "--net tap=tap0: mac=zz is not a MAC address"},
+        BadField{"net_multicast_mac",
+                 [](vmm_config* c) { return vmm_config_add_net(c, "tap0", "01:00:5e:00:00:01"); },
+                 "--net tap=tap0: mac=01:00:5e:00:00:01 is a multicast address"},
+        BadField{"net_tap_twice",
+                 [](vmm_config* c) {
+                   vmm_config_add_net(c, "tap0", nullptr);
+                   return vmm_config_add_net(c, "tap0", nullptr);
+                 },
+                 "--net tap=tap0: given twice"},
+        BadField{"vsock_reserved_cid",
+                 [](vmm_config* c) { return vmm_config_set_vsock(c, 2, "/tmp/v.sock"); },
+                 "--vsock cid=2: reserved"},
+        BadField{"vsock_any_cid",
+                 [](vmm_config* c) { return vmm_config_set_vsock(c, UINT32_MAX, "/tmp/v.sock"); },
+                 "--vsock cid=4294967295: reserved"},
+        BadField{"vsock_null_path",
+                 [](vmm_config* c) { return vmm_config_set_vsock(c, 3, nullptr); },
+                 "vmm_config_set_vsock: uds_path is NULL"},
+        BadField{"vsock_empty_path", [](vmm_config* c) { return vmm_config_set_vsock(c, 3, ""); },
+                 "--vsock: needs a socket path"},
+        BadField{"console_file_null",
+                 [](vmm_config* c) { return vmm_config_set_console_file(c, nullptr); },
+                 "vmm_config_set_console_file: path is NULL"},
+        BadField{"console_file_empty",
+                 [](vmm_config* c) { return vmm_config_set_console_file(c, ""); },
+                 "--serial file: needs a path"},
+        BadField{"console_fd", [](vmm_config* c) { return vmm_config_set_console_fd(c, -1); },
+                 "vmm_config_set_console_fd: fd -1 is not a file descriptor"},
+        BadField{"console_callback_null",
+                 [](vmm_config* c) { return vmm_config_set_console_callback(c, nullptr, nullptr); },
+                 "vmm_config_set_console_callback: fn is NULL"}),
+    [](const ::testing::TestParamInfo<BadField>& info) { return std::string(info.param.name); });
+
+TEST(CApi, SettersRefuseANullConfig) {
+  EXPECT_EQ(vmm_config_set_cpus(nullptr, 1), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_cpus: config is NULL");
+  EXPECT_EQ(vmm_config_set_console_none(nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_console_none: config is NULL");
+}
+
+TEST(CApi, AFailedSetterLeavesTheConfigAsItWas) {
+  ConfigPtr config = new_config();
+  ASSERT_EQ(vmm_config_set_kernel(config.get(), "/nonexistent/bzImage"), VMM_OK);
+  ASSERT_EQ(vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm"), VMM_OK);
+  ASSERT_EQ(vmm_config_add_disk(config.get(), "", false, nullptr), VMM_EINVAL);
+  // Had the empty disk stayed, create would refuse it before opening the KVM device.
+  vmm_machine* machine = nullptr;
+  EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EKVM);
+}
+
+TEST(CApi, GoodValuesAreAccepted) {
+  ConfigPtr config = new_config();
+  vmm_config* c = config.get();
+  EXPECT_EQ(vmm_config_set_kernel(c, "/boot/vmlinuz"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_initrd(c, "/boot/initrd.img"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_initrd(c, nullptr), VMM_OK);
+  EXPECT_EQ(vmm_config_set_cmdline(c, "console=ttyS0"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_cpus(c, 254), VMM_OK);
+  EXPECT_EQ(vmm_config_set_memory_bytes(c, uint64_t{16} << 20), VMM_OK);
+  EXPECT_EQ(vmm_config_set_timeout(c, 5), VMM_OK);
+  EXPECT_EQ(vmm_config_add_disk(c, "/x.img", true, "exactly-20-bytes-id!"), VMM_OK);
+  EXPECT_EQ(vmm_config_add_net(c, "tap0", "52:54:00:12:34:56"), VMM_OK);
+  EXPECT_EQ(vmm_config_add_net(c, "tap1", nullptr), VMM_OK);
+  EXPECT_EQ(vmm_config_set_vsock(c, 3, "/tmp/vsock.sock"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_api_socket(c, "/tmp/api.sock"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_api_socket(c, nullptr), VMM_OK);
+  EXPECT_EQ(vmm_config_set_console_fd(c, 1), VMM_OK);
+  EXPECT_EQ(vmm_config_set_console_file(c, "/tmp/console.log"), VMM_OK);
+  EXPECT_EQ(vmm_config_set_console_none(c), VMM_OK);
+  EXPECT_EQ(vmm_config_set_console_stdio(c), VMM_OK);
+}
+
+TEST(CApi, AMissingKvmDeviceIsVmmEkvm) {
+  ConfigPtr config = new_config();
+  vmm_config_set_kernel(config.get(), "/nonexistent/bzImage");
+  vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm");
+  vmm_machine* machine = nullptr;
+  EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EKVM);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_THAT(vmm_last_error(), StartsWith("/nonexistent/kvm: No such file or directory"));
+}
+
+TEST(CApi, MachineCallsRefuseANullMachine) {
+  vmm_state state;
+  vmm_exit_info exit;
+  EXPECT_EQ(vmm_machine_start(nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_start: machine is NULL");
+  EXPECT_EQ(vmm_machine_wait(nullptr, 0), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_run(nullptr), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_pause(nullptr), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_resume(nullptr), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_stop(nullptr), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_state(nullptr, &state), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_exit_info(nullptr, &exit), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_send_console_input(nullptr, nullptr, 0), VMM_EINVAL);
+  vmm_machine_destroy(nullptr);
+  vmm_config_free(nullptr);
+}
+
+TEST(CApi, LastErrorIsPerThread) {
+  vmm_config_set_cpus(nullptr, 1);
+  std::string other;
+  std::thread([&] { other = vmm_last_error(); }).join();
+  EXPECT_EQ(other, "");
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_cpus: config is NULL");
+}
+
+// What a callback console collected.
+struct Console {
+  std::mutex mutex;
+  std::string text;
+
+  static void append(const uint8_t* bytes, size_t len, void* user) {
+    auto* console = static_cast<Console*>(user);
+    const std::lock_guard lock(console->mutex);
+    console->text.append(reinterpret_cast<const char*>(bytes), len);
+  }
+  std::string get() {
+    const std::lock_guard lock(mutex);
+    return text;
+  }
+};
+
+class CApiGuest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const std::string why = kvm_unavailable_reason(); !why.empty()) {
+      GTEST_SKIP() << "cannot boot guests here: " << why;
+    }
+  }
+
+  // A hello machine whose console is `console`.
+  static MachinePtr hello(const std::string& cmdline, Console& console, uint32_t timeout = 0) {
+    ConfigPtr config = new_config();
+    EXPECT_EQ(vmm_config_set_kernel(config.get(), hello_image().c_str()), VMM_OK);
+    EXPECT_EQ(vmm_config_set_cmdline(config.get(), cmdline.c_str()), VMM_OK);
+    EXPECT_EQ(vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20), VMM_OK);
+    EXPECT_EQ(vmm_config_set_timeout(config.get(), timeout), VMM_OK);
+    EXPECT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
+    vmm_machine* machine = nullptr;
+    EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_OK) << vmm_last_error();
+    return MachinePtr(machine);
+  }
+
+  static vmm_state state_of(vmm_machine* machine) {
+    vmm_state state = VMM_STATE_STOPPED;
+    EXPECT_EQ(vmm_machine_state(machine, &state), VMM_OK);
+    return state;
+  }
+};
+
+TEST_F(CApiGuest, BootsHelloWithACallbackConsole) {
+  Console console;
+  MachinePtr machine = hello("console=ttyS0 capi-marker-1", console);
+  ASSERT_NE(machine, nullptr);
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_CREATED);
+  ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_STOPPED);
+  vmm_exit_info exit;
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(exit.reason, VMM_EXIT_DEBUG_EXIT);
+  EXPECT_EQ(exit.exit_status, 0);
+  EXPECT_STREQ(exit.message, "guest exited with status 0");
+  EXPECT_THAT(console.get(), HasSubstr("hello from the test guest"));
+  EXPECT_THAT(console.get(), HasSubstr("cmdline: console=ttyS0 capi-marker-1"));
+}
+
+TEST_F(CApiGuest, TheGuestsExitStatusComesThrough) {
+  Console console;
+  MachinePtr machine = hello("exit=7", console);
+  ASSERT_NE(machine, nullptr);
+  ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+  ASSERT_EQ(vmm_machine_wait(machine.get(), 30000), VMM_OK) << vmm_last_error();
+  vmm_exit_info exit;
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
+  EXPECT_EQ(exit.reason, VMM_EXIT_DEBUG_EXIT);
+  EXPECT_EQ(exit.debug_code, 7);
+  EXPECT_EQ(exit.exit_status, 7);
+}
+
+TEST_F(CApiGuest, CallsInTheWrongStateAreVmmEstate) {
+  Console console;
+  MachinePtr machine = hello("console=ttyS0", console);
+  ASSERT_NE(machine, nullptr);
+  vmm_exit_info exit;
+  EXPECT_EQ(vmm_machine_wait(machine.get(), 0), VMM_ESTATE);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_wait: the machine was never started");
+  EXPECT_EQ(vmm_machine_pause(machine.get()), VMM_ESTATE);
+  EXPECT_THAT(vmm_last_error(), HasSubstr("the machine is created"));
+  EXPECT_EQ(vmm_machine_resume(machine.get()), VMM_ESTATE);
+  EXPECT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_ESTATE);
+
+  ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(vmm_machine_start(machine.get()), VMM_ESTATE);
+  EXPECT_STREQ(vmm_last_error(),
+               "vmm_machine_start: the machine is stopped (only a created machine starts)");
+  EXPECT_EQ(vmm_machine_run(machine.get()), VMM_ESTATE);
+  EXPECT_EQ(vmm_machine_pause(machine.get()), VMM_ESTATE);
+  EXPECT_EQ(vmm_machine_resume(machine.get()), VMM_ESTATE);
+  // Stopping a stopped machine is fine and changes nothing.
+  EXPECT_EQ(vmm_machine_stop(machine.get()), VMM_OK);
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
+  EXPECT_EQ(exit.reason, VMM_EXIT_DEBUG_EXIT);
+}
+
+TEST_F(CApiGuest, PauseResumeAndStopARunningGuest) {
+  Console console;
+  MachinePtr machine = hello("spin", console);
+  ASSERT_NE(machine, nullptr);
+  ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(vmm_machine_wait(machine.get(), 50), VMM_ETIMEOUT);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_wait: the machine is still running after 50 ms");
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_RUNNING);
+  vmm_exit_info exit;
+  EXPECT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_ESTATE);
+
+  ASSERT_EQ(vmm_machine_pause(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_PAUSED);
+  EXPECT_EQ(vmm_machine_pause(machine.get()), VMM_OK) << "pausing a paused machine is a no-op";
+  EXPECT_EQ(vmm_machine_wait(machine.get(), 0), VMM_ETIMEOUT);
+  ASSERT_EQ(vmm_machine_resume(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_RUNNING);
+
+  const uint8_t input[] = {'h', 'i', '\n'};
+  EXPECT_EQ(vmm_machine_send_console_input(machine.get(), input, sizeof input), VMM_OK);
+  EXPECT_EQ(vmm_machine_send_console_input(machine.get(), nullptr, 3), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_send_console_input: bytes is NULL");
+
+  ASSERT_EQ(vmm_machine_stop(machine.get()), VMM_OK) << vmm_last_error();
+  ASSERT_EQ(vmm_machine_wait(machine.get(), -1), VMM_OK) << vmm_last_error();
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
+  EXPECT_EQ(exit.reason, VMM_EXIT_STOPPED);
+  EXPECT_EQ(exit.exit_status, 5);
+  EXPECT_STREQ(exit.message, "stopped by the host");
+  EXPECT_THAT(console.get(), HasSubstr("spinning until the VMM stops us"));
+}
+
+TEST_F(CApiGuest, TheConfiguredTimeoutStopsAGuest) {
+  Console console;
+  MachinePtr machine = hello("spin", console, 1);
+  ASSERT_NE(machine, nullptr);
+  ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+  vmm_exit_info exit;
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
+  EXPECT_EQ(exit.reason, VMM_EXIT_TIMEOUT);
+  EXPECT_EQ(exit.exit_status, 124);
+}
+
+TEST_F(CApiGuest, DestroyingARunningMachineStopsIt) {
+  Console console;
+  MachinePtr machine = hello("spin", console);
+  ASSERT_NE(machine, nullptr);
+  ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+  machine.reset();  // returns only once every thread of the machine is gone
+}
+
+TEST_F(CApiGuest, ConsoleToAFileAndToAnFd) {
+  char file_template[] = "/tmp/vmm-capi-console-XXXXXX";
+  const int fd = ::mkstemp(file_template);
+  ASSERT_GE(fd, 0);
+  const std::string fd_path = file_template;
+  const std::string file_path = fd_path + ".log";
+  for (const bool to_fd : {true, false}) {
+    ConfigPtr config = new_config();
+    vmm_config_set_kernel(config.get(), hello_image().c_str());
+    vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20);
+    ASSERT_EQ(to_fd ? vmm_config_set_console_fd(config.get(), fd)
+                    : vmm_config_set_console_file(config.get(), file_path.c_str()),
+              VMM_OK);
+    vmm_machine* raw = nullptr;
+    ASSERT_EQ(vmm_machine_create(config.get(), &raw), VMM_OK) << vmm_last_error();
+    MachinePtr machine(raw);
+    ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+    machine.reset();
+    std::ifstream in(to_fd ? fd_path : file_path);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_THAT(text.str(), HasSubstr("hello from the test guest")) << (to_fd ? "fd" : "file");
+  }
+  ::close(fd);
+  std::remove(fd_path.c_str());
+  std::remove(file_path.c_str());
+}
+
+TEST_F(CApiGuest, SeveralMachinesFromSeveralThreads) {
+  constexpr int kMachines = 4;
+  struct Result {
+    vmm_status create = VMM_EFAIL;
+    vmm_status run = VMM_EFAIL;
+    std::string error;
+    vmm_exit_info exit{};
+    std::string message;
+    Console console;
+  };
+  std::vector<Result> results(kMachines);
+  std::vector<std::thread> threads;
+  threads.reserve(kMachines);
+  for (int i = 0; i < kMachines; ++i) {
+    threads.emplace_back([i, &result = results[i]] {
+      ConfigPtr config(vmm_config_new());
+      vmm_config_set_kernel(config.get(), hello_image().c_str());
+      vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20);
+      vmm_config_set_cmdline(config.get(), ("exit=" + std::to_string(10 + i)).c_str());
+      vmm_config_set_console_callback(config.get(), &Console::append, &result.console);
+      vmm_machine* raw = nullptr;
+      result.create = vmm_machine_create(config.get(), &raw);
+      MachinePtr machine(raw);
+      if (result.create == VMM_OK) result.run = vmm_machine_run(machine.get());
+      if (result.run == VMM_OK) {
+        vmm_machine_exit_info(machine.get(), &result.exit);
+        result.message = result.exit.message;
+      } else {
+        result.error = vmm_last_error();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < kMachines; ++i) {
+    SCOPED_TRACE("machine " + std::to_string(i));
+    const Result& result = results[i];
+    ASSERT_EQ(result.create, VMM_OK) << result.error;
+    ASSERT_EQ(result.run, VMM_OK) << result.error;
+    EXPECT_EQ(result.exit.reason, VMM_EXIT_DEBUG_EXIT);
+    EXPECT_EQ(result.exit.exit_status, 10 + i);
+    EXPECT_EQ(result.message, "guest exited with status " + std::to_string(10 + i));
+    EXPECT_THAT(results[i].console.text, HasSubstr("cmdline: exit=" + std::to_string(10 + i)));
+  }
+}
+
+}  // namespace

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs a built vmm into a temporary prefix and uses it as a library user would:
+#   - the prefix holds exactly the documented files, and only public headers, each compiling alone;
+#   - libvmm.so has its SONAME and exports only the public API;
+#   - examples/ (a separate CMake project) builds against it with find_package(vmm), and
+#     examples/boot.c also with `cc $(pkg-config --cflags --libs vmm)`;
+#   - every example, and the installed vmm command, boots the hello test guest (skipped, exit 77,
+#     when /dev/kvm can't be opened: everything before that has still been checked).
+# Usage: install_test.sh BUILD_DIR SOURCE_DIR LIBDIR HELLO_IMAGE VERSION [EXTRA_FLAGS]
+# EXTRA_FLAGS (e.g. -fsanitize=address,undefined) go to every compile and link of the examples;
+# CC and CXX (default cc, c++) are the compilers, as for CMake.
+set -euo pipefail
+cc=${CC:-cc}
+cxx=${CXX:-c++}
+build=$1 source=$2 libdir=$3 hello=$4 version=$5 extra_flags=${6:-}
+work=$(mktemp -d /tmp/vmm-install-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+
+step() { echo "== $*"; }
+fail() {
+  echo "install_test: FAILED: $*" >&2
+  exit 1
+}
+
+step "cmake --install $build --prefix $prefix"
+cmake --install "$build" --prefix "$prefix" >"$work/install.log" || {
+  cat "$work/install.log"
+  fail "cmake --install"
+}
+expected=(
+  bin/vmm
+  include/vmm/machine.hpp include/vmm/machine_config.hpp include/vmm/vmm.h
+  "$libdir/libvmm.a" "$libdir/libvmm.so" "$libdir/libvmm.so.0" "$libdir/libvmm.so.$version"
+  "$libdir/cmake/vmm/vmmConfig.cmake" "$libdir/cmake/vmm/vmmConfigVersion.cmake"
+  "$libdir/cmake/vmm/vmmTargets.cmake" "$libdir/pkgconfig/vmm.pc"
+)
+for file in "${expected[@]}"; do
+  [ -e "$prefix/$file" ] || fail "$file is not installed"
+done
+headers=$(cd "$prefix/include" && find . -type f | sort | tr '\n' ' ')
+[ "$headers" = "./vmm/machine.hpp ./vmm/machine_config.hpp ./vmm/vmm.h " ] ||
+  fail "installed headers are not exactly the public ones: $headers"
+
+step "each public header compiles on its own against the prefix alone"
+for header in machine.hpp machine_config.hpp vmm.h; do
+  echo "#include <vmm/$header>" | "$cxx" -std=c++20 -Wall -Wextra -Werror -fsyntax-only \
+    -I"$prefix/include" -x c++ - || fail "vmm/$header does not compile alone as C++20"
+done
+echo "#include <vmm/vmm.h>" | "$cc" -std=c99 -pedantic -Wall -Wextra -Werror -fsyntax-only \
+  -I"$prefix/include" -x c - || fail "vmm/vmm.h does not compile alone as C99"
+
+step "libvmm.so: SONAME and exported symbols"
+so=$prefix/$libdir/libvmm.so
+# (Captured first: grep -q closing the pipe early would fail the pipeline under pipefail.)
+headers_of_so=$(objdump -p "$so")
+grep -q 'SONAME *libvmm\.so\.0$' <<<"$headers_of_so" || fail "libvmm.so has no SONAME libvmm.so.0"
+exported=$(nm -D --defined-only "$so")
+grep -q ' T vmm_machine_create$' <<<"$exported" || fail "vmm_machine_create is not exported"
+internal=$(nm -DC --defined-only "$so" |
+  grep -v -E ' (vmm_[a-z_]+|vmm::Machine::.*|vmm::MachineExit::.*|vmm::validate_config.*)$' |
+  grep -v -E ' (_init|_fini|__bss_start|_edata|_end)$' || true)
+[ -z "$internal" ] || fail "libvmm.so exports internals:"$'\n'"$internal"
+
+step "examples/ with find_package(vmm)"
+cmake -S "$source/examples" -B "$work/examples" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$extra_flags" \
+  -DCMAKE_CXX_FLAGS="$extra_flags" -DCMAKE_EXE_LINKER_FLAGS="$extra_flags" \
+  >"$work/configure.log" || {
+  cat "$work/configure.log"
+  fail "configuring examples/"
+}
+cmake --build "$work/examples" -j2 >"$work/build.log" 2>&1 || {
+  cat "$work/build.log"
+  fail "building examples/"
+}
+libs=$(ldd "$work/examples/boot_c")
+grep -q "$prefix/$libdir/libvmm.so.0" <<<"$libs" ||
+  fail "boot_c does not load the installed libvmm.so:"$'\n'"$libs"
+libs=$(ldd "$work/examples/boot_c_static")
+if grep -q libvmm <<<"$libs"; then fail "boot_c_static loads libvmm.so"; fi
+
+step "examples/boot.c with pkg-config"
+export PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig
+[ "$(pkg-config --modversion vmm)" = "$version" ] || fail "pkg-config --modversion vmm"
+# shellcheck disable=SC2046,SC2086  # pkg-config's output is meant to be split into arguments
+"$cc" -std=c99 -Wall -Wextra -Werror $extra_flags -o "$work/boot_c_pc" "$source/examples/boot.c" \
+  $(pkg-config --cflags --libs vmm) || fail "cc \$(pkg-config --cflags --libs vmm)"
+
+if ! (exec 3<>/dev/kvm) 2>/dev/null; then
+  echo "install_test: skipped booting the examples: /dev/kvm can't be opened"
+  exit 77
+fi
+
+# Runs one program on the hello guest (cmdline exit=7) and checks its output and exit status.
+check_boot() {
+  local name=$1 prefix_line=$2
+  shift 2
+  local out status=0
+  out=$("$@" 2>&1) || status=$?
+  [ "$status" -eq 7 ] || fail "$name exited $status, want 7; output:"$'\n'"$out"
+  grep -q "hello from the test guest" <<<"$out" || fail "$name: no greeting:"$'\n'"$out"
+  grep -q "cmdline: console=ttyS0 exit=7" <<<"$out" || fail "$name: no cmdline:"$'\n'"$out"
+  if [ -n "$prefix_line" ]; then
+    grep -q "^$prefix_line: guest exited with status 7 (exit status 7)$" <<<"$out" ||
+      fail "$name: no exit line:"$'\n'"$out"
+  fi
+  echo "$name: ok"
+}
+cmdline="console=ttyS0 exit=7"
+step "booting the hello guest"
+check_boot boot_cpp boot_cpp "$work/examples/boot_cpp" "$hello" "$cmdline"
+check_boot boot_c boot_c "$work/examples/boot_c" "$hello" "$cmdline"
+check_boot boot_c_static boot_c "$work/examples/boot_c_static" "$hello" "$cmdline"
+check_boot "boot_c (pkg-config)" boot_c env LD_LIBRARY_PATH="$prefix/$libdir" \
+  "$work/boot_c_pc" "$hello" "$cmdline"
+check_boot "installed vmm" "" "$prefix/bin/vmm" --kernel "$hello" --memory 64M \
+  --serial stdio --cmdline "$cmdline"
+echo "install_test: all passed"

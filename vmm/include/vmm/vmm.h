@@ -1,0 +1,156 @@
+/* vmm.h: the C API of libvmm, for C programs and other languages' foreign-function interfaces.
+ *
+ * A thin layer over the C++ API (vmm/machine.hpp): a vmm_config describes a machine,
+ * vmm_machine_create() assembles it, and the machine runs on threads of its own until the guest
+ * stops, its timeout expires or the host stops it. C99; no C++ types and no exceptions cross it.
+ *
+ * Errors: every function that can fail returns a vmm_status. On failure, vmm_last_error() returns a
+ * one-line message for the last failed call on the calling thread; it names the bad input, with
+ * the config fields spelled as the vmm command's options ("--cpus 0: must be between 1 and 254",
+ * "--disk /x.img: No such file or directory"). Successful calls leave it as it was, like errno.
+ *
+ * Threads: every vmm_machine function may be called from any thread, and several machines may
+ * run in one process. A vmm_config is a plain value: don't change one from two threads at once.
+ */
+#ifndef VMM_VMM_H_
+#define VMM_VMM_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define VMM_API __attribute__((visibility("default")))
+#else
+#define VMM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vmm_status {
+  VMM_OK = 0,
+  VMM_EINVAL = 1,   /* an argument or a config field is invalid (the message names it) */
+  VMM_ESTATE = 2,   /* the machine is not in a state that allows the call */
+  VMM_ETIMEOUT = 3, /* vmm_machine_wait(): the machine was still running when the time was up */
+  VMM_EKVM = 4,     /* the KVM device is missing, is not KVM, or can't be used */
+  VMM_ENOMEM = 5,   /* out of memory */
+  VMM_EFAIL = 6,    /* anything else: the machine could not be set up or run (see the message) */
+} vmm_status;
+
+typedef enum vmm_state {
+  VMM_STATE_CREATED = 0, /* assembled, not started */
+  VMM_STATE_RUNNING = 1,
+  VMM_STATE_PAUSED = 2,  /* vCPUs parked, device work held, guest clock stopped */
+  VMM_STATE_STOPPED = 3, /* finished: vmm_machine_exit_info() has the exit */
+} vmm_state;
+
+typedef enum vmm_exit_reason {
+  VMM_EXIT_POWEROFF = 0,   /* guest ACPI poweroff: status 0 */
+  VMM_EXIT_REBOOT = 1,     /* guest reboot or reset: status 3 */
+  VMM_EXIT_PANIC = 2,      /* guest panic reported through pvpanic: status 4 */
+  VMM_EXIT_DEBUG_EXIT = 3, /* a test guest wrote V to the debug-exit port (0xf4): status V */
+  VMM_EXIT_TIMEOUT = 4,    /* the configured timeout expired: status 124 */
+  VMM_EXIT_STOPPED = 5,    /* vmm_machine_stop() or the control socket's stop: status 5 */
+  VMM_EXIT_ERROR = 6,      /* the VMM failed or the guest could not be run: status 1 */
+} vmm_exit_reason;
+
+typedef struct vmm_exit_info {
+  vmm_exit_reason reason;
+  int exit_status;     /* what the vmm command exits with for this exit (see the reasons) */
+  int debug_code;      /* VMM_EXIT_DEBUG_EXIT: the byte the guest wrote */
+  const char* message; /* "guest powered off", or what went wrong; owned by the machine */
+} vmm_exit_info;
+
+/* Receives the guest's console output, on a vCPU thread, in the order the guest wrote it. */
+typedef void (*vmm_console_fn)(const uint8_t* bytes, size_t len, void* user);
+
+typedef struct vmm_config vmm_config;
+typedef struct vmm_machine vmm_machine;
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+VMM_API const char* vmm_version(void);
+/* The message of the last failed call on this thread ("" if none failed yet). Valid until the
+ * next failing call on this thread. */
+VMM_API const char* vmm_last_error(void);
+
+/* ---- Configuration ----
+ * A new config has the vmm command's defaults: 1 vCPU, 512 MiB, cmdline "console=ttyS0 panic=-1",
+ * console on stdio, no disks, NICs, vsock, control socket or timeout. Setters copy their strings,
+ * check what can be checked on its own and leave the config unchanged when they fail. */
+VMM_API vmm_config* vmm_config_new(void);         /* NULL only when out of memory */
+VMM_API void vmm_config_free(vmm_config* config); /* NULL is fine */
+
+VMM_API vmm_status vmm_config_set_kernel(vmm_config* config, const char* path);
+VMM_API vmm_status vmm_config_set_initrd(vmm_config* config, const char* path); /* NULL: none */
+VMM_API vmm_status vmm_config_set_cmdline(vmm_config* config, const char* cmdline);
+VMM_API vmm_status vmm_config_set_cpus(vmm_config* config, uint32_t cpus);
+VMM_API vmm_status vmm_config_set_memory_bytes(vmm_config* config, uint64_t bytes);
+/* Stops the guest (VMM_EXIT_TIMEOUT) after this many seconds; 0: never. */
+VMM_API vmm_status vmm_config_set_timeout(vmm_config* config, uint32_t seconds);
+/* Another KVM device than /dev/kvm. */
+VMM_API vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path);
+
+/* A virtio-blk disk from a raw image or block device; the first is the guest's vda. `serial`
+ * (what the guest reads as the disk's ID, at most 20 bytes) may be NULL. */
+VMM_API vmm_status vmm_config_add_disk(vmm_config* config, const char* path, bool read_only,
+                                       const char* serial);
+/* A virtio-net NIC on an existing tap device; `mac` is "52:54:00:12:34:56" or NULL for a stable
+ * address derived from the tap's name. */
+VMM_API vmm_status vmm_config_add_net(vmm_config* config, const char* tap, const char* mac);
+/* A virtio-vsock device with guest CID `cid`, reached by host programs at the Unix socket
+ * `uds_path` (Firecracker's convention, see docs/EMBEDDING.md). */
+VMM_API vmm_status vmm_config_set_vsock(vmm_config* config, uint32_t cid, const char* uds_path);
+/* Serves the JSON control API on a Unix socket at `path`; NULL or "": none. */
+VMM_API vmm_status vmm_config_set_api_socket(vmm_config* config, const char* path);
+
+/* Where the guest's console (COM1) goes; the last call wins. */
+VMM_API vmm_status vmm_config_set_console_stdio(vmm_config* config);
+VMM_API vmm_status vmm_config_set_console_none(vmm_config* config);
+/* Created or truncated when the machine is created. */
+VMM_API vmm_status vmm_config_set_console_file(vmm_config* config, const char* path);
+/* Not owned: `fd` must stay open while a machine made from this config exists. */
+VMM_API vmm_status vmm_config_set_console_fd(vmm_config* config, int fd);
+/* `fn(bytes, len, user)` for every chunk of output; `user` must outlive the machine. */
+VMM_API vmm_status vmm_config_set_console_callback(vmm_config* config, vmm_console_fn fn,
+                                                   void* user);
+
+/* ---- Machines ---- */
+
+/* Validates `config` and assembles a machine from it (the config is copied: free it whenever).
+ * On success *out is the machine (VMM_STATE_CREATED); on failure *out is NULL. */
+VMM_API vmm_status vmm_machine_create(const vmm_config* config, vmm_machine** out);
+/* Stops the machine if it runs, and releases everything it holds. NULL is fine. */
+VMM_API void vmm_machine_destroy(vmm_machine* machine);
+
+/* Starts the guest and returns; VMM_ESTATE unless the machine is VMM_STATE_CREATED. */
+VMM_API vmm_status vmm_machine_start(vmm_machine* machine);
+/* Waits until the machine stops, for at most `timeout_ms` milliseconds (-1: forever).
+ * VMM_OK: it stopped, see vmm_machine_exit_info(); VMM_ETIMEOUT: still running (or paused);
+ * VMM_ESTATE: it was never started. */
+VMM_API vmm_status vmm_machine_wait(vmm_machine* machine, int64_t timeout_ms);
+/* vmm_machine_start() and vmm_machine_wait(machine, -1) in one. */
+VMM_API vmm_status vmm_machine_run(vmm_machine* machine);
+/* Parks the vCPUs and holds device work; returns once they are parked. VMM_ESTATE unless running
+ * (pausing a paused machine is fine). */
+VMM_API vmm_status vmm_machine_pause(vmm_machine* machine);
+/* Continues a paused machine; VMM_ESTATE unless it is paused or running. */
+VMM_API vmm_status vmm_machine_resume(vmm_machine* machine);
+/* Asks the machine to stop (VMM_EXIT_STOPPED unless it already stopped for another reason) and
+ * returns at once; vmm_machine_wait() tells when it is done. Fine on a stopped machine. */
+VMM_API vmm_status vmm_machine_stop(vmm_machine* machine);
+
+VMM_API vmm_status vmm_machine_state(const vmm_machine* machine, vmm_state* out);
+/* Why the machine stopped; VMM_ESTATE while it has not. `out->message` stays valid until the
+ * machine is destroyed. */
+VMM_API vmm_status vmm_machine_exit_info(vmm_machine* machine, vmm_exit_info* out);
+/* Bytes for the guest's console input (its COM1 receive queue), e.g. with a callback console. */
+VMM_API vmm_status vmm_machine_send_console_input(vmm_machine* machine, const uint8_t* bytes,
+                                                  size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VMM_VMM_H_ */
