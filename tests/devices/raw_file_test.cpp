@@ -27,7 +27,7 @@ class RawFileTest : public ::testing::Test {
  protected:
   // A regular file of `size` bytes in the temp dir.
   std::string make_image(const std::string& name, size_t size) {
-    const std::string path = dir_.file(name);
+    std::string path = dir_.file(name);
     std::ofstream(path, std::ios::binary) << std::string(size, 'x');
     return path;
   }
