@@ -6,10 +6,13 @@ packages=(
   # build
   cmake g++ make pkg-config acpica-tools
   libfmt-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev liburing-dev nlohmann-json3-dev
+  libseccomp-dev
   # tooling: formatting, lint, sanitizer and fuzzer runtimes
   clang clang-format clang-tidy libclang-rt-14-dev
   # the nested lab and the guest payloads it boots
   qemu-system-x86 busybox-static cpio e2fsprogs libc6-dev kmod
+  # scripts/vmm-net.sh --nat (and its test)
+  iproute2 nftables
   # extract-vmlinux.sh: the decompressors a Debian kernel may use
   gzip xz-utils zstd lz4
 )

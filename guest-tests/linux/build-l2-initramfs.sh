@@ -5,11 +5,16 @@
 # With root=/dev/vdX on the kernel command line, /init instead mounts that disk (ext4; read-only
 # unless the command line says rw) and switch_roots to its /sbin/init (build-rootfs.sh makes one).
 #
-# usage: build-l2-initramfs.sh --kernel-dir DIR --out FILE [--with-disk] [--with-virtio]
+# With vmmnet=ADDR/PREFIX (and vmmgw=GW) on the command line, the network scenarios give eth0 that
+# address (busybox ip); module parameters there (virtio_net.csum=0) reach the modules' insmod.
+#
+# usage: build-l2-initramfs.sh --kernel-dir DIR --out FILE [--with-disk] [--with-net] [--with-virtio]
 #                              [--modules "m1 m2"] [--file SRC:DEST]...
 #   --kernel-dir  a flavour directory from fetch-kernels.sh (has config and modules/)
 #   --with-disk   also load what a virtio-mmio disk with an ext4 root needs (virtio_mmio, virtio_blk,
 #                 and ext4 where it is a module): the disk scenarios' initramfs
+#   --with-net    also load what a virtio-mmio network device needs (virtio_mmio, virtio_net and its
+#                 dependencies net_failover, failover): the network scenarios' initramfs
 #   --with-virtio also load virtio_mmio, virtio_blk, virtio_net
 #   --modules     extra modules to load at boot, by name
 #   --file        also put the file SRC at DEST (e.g. a static benchmark tool at /bin/blkbench)
@@ -21,6 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # The modules /init loads, in this order (their dependencies are added automatically).
 virtio_modules=(virtio_mmio virtio_blk virtio_net)
+net_modules=(virtio_mmio virtio_net)
 
 kernel_dir="" out="" modules=() files=() with_disk=0
 while [ $# -gt 0 ]; do
@@ -28,10 +34,11 @@ while [ $# -gt 0 ]; do
     --kernel-dir) kernel_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --with-virtio) modules+=("${virtio_modules[@]}"); shift ;;
+    --with-net) modules+=("${net_modules[@]}"); shift ;;
     --with-disk) with_disk=1; shift ;;
     --file) files+=("$2"); shift 2 ;;
     --modules) read -r -a extra <<<"$2"; modules+=("${extra[@]}"); shift 2 ;;
-    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-disk] [--with-virtio] [--modules LIST] [--file SRC:DEST]" >&2; exit 2 ;;
+    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-disk] [--with-net] [--with-virtio] [--modules LIST] [--file SRC:DEST]" >&2; exit 2 ;;
   esac
 done
 [ -n "$kernel_dir" ] && [ -n "$out" ] || { echo "usage: $0 --kernel-dir DIR --out FILE" >&2; exit 2; }

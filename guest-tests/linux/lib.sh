@@ -18,6 +18,7 @@ lab_stale() {
 # fetch-kernels.sh's KERNELS, in OUT, each made only if missing or older than its inputs:
 #   l2-FLAVOUR.cpio.gz       the initramfs (build-l2-initramfs.sh)
 #   l2-FLAVOUR-disk.cpio.gz  the same --with-disk: virtio disk modules, root=/dev/vdX switch_root
+#   l2-FLAVOUR-net.cpio.gz   the same --with-net: virtio_mmio, virtio_net (the network scenarios)
 #   root-FLAVOUR.img(.gz)    a 32 MiB ext4 root image (build-rootfs.sh), and gzip'd (mostly zeros)
 lab_build_l2() {
   local kernels=$1 out=$2 flavour=$3 inputs
@@ -28,6 +29,10 @@ lab_build_l2() {
   if lab_stale "$out/l2-$flavour-disk.cpio.gz" "$lab_here/build-l2-initramfs.sh" "${inputs[@]}"; then
     "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --with-disk \
       --out "$out/l2-$flavour-disk.cpio.gz"
+  fi
+  if lab_stale "$out/l2-$flavour-net.cpio.gz" "$lab_here/build-l2-initramfs.sh" "${inputs[@]}"; then
+    "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --with-net \
+      --out "$out/l2-$flavour-net.cpio.gz"
   fi
   if lab_stale "$out/root-$flavour.img.gz" "$lab_here/build-rootfs.sh" "${inputs[@]}"; then
     "$lab_here/build-rootfs.sh" --kernel-dir "$kernels/$flavour" --out "$out/root-$flavour.img" --size 32M
@@ -106,12 +111,20 @@ lab_pack_cpio() {
   mv "$out.tmp" "$out"
 }
 
-# Shell code for an /init: loads every module of /lib/modules/load-order, reporting failures.
+# Shell code for an /init: loads every module of /lib/modules/load-order, reporting failures. Module
+# parameters on the kernel command line (NAME.PARAM=VALUE, NAME as the module's file has it, e.g.
+# virtio_net.csum=0) go to that module's insmod, as modprobe would pass them: the kernel applies
+# them only to built-in code.
 # shellcheck disable=SC2034,SC2016 # used by the scripts that source this; expands in the guest
 lab_init_load_modules='
 if [ -s /lib/modules/load-order ]; then
   while read -r m; do
-    insmod "/lib/modules/$m" || echo "init: insmod $m failed"
+    params=""
+    for w in $(cat /proc/cmdline); do
+      case $w in "${m%.ko}".*=*) params="$params ${w#*.}" ;; esac
+    done
+    # shellcheck disable=SC2086 # a list of words
+    insmod "/lib/modules/$m" $params || echo "init: insmod $m$params failed"
   done </lib/modules/load-order
 fi'
 
@@ -128,6 +141,9 @@ lab_disk_modules() {
 # shellcheck disable=SC2034 # used by the scripts that source this
 # The modules that give L1 a /dev/kvm (dependencies are added from modules.dep).
 lab_l1_modules=(irqbypass kvm kvm_amd)
+# shellcheck disable=SC2034 # used by the scripts that source this
+# What L1 needs to give L2 guests a network: taps (tun) on a bridge (bridge; stp and llc come along).
+lab_l1_net_modules=(tun bridge)
 # shellcheck disable=SC2034 # used by the scripts that source this
 # What QEMU -M microvm reads besides its libraries (strace of a microvm boot with -kernel).
 lab_qemu_firmware=(/usr/share/qemu/bios-microvm.bin /usr/share/qemu/linuxboot_dma.bin)
@@ -182,6 +198,42 @@ print_disks() { # one line per virtio disk: size in 512-byte sectors, read-only 
     echo "VMM-L2-DISK ${d##*/} sectors=$(cat "$d/size") ro=$(cat "$d/ro") serial=$(cat "$d/serial" 2>/dev/null)"
   done
 }
+cmdline_value() { # cmdline_value NAME: the value of NAME=VALUE on the kernel command line
+  for w in $(cat /proc/cmdline); do
+    case $w in "$1"=*) echo "${w#*=}"; return ;; esac
+  done
+}
+net_up() { # eth0 (the first virtio-net device) gets vmmnet=ADDR/PREFIX, and a default route via vmmgw=
+  addr=$(cmdline_value vmmnet) gw=$(cmdline_value vmmgw)
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if [ ! -e /sys/class/net/eth0 ]; then
+    echo "VMM-L2-ERROR: no eth0 after 5 s (interfaces: $(echo /sys/class/net/* | sed 's|/sys/class/net/||g'))"
+    return 1
+  fi
+  ip link set lo up
+  if [ -z "$addr" ] || ! ip addr add "$addr" dev eth0 || ! ip link set eth0 up; then
+    echo "VMM-L2-ERROR: cannot configure eth0 with vmmnet='$addr'"
+    return 1
+  fi
+  [ -z "$gw" ] || ip route add default via "$gw" || echo "VMM-L2-ERROR: no default route via $gw"
+  echo "VMM-L2-NET-UP eth0 $addr mac=$(cat /sys/class/net/eth0/address)" \
+    "csum=$(cat /sys/module/virtio_net/parameters/csum) gso=$(cat /sys/module/virtio_net/parameters/gso)"
+}
+net_ping() { # net_ping ADDR: 3 pings; VMM-L2-NET-PING=ADDR,ok,<avg ms> or ADDR,failed
+  # -W: the first reply may wait for the peer's ARP (and, on a fresh tap, the bridge port)
+  if ping -c 3 -W 10 "$1" >/tmp/ping.out 2>&1; then
+    echo "VMM-L2-NET-PING=$1,ok,$(sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping.out)"
+  else
+    echo "VMM-L2-NET-PING=$1,failed"
+    sed 's/^/  ping: /' /tmp/ping.out
+  fi
+}
+# A fifo held open read-write is a stdin that never ends: busybox nc shuts its sending half down when
+# its stdin ends, and nc -l exits when the other side does, so a receiver's stdin must not end first.
+hold_stdin() { [ -p /tmp/hold ] || mkfifo /tmp/hold; exec 3<>/tmp/hold; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+seconds_since() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
 scenario=$(sed -n 's/.*vmmtest=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "VMM-L2-UP scenario=${scenario:-none} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 case $scenario in
@@ -242,6 +294,74 @@ case $scenario in
     /bin/blkbench $(sed -n 's/.*blkbench=\([^ ]*\).*/\1/p' /proc/cmdline | tr ',' ' ') /dev/vda
     echo "VMM-L2-BLKBENCH-STATUS=$?"
     halt_with poweroff -f ;;
+  net-mac)
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "VMM-L2-NET-MAC=$(cat /sys/class/net/eth0/address 2>/dev/null)"
+    halt_with poweroff -f ;;
+  net-ping)
+    # Pings every address of vmmpeer= (comma-separated); with vmmrelease=ADDR, then sends a line to
+    # ADDR's port 5003, where another guest's net-wait waits for it.
+    if net_up; then
+      for peer in $(cmdline_value vmmpeer | tr ',' ' '); do net_ping "$peer"; done
+      release=$(cmdline_value vmmrelease)
+      if [ -n "$release" ]; then
+        echo "hello-from-$(cmdline_value vmmnet | cut -d/ -f1)" | nc -w 10 "$release" 5003 &&
+          echo "VMM-L2-NET-RELEASED=$release"
+      fi
+    fi
+    halt_with poweroff -f ;;
+  net-wait)
+    # Waits for one line on TCP port 5003 (from another guest's net-ping), prints it, powers off.
+    if net_up; then
+      hold_stdin
+      echo VMM-L2-NET-READY
+      echo "VMM-L2-NET-GOT=$(nc -l -p 5003 </tmp/hold)"
+    fi
+    halt_with poweroff -f ;;
+  net-tcp)
+    # vmmnetmib= MiB each way with the peer (vmmpeer=, port 5001 serves them, port 5002 takes ours),
+    # checked by md5 on both ends (cheaper than sha256 where the CPU is emulated): L1 compares.
+    peer=$(cmdline_value vmmpeer) mib=$(cmdline_value vmmnetmib)
+    if net_up; then
+      net_ping "$peer"
+      hold_stdin
+      t=$(uptime_s)
+      sum=$(nc "$peer" 5001 </tmp/hold | md5sum | cut -d' ' -f1)
+      echo "VMM-L2-NET-RX seconds=$(seconds_since "$t")"
+      echo "VMM-L2-NET-RX-MD5=$sum"
+      dd if=/dev/urandom of=/tmp/tx bs=1M count="$mib" 2>/dev/null
+      echo "VMM-L2-NET-TX-MD5=$(md5sum </tmp/tx | cut -d' ' -f1)"
+      t=$(uptime_s)
+      nc "$peer" 5002 </tmp/tx && echo "VMM-L2-NET-TX seconds=$(seconds_since "$t")"
+      rm -f /tmp/tx
+    fi
+    halt_with poweroff -f ;;
+  netbench)
+    # bench/net_throughput.sh: netbench=MIB,PINGS. Pings vmmpeer=, then reads MIB MiB from its port
+    # 5001 and sends MIB MiB to its port 5002, dd doing the socket I/O (nc -e: nc's own 8 KiB copy
+    # loop would cost more than the network), timed by this clock. The send ends when the peer's
+    # port 5003 says it has it all: powering off earlier would lose what is still in flight.
+    peer=$(cmdline_value vmmpeer) args=$(cmdline_value netbench)
+    NETBENCH_MIB=${args%%,*}
+    if net_up; then
+      ping -c "${args#*,}" -i 0.2 -W 10 "$peer" >/tmp/ping.out 2>&1
+      rtt=$(sed -n 's|.*min/avg/max = \([0-9.]*\)/\([0-9.]*\)/\([0-9.]*\).*|min=\1 avg=\2 max=\3|p' /tmp/ping.out)
+      echo "VMM-L2-NETBENCH-PING ${rtt:-failed} $(grep -o '[0-9]* packets received' /tmp/ping.out)"
+      # dd counts what it reads in whole 64 KiB blocks (fullblock): "N+M records in"
+      printf '#!/bin/sh\ndd iflag=fullblock bs=64k of=/dev/null 2>/tmp/rx.dd\n' >/tmp/rx.sh
+      printf '#!/bin/sh\ndd if=/dev/zero bs=64k count=%s 2>/dev/null\n' $((NETBENCH_MIB * 16)) >/tmp/tx.sh
+      chmod +x /tmp/rx.sh /tmp/tx.sh
+      hold_stdin
+      t=$(uptime_s)
+      nc "$peer" 5001 -e /tmp/rx.sh
+      echo "VMM-L2-NETBENCH-RX blocks=$(sed -n 's/ records in//p' /tmp/rx.dd) seconds=$(seconds_since "$t")"
+      t=$(uptime_s)
+      nc "$peer" 5002 -e /tmp/tx.sh
+      nc "$peer" 5003 </tmp/hold >/tmp/ack
+      echo "VMM-L2-NETBENCH-TX seconds=$(seconds_since "$t") ack=$(cat /tmp/ack)"
+    fi
+    halt_with poweroff -f ;;
   shell)
     echo
     echo "  vmm: Debian $(uname -r) is up ($(grep -c '^processor' /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)."
@@ -256,6 +376,29 @@ case $scenario in
     halt_with poweroff -f ;;
 esac
 INIT
+}
+
+# lab_write_l1_net FILE: shell code for L1 (busybox) that defines l1_net_up BRIDGE ADDR/PREFIX TAP...:
+# a bridge with that address and persistent taps (busybox tunctl: TUNSETIFF + TUNSETPERSIST) attached
+# to it, all up; a VMM opens a tap by name (vmm --net tap=NAME, QEMU -netdev tap,ifname=NAME). Whatever
+# exists already is kept, so calling it again is harmless. Needs lab_l1_net_modules loaded.
+lab_write_l1_net() {
+  cat >"$1" <<'NET'
+l1_net_up() {
+  br=$1 addr=$2
+  shift 2
+  ip link set lo up
+  if [ ! -d "/sys/class/net/$br" ]; then
+    ip link add name "$br" type bridge && ip addr add "$addr" dev "$br" || return 1
+  fi
+  ip link set "$br" up || return 1
+  for tap in "$@"; do
+    [ -d "/sys/class/net/$tap" ] || tunctl -t "$tap" >/dev/null || return 1
+    [ -e "/sys/class/net/$tap/brport" ] || brctl addif "$br" "$tap" || return 1
+    ip link set "$tap" up || return 1
+  done
+}
+NET
 }
 
 # --- running L1 (the lab, the benchmarks) ---

@@ -8,7 +8,8 @@
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
-#                          panic echo rtc disk-root disk-readonly disk-two disk-generic)
+#                          panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping
+#                          net-tcp net-two-guests net-no-offload net-mac)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
@@ -25,7 +26,7 @@ repo=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 
 out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
-usage() { sed -n '5,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
@@ -61,7 +62,8 @@ l1_args=(--kernels "$out/kernels" --l2 "$out" --out "$out/l1.cpio")
 [ $qemu_ref -eq 1 ] && l1_args+=(--with-qemu)
 l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh")
 for flavour in cloud generic; do
-  l1_inputs+=("$out/l2-$flavour.cpio.gz" "$out/l2-$flavour-disk.cpio.gz" "$out/root-$flavour.img.gz")
+  l1_inputs+=("$out/l2-$flavour.cpio.gz" "$out/l2-$flavour-disk.cpio.gz" "$out/l2-$flavour-net.cpio.gz"
+    "$out/root-$flavour.img.gz")
 done
 [ -n "$vmm" ] && l1_inputs+=("$vmm")
 if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || lab_stale "$out/l1.cpio" "${l1_inputs[@]}"; then
@@ -89,14 +91,15 @@ fi
 n_scenarios=$(sed -n 's/^all_scenarios="\(.*\)"$/\1/p' "$here/scenarios.sh" | wc -w)
 [ -n "$only" ] && n_scenarios=$(echo "$only" | tr ',' '\n' | grep -c .)
 n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
-# L1 boot + each L2 boot at its worst (scenarios.sh's hard timeout) would still fit.
-l1_timeout=$((180 + 95 * n_scenarios * n_kinds))
+# L1 boot + each scenario at its worst (scenarios.sh's hard timeouts: 90 s for most, 180 s for
+# net-tcp, twice 120 s for net-two-guests) would still fit, in the mean.
+l1_timeout=$((180 + 120 * n_scenarios * n_kinds))
 
 log=$out/l1-console.log
 lab_lines='^(LAB-|--- |  \| )'
-# The longest an L1 may go without printing a lab line: scenarios.sh bounds each L2 run at 90 s, so
-# silence past this means L1 itself is wedged.
-l1_stall_limit=180
+# The longest an L1 may go without printing a lab line: scenarios.sh bounds each scenario (at most
+# 240 s: net-two-guests' two guests), so silence past this means L1 itself is wedged.
+l1_stall_limit=270
 # Runs L1 once with kernel command line APPEND, logging its console to $log and showing the lab's own
 # lines as they come (lib.sh's lab_boot_l1).
 boot_l1() {

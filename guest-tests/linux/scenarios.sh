@@ -14,8 +14,9 @@
 #   LAB_MODE      scenarios (default) or shell: boot the cloud kernel with a shell on this console
 #   LAB_L2        where the L2 kernels and initramfs are (default /lab/l2: <flavour>/{vmlinuz,initrd.cpio.gz,pvpanic},
 #                 <flavour>/initrd-disk.cpio.gz (+ virtio disk modules, root= switch), <flavour>/root.img.gz
-#                 (build-rootfs.sh's image, gzip'd), and cloud/vmlinux: the same kernel as an ELF image
-#                 with a PVH note)
+#                 (build-rootfs.sh's image, gzip'd), <flavour>/initrd-net.cpio.gz (+ virtio_net), and
+#                 cloud/vmlinux: the same kernel as an ELF image with a PVH note)
+#   LAB_L1_NET    shell code defining l1_net_up (lib.sh's lab_write_l1_net; default /lab/l1-net.sh)
 
 LAB_VMM=${LAB_VMM:-vmm}
 LAB_VMM_BIN=${LAB_VMM_BIN:-/usr/local/bin/vmm}
@@ -24,10 +25,12 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic"
-# Per run, set by the disk scenarios: the L2 initramfs file in <flavour>/, the disks (vmm's --disk
-# syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda) and more command line.
-L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_APPEND=""
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping net-tcp net-two-guests net-no-offload net-mac"
+# Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
+# (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
+# devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
+# command line.
+L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_NETS="" L2_APPEND=""
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
@@ -67,16 +70,27 @@ l2_run() {
     esac
     n=$((n + 1))
   done
-  # shellcheck disable=SC2086 # LAB_VMM_ARGS and disk_args are lists of words (paths without spaces)
+  net_args="" n=0
+  for nic in $L2_NETS; do
+    case $vmm_kind in
+      vmm) net_args="$net_args --net $nic" ;;
+      qemu) # the same tap as QEMU's netdev (no vhost: L1 has none) on a virtio-mmio transport
+        tap=$(echo ",$nic," | sed -n 's/.*,tap=\([^,]*\),.*/\1/p')
+        mac=$(echo ",$nic," | sed -n 's/.*,mac=\([^,]*\),.*/,mac=\1/p')
+        net_args="$net_args -netdev tap,id=n$n,ifname=$tap,script=no,downscript=no -device virtio-net-device,netdev=n$n$mac" ;;
+    esac
+    n=$((n + 1))
+  done
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS, disk_args, net_args are lists of words (no spaces inside)
   case $vmm_kind in
     vmm)
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
         --initrd "$LAB_L2/$flavour/$L2_INITRD" --cpus "$cpus" --memory "$L2_MEMORY" \
-        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $LAB_VMM_ARGS ;;
+        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $net_args $LAB_VMM_ARGS ;;
     qemu)
       with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-        -device pvpanic -action panic=exit-failure $disk_args \
+        -device pvpanic -action panic=exit-failure $disk_args $net_args \
         -kernel "$LAB_L2/$flavour/$kernel_file" -initrd "$LAB_L2/$flavour/$L2_INITRD" -append "$cmdline" ;;
   esac
 }
@@ -88,6 +102,13 @@ normalize_status() {
 
 passed=0 failed=0 skipped=0
 logfile() { echo "/tmp/$vmm_kind-$1.log"; }
+show_console() { # show_console LABEL LOG: the tail of an L2 console, if it has one
+  if [ -s "$2" ]; then
+    echo "--- $1: last lines of the L2 console ---"
+    tail -n 25 "$2" | sed 's/^/  | /'
+    echo "--- end ---"
+  fi
+}
 result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 console follows
   name=$1 verdict=$2; shift 2
   echo "LAB-RESULT $prefix$name $verdict $*"
@@ -95,11 +116,7 @@ result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 c
     PASS) passed=$((passed + 1)) ;;
     SKIP) skipped=$((skipped + 1)) ;;
     *) failed=$((failed + 1))
-       if [ -s "$(logfile "$name")" ]; then
-         echo "--- $prefix$name: last lines of the L2 console ---"
-         tail -n 25 "$(logfile "$name")" | sed 's/^/  | /'
-         echo "--- end ---"
-       fi ;;
+       show_console "$prefix$name" "$(logfile "$name")" ;;
   esac
 }
 
@@ -283,6 +300,158 @@ scenario_disk_two() {
     "VMM-L2-DISK vda sectors=$(sectors_of "$a") ro=0 serial=lab-disk-a" \
     "VMM-L2-DISK vdb sectors=$(sectors_of "$b") ro=0 serial=lab-disk-b"
   rm -f "$a" "$b"
+}
+
+# --- network (virtio-net on virtio-mmio, each guest on a tap of a bridge in L1) ---
+# L1 is 10.0.2.2 on the bridge; the guests are 10.0.2.15 (tap 0) and 10.0.2.16 (tap 1), with these
+# MACs when the scenario gives them.
+NET_BRIDGE=labbr0 NET_L1=10.0.2.2 NET_PREFIX=24 NET_TAP_A=labtap0 NET_TAP_B=labtap1
+NET_A=10.0.2.15 NET_B=10.0.2.16 NET_MAC_A=52:54:00:ab:00:15 NET_MAC_B=52:54:00:ab:00:16
+LAB_L1_NET=${LAB_L1_NET:-/lab/l1-net.sh}
+# shellcheck source=/dev/null # written by lib.sh's lab_write_l1_net
+[ -f "$LAB_L1_NET" ] && . "$LAB_L1_NET"
+with_nets() { # with_nets NETS APPEND: the next l2_run's network devices and command line ("" "" to reset)
+  L2_NETS=$1 L2_APPEND=$2
+  if [ -n "$1" ]; then L2_INITRD=initrd-net.cpio.gz; else L2_INITRD=initrd.cpio.gz; fi
+}
+with_l2_timeout() { # with_l2_timeout SECONDS: the next boots' timeout (60 to reset)
+  L2_TIMEOUT=$1 L2_HARD_TIMEOUT=$(($1 + 30))
+}
+net_l1() { # net_l1 NAME: L1's bridge and taps (made by the first caller, kept); else NAME fails
+  if ! command -v l1_net_up >/dev/null || ! l1_net_up "$NET_BRIDGE" "$NET_L1/$NET_PREFIX" "$NET_TAP_A" "$NET_TAP_B" >"/tmp/$1.l1net" 2>&1; then
+    result "$1" FAIL "L1 cannot set up the bridge $NET_BRIDGE and taps $NET_TAP_A, $NET_TAP_B: $(tail -n1 "/tmp/$1.l1net" 2>/dev/null)"
+    return 1
+  fi
+}
+# guest_net ADDR: the command line that gives a guest ADDR on the bridge, L1 its peer and gateway.
+guest_net() { echo "vmmnet=$1/$NET_PREFIX vmmgw=$NET_L1 vmmpeer=$NET_L1"; }
+
+# The guest gets its address and pings L1; its eth0 has the MAC given with the device.
+scenario_net_ping() {
+  net_l1 net-ping || return
+  with_nets "tap=$NET_TAP_A,mac=$NET_MAC_A" "$(guest_net $NET_A)"
+  run_l2 net-ping cloud 1 net-ping
+  with_nets "" ""
+  if verify net-ping "$status" "$status_poweroff" "$wall" "VMM-L2-NET-UP eth0 $NET_A/$NET_PREFIX mac=$NET_MAC_A" \
+    "VMM-L2-NET-PING=$NET_L1,ok"; then
+    rtt=$(sed -n "s/.*VMM-L2-NET-PING=$NET_L1,ok,\([0-9.]*\).*/\1/p" "$(logfile net-ping)" | head -n1)
+    result net-ping PASS "status=$status mac=$NET_MAC_A, 3 pings to L1 answered (avg ${rtt}ms); $timing"
+  else
+    result net-ping FAIL "$why; $timing"
+  fi
+}
+
+# run_net_tcp NAME MIB APPEND [PATTERN...]: MIB MiB of random bytes each way over TCP between L1 and
+# the guest (busybox nc), compared by md5 on both ends; APPEND goes on the guest's command line, and
+# its console must also have every PATTERN.
+run_net_tcp() {
+  name=$1 mib=$2 append=$3 tx=/tmp/net-l1-tx.bin rx=/tmp/net-l1-rx.bin
+  shift 3
+  net_l1 "$name" || return
+  if ! dd if=/dev/urandom of="$tx" bs=1M count="$mib" 2>/dev/null; then
+    result "$name" FAIL "cannot make $mib MiB in L1's /tmp"
+    return
+  fi
+  tx_sum=$(md5sum <"$tx" | cut -d' ' -f1)
+  # L1 serves its bytes on port 5001 and takes the guest's on 5002; a receiver's stdin must not end
+  # (a fifo held open), or busybox nc would shut its side down and the sender stop early.
+  [ -p /tmp/net-hold ] || mkfifo /tmp/net-hold
+  exec 4<>/tmp/net-hold
+  nc -l -p 5001 <"$tx" >/dev/null 2>&1 &
+  serve_pid=$!
+  nc -l -p 5002 </tmp/net-hold >"$rx" 2>/dev/null &
+  take_pid=$!
+  with_nets "tap=$NET_TAP_A,mac=$NET_MAC_A" "$(guest_net $NET_A) vmmnetmib=$mib${append:+ $append}"
+  with_l2_timeout 150 # 64 MiB each way and their checksums, all emulated: ~40 s alone, 110 s under load
+  run_l2 "$name" cloud 1 net-tcp
+  with_l2_timeout 60
+  with_nets "" ""
+  kill "$serve_pid" "$take_pid" 2>/dev/null
+  wait "$serve_pid" "$take_pid" 2>/dev/null
+  exec 4>&-
+  rx_bytes=$(stat -c %s "$rx" 2>/dev/null || echo 0) rx_sum=$(md5sum <"$rx" 2>/dev/null | cut -d' ' -f1)
+  rm -f "$tx" "$rx"
+  rates=$(sed -n 's/^VMM-L2-NET-\(RX\|TX\) .*seconds=\([0-9.]*\).*/\1=\2s/p' "$(logfile "$name")" | tr -d '\r' | xargs)
+  if ! verify "$name" "$status" "$status_poweroff" "$wall" "VMM-L2-NET-PING=$NET_L1,ok" "$@" \
+    "VMM-L2-NET-RX-MD5=$tx_sum"; then
+    result "$name" FAIL "$why; $timing"
+  elif [ "$rx_bytes" -ne $((mib * 1048576)) ]; then
+    result "$name" FAIL "L1 got $rx_bytes bytes from the guest, not $mib MiB; $timing"
+  elif ! grep -qF "VMM-L2-NET-TX-MD5=$rx_sum" "$(logfile "$name")"; then
+    result "$name" FAIL "what L1 got from the guest differs from what it sent (md5); $timing"
+  else
+    result "$name" PASS "status=$status $mib MiB each way, md5 equal ($rates); $timing"
+  fi
+}
+scenario_net_tcp() { run_net_tcp net-tcp 64 ""; }
+# Without the guest's transmit offloads (virtio_net's csum and gso parameters, read at probe): it
+# hands the device whole, checksummed frames.
+scenario_net_no_offload() {
+  run_net_tcp net-no-offload 8 "virtio_net.csum=0 virtio_net.gso=0" "csum=N gso=N"
+}
+
+# Two guests at once, each on its own tap of the bridge: A waits (net-wait), B pings A and L1, then
+# sends A a line over TCP, which A prints before powering off.
+scenario_net_two_guests() {
+  net_l1 net-two-guests || return
+  log_a=$(logfile net-two-guests-a)
+  with_l2_timeout 90
+  with_nets "tap=$NET_TAP_A,mac=$NET_MAC_A" "$(guest_net $NET_A)"
+  start=$(now)
+  l2_run cloud 1 net-wait </dev/null >"$log_a" 2>&1 &
+  pid_a=$!
+  i=0
+  while [ $i -lt $((L2_TIMEOUT * 5)) ] && kill -0 $pid_a 2>/dev/null && ! grep -q VMM-L2-NET-READY "$log_a"; do
+    sleep 0.2
+    i=$((i + 1))
+  done
+  with_nets "tap=$NET_TAP_B,mac=$NET_MAC_B" "vmmnet=$NET_B/$NET_PREFIX vmmpeer=$NET_A,$NET_L1 vmmrelease=$NET_A"
+  run_l2 net-two-guests cloud 1 net-ping
+  status_b=$status
+  wait $pid_a
+  status_a=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_nets "" ""
+  with_l2_timeout 60
+  if ! verify net-two-guests "$status_b" "$status_poweroff" "$wall" "VMM-L2-NET-PING=$NET_A,ok" \
+    "VMM-L2-NET-PING=$NET_L1,ok" "VMM-L2-NET-RELEASED=$NET_A"; then
+    result net-two-guests FAIL "guest B: $why; $timing"
+    show_console "${prefix}net-two-guests, guest A" "$log_a"
+  elif ! verify net-two-guests-a "$status_a" "$status_poweroff" "$wall" VMM-L2-NET-READY \
+    "VMM-L2-NET-GOT=hello-from-$NET_B"; then
+    result net-two-guests FAIL "guest A: $why; $timing"
+    show_console "${prefix}net-two-guests, guest A" "$log_a"
+  else
+    result net-two-guests PASS "status=$status_b,$status_a B pinged A and L1, A got B's line; $timing"
+  fi
+}
+
+# The MAC: twice without mac=, the guest gets the same default, a locally administered unicast one.
+scenario_net_mac() {
+  net_l1 net-mac || return
+  macs=""
+  for run in 1 2; do
+    with_nets "tap=$NET_TAP_A" ""
+    run_l2 net-mac cloud 1 net-mac
+    with_nets "" ""
+    if ! verify net-mac "$status" "$status_poweroff" "$wall" VMM-L2-NET-MAC=; then
+      result net-mac FAIL "run $run: $why; $timing"
+      return
+    fi
+    macs="$macs $(sed -n 's/.*VMM-L2-NET-MAC=\([0-9a-f:]*\).*/\1/p' "$(logfile net-mac)" | head -n1)"
+  done
+  # shellcheck disable=SC2086 # two words
+  set -- $macs
+  first=$(printf '%d' "0x$(echo "$1" | cut -d: -f1)" 2>/dev/null || echo 1)
+  if ! echo "$1" | grep -qE '^([0-9a-f]{2}:){5}[0-9a-f]{2}$'; then
+    result net-mac FAIL "the guest's MAC is '$1'; $timing"
+  elif [ "$1" != "$2" ]; then
+    result net-mac FAIL "default MAC not stable: $1, then $2; $timing"
+  elif [ $((first & 3)) -ne 2 ]; then
+    result net-mac FAIL "default MAC $1 is not a locally administered unicast address; $timing"
+  else
+    result net-mac PASS "status=$status default MAC $1 twice, locally administered; $timing"
+  fi
 }
 
 selected() {
