@@ -5,7 +5,9 @@
 #   3. runs the unit tests and the test guests on this host's /dev/kvm,
 #   4. boots stock Debian kernels with vmm in the nested lab (tests labelled "lab"),
 #   5. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs 3. again,
-#   6. checks clang-format and clang-tidy over every source (scripts/lint.sh).
+#   6. runs every libFuzzer target for a bounded time, and the saved crash reproducers
+#      (scripts/fuzz.sh: clang, ASan+UBSan; any crash, leak or UB report fails),
+#   7. checks clang-format and clang-tidy over every source (scripts/lint.sh).
 # Ends with one line "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,13 @@ if build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMM_SANITIZE=ON; then
     run_ctest build-asan -LE lab -j"$jobs"
 else
   echo "test.sh: sanitizer build failed" >&2
+  failed=$((failed + 1))
+fi
+
+echo "== fuzz (every target for 30 s, then the regression inputs)"
+if scripts/fuzz.sh --seconds 30; then
+  passed=$((passed + 1))
+else
   failed=$((failed + 1))
 fi
 

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under tests/fuzz/corpus/<target>/ (committed; rerun after changing a
+target's input format). Each seed is a small, valid scenario in the target's input encoding (see
+the comment at the top of each *_fuzz.cpp): a driver setting a device up and making requests, a
+minimal bzImage or vmlinux, a command line. The fuzzer mutates from there."""
+
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+
+
+def u8(v):
+    return struct.pack("<B", v & 0xFF)
+
+
+def u16(v):
+    return struct.pack("<H", v & 0xFFFF)
+
+
+def u32(v):
+    return struct.pack("<I", v & 0xFFFFFFFF)
+
+
+def u64(v):
+    return struct.pack("<Q", v & 0xFFFFFFFFFFFFFFFF)
+
+
+def desc(addr, length, flags, nxt):
+    return u64(addr) + u32(length) + u16(flags) + u16(nxt)
+
+
+NEXT, WRITE, INDIRECT = 1, 2, 4
+
+
+def write(target, name, data):
+    folder = os.path.join(CORPUS, target)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
+# --- virtqueue: config byte, then ops -------------------------------------------------------
+VQ_DESC, VQ_RAW, VQ_PUBLISH, VQ_ADVANCE, VQ_AVAIL_FLAGS, VQ_USED_EVENT, VQ_POP_COMPLETE, \
+    VQ_POP_HOLD, VQ_COMPLETE_HELD, VQ_DISCARD_HELD, VQ_RESET, VQ_NEEDS_NOTIFICATION = range(12)
+
+
+def vq_config(log2_size, event_idx=False, indirect=False):
+    return u8((log2_size << 2) | (2 if indirect else 0) | (1 if event_idx else 0))
+
+
+def vq_desc(index, addr, length, flags, nxt):
+    return u8(VQ_DESC) + u16(index) + u64(addr) + u32(length) + u16(flags) + u16(nxt)
+
+
+def vq_pop_complete(count, written, *offsets):
+    return u8(VQ_POP_COMPLETE) + u8(count) + u32(written) + b"".join(u32(o) for o in offsets)
+
+
+def virtqueue():
+    write("virtqueue", "direct_chain",
+          vq_config(4) + vq_desc(0, 0x3000, 16, NEXT, 1) + vq_desc(1, 0x4000, 512, WRITE, 0) +
+          u8(VQ_PUBLISH) + u16(0) + vq_pop_complete(1, 512, 0) + u8(VQ_NEEDS_NOTIFICATION))
+    table = desc(0x3000, 16, NEXT, 1) + desc(0x4000, 64, WRITE, 0)
+    write("virtqueue", "indirect_chain",
+          vq_config(4, indirect=True) + vq_desc(0, 0x5000, len(table), INDIRECT, 0) +
+          u8(VQ_RAW) + u16(0x5000) + u8(len(table)) + table + u8(VQ_PUBLISH) + u16(0) +
+          vq_pop_complete(1, 64, 8))
+    write("virtqueue", "event_idx_out_of_order",
+          vq_config(3, event_idx=True) + vq_desc(0, 0x3000, 100, 0, 0) +
+          vq_desc(1, 0x3100, 100, WRITE, 0) + u8(VQ_USED_EVENT) + u16(1) + u8(VQ_PUBLISH) +
+          u16(0) + u8(VQ_PUBLISH) + u16(1) + u8(VQ_POP_HOLD) + u32(0) + u8(VQ_POP_HOLD) +
+          u32(50) + u8(VQ_COMPLETE_HELD) + u8(1) + u32(100) + u8(VQ_NEEDS_NOTIFICATION) +
+          u8(VQ_COMPLETE_HELD) + u8(0) + u32(0) + u8(VQ_NEEDS_NOTIFICATION) +
+          vq_pop_complete(1, 0))
+    write("virtqueue", "reset_with_stale_chain",
+          vq_config(2) + vq_desc(0, 0x3000, 32, WRITE, 0) + u8(VQ_PUBLISH) + u16(0) +
+          u8(VQ_POP_HOLD) + u32(0) + u8(VQ_RESET) + u8(VQ_COMPLETE_HELD) + u8(0) + u32(32) +
+          u8(VQ_PUBLISH) + u16(0) + vq_pop_complete(1, 32, 0))
+    write("virtqueue", "loop_and_bad_next",
+          vq_config(3) + vq_desc(0, 0x3000, 8, NEXT, 1) + vq_desc(1, 0x3008, 8, NEXT, 0) +
+          u8(VQ_PUBLISH) + u16(0) + vq_pop_complete(1, 0, 0))
+
+
+# --- mmio_transport: ops ---------------------------------------------------------------------
+MT_WRITE, MT_READ, MT_RAW, MT_NOTIFY, MT_SIGNAL, MT_MODE, MT_FAR = range(7)
+
+
+def mt_w(offset, value, width=4):
+    return u8(MT_WRITE) + u16(offset) + u8(width) + u64(value)
+
+
+def mt_r(offset, width=4):
+    return u8(MT_READ) + u16(offset) + u8(width)
+
+
+def mt_init():
+    s = mt_r(0x000) + mt_r(0x004) + mt_r(0x008) + mt_w(0x070, 0) + mt_w(0x070, 1) + \
+        mt_w(0x070, 3)
+    s += mt_w(0x014, 1) + mt_r(0x010) + mt_w(0x014, 0) + mt_r(0x010)
+    s += mt_w(0x024, 1) + mt_w(0x020, 1) + mt_w(0x024, 0) + mt_w(0x020, (1 << 28) | (1 << 29) | 1)
+    s += mt_w(0x070, 0xB) + mt_r(0x070)
+    for q, (size, base) in enumerate(((16, 0x1000), (8, 0x4000))):
+        s += mt_w(0x030, q) + mt_r(0x034) + mt_w(0x038, size)
+        s += mt_w(0x080, base) + mt_w(0x084, 0) + mt_w(0x090, base + 0x1000) + mt_w(0x094, 0)
+        s += mt_w(0x0A0, base + 0x2000) + mt_w(0x0A4, 0) + mt_w(0x044, 1) + mt_r(0x044)
+    s += mt_w(0x070, 0xF)
+    return s
+
+
+def mmio_transport():
+    init = mt_init()
+    chain = desc(0x8000, 64, WRITE, 0)
+    avail = u16(0) + u16(1) + u16(0)
+    request = u8(MT_RAW) + u16(0x1000) + u8(len(chain)) + chain + u8(MT_RAW) + u16(0x2000) + \
+        u8(len(avail)) + avail
+    write("mmio_transport", "init_and_notify",
+          init + request + mt_w(0x050, 0) + mt_r(0x060) + mt_w(0x064, 1) + mt_r(0x100) +
+          mt_w(0x100, 0x55, 1) + mt_r(0x0FC) + mt_w(0x070, 0))
+    write("mmio_transport", "ioeventfd_notify_and_signals",
+          init + request + u8(MT_NOTIFY) + u32(0) + u8(MT_SIGNAL) + u8(1) + u8(MT_SIGNAL) +
+          u8(2) + mt_r(0x070) + mt_r(0x060) + mt_w(0x064, 3) + mt_w(0x070, 0))
+    write("mmio_transport", "odd_widths_and_far",
+          mt_r(0x001, 2) + mt_r(0x0FE, 8) + mt_w(0x100, 0x1122334455667788, 8) + mt_r(0x10F, 3) +
+          u8(MT_FAR) + u64(0xFFFFFFFFFFFFFFFE) + u8(4) + u8(1) + u64(1) + u8(MT_FAR) +
+          u64(0x1000) + u8(4) + u8(0) + u64(0))
+    write("mmio_transport", "activation_fails",
+          u8(MT_MODE) + u8(3) + init + mt_r(0x070) + mt_w(0x070, 0))
+
+
+# --- virtio_block: options, u16 disk extra, ops ----------------------------------------------
+BK_DESC, BK_DATA, BK_PUBLISH, BK_ADVANCE, BK_NOTIFY, BK_RUN, BK_RESET, BK_IO_RESULT, \
+    BK_AVAIL_FLAGS, BK_USED_EVENT = range(10)
+BLK_IN, BLK_OUT, BLK_FLUSH, BLK_GET_ID, BLK_DISCARD, BLK_WRITE_ZEROES = 0, 1, 4, 8, 11, 13
+
+
+def bk_desc(index, offset, length, flags, nxt):
+    return u8(BK_DESC) + u8(index) + u32(offset) + u32(length) + u16(flags) + u16(nxt)
+
+
+def bk_data(offset, data):
+    return u8(BK_DATA) + u32(offset) + u8(len(data)) + data
+
+
+def bk_request(first, header_offset, rtype, sector, data=(), status_offset=None, extra=b""):
+    """Descriptors first.. for header, data buffers (offset, len, writable), status byte."""
+    s = bk_data(header_offset, u32(rtype) + u32(0) + u64(sector) + extra)
+    parts = [(header_offset, 16 + len(extra), False)] + list(data)
+    if status_offset is not None:
+        parts.append((status_offset, 1, True))
+    for i, (offset, length, writable) in enumerate(parts):
+        last = i == len(parts) - 1
+        flags = (WRITE if writable else 0) | (0 if last else NEXT)
+        s += bk_desc(first + i, offset, length, flags, first + i + 1)
+    return s + u8(BK_PUBLISH) + u16(first)
+
+
+def virtio_block():
+    all_features = u8(0x3A) + u16(0)  # indirect, FLUSH, DISCARD, WRITE_ZEROES
+    go = u8(BK_NOTIFY) + u16(0) + u8(BK_RUN)
+    write("virtio_block", "read",
+          all_features + bk_request(0, 0, BLK_IN, 1, [(0x1000, 1024, True)], 0x3000) + go)
+    write("virtio_block", "write_then_read",
+          all_features + bk_data(0x1000, bytes(range(64))) +
+          bk_request(0, 0, BLK_OUT, 3, [(0x1000, 512, False)], 0x3000) + go +
+          bk_request(3, 0x100, BLK_IN, 3, [(0x2000, 512, True)], 0x3001) + go)
+    write("virtio_block", "flush_getid_discard_zeroes",
+          all_features + bk_request(0, 0, BLK_FLUSH, 0, [], 0x3000) +
+          bk_request(2, 0x100, BLK_GET_ID, 0, [(0x1000, 20, True)], 0x3001) +
+          bk_request(5, 0x200, BLK_DISCARD, 0, [], 0x3002, u64(8) + u32(16) + u32(0)) +
+          bk_request(7, 0x300, BLK_WRITE_ZEROES, 0, [], 0x3003, u64(24) + u32(8) + u32(1)) +
+          bk_request(9, 0x400, BLK_WRITE_ZEROES, 0, [], 0x3004, u64(40) + u32(8) + u32(0)) + go)
+    # An indirect table holds guest addresses; the data area starts at guest address 0x4000.
+    data_area = 0x4000
+    table = desc(data_area + 0x4000, 16, NEXT, 1) + \
+        desc(data_area + 0x1000, 512, WRITE | NEXT, 2) + desc(data_area + 0x3000, 1, WRITE, 0)
+    write("virtio_block", "indirect_event_idx",
+          u8(0x3B) + u16(0x100) + bk_data(0x4000, u32(BLK_IN) + u32(0) + u64(2)) +
+          bk_data(0x5000, table) + bk_desc(0, 0x5000, len(table), INDIRECT, 0) +
+          u8(BK_USED_EVENT) + u16(0) + u8(BK_PUBLISH) + u16(0) + go)
+    write("virtio_block", "errors_and_reset",
+          u8(0x22) + u16(0x1FF) + u8(BK_IO_RESULT) + u8(0) +
+          bk_request(0, 0, BLK_IN, 0, [(0x1000, 512, True)], 0x3000) + go +
+          bk_request(3, 0x100, BLK_OUT, 1 << 40, [(0x1000, 512, False)], 0x3001) +
+          bk_request(6, 0x200, BLK_IN, 0, [(0x1000, 512, True)]) + u8(BK_NOTIFY) + u16(0) +
+          u8(BK_RESET) + bk_request(0, 0, BLK_IN, 0, [(0x1000, 512, True)], 0x3000) + go)
+
+
+# --- virtio_net: u32 features, u8 refuse, ops ------------------------------------------------
+NT_DESC, NT_DATA, NT_PUBLISH, NT_ADVANCE, NT_NOTIFY, NT_RUN, NT_SEND, NT_DRAIN, NT_RESET, \
+    NT_USED_EVENT, NT_AVAIL_FLAGS = range(11)
+NET_CSUM, NET_GUEST_CSUM, NET_MAC, NET_GUEST_TSO4, NET_MRG_RXBUF, NET_STATUS = \
+    1 << 0, 1 << 1, 1 << 5, 1 << 7, 1 << 15, 1 << 16
+RING_INDIRECT, RING_EVENT_IDX = 1 << 28, 1 << 29
+
+
+def nt_desc(queue, index, offset, length, flags, nxt=0):
+    return u8(NT_DESC) + u8(queue) + u8(index) + u32(offset) + u32(length) + u16(flags) + u16(nxt)
+
+
+def nt_send(length, head=b""):
+    # The harness scales the u16 to 0..70000 bytes: find the value that gives `length`.
+    code = next(c for c in range(0x10000) if c * 70000 // 0xFFFF >= length)
+    return u8(NT_SEND) + u16(code) + u8(len(head)) + head
+
+
+def net_header(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0):
+    return u8(flags) + u8(gso_type) + u16(hdr_len) + u16(gso_size) + u16(csum_start) + \
+        u16(csum_offset) + u16(0)
+
+
+def virtio_net():
+    features = u32(NET_MAC | NET_STATUS | NET_CSUM | NET_GUEST_CSUM | RING_INDIRECT) + u8(0)
+    frame = net_header() + bytes([0xFF] * 6) + bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56]) + \
+        b"\x08\x00" + bytes(46)
+    write("virtio_net", "tx",
+          features + u8(NT_DATA) + u32(0x1000) + u8(len(frame)) + frame +
+          nt_desc(1, 0, 0x1000, 12, NEXT, 1) + nt_desc(1, 1, 0x100C, len(frame) - 12, 0) +
+          u8(NT_PUBLISH) + u8(1) + u16(0) + u8(NT_NOTIFY) + u16(1) + u8(NT_DRAIN))
+    write("virtio_net", "rx",
+          features + nt_desc(0, 0, 0x10000, 1526, WRITE) + u8(NT_PUBLISH) + u8(0) + u16(0) +
+          u8(NT_NOTIFY) + u16(0) + nt_send(74, net_header()) + u8(NT_RUN) + u8(NT_RUN))
+    mrg = u32(NET_MAC | NET_MRG_RXBUF | NET_GUEST_CSUM | NET_GUEST_TSO4 | RING_EVENT_IDX) + u8(0)
+    s = mrg
+    for i in range(4):
+        s += nt_desc(0, i, 0x10000 + i * 0x1000, 1000, WRITE) + u8(NT_PUBLISH) + u8(0) + u16(i)
+    s += u8(NT_USED_EVENT) + u8(0) + u16(0) + u8(NT_NOTIFY) + u16(0)
+    s += nt_send(3000, net_header(flags=1, gso_type=1, hdr_len=54, gso_size=1448, csum_start=34,
+                                  csum_offset=16)) + u8(NT_RUN) + u8(NT_RUN)
+    write("virtio_net", "rx_mergeable", s)
+    write("virtio_net", "offloads_refused_then_reset",
+          u32(NET_CSUM | NET_GUEST_TSO4) + u8(1) + nt_desc(1, 0, 0x1000, 60, 0) + u8(NT_PUBLISH) +
+          u8(1) + u16(0) + u8(NT_NOTIFY) + u16(1) + u8(NT_RESET) + nt_desc(1, 0, 0x1000, 60, 0) +
+          u8(NT_PUBLISH) + u8(1) + u16(0) + u8(NT_NOTIFY) + u16(1))
+    write("virtio_net", "oversized_host_packet",
+          features + nt_desc(0, 0, 0x10000, 2000, WRITE) + u8(NT_PUBLISH) + u8(0) + u16(0) +
+          u8(NT_NOTIFY) + u16(0) + nt_send(69000) + nt_send(100, net_header()) + u8(NT_RUN) + u8(NT_RUN))
+
+
+# --- port devices ----------------------------------------------------------------------------
+def port_write(offset, value, width=1):
+    return u8((width << 4) | 1) + u8(offset) + u64(value)
+
+
+def port_read(offset, width=1):
+    return u8(width << 4) + u8(offset)
+
+
+SR_ACCESS, SR_INPUT, SR_FLOOD, SR_REFILL = range(4)
+
+
+def serial_16550():
+    w = lambda port, value: u8(SR_ACCESS) + port_write(port, value)
+    r = lambda port: u8(SR_ACCESS) + port_read(port)
+    probe = w(1, 0) + w(3, 0x80) + w(0, 1) + w(1, 0) + w(3, 0x03) + w(2, 0xC7) + w(4, 0x0B) + \
+        w(1, 0x0F) + r(2) + r(5) + r(6)
+    write("serial_16550", "probe_and_echo",
+          probe + w(0, ord("h")) + w(0, ord("i")) + r(2) + u8(SR_INPUT) + u8(3) + b"abc" + r(2) +
+          r(5) + r(0) + r(0) + r(0) + r(5))
+    write("serial_16550", "loopback_and_scratch",
+          probe + w(4, 0x10) + w(0, 0x5A) + r(5) + r(0) + r(6) + w(7, 0xA5) + r(7) + w(4, 0x0B))
+    write("serial_16550", "flood_and_refill",
+          probe + u8(SR_FLOOD) + u16(40000) + r(0) * 20 + u8(SR_REFILL) + r(0) * 4 + r(2))
+
+
+def i8042():
+    w = lambda port, value: port_write(port, value)
+    r = port_read
+    write("i8042", "linux_probe",
+          u8(1) + w(4, 0x20) + r(4) + r(0) + w(4, 0x60) + w(0, 0x47) + w(4, 0xAA) + r(0) +
+          w(4, 0xD3) + w(0, 0x5A) + r(0) + w(4, 0xA9) + r(0) + w(0, 0xFF) + r(4) + r(0))
+    write("i8042", "reset_through_output_port",
+          u8(0) + w(4, 0xD0) + r(0) + w(4, 0xD1) + w(0, 0xFE) + w(4, 0xFE) + r(1, 4) + r(3))
+
+
+def legacy_ports():
+    w = lambda port, value: u8(0x13) + u16(port) + u64(value)
+    r = lambda port: u8(0x12) + u16(port)
+    time_regs = b"".join(w(0x70, reg) + r(0x71) for reg in (0, 2, 4, 6, 7, 8, 9, 0x32, 0x0A,
+                                                            0x0B, 0x0C, 0x0D))
+    set_time = w(0x70, 0x0B) + w(0x71, 0x82) + w(0x70, 0x09) + w(0x71, 0x99) + \
+        w(0x70, 0x08) + w(0x71, 0x12) + w(0x70, 0x07) + w(0x71, 0x31) + w(0x70, 0x32) + \
+        w(0x71, 0x20) + w(0x70, 0x0B) + w(0x71, 0x02)
+    write("legacy_ports", "rtc_read_and_set",
+          u32(1700000000) + time_regs + set_time + time_regs)
+    write("legacy_ports", "binary_12h_mode",
+          u32(4102444800) + w(0x70, 0x0B) + w(0x71, 0x04) + time_regs + w(0x70, 0x04) +
+          w(0x71, 0x81))
+    write("legacy_ports", "platform_ports",
+          u32(0) + r(0x505) + w(0x505, 1) + w(0x601, 0x20) + w(0x600, 0x34) + r(0x600) +
+          w(0xF4, 3) + u8(0x23) + u16(0xF4) + u64(0x100) + w(0x70, 0x80) + r(0x71))
+
+
+# --- kernels ---------------------------------------------------------------------------------
+def bzimage(payload_size=8192, init_size=4 << 20, version=0x020F, relocatable=True,
+            pref_address=16 << 20, setup_sects=4, xloadflags=3):
+    setup_size = (setup_sects + 1) * 512
+    image = bytearray(setup_size + payload_size)
+    fields = [
+        (0x1F1, "B", setup_sects), (0x1F4, "I", (payload_size + 15) // 16),
+        (0x1FE, "H", 0xAA55), (0x200, "H", 0x6AEB), (0x202, "I", 0x53726448),
+        (0x206, "H", version), (0x211, "B", 1), (0x22C, "I", 0x7FFFFFFF),
+        (0x230, "I", 2 << 20), (0x234, "B", 1 if relocatable else 0), (0x236, "H", xloadflags),
+        (0x238, "I", 2047), (0x258, "Q", pref_address), (0x260, "I", init_size),
+    ]
+    for offset, fmt, value in fields:
+        struct.pack_into("<" + fmt, image, offset, value)
+    for i in range(payload_size):
+        image[setup_size + i] = (i * 7) & 0xFF
+    return bytes(image)
+
+
+def kernels():
+    write("bzimage", "relocatable", bzimage())
+    write("bzimage", "fixed_at_1m", bzimage(relocatable=False, payload_size=2048))
+    write("bzimage", "protocol_2_12", bzimage(version=0x020C, payload_size=1024,
+                                              init_size=1 << 20))
+    write("bzimage", "too_big_for_ram", bzimage(init_size=64 << 20, payload_size=512))
+    write("elf", "vmlinux", elf([(0xFFFFFFFF81000000, 0x1000000, bytes(range(256)) * 16, 0x2000)],
+                                0xFFFFFFFF81000000))
+    write("elf", "vmlinux_pvh",
+          elf([(0xFFFFFFFF81000000, 0x1000000, bytes(4096), 0x1000),
+               (0xFFFFFFFF81200000, 0x1200000, bytes(512), 0x10000)],
+              0xFFFFFFFF81000010, pvh_entry=0x1000020))
+    write("elf", "physical_entry", elf([(0x200000, 0x200000, b"\xf4" * 64, 64)], 0x200000))
+
+
+def elf(segments, entry, pvh_entry=None):
+    """ELF64 x86-64 ET_EXEC: Ehdr, Phdrs (PT_LOAD each, PT_NOTE with a PVH entry), note, data."""
+    phnum = len(segments) + (1 if pvh_entry is not None else 0)
+    note = b""
+    if pvh_entry is not None:
+        note = u32(4) + u32(8) + u32(18) + b"Xen\0" + u64(pvh_entry)
+    offset = 64 + phnum * 56
+    note_offset = offset
+    offset += len(note)
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    ehdr = ident + u16(2) + u16(62) + u32(1) + u64(entry) + u64(64) + u64(0) + u32(0) + \
+        u16(64) + u16(56) + u16(phnum) + u16(64) + u16(0) + u16(0)
+    phdrs = b""
+    data = b""
+    for vaddr, paddr, content, memsz in segments:
+        phdrs += u32(1) + u32(5) + u64(offset) + u64(vaddr) + u64(paddr) + u64(len(content)) + \
+            u64(memsz) + u64(0x1000)
+        offset += len(content)
+        data += content
+    if pvh_entry is not None:
+        phdrs += u32(4) + u32(4) + u64(note_offset) + u64(0) + u64(0) + u64(len(note)) + \
+            u64(len(note)) + u64(4)
+    return ehdr + phdrs + note + data
+
+
+# --- cli -------------------------------------------------------------------------------------
+def cli():
+    def argv(*args):
+        return b"\0".join(a.encode() for a in args)
+
+    write("cli", "minimal", argv("--kernel", "/k"))
+    write("cli", "all_flags",
+          argv("-k", "/k", "--initrd", "/i", "--cmdline", "quiet", "--cpus", "4", "--memory",
+               "2G", "--serial", "file:/tmp/log", "--timeout", "30", "-vv", "--log-level",
+               "debug"))
+    write("cli", "disks_and_nets",
+          argv("--kernel", "/k", "--disk", "/root.img", "-d",
+               "/data.img,readonly=on,serial=data01,io=threads", "--net",
+               "tap=tap0,mac=02:00:00:00:00:01", "-n", "tap=tap1"))
+    write("cli", "help", argv("--help"))
+    write("cli", "version", argv("--version"))
+    write("cli", "bad_values",
+          argv("--kernel", "/k", "--memory", "1M", "--cpus", "0", "--serial", "file:",
+               "--net", "tap=tap0,mac=01:00:00:00:00:00"))
+
+
+# --- virtio_vsock: u32 features, ops ----------------------------------------------------------
+VS_TX, VS_RX, VS_DESC, VS_DATA, VS_PUBLISH, VS_NOTIFY, VS_RUN, VS_CONNECT, VS_SEND, VS_RECEIVE, \
+    VS_CLOSE, VS_ACCEPT, VS_RESET = range(13)
+VSOCK_REQUEST, VSOCK_RESPONSE, VSOCK_RST, VSOCK_SHUTDOWN, VSOCK_RW, VSOCK_CREDIT_UPDATE, \
+    VSOCK_CREDIT_REQUEST = range(1, 8)
+
+
+def vs_tx(index, op, payload=b"", src=0, dst=0, flags=0, buf_alloc=65536, fwd_cnt=0):
+    """dst: 0/1 the host listeners (ports 1024/1025), 0x80 + i the i-th host-initiated port."""
+    return u8(VS_TX) + u8(index) + u8(src) + u8(dst) + u16(op) + u32(flags) + u32(buf_alloc) + \
+        u32(fwd_cnt) + u8(0) + u8(len(payload)) + payload
+
+
+def virtio_vsock():
+    features = u32(RING_EVENT_IDX | RING_INDIRECT)
+    rx = u8(VS_RX) + u8(16) + u16(0x1000)
+    run = u8(VS_RUN) + u8(VS_RUN)
+    write("virtio_vsock", "guest_connects",
+          features + rx + vs_tx(0, VSOCK_REQUEST) + run + u8(VS_ACCEPT) +
+          vs_tx(2, VSOCK_RW, b"hello") + u8(VS_RECEIVE) + u8(0) + u8(VS_SEND) + u8(0) + u8(5) +
+          b"world" + run + vs_tx(4, VSOCK_SHUTDOWN, flags=3) + run + vs_tx(6, VSOCK_RST) + run)
+    write("virtio_vsock", "host_connects",
+          features + rx + u8(VS_CONNECT) + u8(0) + u32(1000) + run +
+          vs_tx(0, VSOCK_RESPONSE, dst=0x80) + run + u8(VS_RECEIVE) + u8(0) + u8(VS_SEND) +
+          u8(0) + u8(4) + b"data" + run + vs_tx(2, VSOCK_CREDIT_UPDATE, dst=0x80, fwd_cnt=4) +
+          vs_tx(4, VSOCK_RW, b"reply", dst=0x80) + vs_tx(6, VSOCK_CREDIT_REQUEST, dst=0x80) +
+          run + u8(VS_CLOSE) + u8(0) + u8(1) + run + u8(VS_CLOSE) + u8(0) + u8(0) + run)
+    write("virtio_vsock", "bad_lines_and_reset",
+          features + rx + u8(VS_CONNECT) + u8(1) + u8(9) + b"CONNECT x" + u8(VS_CONNECT) + u8(1) +
+          u8(12) + b"GARBAGE\n\n\n\n\n" + run + vs_tx(0, VSOCK_REQUEST, dst=1) + run +
+          u8(VS_RESET) + rx + vs_tx(0, VSOCK_RW, b"late") + run)
+
+
+def main():
+    virtqueue()
+    mmio_transport()
+    virtio_block()
+    virtio_net()
+    virtio_vsock()
+    serial_16550()
+    i8042()
+    legacy_ports()
+    kernels()
+    cli()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

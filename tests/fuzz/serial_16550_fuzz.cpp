@@ -1,0 +1,72 @@
+// The 16550 UART: fuzzer-chosen port accesses (any offset and width, DLAB, FIFO control,
+// loopback, interrupt enables) interleaved with host input arriving from the event loop side and
+// the refill handshake the device asks for through its notifier.
+//
+// Input: operations (see Op).
+
+#include <cstdint>
+#include <vector>
+
+#include "devices/legacy/serial_16550.hpp"
+#include "tests/fuzz/port_access.hpp"
+
+namespace vmm::fuzz {
+namespace {
+
+using devices::Serial16550;
+
+enum Op : uint8_t {
+  kAccess,        // a port access (port_access.hpp)
+  kInput,         // u8 n, n bytes of host input
+  kInputFlood,    // u16 length: that many bytes of host input at once
+  kAnswerRefill,  // the event loop answers the notifier: enqueue_input({})
+  kOpCount,
+};
+
+void offer_input(Serial16550& uart, std::span<const uint8_t> bytes) {
+  const size_t space = uart.input_space();
+  VMM_FUZZ_CHECK(space <= Serial16550::kInputQueueCapacity, "input_space() %zu", space);
+  const size_t taken = uart.enqueue_input(bytes);
+  VMM_FUZZ_CHECK(taken <= bytes.size(), "took %zu of %zu bytes", taken, bytes.size());
+  VMM_FUZZ_CHECK(bytes.size() > space || taken == bytes.size(),
+                 "took %zu of %zu bytes with room for %zu", taken, bytes.size(), space);
+}
+
+void run(Reader& in) {
+  FakeInterruptLine irq;
+  uint64_t transmitted = 0;
+  Serial16550 uart(irq, [&](std::span<const uint8_t> bytes) { transmitted += bytes.size(); });
+  bool refill_requested = false;
+  uart.set_input_notifier([&] { refill_requested = true; });
+  while (!in.empty()) {
+    switch (in.u8() % kOpCount) {
+      case kAccess: perform(uart, read_port_access(in, Serial16550::kPortCount)); break;
+      case kInput: offer_input(uart, in.bytes(in.u8())); break;
+      case kInputFlood: {
+        std::vector<uint8_t> bytes(in.u16() * 2u, 'x');
+        offer_input(uart, bytes);
+        break;
+      }
+      case kAnswerRefill:
+        if (refill_requested) {
+          refill_requested = false;
+          offer_input(uart, {});
+        }
+        break;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vmm::fuzz
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  vmm::fuzz::quiet_logs();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  vmm::fuzz::Reader in(data, size);
+  vmm::fuzz::run(in);
+  return 0;
+}
