@@ -1,0 +1,135 @@
+// What a running machine holds on the host, checked from inside the process that embeds it: no
+// executable anonymous memory (guest RAM is never executable on the host), every fd it opened is
+// close-on-exec (a program the embedder spawns inherits none of them), and it writes no file but
+// the ones it was told to (the disk image, the console file, its sockets, which it removes).
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/integration/guest_run.hpp"
+#include "vmm/machine.hpp"
+
+namespace vmm::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::set<int> open_fd_numbers() {
+  std::set<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    fds.insert(std::stoi(entry.path().filename().string()));
+  }
+  return fds;
+}
+
+// /proc/self/maps lines that are executable and not backed by a file (nor the kernel's vdso).
+std::vector<std::string> anonymous_executable_mappings() {
+  std::vector<std::string> found;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms, offset, device, inode, path;
+    fields >> range >> perms >> offset >> device >> inode;
+    std::getline(fields >> std::ws, path);
+    const bool executable = perms.size() > 2 && perms[2] == 'x';
+    const bool file_backed = !path.empty() && path[0] == '/';
+    if (executable && !file_backed && path != "[vdso]" && path != "[vsyscall]") {
+      found.push_back(line);
+    }
+  }
+  return found;
+}
+
+class LeastPrivilege : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const std::string why = kvm_unavailable_reason(); !why.empty()) {
+      GTEST_SKIP() << "cannot boot guests here: " << why;
+    }
+    char pattern[] = "/tmp/vmm-privilege-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    std::ofstream(dir_ / "disk.img", std::ios::binary) << std::string(1 << 20, '\0');
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // A machine with one of each kind of host resource: disk, vsock, control socket, console file.
+  MachineConfig config() const {
+    MachineConfig config;
+    config.kernel_path = test_guest_image("hello");
+    config.cmdline = "console=ttyS0 spin";
+    config.memory_bytes = 64 << 20;
+    config.serial.mode = SerialConfig::Mode::kFile;
+    config.serial.path = (dir_ / "console.log").string();
+    config.disks.push_back({(dir_ / "disk.img").string(), false, "disk0", {}});
+    config.vsock = VsockConfig{3, (dir_ / "vsock.sock").string()};
+    config.api_socket = (dir_ / "api.sock").string();
+    return config;
+  }
+
+  std::set<std::string> files_in_dir() const {
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+      names.insert(entry.path().filename().string());
+    }
+    return names;
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(LeastPrivilege, GuestMemoryAndEverythingElseIsNeverExecutable) {
+  auto machine = Machine::create(config());
+  machine->start();
+  EXPECT_EQ(anonymous_executable_mappings(), std::vector<std::string>{});
+  machine->stop();
+  ASSERT_TRUE(machine->wait(60s));
+}
+
+TEST_F(LeastPrivilege, EveryFdTheMachineOpensIsCloseOnExec) {
+  const std::set<int> before = open_fd_numbers();
+  auto machine = Machine::create(config());
+  machine->start();
+  size_t checked = 0;
+  for (const int fd : open_fd_numbers()) {
+    if (before.count(fd) != 0) continue;
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0) continue;  // the directory iterator's own fd, already closed
+    ++checked;
+    std::error_code error;
+    const auto target = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), error);
+    EXPECT_NE(flags & FD_CLOEXEC, 0) << "fd " << fd << " (" << target << ") is inherited by exec";
+  }
+  // KVM (system, VM, vCPU), guest RAM is not an fd, but eventfds, epoll, io_uring, the image, the
+  // sockets and the console file are: a machine like this holds well over ten.
+  EXPECT_GT(checked, 10u);
+  machine->stop();
+  ASSERT_TRUE(machine->wait(60s));
+}
+
+TEST_F(LeastPrivilege, WritesOnlyWhatItWasToldToAndRemovesItsSockets) {
+  {
+    auto machine = Machine::create(config());
+    machine->start();
+    EXPECT_EQ(files_in_dir(),
+              (std::set<std::string>{"api.sock", "console.log", "disk.img", "vsock.sock"}));
+    machine->stop();
+    ASSERT_TRUE(machine->wait(60s));
+  }
+  EXPECT_EQ(files_in_dir(), (std::set<std::string>{"console.log", "disk.img"}));
+}
+
+}  // namespace
+}  // namespace vmm::testing
