@@ -4,8 +4,13 @@
 // the ones it was told to (the disk image, the console file, its sockets, which it removes).
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -129,6 +134,53 @@ TEST_F(LeastPrivilege, WritesOnlyWhatItWasToldToAndRemovesItsSockets) {
     ASSERT_TRUE(machine->wait(60s));
   }
   EXPECT_EQ(files_in_dir(), (std::set<std::string>{"console.log", "disk.img"}));
+}
+
+// The child's side of RunsAsAnUnprivilegedUserGivenOnlyKvm: returns its exit status.
+int run_as_nobody(const std::string& dir) {
+  // A private /dev/kvm node anyone may open, in a tmpfs only this mount namespace sees: the
+  // host's own /dev/kvm (root-only here) is left as it is.
+  if (::unshare(CLONE_NEWNS) != 0) return 10;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+  const std::string dev = dir + "/dev";
+  if (::mkdir(dev.c_str(), 0755) != 0) return 12;
+  if (::mount("tmpfs", dev.c_str(), "tmpfs", 0, "mode=0755") != 0) return 13;
+  struct stat kvm {};
+  if (::stat("/dev/kvm", &kvm) != 0) return 14;
+  const std::string node = dev + "/kvm";
+  if (::mknod(node.c_str(), S_IFCHR | 0666, kvm.st_rdev) != 0) return 15;
+  if (::chmod(node.c_str(), 0666) != 0) return 16;
+  // Nobody, with no supplementary groups and, after setuid, no capabilities.
+  if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) return 17;
+  if (::geteuid() != 65534) return 18;
+  MachineConfig config;
+  config.kernel_path = test_guest_image("hello");
+  config.cmdline = "console=ttyS0 exit=9";
+  config.memory_bytes = 32 << 20;
+  config.serial.mode = SerialConfig::Mode::kNone;
+  config.kvm_device = node;
+  config.disks.push_back({dir + "/disk.img", false, "", {}});
+  try {
+    return Machine::create(config)->run().exit_status();
+  } catch (const std::exception&) {
+    return 19;
+  }
+}
+
+TEST_F(LeastPrivilege, RunsAsAnUnprivilegedUserGivenOnlyKvm) {
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root to set up a private /dev/kvm and drop to nobody";
+  // Everything the unprivileged machine touches must be reachable by nobody.
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod((dir_ / "disk.img").c_str(), 0666), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(run_as_nobody(dir_.string()));
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "child status " << status;
+  // 9: the guest ran to its exit; 10-19: a setup step failed (see run_as_nobody).
+  EXPECT_EQ(WEXITSTATUS(status), 9);
 }
 
 }  // namespace
