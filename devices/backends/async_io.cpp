@@ -8,17 +8,20 @@
 
 namespace vmm::devices {
 
-std::unique_ptr<AsyncIo> AsyncIo::create(int fd, unsigned depth, Engine engine) {
+std::unique_ptr<AsyncIo> AsyncIo::create(int fd, unsigned depth, Engine engine,
+                                         ThreadStartHook on_thread_start) {
   if (depth == 0) fail("disk I/O: queue depth must be at least 1");
   std::unique_ptr<AsyncIo> io;
   switch (engine) {
     case Engine::kIoUring: io = std::make_unique<IoUringIo>(fd, depth); break;
-    case Engine::kThreadPool: io = std::make_unique<ThreadPoolIo>(fd, depth); break;
+    case Engine::kThreadPool:
+      io = std::make_unique<ThreadPoolIo>(fd, depth, std::move(on_thread_start));
+      break;
     case Engine::kAuto: try { io = std::make_unique<IoUringIo>(fd, depth);
       } catch (const Error& e) {
         // Old kernels (ENOSYS), seccomp or kernel.io_uring_disabled (EPERM): slower, still works.
         spdlog::info("{}; disk I/O uses a thread pool instead", e.what());
-        io = std::make_unique<ThreadPoolIo>(fd, depth);
+        io = std::make_unique<ThreadPoolIo>(fd, depth, std::move(on_thread_start));
       }
       break;
   }

@@ -60,11 +60,16 @@ class AsyncIo {
   // reset must not return while the host still writes into buffers the guest may reuse.
   virtual void wait_all(const std::function<void(const IoCompletion&)>& on_complete) = 0;
 
+  // Called first on each thread the engine starts (the thread pool's workers), e.g. to confine it
+  // with a seccomp filter; if it throws, create() fails with its message.
+  using ThreadStartHook = std::function<void()>;
+
   // An engine for `fd` with room for `depth` requests in flight. kAuto tries io_uring and falls
   // back to the thread pool where io_uring is unavailable (old kernel, seccomp, sysctl
   // io_uring_disabled), logging which it chose. The destructor waits for in-flight requests, so
   // their buffers may be unmapped afterwards.
-  static std::unique_ptr<AsyncIo> create(int fd, unsigned depth, Engine engine = Engine::kAuto);
+  static std::unique_ptr<AsyncIo> create(int fd, unsigned depth, Engine engine = Engine::kAuto,
+                                         ThreadStartHook on_thread_start = {});
 };
 
 }  // namespace vmm::devices

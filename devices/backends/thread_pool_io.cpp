@@ -6,19 +6,34 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <exception>
+#include <string>
 
 #include "vmm/util/error.hpp"
 
 namespace vmm::devices {
 
-ThreadPoolIo::ThreadPoolIo(int fd, unsigned depth) : fd_(fd), depth_(depth) {
+ThreadPoolIo::ThreadPoolIo(int fd, unsigned depth, ThreadStartHook on_worker_start)
+    : fd_(fd), depth_(depth) {
   const unsigned threads = std::clamp(depth, 1u, kMaxThreads);
   workers_.reserve(threads);
   try {
-    for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run_worker(); });
+    for (unsigned i = 0; i < threads; ++i) {
+      workers_.emplace_back([this, &on_worker_start] { run_worker(on_worker_start); });
+    }
   } catch (...) {
     stop_workers();
     throw;
+  }
+  std::string error;
+  {
+    std::unique_lock lock(mutex_);
+    workers_ready_.wait(lock, [this, threads] { return workers_ready_count_ == threads; });
+    error = worker_start_error_;
+  }
+  if (!error.empty()) {
+    stop_workers();
+    fail("thread pool I/O: starting a worker: {}", error);
   }
 }
 
@@ -52,7 +67,21 @@ void ThreadPoolIo::flush_submissions() {
   work_ready_.notify_all();
 }
 
-void ThreadPoolIo::run_worker() {
+void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
+  std::string error;
+  if (on_worker_start) {
+    try {
+      on_worker_start();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!error.empty() && worker_start_error_.empty()) worker_start_error_ = error;
+    ++workers_ready_count_;
+  }
+  workers_ready_.notify_one();
   for (;;) {
     IoRequest request;
     {

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -17,8 +18,9 @@ class ThreadPoolIo final : public AsyncIo {
  public:
   static constexpr unsigned kMaxThreads = 4;
 
-  // Starts min(depth, kMaxThreads) workers.
-  ThreadPoolIo(int fd, unsigned depth);
+  // Starts min(depth, kMaxThreads) workers, each of which calls `on_worker_start` first; returns
+  // once they all have, and throws vmm::Error if it threw on any.
+  ThreadPoolIo(int fd, unsigned depth, ThreadStartHook on_worker_start = {});
   ~ThreadPoolIo() override;
   ThreadPoolIo(const ThreadPoolIo&) = delete;
   ThreadPoolIo& operator=(const ThreadPoolIo&) = delete;
@@ -32,7 +34,7 @@ class ThreadPoolIo final : public AsyncIo {
   void wait_all(const std::function<void(const IoCompletion&)>& on_complete) override;
 
  private:
-  void run_worker();
+  void run_worker(const ThreadStartHook& on_worker_start);
   void stop_workers();
   int64_t execute(const IoRequest& request) const;
   // Reports finished requests one at a time, each taken under the lock and reported without it.
@@ -51,6 +53,9 @@ class ThreadPoolIo final : public AsyncIo {
   std::deque<IoRequest> pending_;
   std::deque<IoCompletion> finished_;
   bool stopping_ = false;
+  std::condition_variable workers_ready_;  // the constructor: every worker ran its start hook
+  unsigned workers_ready_count_ = 0;
+  std::string worker_start_error_;    // the first start hook's failure
   std::vector<std::thread> workers_;  // last: started after everything they use exists
 };
 

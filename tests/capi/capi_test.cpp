@@ -203,6 +203,7 @@ TEST(CApi, GoodValuesAreAccepted) {
   EXPECT_EQ(vmm_config_set_cpus(c, 254), VMM_OK);
   EXPECT_EQ(vmm_config_set_memory_bytes(c, uint64_t{16} << 20), VMM_OK);
   EXPECT_EQ(vmm_config_set_timeout(c, 5), VMM_OK);
+  EXPECT_EQ(vmm_config_set_seccomp(c, false), VMM_OK);
   EXPECT_EQ(vmm_config_add_disk(c, "/x.img", true, "exactly-20-bytes-id!"), VMM_OK);
   EXPECT_EQ(vmm_config_add_net(c, "tap0", "52:54:00:12:34:56"), VMM_OK);
   EXPECT_EQ(vmm_config_add_net(c, "tap1", nullptr), VMM_OK);

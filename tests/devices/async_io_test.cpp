@@ -9,9 +9,12 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/devices/temp_dir.hpp"
@@ -312,6 +315,27 @@ TEST(AsyncIoCreateTest, AutoPicksAWorkingEngine) {
   int64_t result = 0;
   io->wait_all([&](const IoCompletion& c) { result = c.result; });
   EXPECT_EQ(result, 512);
+}
+
+TEST(AsyncIoCreateTest, EveryThreadPoolWorkerRunsTheStartHookFirst) {
+  std::mutex mutex;
+  std::set<std::thread::id> started;
+  auto io = AsyncIo::create(-1, kDepth, Engine::kThreadPool, [&] {
+    std::lock_guard lock(mutex);
+    started.insert(std::this_thread::get_id());
+  });
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(started.size(), 4u);  // ThreadPoolIo::kMaxThreads, all before create() returned
+  EXPECT_EQ(started.count(std::this_thread::get_id()), 0u);
+}
+
+TEST(AsyncIoCreateTest, AFailingStartHookFailsCreate) {
+  try {
+    AsyncIo::create(-1, 2, Engine::kThreadPool, [] { throw Error("no filter for you"); });
+    FAIL() << "create() succeeded";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "thread pool I/O: starting a worker: no filter for you");
+  }
 }
 
 TEST(AsyncIoCreateTest, ZeroDepthIsRefused) {

@@ -35,6 +35,17 @@ TEST_F(HelloGuest, ItsExitStatusBecomesVmmsExitStatus) {
   EXPECT_NE(r.out.find("exiting with status 7"), std::string::npos) << describe(r);
 }
 
+// Filters are on by default (every other test runs with them); --seccomp off runs without.
+TEST_F(HelloGuest, RunsWithSeccompOff) {
+  GuestRun run = hello("console=ttyS0");
+  run.extra_args = {"--seccomp", "off", "--log-level", "info"};
+  const ProcessResult r = run_vmm(run);
+  ASSERT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_status, 0) << describe(r);
+  EXPECT_NE(r.out.find("hello from the test guest"), std::string::npos) << describe(r);
+  EXPECT_NE(r.err.find("seccomp filters are off"), std::string::npos) << describe(r);
+}
+
 TEST_F(HelloGuest, TimeoutStopsAGuestThatNeverExits) {
   GuestRun run = hello("spin");
   run.vmm_timeout_seconds = 2;

@@ -13,9 +13,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -134,6 +136,70 @@ TEST_F(LeastPrivilege, WritesOnlyWhatItWasToldToAndRemovesItsSockets) {
     ASSERT_TRUE(machine->wait(60s));
   }
   EXPECT_EQ(files_in_dir(), (std::set<std::string>{"console.log", "disk.img"}));
+}
+
+std::set<std::string> thread_ids() {
+  std::set<std::string> ids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    ids.insert(entry.path().filename().string());
+  }
+  return ids;
+}
+
+// The "Seccomp:" line of a thread's status: 0 none, 2 a filter.
+std::string seccomp_mode(const std::string& tid) {
+  std::ifstream status("/proc/self/task/" + tid + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Seccomp:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 8));
+  }
+  return "?";
+}
+
+// The seccomp modes of the threads a started machine adds to this process, read until `settled`
+// says they are final (a thread installs its filter once it is set up, just after start()) or a
+// safety-net deadline passes.
+std::vector<std::string> machine_thread_modes(
+    bool seccomp, const std::function<bool(const std::vector<std::string>&)>& settled) {
+  const std::set<std::string> before = thread_ids();
+  MachineConfig config;
+  config.kernel_path = test_guest_image("hello");
+  config.cmdline = "console=ttyS0 spin";
+  config.memory_bytes = 32 << 20;
+  config.cpus = 2;
+  config.serial.mode = SerialConfig::Mode::kNone;
+  config.seccomp = seccomp;
+  auto machine = Machine::create(config);
+  machine->start();
+  std::vector<std::string> modes;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  do {
+    modes.clear();
+    for (const std::string& tid : thread_ids()) {
+      if (before.count(tid) == 0) modes.push_back(seccomp_mode(tid));
+    }
+  } while (!settled(modes) && std::chrono::steady_clock::now() < deadline);
+  machine->stop();
+  EXPECT_TRUE(machine->wait(60s));
+  return modes;
+}
+
+TEST_F(LeastPrivilege, EveryMachineThreadRunsUnderSeccompButNotTheCallers) {
+  auto all_filtered = [](const std::vector<std::string>& modes) {
+    return modes.size() >= 3 &&
+           std::count(modes.begin(), modes.end(), "2") == ssize_t(modes.size());
+  };
+  const std::vector<std::string> modes = machine_thread_modes(true, all_filtered);
+  // Two vCPUs and the event loop at least.
+  ASSERT_GE(modes.size(), 3u);
+  EXPECT_EQ(modes, std::vector<std::string>(modes.size(), "2"));
+  EXPECT_EQ(seccomp_mode(std::to_string(::gettid())), "0") << "the library filtered its caller";
+}
+
+TEST_F(LeastPrivilege, SeccompOffFiltersNothing) {
+  const std::vector<std::string> modes = machine_thread_modes(
+      false, [](const std::vector<std::string>& modes) { return modes.size() >= 3; });
+  ASSERT_GE(modes.size(), 3u);
+  EXPECT_EQ(modes, std::vector<std::string>(modes.size(), "0"));
 }
 
 // The child's side of RunsAsAnUnprivilegedUserGivenOnlyKvm: returns its exit status.

@@ -136,6 +136,22 @@ TEST_F(VirtioBlkGuest, ChecksAWritableAndAReadOnlyDisk) {
   EXPECT_TRUE(read_file(disk1) == original1) << "the read-only " << disk1 << " changed";
 }
 
+// The thread-pool engine: its workers do the disk I/O under their own seccomp filter.
+TEST_F(VirtioBlkGuest, ChecksADiskServedByTheThreadPool) {
+  const std::string disk0 = file("disk0.img", pattern_image(0, 1 << 20));
+  GuestRun run{.kernel = test_guest_image("virtio_blk"), .cmdline = "disks=1"};
+  run.extra_args = {"--disk", disk0 + ",io=threads"};
+  const ProcessResult r = run_vmm(run);
+  ASSERT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_status, 0) << describe(r);
+  EXPECT_EQ(r.out.find("FAILED"), std::string::npos) << describe(r);
+  expect_lines(r, {"disk0 write ok", "disk0 flush ok", "disk0 read back ok", "all 1 disks ok"});
+  const std::vector<uint8_t> sector = written_sector(0);
+  const std::vector<uint8_t> got0 = read_file(disk0);
+  ASSERT_EQ(got0.size(), size_t{1} << 20);
+  EXPECT_TRUE(std::equal(sector.begin(), sector.end(), got0.begin() + kWriteLba * kSector));
+}
+
 // The guest fails (and says which check) when the host's view disagrees with the device's: here
 // it expects a read-only disk that vmm was told is writable.
 TEST_F(VirtioBlkGuest, FailsWhenTheReadOnlyFlagDisagrees) {

@@ -98,7 +98,7 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
     "nets": [{"tap": "tap0", "mac": "02:00:00:00:00:01"}, {"tap": "tap1", "mac": null}],
     "vsock": {"guest_cid": 7, "uds_path": "/run/v.sock"},
     "serial": {"mode": "file", "path": "/log"},
-    "api_socket": "/run/api.sock", "timeout_seconds": 9})"));
+    "api_socket": "/run/api.sock", "timeout_seconds": 9, "seccomp": true})"));
 }
 
 TEST(ControlProtocol, ConfigWithoutOptionalPartsAndWithUnprintableBytes) {

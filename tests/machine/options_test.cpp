@@ -107,6 +107,14 @@ TEST(Options, ApiSocket) {
   EXPECT_EQ(parse({"--kernel", "/k", "--api-socket"}).exit_status, kExitStatusUsage);
 }
 
+TEST(Options, SeccompIsOnUnlessTurnedOff) {
+  EXPECT_TRUE(parse({"--kernel", "/k"}).options->machine.seccomp);
+  EXPECT_TRUE(parse({"--kernel", "/k", "--seccomp", "on"}).options->machine.seccomp);
+  EXPECT_FALSE(parse({"--kernel", "/k", "--seccomp", "off"}).options->machine.seccomp);
+  EXPECT_EQ(parse({"--kernel", "/k", "--seccomp", "log"}).exit_status, kExitStatusUsage);
+  EXPECT_NE(parse({"--help"}).output.find("--seccomp"), std::string::npos);
+}
+
 TEST(Options, Version) {
   auto result = parse({"--version"});
   EXPECT_FALSE(result.options);

@@ -247,6 +247,13 @@ vmm_status vmm_config_set_timeout(vmm_config* config, uint32_t seconds) {
   });
 }
 
+vmm_status vmm_config_set_seccomp(vmm_config* config, bool enabled) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+    next.seccomp = enabled;
+    return VMM_OK;
+  });
+}
+
 vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path) {
   return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
     if (path == nullptr) return null_argument(function, "path");

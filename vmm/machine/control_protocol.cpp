@@ -77,7 +77,8 @@ json config_to_json(const MachineConfig& config) {
               {"vsock", std::move(vsock)},
               {"serial", std::move(serial)},
               {"api_socket", config.api_socket},
-              {"timeout_seconds", config.timeout_seconds}};
+              {"timeout_seconds", config.timeout_seconds},
+              {"seccomp", config.seccomp}};
 }
 
 }  // namespace

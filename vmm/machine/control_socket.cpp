@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "vmm/security/seccomp_filter.hpp"
 #include "vmm/util/error.hpp"
 
 namespace vmm {
@@ -71,6 +72,9 @@ ControlServer::ControlServer(std::string path, ControlTarget& target)
   thread_ = std::thread([this] {
     ::pthread_setname_np(::pthread_self(), "vmm-api");
     try {
+      if (target_.config().seccomp) {
+        security::confine_thread(security::ThreadKind::kControlSocket);
+      }
       loop_.run();
     } catch (const std::exception& e) {
       spdlog::error("--api-socket {}: {}", path_, e.what());

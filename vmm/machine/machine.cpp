@@ -48,6 +48,7 @@
 #include "vmm/machine/virtio_mmio_slot.hpp"
 #include "vmm/memory/guest_memory.hpp"
 #include "vmm/memory/layout.hpp"
+#include "vmm/security/seccomp_filter.hpp"
 #include "vmm/util/error.hpp"
 #include "vmm/util/mac_address.hpp"
 #include "vmm/util/unique_fd.hpp"
@@ -294,8 +295,12 @@ void Machine::Impl::create_disks() {
     try {
       const devices::RawFile& file =
           disk_files.emplace_back(devices::RawFile::open(disk.path, disk.read_only));
+      devices::AsyncIo::ThreadStartHook confine_worker;
+      if (config_.seccomp) {
+        confine_worker = [] { security::confine_thread(security::ThreadKind::kDiskWorker); };
+      }
       auto io = devices::AsyncIo::create(file.fd(), devices::virtio::VirtioBlock::kQueueSize,
-                                         to_engine(disk.io_engine));
+                                         to_engine(disk.io_engine), std::move(confine_worker));
       spdlog::debug("{}: {} ({} bytes{}), {}", name, disk.path, file.size(),
                     disk.read_only ? ", read-only" : "", io->name());
       devices::virtio::BlockOptions options{disk.read_only, disk.serial};
@@ -481,7 +486,8 @@ void Machine::Impl::start() {
     watch_console_input();
     arm_timeout();
     for (auto& vcpu : vcpus) {
-      threads.push_back(std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch, gate));
+      threads.push_back(
+          std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch, gate, config_.seccomp));
     }
     spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
     for (auto& thread : threads) thread->start();
@@ -507,6 +513,7 @@ void Machine::Impl::run_loop() {
   sigaddset(&pipe, SIGPIPE);
   ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   try {
+    if (config_.seccomp) security::confine_thread(security::ThreadKind::kEventLoop);
     loop.run();
   } catch (const std::exception& e) {
     latch.fail(fmt::format("event loop: {}", e.what()));
@@ -623,6 +630,13 @@ Machine::~Machine() {
 
 std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   validate_config(config);
+  // The filters are compiled here, where a failure can still be reported; each thread installs
+  // its own once set up (the caller's thread is left alone).
+  if (config.seccomp) {
+    security::prepare_seccomp_filters();
+  } else {
+    spdlog::info("seccomp filters are off: the machine's threads may make any system call");
+  }
   auto impl = std::make_unique<Impl>(config);
   impl->assemble();
   if (!config.api_socket.empty()) {

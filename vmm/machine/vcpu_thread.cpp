@@ -8,6 +8,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "vmm/security/seccomp_filter.hpp"
+
 namespace vmm {
 
 namespace {
@@ -42,8 +44,8 @@ void VcpuThread::install_kick_handler() {
 }
 
 VcpuThread::VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
-                       ExitLatch& latch, PauseGate& gate)
-    : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch), gate_(gate) {}
+                       ExitLatch& latch, PauseGate& gate, bool seccomp)
+    : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch), gate_(gate), seccomp_(seccomp) {}
 
 VcpuThread::~VcpuThread() {
   stop();
@@ -61,6 +63,14 @@ void VcpuThread::start() {
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
     ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    if (seccomp_) {
+      try {
+        security::confine_thread(security::ThreadKind::kVcpu);
+      } catch (const std::exception& e) {
+        latch_.fail(fmt::format("vCPU {}: {}", vcpu_.id(), e.what()));
+        return;
+      }
+    }
     loop();
   });
 }

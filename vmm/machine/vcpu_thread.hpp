@@ -16,8 +16,10 @@ namespace vmm {
 // the thread passes the machine's PauseGate, where it parks while the machine is paused.
 class VcpuThread {
  public:
+  // `seccomp`: the thread confines itself to the vCPU policy (security/seccomp_policy.hpp) before
+  // it first enters the guest.
   VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch,
-             PauseGate& gate);
+             PauseGate& gate, bool seccomp);
   ~VcpuThread();
   VcpuThread(const VcpuThread&) = delete;
   VcpuThread& operator=(const VcpuThread&) = delete;
@@ -43,6 +45,7 @@ class VcpuThread {
   const devices::Bus& mmio_;
   ExitLatch& latch_;
   PauseGate& gate_;
+  const bool seccomp_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -89,6 +89,9 @@ VMM_API vmm_status vmm_config_set_cpus(vmm_config* config, uint32_t cpus);
 VMM_API vmm_status vmm_config_set_memory_bytes(vmm_config* config, uint64_t bytes);
 /* Stops the guest (VMM_EXIT_TIMEOUT) after this many seconds; 0: never. */
 VMM_API vmm_status vmm_config_set_timeout(vmm_config* config, uint32_t seconds);
+/* Whether the machine's threads run under seccomp allow-lists (default: true). They are per
+ * thread: the calling application's threads are never filtered. Off only for debugging. */
+VMM_API vmm_status vmm_config_set_seccomp(vmm_config* config, bool enabled);
 /* Another KVM device than /dev/kvm. */
 VMM_API vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path);
 
