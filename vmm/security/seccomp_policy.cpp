@@ -75,6 +75,9 @@ PolicyBuilder base() {
                 SCMP_SYS(gettid), SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres),
                 SCMP_SYS(gettimeofday), SCMP_SYS(time), SCMP_SYS(clock_nanosleep),
                 SCMP_SYS(nanosleep), SCMP_SYS(sched_yield), SCMP_SYS(write)});
+  // stdio's first use of a stream (fstat, to size its buffer): a library user's console callback
+  // that prints with fwrite runs on a vCPU thread.
+  policy.allow({SCMP_SYS(fstat), SCMP_SYS(newfstatat)});
   // malloc: brk for the main arena, mmap/munmap/mprotect/madvise/mremap for the others and large
   // blocks; sched_getaffinity when it sizes its arena count. Never executable memory.
   policy.allow({SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(madvise), SCMP_SYS(mremap),
@@ -160,7 +163,7 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
       // disk I/O waited for), ioeventfds and irqfds deassigned, fds closed, memory unmapped,
       // socket files (--api-socket, --vsock) removed.
       policy.allow({SCMP_SYS(read), SCMP_SYS(close), SCMP_SYS(epoll_ctl), SCMP_SYS(io_uring_enter),
-                    SCMP_SYS(shutdown), SCMP_SYS(newfstatat), SCMP_SYS(unlink)});
+                    SCMP_SYS(shutdown), SCMP_SYS(unlink)});
       policy.allow_ioctls({KVM_IOEVENTFD, KVM_IRQFD, TUNSETOFFLOAD});
       policy.allow_arg(SCMP_SYS(tgkill), 2, {kick});
       break;
