@@ -191,6 +191,7 @@ void rate(const Options& options, int threads, bool boot) {
   const double cpu0 = cpu_ms();
   const Clock::time_point t0 = Clock::now();
   std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
   for (std::thread& thread : pool) thread.join();
   const double seconds = ms_between(t0, Clock::now()) / 1000;
