@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the initramfs of the nested lab's L1 (Debian's cloud kernel under QEMU/TCG with an SVM CPU):
 # busybox, kvm + kvm-amd from the cloud kernel's modules, tun + bridge (the network scenarios' taps and
-# bridge, set up by /lab/l1-net.sh), the L2 VMM(s), the L2 kernels and initramfs, and scenarios.sh,
-# which /init runs. /init reads from the L1 kernel command line:
+# bridge, set up by /lab/l1-net.sh), the L2 VMM(s), the L2 kernels and initramfs, the uds tool (the
+# host side of vmm's vsock and control sockets), and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
 #   labvmm=vmm,qemu   which VMMs boot the L2 guests, in turn (default: vmm if present, else qemu)
 #   labonly=a,b,...   run only these scenarios (default: all)
 #   labvmmargs=a,b    extra arguments for vmm, comma-separated ("--log-level,debug")
@@ -12,9 +12,10 @@
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
 #   --kernels  fetch-kernels.sh's OUTDIR (cloud/ and generic/)
 #   --l2       where the L2 payloads are, per flavour (cloud, generic): l2-<flavour>.cpio.gz and
-#              l2-<flavour>-disk.cpio.gz, l2-<flavour>-net.cpio.gz (build-l2-initramfs.sh, --with-disk,
-#              --with-net) and
-#              root-<flavour>.img.gz (build-rootfs.sh's image, gzip'd: mostly zeros)
+#              l2-<flavour>-disk.cpio.gz, l2-<flavour>-net.cpio.gz, l2-<flavour>-vsock.cpio.gz
+#              (build-l2-initramfs.sh, --with-disk, --with-net, --with-vsock) and
+#              root-<flavour>.img.gz (build-rootfs.sh's image, gzip'd: mostly zeros); and
+#              tools/uds (lib.sh's lab_build_tools)
 #   --vmm      the vmm binary to test (its shared libraries come along)
 #   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
 set -euo pipefail
@@ -48,6 +49,7 @@ for flavour in cloud generic; do
   cp "$l2/l2-$flavour.cpio.gz.pvpanic" "$root/lab/l2/$flavour/pvpanic"
   cp "$l2/l2-$flavour-disk.cpio.gz" "$root/lab/l2/$flavour/initrd-disk.cpio.gz"
   cp "$l2/l2-$flavour-net.cpio.gz" "$root/lab/l2/$flavour/initrd-net.cpio.gz"
+  cp "$l2/l2-$flavour-vsock.cpio.gz" "$root/lab/l2/$flavour/initrd-vsock.cpio.gz"
   cp "$l2/root-$flavour.img.gz" "$root/lab/l2/$flavour/root.img.gz"
 done
 # The disk scenarios read back what the guest wrote to its disk, and check the filesystem.
@@ -61,6 +63,10 @@ if [ ! -s "$kernels/cloud/vmlinux" ] || [ "$kernels/cloud/vmlinuz" -nt "$kernels
 fi
 cp "$kernels/cloud/vmlinux" "$root/lab/l2/cloud/vmlinux"
 cp "$here/scenarios.sh" "$root/lab/scenarios.sh"
+# The vsock and control-socket scenarios talk to vmm's Unix sockets with it (static: no libraries).
+[ -x "$l2/tools/uds" ] || lab_die "$l2/tools/uds: missing (lib.sh's lab_build_tools builds it)"
+mkdir -p "$root/usr/local/bin"
+cp "$l2/tools/uds" "$root/usr/local/bin/uds"
 lab_write_l1_net "$root/lab/l1-net.sh"
 if [ -n "$vmm" ]; then
   lab_add_binary "$root" "$vmm" /usr/local/bin/vmm

@@ -8,14 +8,19 @@
 # With vmmnet=ADDR/PREFIX (and vmmgw=GW) on the command line, the network scenarios give eth0 that
 # address (busybox ip); module parameters there (virtio_net.csum=0) reach the modules' insmod.
 #
+# With --with-vsock, /init loads the virtio-vsock transport (the vsock scenarios put the static
+# vsockio tool in with --file).
+#
 # usage: build-l2-initramfs.sh --kernel-dir DIR --out FILE [--with-disk] [--with-net] [--with-virtio]
-#                              [--modules "m1 m2"] [--file SRC:DEST]...
+#                              [--with-vsock] [--modules "m1 m2"] [--file SRC:DEST]...
 #   --kernel-dir  a flavour directory from fetch-kernels.sh (has config and modules/)
 #   --with-disk   also load what a virtio-mmio disk with an ext4 root needs (virtio_mmio, virtio_blk,
 #                 and ext4 where it is a module): the disk scenarios' initramfs
 #   --with-net    also load what a virtio-mmio network device needs (virtio_mmio, virtio_net and its
 #                 dependencies net_failover, failover): the network scenarios' initramfs
 #   --with-virtio also load virtio_mmio, virtio_blk, virtio_net
+#   --with-vsock  also load what a virtio-mmio vsock device needs (virtio_mmio,
+#                 vmw_vsock_virtio_transport and its dependencies vsock, vmw_vsock_virtio_transport_common)
 #   --modules     extra modules to load at boot, by name
 #   --file        also put the file SRC at DEST (e.g. a static benchmark tool at /bin/blkbench)
 # Also writes FILE.pvpanic: "builtin", "module" or "none" (whether the panic scenario can report).
@@ -27,6 +32,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # The modules /init loads, in this order (their dependencies are added automatically).
 virtio_modules=(virtio_mmio virtio_blk virtio_net)
 net_modules=(virtio_mmio virtio_net)
+vsock_modules=(virtio_mmio vmw_vsock_virtio_transport)
 
 kernel_dir="" out="" modules=() files=() with_disk=0
 while [ $# -gt 0 ]; do
@@ -35,10 +41,11 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --with-virtio) modules+=("${virtio_modules[@]}"); shift ;;
     --with-net) modules+=("${net_modules[@]}"); shift ;;
+    --with-vsock) modules+=("${vsock_modules[@]}"); shift ;;
     --with-disk) with_disk=1; shift ;;
     --file) files+=("$2"); shift 2 ;;
     --modules) read -r -a extra <<<"$2"; modules+=("${extra[@]}"); shift 2 ;;
-    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-disk] [--with-net] [--with-virtio] [--modules LIST] [--file SRC:DEST]" >&2; exit 2 ;;
+    *) echo "usage: $0 --kernel-dir DIR --out FILE [--with-disk] [--with-net] [--with-virtio] [--with-vsock] [--modules LIST] [--file SRC:DEST]" >&2; exit 2 ;;
   esac
 done
 [ -n "$kernel_dir" ] && [ -n "$out" ] || { echo "usage: $0 --kernel-dir DIR --out FILE" >&2; exit 2; }

@@ -19,10 +19,13 @@ lab_stale() {
 #   l2-FLAVOUR.cpio.gz       the initramfs (build-l2-initramfs.sh)
 #   l2-FLAVOUR-disk.cpio.gz  the same --with-disk: virtio disk modules, root=/dev/vdX switch_root
 #   l2-FLAVOUR-net.cpio.gz   the same --with-net: virtio_mmio, virtio_net (the network scenarios)
+#   l2-FLAVOUR-vsock.cpio.gz the same --with-vsock: virtio_mmio, the vsock transport, tools/vsockio
 #   root-FLAVOUR.img(.gz)    a 32 MiB ext4 root image (build-rootfs.sh), and gzip'd (mostly zeros)
+# and the lab's tools (lab_build_tools) in OUT/tools.
 lab_build_l2() {
   local kernels=$1 out=$2 flavour=$3 inputs
   inputs=("$lab_here/lib.sh" "$kernels/$flavour/package")
+  lab_build_tools "$out/tools"
   if lab_stale "$out/l2-$flavour.cpio.gz" "$lab_here/build-l2-initramfs.sh" "${inputs[@]}"; then
     "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --out "$out/l2-$flavour.cpio.gz"
   fi
@@ -34,10 +37,31 @@ lab_build_l2() {
     "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --with-net \
       --out "$out/l2-$flavour-net.cpio.gz"
   fi
+  if lab_stale "$out/l2-$flavour-vsock.cpio.gz" "$lab_here/build-l2-initramfs.sh" "$out/tools/vsockio" "${inputs[@]}"; then
+    "$lab_here/build-l2-initramfs.sh" --kernel-dir "$kernels/$flavour" --with-vsock \
+      --file "$out/tools/vsockio:/bin/vsockio" --out "$out/l2-$flavour-vsock.cpio.gz"
+  fi
   if lab_stale "$out/root-$flavour.img.gz" "$lab_here/build-rootfs.sh" "${inputs[@]}"; then
     "$lab_here/build-rootfs.sh" --kernel-dir "$kernels/$flavour" --out "$out/root-$flavour.img" --size 32M
     gzip -1 -c "$out/root-$flavour.img" >"$out/root-$flavour.img.gz"
   fi
+}
+
+# lab_build_tools OUTDIR: the lab's small static C tools (tools/*.c, gcc -static from libc6-dev) in
+# OUTDIR, each compiled only if missing or older than its source or tools/relay.h:
+#   vsockio  nc for vsock, in the L2 guests (--with-vsock initramfs)
+#   uds      the host side of vmm's --vsock and --api-socket Unix sockets, in L1
+lab_build_tools() {
+  local outdir=$1 tool
+  command -v gcc >/dev/null || lab_die "gcc not found (apt-get install gcc libc6-dev)"
+  mkdir -p "$outdir"
+  for tool in vsockio uds; do
+    if lab_stale "$outdir/$tool" "$lab_here/tools/$tool.c" "$lab_here/tools/relay.h"; then
+      gcc -O2 -static -pthread -Wall -Wextra -Werror -o "$outdir/$tool.tmp" "$lab_here/tools/$tool.c" ||
+        lab_die "cannot compile tools/$tool.c"
+      mv "$outdir/$tool.tmp" "$outdir/$tool"
+    fi
+  done
 }
 
 # Populates ROOT with the static busybox and one symlink per applet, plus the mount points an /init needs.
@@ -229,6 +253,16 @@ net_ping() { # net_ping ADDR: 3 pings; VMM-L2-NET-PING=ADDR,ok,<avg ms> or ADDR,
     sed 's/^/  ping: /' /tmp/ping.out
   fi
 }
+vsock_up() { # waits for the virtio-vsock device's driver to bind; VMM-L2-VSOCK-UP cid=<our CID>
+  i=0
+  while ! ls -d /sys/bus/virtio/drivers/vmw_vsock_virtio_transport/virtio* >/dev/null 2>&1 &&
+    [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if ! cid=$(vsockio cid); then
+    echo "VMM-L2-ERROR: no vsock device after 5 s (virtio devices: $(echo /sys/bus/virtio/devices/* | sed 's|/sys/bus/virtio/devices/||g'))"
+    return 1
+  fi
+  echo "VMM-L2-VSOCK-UP cid=$cid"
+}
 # A fifo held open read-write is a stdin that never ends: busybox nc shuts its sending half down when
 # its stdin ends, and nc -l exits when the other side does, so a receiver's stdin must not end first.
 hold_stdin() { [ -p /tmp/hold ] || mkfifo /tmp/hold; exec 3<>/tmp/hold; }
@@ -361,6 +395,51 @@ case $scenario in
       nc "$peer" 5003 </tmp/hold >/tmp/ack
       echo "VMM-L2-NETBENCH-TX seconds=$(seconds_since "$t") ack=$(cat /tmp/ack)"
     fi
+    halt_with poweroff -f ;;
+  vsock)
+    # vmm --vsock: vmmvsockmib= MiB each way over vsock. First L1 -> guest: we listen on port 5000
+    # (vsockio says so on the console: L1 waits for that line) and answer with the md5 of what we
+    # got; then guest -> L1: random bytes to the host (CID 2), port 6000, where L1 answers with
+    # its md5. The answers prove delivery: neither sender quits, nor do we power off, before it.
+    mib=$(cmdline_value vmmvsockmib)
+    if vsock_up; then
+      [ -p /tmp/answer ] || mkfifo /tmp/answer
+      # shellcheck disable=SC2094 # the fifo is read and written on purpose
+      vsockio -v listen 5000 </tmp/answer | md5sum | cut -d' ' -f1 | tee /tmp/rx.md5 >/tmp/answer
+      echo "VMM-L2-VSOCK-RX-MD5=$(cat /tmp/rx.md5)"
+      dd if=/dev/urandom of=/tmp/tx bs=1M count="$mib" 2>/dev/null
+      echo "VMM-L2-VSOCK-TX-MD5=$(md5sum </tmp/tx | cut -d' ' -f1)"
+      echo "VMM-L2-VSOCK-TX-ANSWER=$(vsockio -v connect 2 6000 </tmp/tx)"
+      rm -f /tmp/tx
+    fi
+    halt_with poweroff -f ;;
+  vsockbench)
+    # bench/vsock_throughput.sh: vsockbench=MIB. L1 sends MIB MiB of zeros to our port 5000 (we
+    # count them, timed by vsockio from accept to end of stream: this clock), then we send MIB MiB
+    # of zeros to the host's port 6000, timed until L1 answers with the byte count it read.
+    mib=$(cmdline_value vsockbench)
+    if vsock_up; then
+      vsockio -v listen 5000 </dev/null >/dev/null 2>/tmp/rx.err &
+      pid=$!
+      i=0
+      while ! grep -q listening /tmp/rx.err && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+      echo VMM-L2-VSOCKBENCH-LISTENING
+      wait $pid
+      echo "VMM-L2-VSOCKBENCH-RX $(tail -n1 /tmp/rx.err)"
+      dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | vsockio -v connect 2 6000 >/tmp/ack 2>/tmp/tx.err
+      echo "VMM-L2-VSOCKBENCH-TX ack=$(cat /tmp/ack) $(tail -n1 /tmp/tx.err)"
+    fi
+    halt_with poweroff -f ;;
+  ticker)
+    # The control socket's scenarios: our clock every ~0.2 s, "VMM-L2-TICK <n> <uptime>", for
+    # vmmticks= ticks (default 300), while L1 pauses, resumes and stops us.
+    n=0 ticks=$(cmdline_value vmmticks)
+    while [ $n -lt "${ticks:-300}" ]; do
+      read -r up _ </proc/uptime
+      echo "VMM-L2-TICK $n $up"
+      n=$((n + 1))
+      sleep 0.2
+    done
     halt_with poweroff -f ;;
   shell)
     echo

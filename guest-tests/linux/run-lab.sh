@@ -9,7 +9,8 @@
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
 #                          panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping
-#                          net-tcp net-two-guests net-no-offload net-mac)
+#                          net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
+#                          the last three are vmm's alone: skipped for QEMU)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
@@ -26,7 +27,7 @@ repo=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 
 out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
-usage() { sed -n '6,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
@@ -63,8 +64,9 @@ l1_args=(--kernels "$out/kernels" --l2 "$out" --out "$out/l1.cpio")
 l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh")
 for flavour in cloud generic; do
   l1_inputs+=("$out/l2-$flavour.cpio.gz" "$out/l2-$flavour-disk.cpio.gz" "$out/l2-$flavour-net.cpio.gz"
-    "$out/root-$flavour.img.gz")
+    "$out/l2-$flavour-vsock.cpio.gz" "$out/root-$flavour.img.gz")
 done
+l1_inputs+=("$out/tools/uds")
 [ -n "$vmm" ] && l1_inputs+=("$vmm")
 if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || lab_stale "$out/l1.cpio" "${l1_inputs[@]}"; then
   "$here/build-l1-initramfs.sh" "${l1_args[@]}"

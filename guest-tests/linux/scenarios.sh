@@ -17,6 +17,8 @@
 #                 (build-rootfs.sh's image, gzip'd), <flavour>/initrd-net.cpio.gz (+ virtio_net), and
 #                 cloud/vmlinux: the same kernel as an ELF image with a PVH note)
 #   LAB_L1_NET    shell code defining l1_net_up (lib.sh's lab_write_l1_net; default /lab/l1-net.sh)
+#   LAB_UDS       the uds tool (tools/uds.c: the host side of vmm's vsock and control sockets;
+#                 default /usr/local/bin/uds)
 
 LAB_VMM=${LAB_VMM:-vmm}
 LAB_VMM_BIN=${LAB_VMM_BIN:-/usr/local/bin/vmm}
@@ -25,12 +27,12 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping net-tcp net-two-guests net-no-offload net-mac"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
-# command line.
-L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_NETS="" L2_APPEND=""
+# command line; and more vmm arguments (the vmm-only scenarios: --vsock, --api-socket).
+L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_NETS="" L2_APPEND="" L2_VMM_EXTRA=""
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
@@ -81,12 +83,12 @@ l2_run() {
     esac
     n=$((n + 1))
   done
-  # shellcheck disable=SC2086 # LAB_VMM_ARGS, disk_args, net_args are lists of words (no spaces inside)
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS, disk_args, net_args, L2_VMM_EXTRA are lists of words (no spaces inside)
   case $vmm_kind in
     vmm)
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
         --initrd "$LAB_L2/$flavour/$L2_INITRD" --cpus "$cpus" --memory "$L2_MEMORY" \
-        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $net_args $LAB_VMM_ARGS ;;
+        --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $net_args $L2_VMM_EXTRA $LAB_VMM_ARGS ;;
     qemu)
       with_timeout "$L2_TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp "$cpus" \
         -m "$L2_MEMORY" -nodefaults -no-user-config -display none -serial stdio -no-reboot \
@@ -451,6 +453,229 @@ scenario_net_mac() {
     result net-mac FAIL "default MAC $1 is not a locally administered unicast address; $timing"
   else
     result net-mac PASS "status=$status default MAC $1 twice, locally administered; $timing"
+  fi
+}
+
+# --- vmm's own sockets: vsock (virtio-vsock with a Unix-socket host side) and the control socket ---
+# QEMU has neither (its vsock is vhost-vsock, which L1 lacks, or vhost-user-vsock, whose daemon Debian
+# 12 does not package; QMP is another protocol): these
+# scenarios are vmm's alone, skipped for the reference.
+LAB_UDS=${LAB_UDS:-/usr/local/bin/uds}
+VSOCK_SOCKET=/tmp/v.sock VSOCK_CID=7 VSOCK_MIB=16 API_SOCKET=/tmp/api.sock
+vmm_only() { # vmm_only NAME WHY: true for vmm; for another VMM, NAME is skipped, saying WHY
+  [ "$vmm_kind" = vmm ] && return 0
+  result "$1" SKIP "vmm only: $2"
+  return 1
+}
+# wait_console LOG PID TEXT SECONDS: true once LOG has the fixed string TEXT; false if the VMM (PID)
+# ended without it or SECONDS passed.
+wait_console() {
+  i=0
+  while [ $i -lt $(($4 * 5)) ]; do
+    grep -qF -- "$3" "$1" && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.2
+    i=$((i + 1))
+  done
+  grep -qF -- "$3" "$1"
+}
+# l2_start NAME SCENARIO CPUS VMM_ARGS [APPEND [INITRD]]: an L2 guest in the background, its console
+# in NAME's log; sets $pid and $start.
+l2_start() {
+  L2_VMM_EXTRA=$4 L2_APPEND=${5:-} L2_INITRD=${6:-initrd.cpio.gz}
+  : >"$(logfile "$1")" # there before the first look at it
+  start=$(now)
+  l2_run cloud "$3" "$2" </dev/null >"$(logfile "$1")" 2>&1 &
+  pid=$!
+  L2_VMM_EXTRA="" L2_APPEND="" L2_INITRD=initrd.cpio.gz
+}
+# api SOCKET JSON...: vmm's responses, one line per request (one connection); errors in /tmp/api.err
+api() { timeout 30 "$LAB_UDS" request "$@" 2>>/tmp/api.err; }
+# tick_uptime LOG N: the guest's uptime on its tick N (the ticker scenario's VMM-L2-TICK lines)
+tick_uptime() { tr -d '\r' <"$1" | sed -n "s/^VMM-L2-TICK $2 \([0-9.]*\)\$/\1/p" | head -n1; }
+last_tick() { tr -d '\r' <"$1" | sed -n 's/^VMM-L2-TICK \([0-9]*\) .*/\1/p' | tail -n1; }
+# stop_l2 SOCKET: ends a guest that a failed check left running (stop, else the VMM is killed)
+stop_l2() {
+  kill -0 "$pid" 2>/dev/null || return 0
+  api "$1" '{"command":"stop"}' >/dev/null || kill "$pid" 2>/dev/null
+}
+
+# VSOCK_MIB MiB each way over vsock, in one boot. L1 -> guest: the guest listens on port 5000 and
+# L1 connects through vmm's socket (uds connect: "CONNECT 5000"); guest -> L1: the guest connects
+# to CID 2, port 6000, which vmm turns into a connection to <socket>_6000, where L1 listens. Each
+# receiver answers the sender with the md5 of what it got, so a sender learns that everything
+# arrived before it ends (and the guest before it powers off); L1 compares all four sums.
+scenario_vsock() {
+  vmm_only vsock "QEMU's vsock needs vhost (L1 has none) or a vhost-user daemon (not in Debian 12)" || return
+  log=$(logfile vsock) tx=/tmp/vsock-tx.bin
+  rm -f /tmp/vsock-*.err /tmp/vsock-rx.md5 /tmp/vsock-uds.pid /tmp/api.err
+  if ! dd if=/dev/urandom of="$tx" bs=1M count="$VSOCK_MIB" 2>/dev/null; then
+    result vsock FAIL "cannot make $VSOCK_MIB MiB in L1's /tmp"
+    return
+  fi
+  tx_sum=$(md5sum <"$tx" | cut -d' ' -f1)
+  [ -p /tmp/vsock-answer ] || mkfifo /tmp/vsock-answer
+  # shellcheck disable=SC2016,SC2094 # $$ and $0/$1 expand in that sh; the fifo is read and written on purpose
+  sh -c 'echo $$ >/tmp/vsock-uds.pid; exec "$0" -v listen "$1"' "$LAB_UDS" "${VSOCK_SOCKET}_6000" \
+    </tmp/vsock-answer 2>/tmp/vsock-listen.err | md5sum | cut -d' ' -f1 | tee /tmp/vsock-rx.md5 >/tmp/vsock-answer &
+  listen_pid=$!
+  with_l2_timeout 120 # two 16 MiB transfers, their checksums and 16 MiB of /dev/urandom, all emulated
+  l2_start vsock vsock 1 "--vsock cid=$VSOCK_CID,socket=$VSOCK_SOCKET" "vmmvsockmib=$VSOCK_MIB" initrd-vsock.cpio.gz
+  answer="" why=""
+  if wait_console "$log" "$pid" "vsockio: listening on port 5000" "$L2_TIMEOUT"; then
+    answer=$(timeout 90 "$LAB_UDS" -v connect "$VSOCK_SOCKET" 5000 <"$tx" 2>/tmp/vsock-connect.err) ||
+      why="L1's uds connect failed: $(grep -v 'in=' /tmp/vsock-connect.err | tail -n1)"
+  else
+    why="the guest never listened on port 5000"
+  fi
+  wait "$pid"
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_l2_timeout 60
+  [ -s /tmp/vsock-uds.pid ] && kill "$(cat /tmp/vsock-uds.pid)" 2>/dev/null # no guest connection came
+  wait "$listen_pid" 2>/dev/null
+  rx_sum=$(cat /tmp/vsock-rx.md5 2>/dev/null)
+  guest_tx=$(tr -d '\r' <"$log" | sed -n 's/^VMM-L2-VSOCK-TX-MD5=\([0-9a-f]*\)$/\1/p')
+  rm -f "$tx" /tmp/vsock-answer
+  # Rates as each receiver timed them: the guest's vsockio (its clock), L1's uds (L1's).
+  to_guest=$(tr -d '\r' <"$log" | sed -n 's/^vsockio: in=\([0-9]*\) .*seconds=\([0-9.]*\).*/\1 \2/p' | head -n1 |
+    awk '{ if ($2 > 0) printf "%.1f", $1 / $2 / 1e6 }')
+  to_l1=$(sed -n 's/^uds: in=\([0-9]*\) .*seconds=\([0-9.]*\).*/\1 \2/p' /tmp/vsock-listen.err |
+    awk '{ if ($2 > 0) printf "%.1f", $1 / $2 / 1e6 }')
+  rates="L1->guest ${to_guest:-?} MB/s (guest clock), guest->L1 ${to_l1:-?} MB/s (L1 clock)"
+  if [ -n "$why" ]; then
+    failure=$why
+    verify vsock "$status" "$status_poweroff" "$wall" || true
+    result vsock FAIL "$failure; status $status; $timing"
+  elif ! verify vsock "$status" "$status_poweroff" "$wall" "VMM-L2-VSOCK-UP cid=$VSOCK_CID" \
+    "VMM-L2-VSOCK-RX-MD5=$tx_sum"; then
+    result vsock FAIL "$why; $timing"
+  elif [ "$answer" != "$tx_sum" ]; then
+    result vsock FAIL "L1 -> guest: the guest's answer '$answer' is not L1's md5 $tx_sum; $timing"
+  elif [ -z "$guest_tx" ] || [ "$rx_sum" != "$guest_tx" ]; then
+    result vsock FAIL "guest -> L1: L1's md5 '$rx_sum' is not the guest's '$guest_tx' ($(tail -n1 /tmp/vsock-listen.err)); $timing"
+  elif ! grep -qF "VMM-L2-VSOCK-TX-ANSWER=$rx_sum" "$log"; then
+    result vsock FAIL "guest -> L1: the guest did not get L1's answer; $timing"
+  else
+    result vsock PASS "status=$status cid=$VSOCK_CID, $VSOCK_MIB MiB each way, md5 equal and answered ($rates); $timing"
+  fi
+}
+
+# --api-socket: pause holds the guest (no console output; its clock stopped: kvmclock held), resume
+# lets it carry on where it was, stop ends vmm with status 5. The guest prints its uptime every
+# ~0.2 s (ticker).
+scenario_pause_resume() {
+  vmm_only pause-resume "QEMU's control protocol is QMP, not vmm's JSON lines" || return
+  log=$(logfile pause-resume) why="" detail=""
+  rm -f /tmp/api.err
+  with_l2_timeout 120
+  l2_start pause-resume ticker 1 "--api-socket $API_SOCKET"
+  if ! wait_console "$log" "$pid" "VMM-L2-TICK 5 " "$L2_TIMEOUT"; then
+    why="the guest printed no 6 ticks"
+  elif ! r=$(api "$API_SOCKET" '{"command":"pause"}') || ! echo "$r" | grep -qF '"state":"paused"'; then
+    why="pause answered '$r' $(tail -n1 /tmp/api.err 2>/dev/null)"
+  else
+    paused_at=$(now)
+    r=$(api "$API_SOCKET" '{"command":"status"}')
+    size=$(wc -c <"$log") before=$(last_tick "$log")
+    sleep 2
+    if ! echo "$r" | grep -qF '"state":"paused"'; then
+      why="status while paused answered '$r'"
+    elif [ "$(wc -c <"$log")" -ne "$size" ]; then
+      why="console output while paused: $(tail -c +$((size + 1)) "$log" | tr -d '\r' | head -n2 | paste -sd'|' -)"
+    elif ! r=$(api "$API_SOCKET" '{"command":"resume"}') || ! echo "$r" | grep -qF '"state":"running"'; then
+      why="resume answered '$r'"
+    else
+      held=$(elapsed "$paused_at")
+      if ! wait_console "$log" "$pid" "VMM-L2-TICK $((before + 3)) " 20; then
+        why="no ticks after resume (last before the pause: $before, now: $(last_tick "$log"))"
+      else
+        # The guest's clock across the pause: from the last tick before it to the first after.
+        t0=$(tick_uptime "$log" "$before") t1=$(tick_uptime "$log" $((before + 1)))
+        gap=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+        # Two ticks before the pause, for comparison: the loop's own period in guest time.
+        period=$(awk -v a="$(tick_uptime "$log" $((before - 1)))" -v b="$t0" 'BEGIN { printf "%.2f", b - a }')
+        detail="paused ${held}s of L1's time; the guest's clock went ${gap}s from tick $before to $((before + 1)) (period ${period}s)"
+        if awk -v g="$gap" 'BEGIN { exit !(g >= 1.0 || g < 0) }'; then
+          why="the guest's clock jumped across the pause: $detail"
+        fi
+      fi
+    fi
+  fi
+  if [ -n "$why" ]; then
+    stop_l2 "$API_SOCKET"
+  else
+    r=$(api "$API_SOCKET" '{"command":"stop"}')
+    echo "$r" | grep -qF '"state":"stopped"' || why="stop answered '$r'"
+  fi
+  wait "$pid"
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_l2_timeout 60
+  if [ -n "$why" ]; then
+    failure=$why
+    verify pause-resume "$status" 5 "$wall" || true
+    result pause-resume FAIL "$failure; status $status; $timing"
+  elif ! verify pause-resume "$status" 5 "$wall" "VMM-L2-TICK $((before + 3)) "; then
+    result pause-resume FAIL "after stop: $why; $timing"
+  else
+    result pause-resume PASS "status=$status $detail; $timing"
+  fi
+}
+
+# --api-socket's requests on one connection: status (running, uptime_ms), config (what vmm was
+# given), two bad requests ({"ok":false,...}, the connection kept), status again; then stop on
+# another: vmm exits with status 5 and removes its socket.
+scenario_api_socket() {
+  vmm_only api-socket "QEMU's control protocol is QMP, not vmm's JSON lines" || return
+  log=$(logfile api-socket) why="" out=/tmp/api-socket.out
+  rm -f /tmp/api.err
+  with_l2_timeout 120
+  l2_start api-socket ticker 2 "--api-socket $API_SOCKET"
+  if ! wait_console "$log" "$pid" "VMM-L2-TICK 1 " "$L2_TIMEOUT"; then
+    why="the guest printed no ticks"
+  elif ! api "$API_SOCKET" '{"command":"status"}' '{"command":"config"}' 'not json' '{"command":"fly"}' \
+    '{"command":"status"}' >"$out"; then
+    why="the requests failed: $(tail -n1 /tmp/api.err) (answers: $(paste -sd'|' - <"$out"))"
+  else
+    up1=$(sed -n '1s/.*"uptime_ms":\([0-9]*\).*/\1/p' "$out") up2=$(sed -n '5s/.*"uptime_ms":\([0-9]*\).*/\1/p' "$out")
+    for n in 1 5; do
+      line=$(sed -n "${n}p" "$out")
+      case $line in *'"ok":true'*'"state":"running"'*'"uptime_ms":'[0-9]*) ;; *) why="status answered '$line'" ;; esac
+    done
+    config=$(sed -n 2p "$out")
+    for want in '"ok":true' "\"kernel\":\"$LAB_L2/cloud/$kernel_file\"" "\"initrd\":\"$LAB_L2/cloud/initrd.cpio.gz\"" \
+      '"cpus":2' "\"memory_bytes\":$((256 * 1048576))" "\"api_socket\":\"$API_SOCKET\"" 'vmmtest=ticker'; do
+      case $config in *"$want"*) ;; *) why="${why:+$why; }config lacks $want: '$config'" ;; esac
+    done
+    for n in 3 4; do
+      line=$(sed -n "${n}p" "$out")
+      case $line in *'"ok":false'*'"error":'* | *'"error":'*'"ok":false'*) ;; *) why="${why:+$why; }bad request $n answered '$line'" ;; esac
+    done
+    if [ -z "$why" ] && { [ -z "$up1" ] || [ "$up1" -le 0 ] || [ "$up2" -lt "$up1" ]; }; then
+      why="uptime_ms $up1 then $up2"
+    fi
+  fi
+  if [ -n "$why" ]; then
+    stop_l2 "$API_SOCKET"
+  else
+    r=$(api "$API_SOCKET" '{"command":"stop"}')
+    echo "$r" | grep -qF '"state":"stopped"' || why="stop answered '$r'"
+  fi
+  wait "$pid"
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_l2_timeout 60
+  if [ -n "$why" ]; then
+    failure=$why
+    verify api-socket "$status" 5 "$wall" || true
+    result api-socket FAIL "$failure; status $status; $timing"
+  elif ! verify api-socket "$status" 5 "$wall"; then
+    result api-socket FAIL "after stop: $why; $timing"
+  elif [ -e "$API_SOCKET" ]; then
+    result api-socket FAIL "vmm exited but left $API_SOCKET behind; $timing"
+  else
+    result api-socket PASS "status=$status running (uptime_ms $up1, then $up2), config as given, bad requests answered ok:false, socket removed; $timing"
   fi
 }
 
