@@ -1,5 +1,6 @@
 #include "devices/virtio/block.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 
@@ -91,6 +92,11 @@ void VirtioBlock::activate(const Activation& activation) {
   };
   write_through_ = (activation.driver_features & kBlkFeatureFlush) == 0;
   queue_failed_ = false;
+}
+
+std::string VirtioBlock::debug_state() const {
+  std::lock_guard lock(mutex_);
+  return fmt::format("{} request(s) in flight ({})", in_flight_.size(), io_->name());
 }
 
 void VirtioBlock::notify(uint16_t index) {

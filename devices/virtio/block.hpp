@@ -96,6 +96,7 @@ class VirtioBlock final : public VirtioDevice {
   void notify(uint16_t index) override;
   void reset() override;
 
+  std::string debug_state() const override;
   uint64_t capacity_sectors() const { return config_.capacity; }
 
  private:
@@ -140,7 +141,7 @@ class VirtioBlock final : public VirtioDevice {
   const std::string name_;
   VirtioBlkConfig config_{};
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   SplitQueue* queue_ = nullptr;  // while active
   DeviceInterrupt* interrupt_ = nullptr;
   BlockLimits limits_;

@@ -1,5 +1,7 @@
 #include "devices/virtio/mmio_transport.hpp"
 
+#include <fmt/format.h>
+
 #include <spdlog/spdlog.h>
 
 #include <cstring>
@@ -136,6 +138,20 @@ void MmioTransport::queue_notify(uint32_t index) {
 uint32_t MmioTransport::status() const {
   std::lock_guard lock(mutex_);
   return driver_status_ | (needs_reset_.load() ? kStatusNeedsReset : 0);
+}
+
+std::string MmioTransport::debug_state() const {
+  std::lock_guard lock(mutex_);
+  std::string state =
+      fmt::format("status {:#x}{}, interrupt status {:#x}", driver_status_,
+                  needs_reset_.load() ? " (needs reset)" : "", interrupt_status_.load());
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    state += fmt::format("; queue {}: {}", i, queues_[i]->debug_state());
+  }
+  if (const std::string device = device_->debug_state(); !device.empty()) {
+    state += "; " + device;
+  }
+  return state;
 }
 
 uint32_t MmioTransport::read_register(uint64_t offset) {

@@ -64,6 +64,8 @@ class MmioTransport final : public BusDevice, private DeviceInterrupt {
   VirtioDevice& device() { return *device_; }
   // The Status register as the driver reads it.
   uint32_t status() const;
+  // Status, interrupt status, each queue's and the device's state, on one line (for logs).
+  std::string debug_state() const;
 
  private:
   // What the driver wrote to a queue's registers, applied by QueueReady=1.

@@ -1,5 +1,6 @@
 #include "devices/virtio/net.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -100,6 +101,18 @@ void VirtioNet::stop_locked() {
 NetCounters VirtioNet::counters() const {
   std::lock_guard lock(mutex_);
   return counters_;
+}
+
+std::string VirtioNet::debug_state() const {
+  std::lock_guard lock(mutex_);
+  return fmt::format(
+      "watching {}{}; rx: {} packets, {} dropped, {} bad buffers, {} staged bytes, {} chains held, "
+      "{}; tx: {} packets, {} dropped, {}",
+      (events_ & EPOLLIN) != 0 ? "in" : "", (events_ & EPOLLOUT) != 0 ? " out" : "",
+      counters_.rx_packets, counters_.rx_dropped, counters_.rx_bad_buffers, staged_,
+      rx_chains_.size(), rx_out_of_buffers_ ? "waiting for buffers" : "not waiting",
+      counters_.tx_packets, counters_.tx_dropped,
+      tx_waiting_ ? "a chain waits for the backend" : "nothing waiting");
 }
 
 void VirtioNet::notify(uint16_t index) {

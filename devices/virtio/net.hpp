@@ -84,6 +84,7 @@ class VirtioNet final : public VirtioDevice {
   void reset() override;
 
   NetCounters counters() const;
+  std::string debug_state() const override;
 
  private:
   // Reading the fd may return a packet up to this long; a read that fills the staging buffer

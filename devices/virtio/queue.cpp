@@ -228,4 +228,14 @@ bool SplitQueue::needs_notification() {
          static_cast<uint16_t>(new_idx - old_idx);
 }
 
+std::string SplitQueue::debug_state() const {
+  if (!ready_) return "not ready";
+  const auto avail_idx = memory_.read_obj<uint16_t>(config_.avail_ring + kRingIdx);
+  std::string state =
+      fmt::format("size {}, avail idx {} (popped {}), used idx {}", config_.size,
+                  avail_idx ? fmt::to_string(*avail_idx) : "?", next_avail_, next_used_);
+  if (broken_) state += ", broken: " + broken_reason_;
+  return state;
+}
+
 }  // namespace vmm::devices::virtio

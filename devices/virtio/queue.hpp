@@ -103,6 +103,9 @@ class SplitQueue {
   // VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX, used_event with it. False if none were added.
   bool needs_notification();
 
+  // "size 256, avail idx 12 (popped 12), used idx 10" (or "not ready", ", broken: ..."), for logs.
+  std::string debug_state() const;
+
  private:
   void mark_broken(std::string reason);
   // Entries the driver has made available beyond next_avail_, or nullopt if that breaks the queue.

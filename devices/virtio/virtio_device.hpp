@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "devices/virtio/queue.hpp"
@@ -79,6 +80,10 @@ class VirtioDevice {
   // The driver wrote 0 to the status, or the machine is shutting down: back to the pre-activate
   // state. In-flight chains are discarded (the driver no longer expects them back).
   virtual void reset() = 0;
+
+  // One line on the device's own state (what it waits for, what it dropped), for the log when a
+  // machine stops without the guest's consent; empty if there is nothing beyond the queues.
+  virtual std::string debug_state() const { return {}; }
 };
 
 }  // namespace vmm::devices::virtio

@@ -128,6 +128,21 @@ TEST_F(SplitQueueTest, SingleDescriptorRoundTrip) {
   EXPECT_EQ(driver.used(0).len, 0u);
 }
 
+TEST_F(SplitQueueTest, DebugStateSaysWhereTheRingsStand) {
+  EXPECT_EQ(queue.debug_state(), "not ready");
+  activate(default_config());
+  driver.desc(0, kData, 64);
+  driver.publish(0);
+  driver.publish(0);
+  DescriptorChain chain = pop_one();
+  EXPECT_EQ(queue.debug_state(), "size 16, avail idx 2 (popped 1), used idx 0");
+  queue.add_used(std::move(chain), 0);
+  EXPECT_EQ(queue.debug_state(), "size 16, avail idx 2 (popped 1), used idx 1");
+  driver.set_avail_idx(100);
+  EXPECT_FALSE(queue.pop());
+  EXPECT_THAT(queue.debug_state(), HasSubstr(", broken: avail->idx moved"));
+}
+
 TEST_F(SplitQueueTest, MultiDescriptorChainReadableThenWritable) {
   activate(default_config());
   driver.desc(0, kData, 16, kVirtqDescFNext, 5);

@@ -136,7 +136,7 @@ struct Machine::Impl final : ControlTarget {
   void watch_console_input();
   void feed_console_input();
   void arm_timeout();
-  void log_vcpu_positions() const;
+  void log_where_things_stood() const;
 
   void start();
   void run_loop();
@@ -441,18 +441,19 @@ void Machine::Impl::arm_timeout() {
   });
 }
 
-// Where each vCPU was when the machine stopped without the guest's consent: the first clue to a
-// guest that hangs.
-void Machine::Impl::log_vcpu_positions() const {
+// Where each vCPU and each virtio device was when the machine stopped without the guest's
+// consent: the first clues to a guest that hangs or a device that stalls.
+void Machine::Impl::log_where_things_stood() const {
   for (const auto& vcpu : vcpus) {
     try {
       const kvm_regs regs = vcpu->regs();
-      spdlog::info("vCPU {} stopped at rip {:#x} (rsp {:#x}, rflags {:#x})", vcpu->id(), regs.rip,
+      spdlog::warn("vCPU {} stopped at rip {:#x} (rsp {:#x}, rflags {:#x})", vcpu->id(), regs.rip,
                    regs.rsp, regs.rflags);
     } catch (const Error& e) {
       spdlog::debug("vCPU {}: {}", vcpu->id(), e.what());
     }
   }
+  for (const auto& slot : virtio_slots) spdlog::warn("{}: {}", slot->name(), slot->debug_state());
 }
 
 MachineState Machine::Impl::state() const {
@@ -522,7 +523,7 @@ void Machine::Impl::run_loop() {
   for (auto& thread : threads) thread->join();
   terminal.reset();
   const auto exit = latch.result();
-  if (exit && exit->reason == MachineExit::Reason::kTimeout) log_vcpu_positions();
+  if (exit && exit->reason == MachineExit::Reason::kTimeout) log_where_things_stood();
   spdlog::debug("guest ran for {:.3f} s: {}", std::chrono::duration<double>(uptime()).count(),
                 exit ? exit->describe() : "no exit reason");
   {

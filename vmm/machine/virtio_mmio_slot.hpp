@@ -33,6 +33,7 @@ class VirtioMmioSlot {
   // The DSDT entry a stock kernel's virtio_mmio driver binds to (_HID "LNRO0005").
   acpi::DeviceDescription acpi_description() const;
   const std::string& name() const { return name_; }
+  std::string debug_state() const { return transport_->debug_state(); }
 
  private:
   kvm::Vm& vm_;
