@@ -258,6 +258,7 @@ TEST_F(MachineApi, ManyMachinesFromManyThreads) {
   constexpr int kThreads = 4;
   constexpr int kMachinesPerThread = 5;
   std::vector<std::future<std::vector<int>>> results;
+  results.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     results.push_back(std::async(std::launch::async, [t] {
       std::vector<std::unique_ptr<Machine>> machines;

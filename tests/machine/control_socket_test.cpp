@@ -142,6 +142,7 @@ TEST_F(ControlSocket, AClientThatHangsUpMidRequestIsForgotten) {
 TEST_F(ControlSocket, SeveralClientsAtOnce) {
   ControlServer server(path, target);
   std::vector<UniqueFd> clients;
+  clients.reserve(8);
   for (int i = 0; i < 8; ++i) clients.push_back(connect_to(path));
   for (auto& client : clients) send_all(client.get(), "{\"command\":\"status\"}\n");
   for (auto& client : clients) EXPECT_EQ(json::parse(read_line(client.get()))["ok"], true);

@@ -59,6 +59,7 @@ TEST(PauseGate, CloseReleasesParkedThreadsForGood) {
   PauseGate gate;
   std::atomic<int> returned_false{0};
   std::vector<std::thread> threads;
+  threads.reserve(2);
   ASSERT_TRUE(gate.request());
   for (int i = 0; i < 2; ++i) {
     threads.emplace_back([&] {
