@@ -602,6 +602,18 @@ scenario_pause_resume() {
       fi
     fi
   fi
+  if stop_api_guest pause-resume "VMM-L2-TICK $((before + 3)) "; then
+    result pause-resume PASS "status=$status $detail; $timing"
+  fi
+}
+
+# Ends a guest started with --api-socket: through the socket's "stop" when the scenario found no
+# problem ($why empty), else by force; then checks vmm's exit (status 5) and the console for
+# PATTERNs. stop_api_guest NAME PATTERN...: reports FAIL and returns 1, or returns 0 (the caller
+# reports PASS); sets status and wall.
+stop_api_guest() {
+  name=$1
+  shift
   if [ -n "$why" ]; then
     stop_l2 "$API_SOCKET"
   else
@@ -614,12 +626,13 @@ scenario_pause_resume() {
   with_l2_timeout 60
   if [ -n "$why" ]; then
     failure=$why
-    verify pause-resume "$status" 5 "$wall" || true
-    result pause-resume FAIL "$failure; status $status; $timing"
-  elif ! verify pause-resume "$status" 5 "$wall" "VMM-L2-TICK $((before + 3)) "; then
-    result pause-resume FAIL "after stop: $why; $timing"
-  else
-    result pause-resume PASS "status=$status $detail; $timing"
+    verify "$name" "$status" 5 "$wall" || true
+    result "$name" FAIL "$failure; status $status; $timing"
+    return 1
+  fi
+  if ! verify "$name" "$status" 5 "$wall" "$@"; then
+    result "$name" FAIL "after stop: $why; $timing"
+    return 1
   fi
 }
 
@@ -656,22 +669,8 @@ scenario_api_socket() {
       why="uptime_ms $up1 then $up2"
     fi
   fi
-  if [ -n "$why" ]; then
-    stop_l2 "$API_SOCKET"
-  else
-    r=$(api "$API_SOCKET" '{"command":"stop"}')
-    echo "$r" | grep -qF '"state":"stopped"' || why="stop answered '$r'"
-  fi
-  wait "$pid"
-  status=$(normalize_status $?)
-  wall=$(elapsed "$start")
-  with_l2_timeout 60
-  if [ -n "$why" ]; then
-    failure=$why
-    verify api-socket "$status" 5 "$wall" || true
-    result api-socket FAIL "$failure; status $status; $timing"
-  elif ! verify api-socket "$status" 5 "$wall"; then
-    result api-socket FAIL "after stop: $why; $timing"
+  if ! stop_api_guest api-socket; then
+    :
   elif [ -e "$API_SOCKET" ]; then
     result api-socket FAIL "vmm exited but left $API_SOCKET behind; $timing"
   else
