@@ -7,6 +7,7 @@
 #   labonly=a,b,...   run only these scenarios (default: all)
 #   labvmmargs=a,b    extra arguments for vmm, comma-separated ("--log-level,debug")
 #   labdone=vmm/a,... results already had from an L1 that crashed: those scenarios are not rerun
+#   labrepeat=N       run each scenario N times in a row (default 1): for chasing a rare failure
 #   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
@@ -83,13 +84,14 @@ cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE=""
+LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE="" LAB_REPEAT=1
 for word in $(cat /proc/cmdline); do
   case $word in
     labvmm=*) LAB_VMM=${word#*=} ;;
     labonly=*) LAB_ONLY=${word#*=} ;;
     labmode=*) LAB_MODE=${word#*=} ;;
     labdone=*) LAB_DONE=${word#*=} ;;
+    labrepeat=*) LAB_REPEAT=${word#*=} ;;
     labvmmargs=*) LAB_VMM_ARGS=$(echo "${word#*=}" | tr ',' ' ') ;;
   esac
 done
@@ -100,7 +102,7 @@ if [ ! -c /dev/kvm ]; then
   echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
 fi
-export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS LAB_DONE
+export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS LAB_DONE LAB_REPEAT
 sh /lab/scenarios.sh
 poweroff -f
 INIT

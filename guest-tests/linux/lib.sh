@@ -432,7 +432,10 @@ case $scenario in
     halt_with poweroff -f ;;
   ticker)
     # The control socket's scenarios: our clock every ~0.2 s, "VMM-L2-TICK <n> <uptime>", for
-    # vmmticks= ticks (default 300), while L1 pauses, resumes and stops us.
+    # vmmticks= ticks (default 300), while L1 pauses, resumes and stops us. Kernel messages stay
+    # off the console: one printed mid-line (the clocksource watchdog warns after a pause) would
+    # split a tick's line.
+    dmesg -n 1
     n=0 ticks=$(cmdline_value vmmticks)
     while [ $n -lt "${ticks:-300}" ]; do
       read -r up _ </proc/uptime

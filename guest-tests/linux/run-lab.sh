@@ -4,7 +4,7 @@
 # Debian kernels as L2 guests, one scenario after another (scenarios.sh). One L1 boot runs them all.
 #
 # usage: run-lab.sh [--vmm PATH] [--out DIR] [--only SCENARIO,...] [--with-qemu-reference]
-#                   [--vmm-args ARGS] [--shell]
+#                   [--vmm-args ARGS] [--repeat N] [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
@@ -14,6 +14,7 @@
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
+#   --repeat N             run each scenario N times in a row (to catch a rare failure; default 1)
 #   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
 #                          (its root filesystem on a virtio disk: build-rootfs.sh's image)
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
@@ -26,20 +27,22 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
-out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" qemu_ref=0 shell=0
-usage() { sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" repeat=1 qemu_ref=0 shell=0
+usage() { sed -n '6,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
     --vmm-args) vmm_args=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --with-qemu-reference) qemu_ref=1; shift ;;
     --shell) shell=1; shift ;;
     -h | --help) usage ;;
     *) echo "run-lab: unknown argument '$1'" >&2; usage ;;
   esac
 done
+case $repeat in '' | *[!0-9]* | 0) echo "run-lab: --repeat $repeat: give a whole number of at least 1" >&2; usage ;; esac
 [ -n "$vmm" ] || [ $qemu_ref -eq 1 ] || { echo "run-lab: give --vmm PATH and/or --with-qemu-reference" >&2; usage; }
 if [ -n "$vmm" ]; then
   [ -x "$vmm" ] || { echo "run-lab: --vmm $vmm: no such executable"; echo "0 passed, 1 failed"; exit 1; }
@@ -78,7 +81,7 @@ kinds=""
 [ $qemu_ref -eq 1 ] && kinds=${kinds:+$kinds,}qemu
 # The lab's parameters ride on L1's command line (its /init reads them); spaces become commas.
 vmm_args=$(echo "$vmm_args" | xargs | tr ' ' ',')
-append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}${vmm_args:+ labvmmargs=$vmm_args}"
+append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}${vmm_args:+ labvmmargs=$vmm_args} labrepeat=$repeat"
 # The L1 command of the DESIGN's lab recipe (verified by hand).
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
 l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
@@ -95,7 +98,7 @@ n_scenarios=$(sed -n 's/^all_scenarios="\(.*\)"$/\1/p' "$here/scenarios.sh" | wc
 n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
 # L1 boot + each scenario at its worst (scenarios.sh's hard timeouts: 90 s for most, 180 s for
 # net-tcp, twice 120 s for net-two-guests) would still fit, in the mean.
-l1_timeout=$((180 + 120 * n_scenarios * n_kinds))
+l1_timeout=$((180 + 120 * n_scenarios * n_kinds * repeat))
 
 log=$out/l1-console.log
 lab_lines='^(LAB-|--- |  \| )'
