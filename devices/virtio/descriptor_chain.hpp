@@ -24,10 +24,10 @@ struct Buffer {
 // popped, so a guest rewriting the descriptor table afterwards cannot change what the device sees.
 // Readable buffers come first, then writable ones; zero-length descriptors are left out.
 //
-// Move-only, and it must be handed back exactly once with SplitQueue::add_used() (or, on a device
-// reset, discard()): the driver waits for every chain it made available. A chain destroyed while
-// still pending is a device bug; it is logged as an error (not asserted, so a release build keeps
-// the VM running), because the guest will then wait forever for that request.
+// Move-only, and it must be handed back exactly once with SplitQueue::add_used() or fill_used()
+// (or, on a device reset, discard()): the driver waits for every chain it made available. A chain
+// destroyed while still pending is a device bug; it is logged as an error (not asserted, so a
+// release build keeps the VM running), because the guest will then wait forever for that request.
 class DescriptorChain {
  public:
   DescriptorChain(DescriptorChain&& other) noexcept;

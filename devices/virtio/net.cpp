@@ -286,9 +286,10 @@ bool VirtioNet::deliver_packet() {
     const size_t bytes = std::min<size_t>(chain.writable_bytes(), staged_ - offset);
     const size_t written =
         chain.write(0, std::span<const uint8_t>(staging_.data() + offset, bytes));
-    rx_queue_->add_used(std::move(chain), static_cast<uint32_t>(written));
+    rx_queue_->fill_used(std::move(chain), static_cast<uint32_t>(written));
     offset += bytes;
   }
+  rx_queue_->publish_used();
   rx_chains_.erase(rx_chains_.begin(), rx_chains_.begin() + static_cast<ptrdiff_t>(needed));
   ++counters_.rx_packets;
   staged_ = 0;

@@ -61,6 +61,7 @@ void SplitQueue::reset() {
   broken_reason_.clear();
   next_avail_ = 0;
   next_used_ = 0;
+  published_used_ = 0;
   added_since_notify_ = 0;
   ++generation_;
 }
@@ -186,7 +187,7 @@ std::optional<DescriptorChain> SplitQueue::read_chain(uint16_t head) {
   return DescriptorChain(memory_, this, generation_, head, std::move(buffers));
 }
 
-void SplitQueue::add_used(DescriptorChain&& chain, uint32_t bytes_written) {
+void SplitQueue::fill_used(DescriptorChain&& chain, uint32_t bytes_written) {
   if (!chain.pending_ || chain.queue_ != this) {
     spdlog::error("virtio: descriptor chain {} returned twice or to the wrong queue", chain.head_);
     return;
@@ -199,11 +200,16 @@ void SplitQueue::add_used(DescriptorChain&& chain, uint32_t bytes_written) {
 
   const uint16_t slot = next_used_ & (config_.size - 1);
   memory_.write_obj(config_.used_ring + kRingEntries + sizeof(VirtqUsedElem) * slot, elem);
-  // The driver must see the element before the index that publishes it.
-  std::atomic_thread_fence(std::memory_order_release);
   ++next_used_;
+}
+
+void SplitQueue::publish_used() {
+  if (!ready_ || broken_ || next_used_ == published_used_) return;
+  // The driver must see the elements before the index that publishes them.
+  std::atomic_thread_fence(std::memory_order_release);
   memory_.write_obj<uint16_t>(config_.used_ring + kRingIdx, next_used_);
-  ++added_since_notify_;
+  added_since_notify_ += static_cast<uint16_t>(next_used_ - published_used_);
+  published_used_ = next_used_;
 }
 
 bool SplitQueue::needs_notification() {
@@ -222,7 +228,7 @@ bool SplitQueue::needs_notification() {
       memory_.read_obj<uint16_t>(config_.avail_ring + kRingEntries + 2ull * config_.size);
   if (!used_event) return true;
   // vring_need_event(): notify if used_event lies in [old, new) modulo 2^16.
-  const uint16_t new_idx = next_used_;
+  const uint16_t new_idx = published_used_;
   const uint16_t old_idx = static_cast<uint16_t>(new_idx - added);
   return static_cast<uint16_t>(new_idx - *used_event - 1) <
          static_cast<uint16_t>(new_idx - old_idx);
@@ -233,7 +239,7 @@ std::string SplitQueue::debug_state() const {
   const auto avail_idx = memory_.read_obj<uint16_t>(config_.avail_ring + kRingIdx);
   std::string state =
       fmt::format("size {}, avail idx {} (popped {}), used idx {}", config_.size,
-                  avail_idx ? fmt::to_string(*avail_idx) : "?", next_avail_, next_used_);
+                  avail_idx ? fmt::to_string(*avail_idx) : "?", next_avail_, published_used_);
   if (broken_) state += ", broken: " + broken_reason_;
   return state;
 }

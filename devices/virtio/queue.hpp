@@ -61,7 +61,7 @@ struct QueueConfig {
 // Threading: not synchronised. A queue is driven by one device thread (pop, add_used,
 // needs_notification); activate() and reset() come from the transport and must not run
 // concurrently with it (the device stops or locks its worker around them). The guest's vCPUs
-// write the rings concurrently; the fences in pop() and add_used() order our accesses against
+// write the rings concurrently; the fences in pop() and publish_used() order our accesses against
 // theirs as the spec's memory barriers require.
 class SplitQueue {
  public:
@@ -97,9 +97,18 @@ class SplitQueue {
   // is dropped, and nothing is written to a broken queue. A chain already returned (a moved-from
   // one included) or popped from another queue is refused and logged: a device bug that must not
   // corrupt the guest's used ring.
-  void add_used(DescriptorChain&& chain, uint32_t bytes_written);
+  void add_used(DescriptorChain&& chain, uint32_t bytes_written) {
+    fill_used(std::move(chain), bytes_written);
+    publish_used();
+  }
+  // add_used() in two steps, for chains the driver must see together: fill_used() writes the used
+  // entry, publish_used() the used->idx that makes every filled entry visible at once. A
+  // mergeable receive packet's buffers are such a group: Linux drops a packet whose first buffer
+  // it finds without the rest ("buffers missing").
+  void fill_used(DescriptorChain&& chain, uint32_t bytes_written);
+  void publish_used();
 
-  // Whether the driver wants an interrupt for the used entries added since the last call:
+  // Whether the driver wants an interrupt for the used entries published since the last call:
   // VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX, used_event with it. False if none were added.
   bool needs_notification();
 
@@ -118,8 +127,9 @@ class SplitQueue {
   bool ready_ = false;
   bool broken_ = false;
   std::string broken_reason_;
-  uint16_t next_avail_ = 0;  // next avail ring slot to consume (free-running, wraps at 2^16)
-  uint16_t next_used_ = 0;   // our copy of used->idx
+  uint16_t next_avail_ = 0;      // next avail ring slot to consume (free-running, wraps at 2^16)
+  uint16_t next_used_ = 0;       // the used ring slot fill_used() writes next
+  uint16_t published_used_ = 0;  // our copy of used->idx
   uint32_t added_since_notify_ = 0;
   uint64_t generation_ = 0;
 };

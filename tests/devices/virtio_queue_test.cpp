@@ -278,6 +278,29 @@ TEST_F(SplitQueueTest, NotificationWithEventIdx) {
   EXPECT_FALSE(queue.needs_notification());
 }
 
+TEST_F(SplitQueueTest, FilledEntriesAppearTogetherWhenPublished) {
+  QueueConfig config = default_config();
+  config.event_idx = true;
+  activate(config);
+  driver.desc(0, kData, 8, kVirtqDescFWrite);
+  driver.desc(1, kData + 8, 8, kVirtqDescFWrite);
+  driver.publish(0);
+  driver.publish(1);
+  queue.fill_used(pop_one(), 8);
+  queue.fill_used(pop_one(), 3);
+  // Written, not yet visible: the driver must not find the first without the second.
+  EXPECT_EQ(driver.used_idx(), 0);
+  EXPECT_EQ(driver.used(0).id, 0u);
+  EXPECT_EQ(driver.used(1).len, 3u);
+  EXPECT_FALSE(queue.needs_notification());
+  queue.publish_used();
+  EXPECT_EQ(driver.used_idx(), 2);
+  EXPECT_TRUE(queue.needs_notification());  // both count: used_event 0 lies in [0, 2)
+  queue.publish_used();                     // nothing new
+  EXPECT_EQ(driver.used_idx(), 2);
+  EXPECT_FALSE(queue.needs_notification());
+}
+
 TEST_F(SplitQueueTest, EventIdxPublishesAvailEventWhenDrained) {
   QueueConfig config = default_config();
   config.event_idx = true;
