@@ -12,38 +12,26 @@
 namespace vmm::fuzz {
 namespace {
 
-void run(std::span<const uint8_t> image) {
-  try {
-    const boot::BzImage parsed = boot::parse_bzimage(image, "--kernel fuzz");
-    VMM_FUZZ_CHECK(parsed.payload.data() >= image.data() &&
-                       parsed.payload.data() + parsed.payload.size() <= image.data() + image.size(),
-                   "the payload lies outside the image");
-    parsed.memory_span();
-    // Tiny, the fuzz guest, the largest below the MMIO hole.
-    for (const uint64_t low_ram_end : {uint64_t{2} << 20, kKernelRamSize, layout::kMmioHoleStart}) {
-      try {
-        const uint64_t load = boot::bzimage_load_address(parsed, low_ram_end, "--kernel fuzz");
-        VMM_FUZZ_CHECK(load >= layout::kHighMemStart && load < low_ram_end,
-                       "load address %#llx for RAM ending at %#llx",
-                       static_cast<unsigned long long>(load),
-                       static_cast<unsigned long long>(low_ram_end));
-      } catch (const Error&) {
-      }
+void check_parse(std::span<const uint8_t> image) {
+  const boot::BzImage parsed = boot::parse_bzimage(image, "--kernel fuzz");
+  VMM_FUZZ_CHECK(parsed.payload.data() >= image.data() &&
+                     parsed.payload.data() + parsed.payload.size() <= image.data() + image.size(),
+                 "the payload lies outside the image");
+  parsed.memory_span();
+  // Tiny, the fuzz guest, the largest below the MMIO hole.
+  for (const uint64_t low_ram_end : {uint64_t{2} << 20, kKernelRamSize, layout::kMmioHoleStart}) {
+    try {
+      const uint64_t load = boot::bzimage_load_address(parsed, low_ram_end, "--kernel fuzz");
+      VMM_FUZZ_CHECK(load >= layout::kHighMemStart && load < low_ram_end,
+                     "load address %#llx for RAM ending at %#llx",
+                     static_cast<unsigned long long>(load),
+                     static_cast<unsigned long long>(low_ram_end));
+    } catch (const Error&) {
     }
-  } catch (const Error&) {
   }
-  load_kernel_file(image);
 }
 
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::run({data, size});
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run_kernel_file<vmm::fuzz::check_parse>)

@@ -13,15 +13,15 @@
 namespace vmm::fuzz {
 namespace {
 
-void run(const uint8_t* data, size_t size) {
+void run(Reader& in) {
   std::vector<std::string> args;
   std::string arg;
-  for (size_t i = 0; i < size; ++i) {
-    if (data[i] == 0) {
+  for (const uint8_t byte : in.bytes(in.remaining())) {
+    if (byte == 0) {
       args.push_back(std::move(arg));
       arg.clear();
     } else {
-      arg.push_back(static_cast<char>(data[i]));
+      arg.push_back(static_cast<char>(byte));
     }
   }
   if (!arg.empty() || args.empty()) args.push_back(std::move(arg));
@@ -43,12 +43,4 @@ void run(const uint8_t* data, size_t size) {
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::run(data, size);
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run)

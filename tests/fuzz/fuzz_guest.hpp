@@ -1,9 +1,10 @@
 #pragma once
 
-// Shared pieces of the fuzz targets: a reader that turns the fuzzer's bytes into operations,
-// fuzzer-controlled guest RAM, a driver that writes descriptors and rings into it the way a
-// (hostile) guest driver would, and the small fakes the devices need (interrupts, a synchronous
-// AsyncIo on a memfd, a packet backend over a socketpair).
+// Shared pieces of the fuzz targets: libFuzzer's entry points (VMM_FUZZ_TARGET), a reader that
+// turns the fuzzer's bytes into operations, fuzzer-controlled guest RAM, a driver that writes
+// descriptors and rings into it the way a (hostile) guest driver would, and the small fakes the
+// devices need (interrupts, platform events, a synchronous AsyncIo on a memfd, a packet backend
+// over a socketpair).
 //
 // A broken invariant is reported with check(): it prints what failed and aborts, which libFuzzer
 // records as a crash with the input that caused it.
@@ -31,6 +32,7 @@
 #include "devices/backends/async_io.hpp"
 #include "devices/backends/packet_backend.hpp"
 #include "devices/interrupt_line.hpp"
+#include "devices/platform_events.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "vmm/memory/guest_memory.hpp"
@@ -91,6 +93,13 @@ class Reader {
   size_t size_;
   size_t pos_ = 0;
 };
+
+// Plays one input through a target's Harness: its constructor reads the configuration at the
+// front of the input, run() the operations after it.
+template <typename Harness>
+void run_harness(Reader& in) {
+  Harness(in).run();
+}
 
 // Guest RAM at guest-physical 0, zeroed for each input. The buffer is kept across inputs (one
 // FuzzRam at a time per process): a fresh megabyte per input costs page faults that dominate a
@@ -220,6 +229,13 @@ class FakeInterruptLine final : public devices::InterruptLine {
   bool level = false;
 };
 
+// Counts what the guest asked of the platform (reset, power off, panic, debug exit).
+class FakePlatformEvents final : public devices::PlatformEvents {
+ public:
+  void guest_request(devices::GuestRequest, int) override { ++requests; }
+  uint64_t requests = 0;
+};
+
 class FakeDeviceInterrupt final : public devices::virtio::DeviceInterrupt {
  public:
   void signal_used() override { ++used; }
@@ -321,3 +337,16 @@ class SocketPacketBackend final : public devices::PacketBackend {
 };
 
 }  // namespace vmm::fuzz
+
+// libFuzzer's two entry points, for a target whose `run` plays one input from a Reader (a
+// function, or run_harness<Harness>): the logs are silenced once, then each input goes to `run`.
+#define VMM_FUZZ_TARGET(run)                                                \
+  extern "C" int LLVMFuzzerInitialize(int*, char***) {                      \
+    vmm::fuzz::quiet_logs();                                                \
+    return 0;                                                               \
+  }                                                                         \
+  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \
+    vmm::fuzz::Reader in(data, size);                                       \
+    (run)(in);                                                              \
+    return 0;                                                               \
+  }

@@ -13,14 +13,8 @@ namespace {
 
 using devices::I8042;
 
-class Events final : public devices::PlatformEvents {
- public:
-  void guest_request(devices::GuestRequest, int) override { ++requests; }
-  uint64_t requests = 0;
-};
-
 void run(Reader& in) {
-  Events events;
+  FakePlatformEvents events;
   FakeInterruptLine irq;
   // With and without the keyboard IRQ line, as the machine may wire it.
   I8042 controller(events, in.flag() ? &irq : nullptr);
@@ -30,13 +24,4 @@ void run(Reader& in) {
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::Reader in(data, size);
-  vmm::fuzz::run(in);
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run)

@@ -29,15 +29,7 @@ using devices::AcpiPower;
 using devices::Bus;
 using devices::CmosRtc;
 using devices::DebugExit;
-using devices::GuestRequest;
-using devices::PlatformEvents;
 using devices::PvPanic;
-
-class Events final : public PlatformEvents {
- public:
-  void guest_request(GuestRequest, int) override { ++requests; }
-  uint64_t requests = 0;
-};
 
 struct Device {
   uint16_t base;
@@ -50,7 +42,7 @@ constexpr Device kDevices[] = {{CmosRtc::kPortBase, CmosRtc::kPortCount},
 
 void run(Reader& in) {
   const auto clock = static_cast<time_t>(in.u32());
-  Events events;
+  FakePlatformEvents events;
   Bus pio("pio");
   pio.insert(CmosRtc::kPortBase, CmosRtc::kPortCount,
              std::make_shared<CmosRtc>([clock] { return clock; }));
@@ -83,13 +75,4 @@ void run(Reader& in) {
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::Reader in(data, size);
-  vmm::fuzz::run(in);
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run)

@@ -17,22 +17,17 @@
 
 #include "devices/virtio/net.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
+#include "tests/fuzz/virtio_harness.hpp"
 #include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 namespace {
 
-using devices::virtio::Activation;
-using devices::virtio::QueueConfig;
-using devices::virtio::SplitQueue;
 using devices::virtio::VirtioNet;
 namespace virtio = devices::virtio;
 
 constexpr uint64_t kRamSize = 1 << 20;
-constexpr uint64_t kDescTable[2] = {0x0000, 0x1000};  // 256 entries: 4 KiB each
-constexpr uint64_t kAvail[2] = {0x2000, 0x3000};
-constexpr uint64_t kUsed[2] = {0x4000, 0x5000};
-constexpr uint64_t kDataArea = 0x8000;    // to the end of RAM
+constexpr uint64_t kDataArea = 0x8000;    // to the end of RAM, above the queues (stacked_queues)
 constexpr size_t kMaxHostPacket = 70000;  // beyond the device's staging buffer
 
 enum Op : uint8_t {
@@ -52,7 +47,8 @@ enum Op : uint8_t {
 
 class Harness {
  public:
-  explicit Harness(Reader& in) : in_(in), ram_(kRamSize) {
+  explicit Harness(Reader& in)
+      : in_(in), ram_(kRamSize), guest_(ram_.memory(), stacked_queues(2, VirtioNet::kQueueSize)) {
     const uint32_t wanted = in.u32();
     const bool refuse_offloads = in.flag();
     int fds[2];
@@ -64,83 +60,41 @@ class Harness {
     device_.emplace(ram_.memory(), loop_,
                     std::make_unique<SocketPacketBackend>(UniqueFd(fds[0]), refuse_offloads),
                     std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "eth0 (fuzz0)");
-    features_ = (wanted | virtio::kFeatureVersion1) & device_->features();
-    for (int q = 0; q < 2; ++q) {
-      configs_[q] =
-          QueueConfig{.size = VirtioNet::kQueueSize,
-                      .desc_table = kDescTable[q],
-                      .avail_ring = kAvail[q],
-                      .used_ring = kUsed[q],
-                      .event_idx = (features_ & virtio::kFeatureRingEventIdx) != 0,
-                      .indirect_desc = (features_ & virtio::kFeatureRingIndirectDesc) != 0};
-      queues_.push_back(std::make_unique<SplitQueue>(ram_.memory(), VirtioNet::kQueueSize));
-      drivers_.emplace_back(ram_.memory(), configs_[q]);
-    }
-    activate();
+    guest_.activate(*device_, (wanted | virtio::kFeatureVersion1) & device_->features());
   }
 
   void run() {
     while (!in_.empty()) {
       step();
-      for (QueueDriver& driver : drivers_) driver.check_used();
+      guest_.check_used();
     }
     // With the host draining, the device must work through every transmit chain: a round that
     // returns none means it has stopped (a full socket takes a few packets per round).
     for (int round = 0; round < 1024; ++round) {
-      const uint16_t before = drivers_[1].used_idx();
+      const uint16_t before = guest_.driver(1).used_idx();
       drain_host();
       device_->notify(1);
-      drain_loop();
-      if (drivers_[1].used_idx() == before) break;
+      run_until_idle(loop_);
+      if (guest_.driver(1).used_idx() == before) break;
     }
-    for (QueueDriver& driver : drivers_) driver.check_used();
-    if (checks_tx_ && !queues_[1]->broken()) {
-      VMM_FUZZ_CHECK(drivers_[1].used_total() == drivers_[1].published_total(),
-                     "%llu transmit chains made available, %llu returned",
-                     static_cast<unsigned long long>(drivers_[1].published_total()),
-                     static_cast<unsigned long long>(drivers_[1].used_total()));
-    }
+    guest_.check_used();
+    if (checks_tx_) guest_.check_all_returned(1, "transmit chains");
     device_.reset();
   }
 
  private:
-  void activate() {
-    for (int q = 0; q < 2; ++q) queues_[q]->activate(configs_[q]);
-    device_->activate(Activation{features_, {queues_[0].get(), queues_[1].get()}, &interrupt_});
-  }
-
-  void drain_loop() {
-    for (int round = 0; round < 64; ++round) {
-      const uint64_t before = loop_.dispatched();
-      loop_.run_once(0);
-      if (loop_.dispatched() == before) return;
-    }
-  }
-
   void drain_host() {
     static std::vector<uint8_t> packet(kMaxHostPacket);
     while (recv(peer_.get(), packet.data(), packet.size(), MSG_DONTWAIT) >= 0) {
     }
   }
 
-  QueueDriver& driver() { return drivers_[in_.u8() & 1]; }
+  QueueDriver& driver() { return guest_.driver(in_.u8() & 1); }
 
   void step() {
     switch (in_.u8() % kOpCount) {
-      case kDesc: {
-        QueueDriver& d = driver();
-        const uint8_t index = in_.u8();
-        const uint64_t addr = pick_address(in_, kDataArea, kRamSize);
-        const uint32_t len = in_.u32();
-        const uint16_t flags = in_.u16();
-        d.desc(index, addr, len, flags, in_.u16());
-        break;
-      }
-      case kData: {
-        const uint64_t offset = in_.u32() % (kRamSize - kDataArea);
-        ram_.write_clamped(kDataArea + offset, in_.bytes(in_.u8()));
-        break;
-      }
+      case kDesc: write_desc(in_, driver(), kDataArea, kRamSize); break;
+      case kData: write_data(in_, ram_, kDataArea); break;
       case kPublish: {
         QueueDriver& d = driver();
         d.publish(in_.u16());
@@ -165,14 +119,7 @@ class Harness {
         break;
       }
       case kHostDrain: drain_host(); break;
-      case kReset:
-        device_->reset();
-        for (int q = 0; q < 2; ++q) {
-          queues_[q]->reset();
-          drivers_[q].restart();
-        }
-        activate();
-        break;
+      case kReset: guest_.reset(*device_); break;
       case kUsedEvent: {
         QueueDriver& d = driver();
         d.set_used_event(in_.u16());
@@ -189,26 +136,13 @@ class Harness {
   Reader& in_;
   FuzzRam ram_;
   EventLoop loop_;
+  GuestDriver guest_;
   UniqueFd peer_;
   bool checks_tx_ = false;
-  uint64_t features_ = 0;
-  QueueConfig configs_[2];
-  std::vector<std::unique_ptr<SplitQueue>> queues_;
-  std::vector<QueueDriver> drivers_;
-  FakeDeviceInterrupt interrupt_;
   std::optional<VirtioNet> device_;
 };
 
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::Reader in(data, size);
-  vmm::fuzz::Harness(in).run();
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run_harness<vmm::fuzz::Harness>)

@@ -19,28 +19,24 @@
 #include <cstring>
 #include <filesystem>
 #include <iterator>
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "devices/virtio/vsock.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
+#include "tests/fuzz/virtio_harness.hpp"
 #include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 namespace {
 
-using devices::virtio::Activation;
-using devices::virtio::QueueConfig;
-using devices::virtio::SplitQueue;
 using devices::virtio::VirtioVsock;
 namespace virtio = devices::virtio;
 namespace vsock = devices::virtio::vsock;
 
 constexpr uint64_t kRamSize = 1 << 20;
-constexpr uint64_t kQueueBase = 0x0000;  // queue q: desc at +0x3000*q, avail +0x1000, used +0x2000
-constexpr uint64_t kDataArea = 0x10000;  // to the end of RAM
+constexpr uint64_t kDataArea = 0x10000;  // to the end of RAM, above the queues (stacked_queues)
 constexpr uint64_t kTxPacketArea = kDataArea;            // 0x200 per descriptor index
 constexpr uint64_t kRxBufferArea = kDataArea + 0x40000;  // 0x1000 per buffer, 64 of them
 constexpr uint64_t kGuestCid = 3;
@@ -115,28 +111,19 @@ UniqueFd listen_at(const std::string& path) {
 
 class Harness {
  public:
-  explicit Harness(Reader& in) : in_(in), ram_(kRamSize), uds_path_(socket_dir() + "/v.sock") {
+  explicit Harness(Reader& in)
+      : in_(in),
+        ram_(kRamSize),
+        uds_path_(socket_dir() + "/v.sock"),
+        guest_(ram_.memory(), stacked_queues(3, VirtioVsock::kQueueSize)) {
     const uint32_t wanted = in.u32();
     device_.emplace(ram_.memory(), loop_, kGuestCid, uds_path_, "vsock-fuzz");
-    features_ = (wanted | virtio::kFeatureVersion1) & device_->features();
     for (uint32_t port : kListenPorts) {
       const std::string path = uds_path_ + "_" + std::to_string(port);
       listeners_.push_back(listen_at(path));
       listener_paths_.push_back(path);
     }
-    for (int q = 0; q < 3; ++q) {
-      const uint64_t base = kQueueBase + 0x3000ull * q;
-      configs_[q] =
-          QueueConfig{.size = VirtioVsock::kQueueSize,
-                      .desc_table = base,
-                      .avail_ring = base + 0x1000,
-                      .used_ring = base + 0x2000,
-                      .event_idx = (features_ & virtio::kFeatureRingEventIdx) != 0,
-                      .indirect_desc = (features_ & virtio::kFeatureRingIndirectDesc) != 0};
-      queues_.push_back(std::make_unique<SplitQueue>(ram_.memory(), VirtioVsock::kQueueSize));
-      drivers_.emplace_back(ram_.memory(), configs_[q]);
-    }
-    activate();
+    guest_.activate(*device_, (wanted | virtio::kFeatureVersion1) & device_->features());
   }
 
   ~Harness() {
@@ -146,35 +133,16 @@ class Harness {
   void run() {
     while (!in_.empty()) {
       step();
-      for (QueueDriver& driver : drivers_) driver.check_used();
+      guest_.check_used();
     }
     device_->notify(1);
-    drain_loop();
-    for (QueueDriver& driver : drivers_) driver.check_used();
-    if (!queues_[1]->broken()) {
-      VMM_FUZZ_CHECK(drivers_[1].used_total() == drivers_[1].published_total(),
-                     "%llu transmit chains made available, %llu returned",
-                     static_cast<unsigned long long>(drivers_[1].published_total()),
-                     static_cast<unsigned long long>(drivers_[1].used_total()));
-    }
+    run_until_idle(loop_);
+    guest_.check_used();
+    guest_.check_all_returned(1, "transmit chains");
     device_.reset();
   }
 
  private:
-  void activate() {
-    for (int q = 0; q < 3; ++q) queues_[q]->activate(configs_[q]);
-    device_->activate(
-        Activation{features_, {queues_[0].get(), queues_[1].get(), queues_[2].get()}, &interrupt_});
-  }
-
-  void drain_loop() {
-    for (int round = 0; round < 64; ++round) {
-      const uint64_t before = loop_.dispatched();
-      loop_.run_once(0);
-      if (loop_.dispatched() == before) return;
-    }
-  }
-
   // u8 descriptor index, u8 source port choice, u8 destination port choice, u16 op, u32 flags,
   // u32 buf_alloc, u32 fwd_cnt, u8 mangle (bit 0 raw cids follow: u64 src, u64 dst; bit 1 raw
   // len follows: u32; bit 2 raw type follows: u16; bit 3 header and payload in one descriptor),
@@ -207,7 +175,7 @@ class Harness {
     const uint64_t gpa = kTxPacketArea + 0x200ull * index;
     ram_.memory().write_obj(gpa, header);
     ram_.write_clamped(gpa + vsock::kHeaderSize, payload);
-    QueueDriver& tx = drivers_[1];
+    QueueDriver& tx = guest_.driver(1);
     if ((mangle & 8) || payload.empty()) {
       tx.desc(index, gpa, static_cast<uint32_t>(vsock::kHeaderSize + payload.size()), 0, 0);
     } else {
@@ -222,7 +190,7 @@ class Harness {
   void rx_buffers() {
     const uint8_t count = in_.u8() % 32;
     const uint32_t len = in_.u16() % 0x1001;
-    QueueDriver& rx = drivers_[0];
+    QueueDriver& rx = guest_.driver(0);
     for (uint8_t i = 0; i < count; ++i) {
       const uint16_t index = next_rx_++;
       rx.desc(index, kRxBufferArea + 0x1000ull * (index % 64), len, virtio::kVirtqDescFWrite, 0);
@@ -240,22 +208,10 @@ class Harness {
     switch (in_.u8() % kOpCount) {
       case kTxPacket: tx_packet(); break;
       case kRxBuffers: rx_buffers(); break;
-      case kDesc: {
-        QueueDriver& d = drivers_[in_.u8() % 3];
-        const uint8_t index = in_.u8();
-        const uint64_t addr = pick_address(in_, kDataArea, kRamSize);
-        const uint32_t len = in_.u32();
-        const uint16_t flags = in_.u16();
-        d.desc(index, addr, len, flags, in_.u16());
-        break;
-      }
-      case kData: {
-        const uint64_t offset = in_.u32() % (kRamSize - kDataArea);
-        ram_.write_clamped(kDataArea + offset, in_.bytes(in_.u8()));
-        break;
-      }
+      case kDesc: write_desc(in_, guest_.driver(in_.u8() % 3), kDataArea, kRamSize); break;
+      case kData: write_data(in_, ram_, kDataArea); break;
       case kPublish: {
-        QueueDriver& d = drivers_[in_.u8() % 3];
+        QueueDriver& d = guest_.driver(in_.u8() % 3);
         d.publish(in_.u16());
         break;
       }
@@ -313,14 +269,7 @@ class Harness {
           }
         }
         break;
-      case kReset:
-        device_->reset();
-        for (int q = 0; q < 3; ++q) {
-          queues_[q]->reset();
-          drivers_[q].restart();
-        }
-        activate();
-        break;
+      case kReset: guest_.reset(*device_); break;
     }
   }
 
@@ -328,28 +277,15 @@ class Harness {
   FuzzRam ram_;
   EventLoop loop_;
   const std::string uds_path_;
+  GuestDriver guest_;
   std::vector<UniqueFd> listeners_;
   std::vector<std::string> listener_paths_;
   std::vector<UniqueFd> clients_;
-  uint64_t features_ = 0;
-  QueueConfig configs_[3];
-  std::vector<std::unique_ptr<SplitQueue>> queues_;
-  std::vector<QueueDriver> drivers_;
   uint16_t next_rx_ = 0;
-  FakeDeviceInterrupt interrupt_;
   std::optional<VirtioVsock> device_;
 };
 
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::Reader in(data, size);
-  vmm::fuzz::Harness(in).run();
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run_harness<vmm::fuzz::Harness>)

@@ -218,13 +218,4 @@ class Harness {
 }  // namespace
 }  // namespace vmm::fuzz
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  vmm::fuzz::quiet_logs();
-  return 0;
-}
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmm::fuzz::Reader in(data, size);
-  vmm::fuzz::Harness(in).run();
-  return 0;
-}
+VMM_FUZZ_TARGET(vmm::fuzz::run_harness<vmm::fuzz::Harness>)
