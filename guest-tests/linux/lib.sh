@@ -369,6 +369,13 @@ case $scenario in
       t=$(uptime_s)
       nc "$peer" 5002 </tmp/tx && echo "VMM-L2-NET-TX seconds=$(seconds_since "$t")"
       rm -f /tmp/tx
+      # What virtio_net counted: rx_length_errors are received packets it dropped for buffers
+      # missing or too long (a device that publishes a packet's buffers piecemeal).
+      stats=""
+      for counter in rx_length_errors rx_dropped rx_errors tx_dropped tx_errors; do
+        stats="$stats $counter=$(cat /sys/class/net/eth0/statistics/$counter)"
+      done
+      echo "VMM-L2-NET-STATS$stats"
     fi
     halt_with poweroff -f ;;
   netbench)
