@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <random>
 #include <utility>
@@ -8,6 +10,8 @@
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/platform_events.hpp"
+#include "vmm/util/error.hpp"
+#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::devices::testing {
 
@@ -29,6 +33,16 @@ class FakeInterruptLine final : public InterruptLine {
 
   std::vector<bool> levels;
 };
+
+// The two ends of a non-blocking, close-on-exec AF_UNIX socketpair of `type` (SOCK_STREAM,
+// SOCK_SEQPACKET): one to hand the device as its backend's fd, one for the test to play the host.
+inline std::pair<UniqueFd, UniqueFd> socket_pair(int type) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw_errno("socketpair");
+  }
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
 
 class FakePlatformEvents final : public PlatformEvents {
  public:

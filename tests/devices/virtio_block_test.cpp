@@ -28,10 +28,7 @@ using ::testing::ElementsAre;
 using ::testing::Not;
 
 constexpr uint64_t kRamSize = 4 << 20;
-constexpr uint64_t kDescTable = 0x1000;  // 256 entries: 4 KiB
-constexpr uint64_t kAvailRing = 0x3000;
-constexpr uint64_t kUsedRing = 0x4000;
-constexpr uint64_t kIndirect = 0x8000;
+constexpr uint64_t kIndirect = 0x8000;  // past the queue's rings (queue_config)
 constexpr uint64_t kHeaders = 0x10000;  // 16 bytes per head index
 constexpr uint64_t kStatus = 0x20000;   // one byte per head index
 constexpr uint64_t kData = 0x100000;
@@ -153,16 +150,6 @@ class FakeIo final : public AsyncIo {
   std::vector<IoCompletion> done_;
 };
 
-class FakeDeviceInterrupt final : public DeviceInterrupt {
- public:
-  void signal_used() override { ++used; }
-  void signal_config_change() override { ++config_changes; }
-  void signal_needs_reset() override { ++needs_reset; }
-  int used = 0;
-  int config_changes = 0;
-  int needs_reset = 0;
-};
-
 // A data buffer of a request: guest address, length, device-writable.
 struct Data {
   uint64_t addr;
@@ -172,15 +159,6 @@ struct Data {
 
 class VirtioBlockTest : public ::testing::Test {
  protected:
-  static QueueConfig queue_config(bool event_idx = false) {
-    return QueueConfig{.size = VirtioBlock::kQueueSize,
-                       .desc_table = kDescTable,
-                       .avail_ring = kAvailRing,
-                       .used_ring = kUsedRing,
-                       .event_idx = event_idx,
-                       .indirect_desc = true};
-  }
-
   void create(BlockOptions options = {}, uint64_t disk_size = kDiskSize) {
     device.reset();
     image.emplace(disk_size);
@@ -190,8 +168,7 @@ class VirtioBlockTest : public ::testing::Test {
   }
 
   void activate(uint64_t features, bool event_idx = false) {
-    queue.activate(queue_config(event_idx));
-    driver = Driver(memory, queue_config(event_idx));
+    testing::activate_queue(queue, driver, 0, event_idx);
     device->activate(Activation{features, {&queue}, &interrupt});
   }
 
@@ -268,8 +245,8 @@ class VirtioBlockTest : public ::testing::Test {
   GuestMemory memory = GuestMemory::from_regions({{0, kRamSize, ram.data()}});
   EventLoop loop;
   SplitQueue queue{memory, VirtioBlock::kQueueSize};
-  Driver driver{memory, queue_config()};
-  FakeDeviceInterrupt interrupt;
+  Driver driver{memory, testing::queue_config(0, VirtioBlock::kQueueSize)};
+  testing::FakeDeviceInterrupt interrupt;
   std::optional<TempImage> image;
   FakeIo* io = nullptr;
   std::optional<VirtioBlock> device;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "devices/virtio/net.hpp"
+#include "tests/devices/fakes.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/util/event_fd.hpp"
 #include "vmm/util/unique_fd.hpp"
@@ -185,10 +186,9 @@ class Ring {
 class VirtioNetConcurrencyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    peer_ = UniqueFd(fds[1]);
-    device_.emplace(memory_, loop_, std::make_unique<SocketBackend>(UniqueFd(fds[0])),
+    auto [device_end, peer] = devices::testing::socket_pair(SOCK_SEQPACKET);
+    peer_ = std::move(peer);
+    device_.emplace(memory_, loop_, std::make_unique<SocketBackend>(std::move(device_end)),
                     std::array<uint8_t, 6>{0x52, 0x54, 0, 0, 0, 1}, "eth0 (socketpair)");
     // The doorbells: what the ioeventfds are to a real guest.
     for (uint16_t q = 0; q < 2; ++q) {

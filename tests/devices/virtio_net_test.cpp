@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/devices/fakes.hpp"
 #include "tests/devices/virtio_driver.hpp"
 #include "vmm/util/error.hpp"
 #include "vmm/util/unique_fd.hpp"
@@ -24,13 +25,7 @@ using testing::Driver;
 using ::testing::ElementsAre;
 
 constexpr uint64_t kRamSize = 4 << 20;
-constexpr uint64_t kRxDesc = 0x1000;  // 256 entries: 4 KiB
-constexpr uint64_t kRxAvail = 0x3000;
-constexpr uint64_t kRxUsed = 0x4000;
-constexpr uint64_t kTxDesc = 0x6000;
-constexpr uint64_t kTxAvail = 0x8000;
-constexpr uint64_t kTxUsed = 0x9000;
-constexpr uint64_t kIndirect = 0xc000;
+constexpr uint64_t kIndirect = 0xc000;  // past the two queues' rings (queue_config)
 constexpr uint64_t kRxData = 0x100000;
 constexpr uint64_t kTxData = 0x200000;
 constexpr std::array<uint8_t, 6> kMac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
@@ -83,25 +78,6 @@ class FakeBackend final : public PacketBackend {
   std::string name_ = "fake0";
 };
 
-class FakeDeviceInterrupt final : public DeviceInterrupt {
- public:
-  void signal_used() override { ++used; }
-  void signal_config_change() override { ++config_changes; }
-  void signal_needs_reset() override { ++needs_reset; }
-  int used = 0;
-  int config_changes = 0;
-  int needs_reset = 0;
-};
-
-QueueConfig queue_config(uint64_t desc, uint64_t avail, uint64_t used, bool event_idx) {
-  return QueueConfig{.size = VirtioNet::kQueueSize,
-                     .desc_table = desc,
-                     .avail_ring = avail,
-                     .used_ring = used,
-                     .event_idx = event_idx,
-                     .indirect_desc = true};
-}
-
 class VirtioNetTest : public ::testing::Test {
  protected:
   void SetUp() override { create(); }
@@ -109,10 +85,8 @@ class VirtioNetTest : public ::testing::Test {
   // `sndbuf`: the device end's SO_SNDBUF, to make writes block early.
   void create(std::optional<int> sndbuf = std::nullopt) {
     device.reset();
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    UniqueFd device_end(fds[0]);
-    peer = UniqueFd(fds[1]);
+    auto [device_end, host_end] = devices::testing::socket_pair(SOCK_SEQPACKET);
+    peer = std::move(host_end);
     if (sndbuf) {
       ASSERT_EQ(setsockopt(device_end.get(), SOL_SOCKET, SO_SNDBUF, &*sndbuf, sizeof(*sndbuf)), 0);
     }
@@ -122,14 +96,8 @@ class VirtioNetTest : public ::testing::Test {
 
   void activate(uint64_t features) {
     const bool event_idx = (features & kFeatureRingEventIdx) != 0;
-    const QueueConfig rx_config = queue_config(kRxDesc, kRxAvail, kRxUsed, event_idx);
-    const QueueConfig tx_config = queue_config(kTxDesc, kTxAvail, kTxUsed, event_idx);
-    rx_queue.reset();
-    tx_queue.reset();
-    rx_queue.activate(rx_config);
-    tx_queue.activate(tx_config);
-    rx = Driver(memory, rx_config);
-    tx = Driver(memory, tx_config);
+    testing::activate_queue(rx_queue, rx, 0, event_idx);
+    testing::activate_queue(tx_queue, tx, 1, event_idx);
     device->activate(Activation{features, {&rx_queue, &tx_queue}, &interrupt});
   }
 
@@ -192,9 +160,9 @@ class VirtioNetTest : public ::testing::Test {
   EventLoop loop;
   SplitQueue rx_queue{memory, VirtioNet::kQueueSize};
   SplitQueue tx_queue{memory, VirtioNet::kQueueSize};
-  Driver rx{memory, queue_config(kRxDesc, kRxAvail, kRxUsed, false)};
-  Driver tx{memory, queue_config(kTxDesc, kTxAvail, kTxUsed, false)};
-  FakeDeviceInterrupt interrupt;
+  Driver rx{memory, testing::queue_config(0, VirtioNet::kQueueSize)};
+  Driver tx{memory, testing::queue_config(1, VirtioNet::kQueueSize)};
+  testing::FakeDeviceInterrupt interrupt;
   BackendLog log;
   UniqueFd peer;
   std::optional<VirtioNet> device;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "devices/virtio/vsock/packet.hpp"
+#include "tests/devices/fakes.hpp"
 
 namespace vmm::devices::virtio::vsock {
 namespace {
@@ -14,10 +15,9 @@ namespace {
 class VsockConnectionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    conn.emplace(UniqueFd(fds[0]), 1u << 30, 1234, Connection::State::kEstablished);
-    peer = UniqueFd(fds[1]);
+    auto [device_end, host_end] = devices::testing::socket_pair(SOCK_STREAM);
+    conn.emplace(std::move(device_end), 1u << 30, 1234, Connection::State::kEstablished);
+    peer = std::move(host_end);
   }
 
   size_t drain_peer() {

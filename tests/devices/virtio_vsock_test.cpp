@@ -28,15 +28,6 @@ using vsock::Header;
 using vsock::kHeaderSize;
 
 constexpr uint64_t kRamSize = 8 << 20;
-constexpr uint64_t kRxDesc = 0x1000;  // 256 entries: 4 KiB
-constexpr uint64_t kRxAvail = 0x3000;
-constexpr uint64_t kRxUsed = 0x4000;
-constexpr uint64_t kTxDesc = 0x6000;
-constexpr uint64_t kTxAvail = 0x8000;
-constexpr uint64_t kTxUsed = 0x9000;
-constexpr uint64_t kEvDesc = 0xb000;
-constexpr uint64_t kEvAvail = 0xd000;
-constexpr uint64_t kEvUsed = 0xe000;
 constexpr uint64_t kRxData = 0x100000;  // buffer i at kRxData + i * kRxStride
 constexpr uint64_t kRxStride = 0x2000;
 constexpr uint64_t kTxData = 0x400000;  // slot i at kTxData + i * kTxStride
@@ -46,25 +37,6 @@ constexpr uint32_t kRxBufferSize = 4096 + kHeaderSize;  // what Linux posts
 
 constexpr uint64_t kGuestCid = 3;
 constexpr uint64_t kFeatures = kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc;
-
-class FakeDeviceInterrupt final : public DeviceInterrupt {
- public:
-  void signal_used() override { ++used; }
-  void signal_config_change() override { ++config_changes; }
-  void signal_needs_reset() override { ++needs_reset; }
-  int used = 0;
-  int config_changes = 0;
-  int needs_reset = 0;
-};
-
-QueueConfig queue_config(uint64_t desc, uint64_t avail, uint64_t used) {
-  return QueueConfig{.size = VirtioVsock::kQueueSize,
-                     .desc_table = desc,
-                     .avail_ring = avail,
-                     .used_ring = used,
-                     .event_idx = true,
-                     .indirect_desc = true};
-}
 
 // A header's fields, unpacked (gtest takes references).
 struct Fields {
@@ -130,15 +102,10 @@ class VirtioVsockTest : public ::testing::Test {
   }
 
   void activate() {
-    std::fill(ram.begin(), ram.begin() + 0x10000, 0);  // fresh rings
-    rx_queue.reset();
-    tx_queue.reset();
-    ev_queue.reset();
-    rx_queue.activate(queue_config(kRxDesc, kRxAvail, kRxUsed));
-    tx_queue.activate(queue_config(kTxDesc, kTxAvail, kTxUsed));
-    ev_queue.activate(queue_config(kEvDesc, kEvAvail, kEvUsed));
-    rx = Driver(memory, queue_config(kRxDesc, kRxAvail, kRxUsed));
-    tx = Driver(memory, queue_config(kTxDesc, kTxAvail, kTxUsed));
+    std::fill(ram.begin(), ram.begin() + 0x10000, 0);  // fresh rings (queue_config's)
+    testing::activate_queue(rx_queue, rx, 0, /*event_idx=*/true);
+    testing::activate_queue(tx_queue, tx, 1, /*event_idx=*/true);
+    ev_queue.activate(testing::queue_config(2, VirtioVsock::kQueueSize, /*event_idx=*/true));
     rx_posted = 0;
     rx_seen = 0;
     tx_sent = 0;
@@ -224,22 +191,36 @@ class VirtioVsockTest : public ::testing::Test {
     return loop.dispatched() - before;
   }
 
-  // A host program connects to guest port `guest_port` and the guest accepts: returns the host
-  // port, the program's socket in `client`.
-  uint32_t connect_from_host(UniqueFd& client, uint32_t guest_port) {
-    client = connect_to(path);
-    send_all(client.get(), "CONNECT " + std::to_string(guest_port) + "\n");
+  // A host program connects and writes `bytes` (a CONNECT line, maybe more): its socket, and
+  // what the device gave the guest.
+  struct HostRequest {
+    UniqueFd client;
+    std::vector<RxPacket> packets;
+  };
+  HostRequest connect_and_send(const std::string& bytes) {
+    UniqueFd client = connect_to(path);
+    send_all(client.get(), bytes);
     pump();
-    const auto packets = take_rx();
+    return {std::move(client), take_rx()};
+  }
+
+  // A host program connects to guest port `guest_port` and the guest accepts: the program's
+  // socket and the host port.
+  struct HostConnection {
+    UniqueFd client;
+    uint32_t port;
+  };
+  HostConnection connect_from_host(uint32_t guest_port) {
+    auto [client, packets] = connect_and_send("CONNECT " + std::to_string(guest_port) + "\n");
     EXPECT_EQ(packets.size(), 1u);
-    if (packets.size() != 1) return 0;
+    if (packets.size() != 1) return {std::move(client), 0};
     const Fields& request = packets[0].header;
     EXPECT_EQ(request.op, vsock::kOpRequest);
     EXPECT_EQ(request.dst_port, guest_port);
     send_op(guest_port, request.src_port, vsock::kOpResponse);
     pump();
     EXPECT_EQ(receive(client.get()), "OK " + std::to_string(request.src_port) + "\n");
-    return request.src_port;
+    return {std::move(client), request.src_port};
   }
 
   devices::testing::TempDir dir;
@@ -250,14 +231,14 @@ class VirtioVsockTest : public ::testing::Test {
   SplitQueue rx_queue{memory, VirtioVsock::kQueueSize};
   SplitQueue tx_queue{memory, VirtioVsock::kQueueSize};
   SplitQueue ev_queue{memory, VirtioVsock::kQueueSize};
-  Driver rx{memory, queue_config(kRxDesc, kRxAvail, kRxUsed)};
-  Driver tx{memory, queue_config(kTxDesc, kTxAvail, kTxUsed)};
+  Driver rx{memory, testing::queue_config(0, VirtioVsock::kQueueSize)};
+  Driver tx{memory, testing::queue_config(1, VirtioVsock::kQueueSize)};
   uint32_t rx_posted = 0;
   uint16_t rx_seen = 0;
   uint16_t tx_sent = 0;
   uint32_t guest_buf_alloc = 256 * 1024;
   uint32_t guest_fwd_cnt = 0;
-  FakeDeviceInterrupt interrupt;
+  testing::FakeDeviceInterrupt interrupt;
   std::optional<VirtioVsock> device;
 };
 
@@ -279,10 +260,7 @@ TEST_F(VirtioVsockTest, OffersStreamFeaturesThreeQueuesAndTheGuestCid) {
 TEST_F(VirtioVsockTest, HostInitiatedConnectAndDataBothWays) {
   activate();
   post_rx(16);
-  UniqueFd client = connect_to(path);
-  send_all(client.get(), "CONNECT 1234\n");
-  pump();
-  auto packets = take_rx();
+  auto [client, packets] = connect_and_send("CONNECT 1234\n");
   ASSERT_EQ(packets.size(), 1u);
   const Fields& request = packets[0].header;
   EXPECT_EQ(request.op, vsock::kOpRequest);
@@ -319,8 +297,7 @@ TEST_F(VirtioVsockTest, HostInitiatedConnectAndDataBothWays) {
 TEST_F(VirtioVsockTest, SplitsSocketDataAcrossReceiveBuffers) {
   activate();
   post_rx(8);
-  UniqueFd client;
-  connect_from_host(client, 1234);
+  UniqueFd client = connect_from_host(1234).client;
   std::string data(10000, 0);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
   send_all(client.get(), data);
@@ -337,13 +314,9 @@ TEST_F(VirtioVsockTest, SplitsSocketDataAcrossReceiveBuffers) {
 TEST_F(VirtioVsockTest, TwoHostConnectionsGetDistinctPortsAndDataAfterTheLineStaysInOrder) {
   activate();
   post_rx(16);
-  UniqueFd first;
-  const uint32_t first_port = connect_from_host(first, 80);
-  UniqueFd second = connect_to(path);
+  auto [first, first_port] = connect_from_host(80);
   // The line and the first data in one write: the data is the stream's, read after RESPONSE.
-  send_all(second.get(), "CONNECT 80\nearly");
-  pump();
-  auto packets = take_rx();
+  auto [second, packets] = connect_and_send("CONNECT 80\nearly");
   ASSERT_EQ(packets.size(), 1u);
   const uint32_t second_port = packets[0].header.src_port;
   EXPECT_NE(second_port, first_port);
@@ -358,10 +331,7 @@ TEST_F(VirtioVsockTest, TwoHostConnectionsGetDistinctPortsAndDataAfterTheLineSta
 TEST_F(VirtioVsockTest, GuestRstRefusesAHostConnect) {
   activate();
   post_rx(4);
-  UniqueFd client = connect_to(path);
-  send_all(client.get(), "CONNECT 99\n");
-  pump();
-  auto packets = take_rx();
+  auto [client, packets] = connect_and_send("CONNECT 99\n");
   ASSERT_EQ(packets.size(), 1u);
   send_op(99, packets[0].header.src_port, vsock::kOpRst);
   pump();
@@ -448,8 +418,7 @@ TEST_F(VirtioVsockTest, SendsNoMoreThanTheGuestsCreditAndResumesOnCreditUpdate) 
   activate();
   post_rx(32);
   guest_buf_alloc = 1000;
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   const std::string data(5000, 'x');
   send_all(client.get(), data);
   pump();
@@ -490,8 +459,7 @@ TEST_F(VirtioVsockTest, SendsNoMoreThanTheGuestsCreditAndResumesOnCreditUpdate) 
 TEST_F(VirtioVsockTest, AnswersCreditRequestAndUpdatesCreditAsTheSocketDrains) {
   activate();
   post_rx(32);
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   send_op(1234, host_port, vsock::kOpCreditRequest);
   pump();
   auto packets = take_rx();
@@ -516,8 +484,7 @@ TEST_F(VirtioVsockTest, AnswersCreditRequestAndUpdatesCreditAsTheSocketDrains) {
 TEST_F(VirtioVsockTest, GuestDataWaitsForASlowSocketWithinTheCredit) {
   activate();
   post_rx(32);
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   // The program does not read. The guest sends exactly its credit: all of it is kept.
   std::string sent;
   for (uint32_t i = 0; i < vsock::kBufAlloc / vsock::kMaxPayload; ++i) {
@@ -541,8 +508,7 @@ TEST_F(VirtioVsockTest, GuestDataWaitsForASlowSocketWithinTheCredit) {
 TEST_F(VirtioVsockTest, ResetsAGuestThatSendsBeyondItsCredit) {
   activate();
   post_rx(32);
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   // The program does not read and the guest ignores the credit.
   const std::string chunk(vsock::kMaxPayload, 'z');
   int sent = 0;
@@ -569,8 +535,7 @@ TEST_F(VirtioVsockTest, ResetsAGuestThatSendsBeyondItsCredit) {
 TEST_F(VirtioVsockTest, GuestShutdownShutsTheSocketDirections) {
   activate();
   post_rx(16);
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   send_tx(guest_header(1234, host_port, vsock::kOpRw), "last words");
   send_op(1234, host_port, vsock::kOpShutdown, vsock::kShutdownSend);
   pump();
@@ -596,8 +561,7 @@ TEST_F(VirtioVsockTest, GuestShutdownShutsTheSocketDirections) {
 TEST_F(VirtioVsockTest, SocketEofBecomesShutdownThenRst) {
   activate();
   post_rx(16);
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   // Half-close: the guest learns the host sends no more, and can still send.
   send_all(client.get(), "bye");
   ASSERT_EQ(::shutdown(client.get(), SHUT_WR), 0);
@@ -625,8 +589,7 @@ TEST_F(VirtioVsockTest, AClosedSocketsDataStillReachesTheGuestBeforeItsShutdown)
   activate();
   post_rx(16);
   guest_buf_alloc = 3;
-  UniqueFd client;
-  const uint32_t host_port = connect_from_host(client, 1234);
+  auto [client, host_port] = connect_from_host(1234);
   send_all(client.get(), "abcdef");
   client.reset();
   pump();
@@ -651,8 +614,7 @@ TEST_F(VirtioVsockTest, AClosedSocketsDataStillReachesTheGuestBeforeItsShutdown)
 TEST_F(VirtioVsockTest, DataWaitsForReceiveBuffersWithoutSpinning) {
   activate();
   post_rx(2);
-  UniqueFd client;
-  connect_from_host(client, 1234);  // the REQUEST takes one buffer
+  UniqueFd client = connect_from_host(1234).client;  // the REQUEST takes one buffer
   send_all(client.get(), "one");
   pump();
   EXPECT_EQ(take_rx().size(), 1u);
@@ -670,8 +632,7 @@ TEST_F(VirtioVsockTest, DataWaitsForReceiveBuffersWithoutSpinning) {
 TEST_F(VirtioVsockTest, DeviceResetClosesEverySocket) {
   activate();
   post_rx(16);
-  UniqueFd client;
-  connect_from_host(client, 1234);
+  UniqueFd client = connect_from_host(1234).client;
   UniqueFd pending = connect_to(path);
   send_all(pending.get(), "CONN");
   UniqueFd listener = vsock::listen_unix(path + "_5000");
@@ -693,8 +654,8 @@ TEST_F(VirtioVsockTest, DeviceResetClosesEverySocket) {
   // A new driver starts from scratch.
   activate();
   post_rx(4);
-  UniqueFd again;
-  EXPECT_GE(connect_from_host(again, 1234), VirtioVsock::kFirstHostPort);
+  auto [again, port] = connect_from_host(1234);
+  EXPECT_GE(port, VirtioVsock::kFirstHostPort);
 }
 
 TEST_F(VirtioVsockTest, ReplacesAStaleSocketAndRefusesALiveOne) {
@@ -721,8 +682,8 @@ TEST_F(VirtioVsockTest, ReplacesAStaleSocketAndRefusesALiveOne) {
   device.emplace(memory, loop, kGuestCid, path, "vsock0");
   activate();
   post_rx(4);
-  UniqueFd client;
-  EXPECT_GE(connect_from_host(client, 1), VirtioVsock::kFirstHostPort);
+  auto [client, port] = connect_from_host(1);
+  EXPECT_GE(port, VirtioVsock::kFirstHostPort);
 
   std::ofstream(dir.file("regular")) << "x";
   try {
@@ -832,8 +793,8 @@ TEST_F(VirtioVsockTest, HostileChainsBreakTheQueueNotTheDevice) {
   pump();
   activate();
   post_rx(4);
-  UniqueFd again;
-  EXPECT_GE(connect_from_host(again, 1234), VirtioVsock::kFirstHostPort);
+  auto [again, port] = connect_from_host(1234);
+  EXPECT_GE(port, VirtioVsock::kFirstHostPort);
 }
 
 TEST_F(VirtioVsockTest, IgnoresNotificationsWhileNotActive) {
