@@ -15,36 +15,15 @@
 # The kernels come from the lab's build directory ($VMM_LAB_OUT, default <repo>/build/lab).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab_scripts=$repo/guest-tests/linux
-# shellcheck source=guest-tests/linux/lib.sh
-. "$lab_scripts/lib.sh"
+# shellcheck source=bench/bench_lib.sh
+. "$here/bench_lib.sh"
 
 vmm=$repo/build/vmm/vmm runs=3 size=64 seconds=5 depth=4 out=$repo/build/bench
-lab=${VMM_LAB_OUT:-$repo/build/lab}
-usage() { sed -n '8,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-while [ $# -gt 0 ]; do
-  case $1 in
-    --vmm) vmm=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --size) size=$2; shift 2 ;;
-    --seconds) seconds=$2; shift 2 ;;
-    --depth) depth=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    -h | --help) usage ;;
-    *) echo "blk_throughput: unknown argument '$1'" >&2; usage ;;
-  esac
-done
-for n in "$runs" "$size" "$seconds" "$depth"; do
-  case $n in '' | *[!0-9]* | 0) echo "blk_throughput: '$n': want a positive whole number" >&2; exit 2 ;; esac
-done
+bench_options vmm runs size seconds depth out -- "$@"
+bench_positive runs size seconds depth
 [ "$size" -le 256 ] || { echo "blk_throughput: --size $size: the disk is 256 MiB" >&2; exit 2; }
-[ -x "$vmm" ] || lab_die "--vmm $vmm: no such executable (cmake --build <build dir> --target vmm)"
-vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
-qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+bench_lab_setup
 command -v gcc >/dev/null || lab_die "gcc not found"
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
 
 # --- inputs: the kernel (the lab's), blkbench, an L2 initramfs that has both ---
 "$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
@@ -56,14 +35,8 @@ gcc -O2 -static -pthread -Wall -Wextra -o "$out/blkbench" "$here/tools/blkbench.
 # --- the L1 initramfs ---
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-lab_busybox_root "$root"
-lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}"
-lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
-lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
-mkdir -p "$root/usr/share/qemu" "$root/bench/l2"
-cp "${lab_qemu_firmware[@]}" "$root/usr/share/qemu/"
-cp "$kernel" "$root/bench/l2/vmlinuz"
-cp "$out/l2-blkbench.cpio.gz" "$root/bench/l2/initrd.cpio.gz"
+bench_l1_root "$root" "$out/l2-blkbench.cpio.gz"
+bench_l1_add_qemu "$root"
 # L1's side: one guest boot per VMM and run, alternating, QEMU first in each pair (if a vmm boot
 # wedges L1, the reference numbers before it remain). One line per boot:
 #   BLK-RESULT <qemu|vmm> run=<i> status=<exit status> wall_s=<L1 seconds> <blkbench's fields>
@@ -107,21 +80,7 @@ while [ $run -le "$BLK_RUNS" ]; do
 done
 echo "BLK-END l1-uptime=$(cut -d' ' -f1 /proc/uptime)"
 L1
-lab_write_l1_init_start "$root"
-cat >>"$root/init" <<'INIT'
-echo # the firmware leaves the cursor mid-line; the bench's lines must start one
-for word in $(cat /proc/cmdline); do
-  case $word in
-    blkruns=*) BLK_RUNS=${word#*=} ;;
-    blkargs=*) BLK_ARGS=${word#*=} ;;
-    blkseconds=*) BLK_SECONDS=${word#*=} ;;
-  esac
-done
-export BLK_RUNS BLK_ARGS BLK_SECONDS
-sh /bench/blk_init.sh
-poweroff -f
-INIT
-chmod +x "$root/init"
+bench_l1_init "$root" /bench/blk_init.sh blkruns=BLK_RUNS blkargs=BLK_ARGS blkseconds=BLK_SECONDS
 l1_cpio=$out/l1-blk.cpio
 lab_pack_cpio "$root" "$l1_cpio"
 rm -rf "$root"
@@ -129,78 +88,34 @@ trap - EXIT
 
 # --- boot L1 once (retried once if L1 itself crashes) ---
 lab_wait_for_other_qemu
-blk_args="--size,$size,--seconds,$seconds,--depth,$depth"
-# shellcheck disable=SC2054 # commas belong to QEMU's option values
-l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
-  -kernel "$kernel" -initrd "$l1_cpio"
-  -append "console=ttyS0 panic=-1 quiet blkruns=$runs blkargs=$blk_args blkseconds=$seconds")
+bench_l1_command "$kernel" "$l1_cpio" "blkruns=$runs blkargs=--size,$size,--seconds,$seconds,--depth,$depth blkseconds=$seconds"
 per_boot=$((seconds * 2 + 200))
-l1_timeout=$((180 + 2 * runs * per_boot))
 log=$out/l1-blk-console.log
-lab_l1_line() { echo "  $1"; }
-boot_l1() {
-  local start=$SECONDS
-  echo "blk_throughput: booting L1 ($runs boots per VMM; host timeout ${l1_timeout}s; console log $log)"
-  lab_boot_l1 "$log" '^(BLK-|--- |  \| )' "$l1_timeout" $((per_boot + 30)) "${l1_command[@]}"
-  echo "blk_throughput: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
-}
-l1_finished() { grep -q '^BLK-END' "$log"; }
-retry_note=""
-boot_l1
-if ! l1_finished; then
-  retry_note="L1 crashed on the first attempt ($(lab_l1_crash_reason "$log" BLK-END)); retried once (log kept in $log.1)"
-  echo "blk_throughput: $retry_note"
-  mv "$log" "$log.1"
-  boot_l1
-fi
-if ! l1_finished; then
-  retry_note="${retry_note:+$retry_note; }L1 did not finish ($(lab_l1_crash_reason "$log" BLK-END)): the table has only the boots before that"
-fi
-grep '^BLK-RESULT ' "$log" >"$out/blk_results.txt" || true
+bench_boot_l1 "$log" BLK-END '^(BLK-|--- |  \| )' $((180 + 2 * runs * per_boot)) $((per_boot + 30)) \
+  "$runs boots per VMM" "${l1_command[@]}"
+results=$out/blk_results.txt
+grep '^BLK-RESULT ' "$log" >"$results" || true
 
 # --- the table ---
-# field KIND NAME: that field of every boot that printed blkbench's line, one per line.
-field() {
-  awk -v kind="$1" -v name="$2" '$2 == kind && $NF != "failed" {
-      for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) print kv[2] }
-    }' "$out/blk_results.txt"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med() { field "$1" "$2" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-count_ok() { field "$1" seq_read_mbs | wc -l; }
-cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
-vmm_dirty=""
-if git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then vmm_dirty=" + uncommitted changes"; fi
+bench_describe
 {
   echo "vmm block benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); vmm at $vmm_rev$vmm_dirty ($vmm)"
   echo "machine: $(nproc) CPUs, $cpu_model"
-  echo "nested lab: L1 = QEMU TCG (-cpu EPYC, 2 vCPUs, 2 GiB), L2 under kvm-amd in L1"
+  echo "nested lab: $bench_l1_what"
   echo "L2: Debian $(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?'), 1 vCPU, 256 MiB; disk: a 256 MiB raw file in L1's tmpfs, /dev/vda"
   echo "vmm: --disk FILE; reference: $("$qemu" --version | head -n1), -M microvm -drive file=FILE,format=raw,if=none -device virtio-blk-device"
   echo "blkbench (O_DIRECT): --size $size --seconds $seconds --depth $depth; $runs boots per VMM, alternating in one L1 boot;"
   echo "medians of the boots that finished (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs)"
   [ -n "$retry_note" ] && echo "note: $retry_note"
   echo
-  printf '%-40s %10s %12s %10s\n' "" vmm "QEMU microvm" vmm/QEMU
-  for row in seq_write_mbs:"sequential write, 1 MiB (MB/s)" seq_read_mbs:"sequential read, 1 MiB (MB/s)" \
+  bench_table 40 vmm vmm qemu "QEMU microvm" vmm/QEMU \
+    seq_write_mbs:"sequential write, 1 MiB (MB/s)" seq_read_mbs:"sequential read, 1 MiB (MB/s)" \
     rand_qd1_iops:"random read 4 KiB, 1 in flight (IOPS)" rand_qdn_iops:"random read 4 KiB, $depth threads (IOPS)" \
-    wall_s:"L2 boot + benchmark, L1 wall (s)"; do
-    name=${row%%:*} label=${row#*:}
-    v=$(med vmm "$name") q=$(med qemu "$name")
-    printf '%-40s %10s %12s %10s\n' "$label" "$v" "$q" "$(ratio "$v" "$q")"
-  done
+    wall_s:"L2 boot + benchmark, L1 wall (s)"
   echo
   echo "Higher is better but for the wall time. Rates use the L2 guest's own clock, which runs slow in"
   echo "the lab: compare the two VMMs, not the absolute numbers (bench/README.md)."
   echo
-  echo "per boot:"
-  sed 's/^BLK-RESULT /  /' "$out/blk_results.txt"
-  if grep -q '^--- ' "$log"; then
-    echo
-    echo "failed boots:"
-    grep -E '^(--- |  \| )' "$log"
-  fi
+  bench_per_boot BLK "$log"
 } | tee "$out/blk_throughput.txt"
 [ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]

@@ -12,29 +12,14 @@
 # <repo>/build/lab), made there by the lab's own scripts if missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab_scripts=$repo/guest-tests/linux
-. "$lab_scripts/lib.sh"
+# shellcheck source=bench/bench_lib.sh
+. "$here/bench_lib.sh"
 
 vmm=$repo/build/vmm/vmm runs=3 out=$repo/build/bench
-lab=${VMM_LAB_OUT:-$repo/build/lab}
-usage() { sed -n '7,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-while [ $# -gt 0 ]; do
-  case $1 in
-    --vmm) vmm=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    -h | --help) usage ;;
-    *) echo "boot_time: unknown argument '$1'" >&2; usage ;;
-  esac
-done
-case $runs in '' | *[!0-9]* | 0) echo "boot_time: --runs $runs: want a positive number" >&2; exit 2 ;; esac
-[ -x "$vmm" ] || lab_die "--vmm $vmm: no such executable (cmake --build <build dir> --target vmm)"
-vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
-qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+bench_options vmm runs out -- "$@"
+bench_positive runs
+bench_lab_setup
 command -v gcc >/dev/null || lab_die "gcc not found"
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
 
 # --- inputs: kernels and L2 initramfs (the lab's), the stamp tool ---
 "$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
@@ -48,25 +33,11 @@ gcc -O2 -static -Wall -Wextra -o "$out/stamp" "$here/tools/stamp.c"
 # --- the L1 initramfs ---
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-lab_busybox_root "$root"
-lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}"
-lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
-lab_add_binary "$root" "$qemu" /usr/bin/qemu-system-x86_64
-mkdir -p "$root/usr/share/qemu" "$root/bench/l2"
-cp "${lab_qemu_firmware[@]}" "$root/usr/share/qemu/"
-cp "$kernel" "$root/bench/l2/vmlinuz"
-cp "$l2" "$root/bench/l2/initrd.cpio.gz"
+bench_l1_root "$root" "$l2"
+bench_l1_add_qemu "$root"
 cp "$out/stamp" "$root/bench/stamp"
 cp "$here/lab_bench_init.sh" "$root/bench/lab_bench_init.sh"
-lab_write_l1_init_start "$root"
-cat >>"$root/init" <<'INIT'
-echo # the firmware leaves the cursor mid-line; the bench's lines must start one
-BENCH_RUNS=$(sed -n 's/.*benchruns=\([0-9]*\).*/\1/p' /proc/cmdline)
-export BENCH_RUNS
-sh /bench/lab_bench_init.sh
-poweroff -f
-INIT
-chmod +x "$root/init"
+bench_l1_init "$root" /bench/lab_bench_init.sh benchruns=BENCH_RUNS
 l1_cpio=$out/l1-bench.cpio
 lab_pack_cpio "$root" "$l1_cpio" # uncompressed: gunzip under TCG costs L1 about a second
 rm -rf "$root"
@@ -75,17 +46,16 @@ trap - EXIT
 # --- boot L1 once (retried once if L1 itself crashes) ---
 # Another lab's QEMU would share the 2 cores with this one and skew both: wait for it to end.
 lab_wait_for_other_qemu
-
-l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
-  -kernel "$kernel" -initrd "$l1_cpio" -append "console=ttyS0 panic=-1 quiet benchruns=$runs")
+bench_l1_command "$kernel" "$l1_cpio" "benchruns=$runs"
 # L1 boot + every L2 boot at its worst (stamp's 90 s limit); silence past the stall limit means L1
 # is wedged.
 l1_timeout=$((180 + 2 * runs * 95))
 l1_stall_limit=180
 log=$out/l1-console.log
 # Boots during which another QEMU was running ("qemu/2 vmm/2"), and those QEMUs' pids: such a boot
-# shared the cores, so the table flags it. lab_boot_l1 calls these hooks (lib.sh).
-skewed="" other_pids="" seen_other=0
+# shared the cores, so the table flags it. bench_boot_l1 (bench_lib.sh) and lab_boot_l1 (lib.sh)
+# call these hooks.
+bench_l1_start() { skewed="" other_pids="" seen_other=0; }
 lab_l1_poll() {
   local pids
   pids=$(lab_other_qemu | { grep -vx "$l1_pid" || true; } | xargs)
@@ -103,30 +73,10 @@ lab_l1_line() {
       seen_other=0 ;;
   esac
 }
-boot_l1() {
-  local start=$SECONDS
-  echo "boot_time: booting L1 ($runs boots per VMM; host timeout ${l1_timeout}s; console log $log)"
-  skewed="" other_pids="" seen_other=0
-  lab_boot_l1 "$log" '^BENCH-' "$l1_timeout" "$l1_stall_limit" "${l1_command[@]}"
-  echo "boot_time: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
-}
-l1_finished() { grep -q '^BENCH-END' "$log"; }
-l1_crash_reason() { lab_l1_crash_reason "$log" BENCH-END; }
-
-retry_note=""
-boot_l1
-if ! l1_finished; then
-  retry_note="L1 crashed on the first attempt ($(l1_crash_reason)); retried once (log kept in $log.1)"
-  echo "boot_time: $retry_note"
-  mv "$log" "$log.1"
-  boot_l1
-fi
-if ! l1_finished; then
-  retry_note="${retry_note:+$retry_note; }L1 did not finish ($(l1_crash_reason)): the table has only the boots before that"
-  echo "boot_time: $retry_note"
-fi
+bench_boot_l1 "$log" BENCH-END '^BENCH-' "$l1_timeout" "$l1_stall_limit" "$runs boots per VMM" "${l1_command[@]}"
 grep -A40 '^--- ' "$log" | grep -E '^(--- |  \| )' >"$out/failures.txt" || true
-grep '^BENCH-RESULT ' "$log" >"$out/results.txt" || true
+results=$out/results.txt
+grep '^BENCH-RESULT ' "$log" >"$results" || true
 
 # --- the table ---
 # field KIND NAME: that field of every successful boot (status 0, marker seen), one per line;
@@ -138,13 +88,9 @@ field() {
       delete f
       for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
       if (f["status"] == "0" && f["marker_ms"] + 0 >= 0 && (name in f) && f[name] + 0 >= 0) print f[name]
-    }' "$out/results.txt"
+    }' "$results"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med() { field "$1" "$2" | median; }
-count_ok() { field "$1" status | wc -l; }
 kib_to_mib() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
 secs() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
 
@@ -161,15 +107,13 @@ if [ -n "$skewed" ]; then
     skew_note="$skew_note: no clean boot left for a VMM, so the medians include them and are skewed"
   fi
 fi
-cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+bench_describe
 l2_kernel=$(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?')
 qemu_version=$("$qemu" --version | head -n1)
-vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
-vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' + uncommitted changes' || true)
 {
   echo "vmm boot benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); vmm at $vmm_rev$vmm_dirty ($vmm)"
   echo "machine: $(nproc) CPUs, $cpu_model"
-  echo "nested lab: L1 = QEMU TCG (-cpu EPYC, 2 vCPUs, 2 GiB), L2 under kvm-amd in L1"
+  echo "nested lab: $bench_l1_what"
   echo "L2: Debian $l2_kernel, the lab's busybox initramfs, 1 vCPU, 256 MiB, \"console=ttyS0 panic=-1 vmmtest=marker\""
   echo "reference: $qemu_version, -M microvm,rtc=on"
   echo "$runs boots per VMM, alternating in one L1 boot; medians of the successful boots (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs counted)"
@@ -202,7 +146,7 @@ vmm_dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
   awk -v skewed=" $skewed " '{
       sub(/^BENCH-RESULT /, ""); id = $1 "/" substr($2, 5)
       print (index(skewed, " " id " ") ? "* " : "  ") $0
-    }' "$out/results.txt"
+    }' "$results"
   if [ -s "$out/failures.txt" ]; then
     echo
     echo "failed boots:"

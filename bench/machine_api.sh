@@ -15,54 +15,43 @@
 #   --out DIR      where the table, the raw lines and the bench build go (default: <build>/bench)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+# shellcheck source=bench/bench_lib.sh
+. "$here/bench_lib.sh"
 
 build=$repo/build runs=20 machines=50 threads=$(nproc) repeats=3 out=""
-usage() { sed -n '8,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-die() { echo "machine_api: $*" >&2; exit 1; }
-while [ $# -gt 0 ]; do
-  case $1 in
-    --build) build=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --machines) machines=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --repeats) repeats=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    -h | --help) usage ;;
-    *) echo "machine_api: unknown argument '$1'" >&2; usage ;;
-  esac
-done
-for n in "$runs" "$machines" "$threads" "$repeats"; do
-  case $n in '' | *[!0-9]* | 0) die "'$n': want a positive number" ;; esac
-done
-[ -f "$build/CMakeCache.txt" ] || die "--build $build: not a CMake build directory"
+bench_options build runs machines threads repeats out -- "$@"
+bench_positive runs machines threads repeats
+[ -f "$build/CMakeCache.txt" ] || bench_die "--build $build: not a CMake build directory"
 build=$(cd "$build" && pwd)
 out=${out:-$build/bench}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-(exec 3<>/dev/kvm) 2>/dev/null || die "/dev/kvm can't be opened: this benchmark runs guests on it directly"
-command -v gcc >/dev/null || die "gcc not found"
+# -c first: opening a missing /dev/kvm read-write would create it as a plain file.
+if ! [ -c /dev/kvm ] || ! (exec 3<>/dev/kvm) 2>/dev/null; then
+  bench_die "/dev/kvm can't be opened: this benchmark runs guests on it directly"
+fi
+command -v gcc >/dev/null || bench_die "gcc not found"
 
 # --- build: vmm, libvmm, the test guests; install; the bench program against the install ---
 echo "machine_api: building vmm, libvmm and the test guests in $build"
 cmake --build "$build" -j2 --target vmm libvmm libvmm_shared test_guests >"$out/build.log" 2>&1 ||
-  { tail -n 30 "$out/build.log"; die "building vmm failed (log: $out/build.log)"; }
+  { tail -n 30 "$out/build.log"; bench_die "building vmm failed (log: $out/build.log)"; }
 work=$(mktemp -d /tmp/vmm-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >"$out/install.log" ||
-  die "cmake --install $build failed (log: $out/install.log)"
+  bench_die "cmake --install $build failed (log: $out/install.log)"
 cmake -S "$here" -B "$work/bench-build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release >"$out/bench-configure.log" ||
-  die "configuring bench/ against the installed vmm failed (log: $out/bench-configure.log)"
+  bench_die "configuring bench/ against the installed vmm failed (log: $out/bench-configure.log)"
 cmake --build "$work/bench-build" -j2 >"$out/bench-build.log" 2>&1 ||
-  { cat "$out/bench-build.log"; die "building machine_bench failed"; }
+  { cat "$out/bench-build.log"; bench_die "building machine_bench failed"; }
 bench=$work/bench-build/machine_bench
 vmm=$prefix/bin/vmm
 gcc -O2 -static -Wall -Wextra -o "$work/stamp" "$here/tools/stamp.c"
 stamp=$work/stamp
 hello=$build/guest-tests/hello.bzImage
-[ -f "$hello" ] || die "$hello was not built"
+[ -f "$hello" ] || bench_die "$hello was not built"
 
 memory_mib=128
 cmdline="console=ttyS0 exit=0"
@@ -113,7 +102,7 @@ procs_per_sec() {
   done
   for t in "${pids[@]}"; do wait "$t" || failed=1; done
   end=$(date +%s%N)
-  [ $failed -eq 0 ] || die "$name processes failed"
+  [ $failed -eq 0 ] || bench_die "$name processes failed"
   awk -v n="$machines" -v p="$parallel" -v ns=$((end - start)) -v name="$name" \
     'BEGIN { printf "PROCS name=%s parallel=%d processes=%d seconds=%.3f per_sec=%.1f\n", name, p, n, ns / 1e9, n / (ns / 1e9) }'
 }
@@ -141,7 +130,7 @@ for ((r = 1; r <= repeats; r++)); do
   done
   "$bench" --kernel "$hello" --cmdline "$cmdline" --memory "$memory_mib" --runs "$runs" \
     --machines "$machines" --threads "$threads" | sed "s/\$/ repeat=$r/" >>"$raw" ||
-    die "machine_bench failed"
+    bench_die "machine_bench failed"
 done
 load_end=$(loadavg)
 
@@ -162,7 +151,6 @@ values() {
 }
 # "median (min-max)" of the values on stdin, D decimals.
 spread() { sort -g | awk -v d="${1:-1}" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.*f (%.*f-%.*f)", d, m, d, v[1], d, v[NR] }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # Warm machines only: run 0 is each process's first machine, reported apart.
 api() { values LATENCY "$1" | paste - <(values LATENCY run) | awk '$2 != 0 { print $1 }' | median; }
 api_cold() { values LATENCY "$1" run=0 | median; }
@@ -173,14 +161,8 @@ cmd() {
   values COMMAND "$2" name="$1" status=$ok | median
 }
 fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN { if (v == "-" || v == "") print "-"; else printf "%.*f", d, v }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+bench_describe
 kvm_module=$(find /sys/module -maxdepth 1 -name 'kvm_*' -printf '%f\n' 2>/dev/null | paste -sd' ' || true)
-vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
-vmm_dirty=""
-if git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then
-  vmm_dirty=" + uncommitted changes"
-fi
 vmm_ok=$(values COMMAND status name=vmm | grep -cx 0 || true)
 vmm_all=$(values COMMAND status name=vmm | wc -l)
 row() { printf '%-46s %20s %20s %12s %8s\n' "$@"; }

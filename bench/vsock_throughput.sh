@@ -14,33 +14,14 @@
 # The kernels come from the lab's build directory ($VMM_LAB_OUT, default <repo>/build/lab).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-lab_scripts=$repo/guest-tests/linux
-# shellcheck source=guest-tests/linux/lib.sh
-. "$lab_scripts/lib.sh"
+# shellcheck source=bench/bench_lib.sh
+. "$here/bench_lib.sh"
 
 vmm=$repo/build/vmm/vmm runs=3 size=64 out=$repo/build/bench
-lab=${VMM_LAB_OUT:-$repo/build/lab}
-usage() { sed -n '9,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-while [ $# -gt 0 ]; do
-  case $1 in
-    --vmm) vmm=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --size) size=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    -h | --help) usage ;;
-    *) echo "vsock_throughput: unknown argument '$1'" >&2; usage ;;
-  esac
-done
-for n in "$runs" "$size"; do
-  case $n in '' | *[!0-9]* | 0) echo "vsock_throughput: '$n': want a positive whole number" >&2; exit 2 ;; esac
-done
+bench_options vmm runs size out -- "$@"
+bench_positive runs size
 [ "$size" -le 512 ] || { echo "vsock_throughput: --size $size: at most 512 MiB" >&2; exit 2; }
-[ -x "$vmm" ] || lab_die "--vmm $vmm: no such executable (cmake --build <build dir> --target vmm)"
-vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
-command -v qemu-system-x86_64 >/dev/null || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+bench_lab_setup
 
 # --- inputs: the kernel (the lab's), the lab's tools, an L2 initramfs with vsock and virtio_net ---
 "$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
@@ -52,36 +33,10 @@ lab_build_tools "$out/tools"
 # --- the L1 initramfs ---
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-lab_busybox_root "$root"
-lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}" "${lab_l1_net_modules[@]}"
-lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
-mkdir -p "$root/bench/l2"
+bench_l1_root "$root" "$out/l2-vsock.cpio.gz" "${lab_l1_net_modules[@]}"
 cp "$out/tools/uds" "$root/bench/uds"
-cp "$kernel" "$root/bench/l2/vmlinuz"
-cp "$out/l2-vsock.cpio.gz" "$root/bench/l2/initrd.cpio.gz"
 lab_write_l1_net "$root/bench/l1-net.sh"
-# The TCP runs' L1 side, as in net_throughput.sh (run by nc -e, the connection as stdin and stdout):
-# serve sends MIB MiB of zeros, take counts what arrives in whole 64 KiB blocks, ack tells the guest
-# when take is done; serve and take note their start and end (L1's clock).
-cat >"$root/bench/serve.sh" <<'L1'
-#!/bin/sh
-s=$(cut -d' ' -f1 /proc/uptime)
-dd if=/dev/zero bs=64k count=$((MIB * 16)) 2>/dev/null
-echo "$s $(cut -d' ' -f1 /proc/uptime)" >/tmp/serve.time
-L1
-cat >"$root/bench/take.sh" <<'L1'
-#!/bin/sh
-s=$(cut -d' ' -f1 /proc/uptime)
-dd iflag=fullblock bs=64k of=/dev/null 2>/tmp/take.dd
-echo "$s $(cut -d' ' -f1 /proc/uptime)" >/tmp/take.time
-L1
-cat >"$root/bench/ack.sh" <<'L1'
-#!/bin/sh
-i=0
-while [ ! -e /tmp/take.time ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
-if [ -e /tmp/take.time ]; then echo taken; else echo timeout; fi
-L1
-chmod +x "$root/bench/serve.sh" "$root/bench/take.sh" "$root/bench/ack.sh"
+bench_l1_tcp_peers "$root/bench" # the TCP runs' L1 side
 # L1's side: guest boots alternating vsock and tcp, vsock first in each pair. One line per boot:
 #   VSOCK-RESULT <vsock|tcp> run=<i> status=<exit status> wall_s=<L1 seconds>
 #     to_guest_mbs=.. (the guest's clock: the receiver's) to_guest_l1_mbs=.. (L1's, until its last
@@ -196,20 +151,7 @@ while [ $run -le "$RUNS" ]; do
 done
 echo "VSOCK-END l1-uptime=$(now)"
 L1
-lab_write_l1_init_start "$root"
-cat >>"$root/init" <<'INIT'
-echo # the firmware leaves the cursor mid-line; the bench's lines must start one
-for word in $(cat /proc/cmdline); do
-  case $word in
-    vsockruns=*) RUNS=${word#*=} ;;
-    vsockmib=*) MIB=${word#*=} ;;
-  esac
-done
-export RUNS MIB
-sh /bench/vsock_init.sh
-poweroff -f
-INIT
-chmod +x "$root/init"
+bench_l1_init "$root" /bench/vsock_init.sh vsockruns=RUNS vsockmib=MIB
 l1_cpio=$out/l1-vsock.cpio
 lab_pack_cpio "$root" "$l1_cpio"
 rm -rf "$root"
@@ -217,53 +159,20 @@ trap - EXIT
 
 # --- boot L1 once (retried once if L1 itself crashes) ---
 lab_wait_for_other_qemu
-# shellcheck disable=SC2054 # commas belong to QEMU's option values
-l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
-  -kernel "$kernel" -initrd "$l1_cpio"
-  -append "console=ttyS0 panic=-1 quiet vsockruns=$runs vsockmib=$size")
+bench_l1_command "$kernel" "$l1_cpio" "vsockruns=$runs vsockmib=$size"
 per_boot=$((size * 4 + 120))
-l1_timeout=$((180 + 2 * runs * per_boot))
 log=$out/l1-vsock-console.log
-lab_l1_line() { echo "  $1"; }
-boot_l1() {
-  local start=$SECONDS
-  echo "vsock_throughput: booting L1 ($runs boots per transport; host timeout ${l1_timeout}s; console log $log)"
-  lab_boot_l1 "$log" '^(VSOCK-|--- |  \| )' "$l1_timeout" $((per_boot + 30)) "${l1_command[@]}"
-  echo "vsock_throughput: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
-}
-l1_finished() { grep -q '^VSOCK-END' "$log"; }
-retry_note=""
-boot_l1
-if ! l1_finished; then
-  retry_note="L1 crashed on the first attempt ($(lab_l1_crash_reason "$log" VSOCK-END)); retried once (log kept in $log.1)"
-  echo "vsock_throughput: $retry_note"
-  mv "$log" "$log.1"
-  boot_l1
-fi
-if ! l1_finished; then
-  retry_note="${retry_note:+$retry_note; }L1 did not finish ($(lab_l1_crash_reason "$log" VSOCK-END)): the table has only the boots before that"
-fi
-grep '^VSOCK-RESULT ' "$log" >"$out/vsock_results.txt" || true
+bench_boot_l1 "$log" VSOCK-END '^(VSOCK-|--- |  \| )' $((180 + 2 * runs * per_boot)) $((per_boot + 30)) \
+  "$runs boots per transport" "${l1_command[@]}"
+results=$out/vsock_results.txt
+grep '^VSOCK-RESULT ' "$log" >"$results" || true
 
 # --- the table ---
-# field KIND NAME: that field of every boot that got through, one per line.
-field() {
-  awk -v kind="$1" -v name="$2" '$2 == kind && !/ failed/ {
-      for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "-") print kv[2] }
-    }' "$out/vsock_results.txt"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med() { field "$1" "$2" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-count_ok() { field "$1" wall_s | wc -l; }
-cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
-vmm_dirty=""
-if git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then vmm_dirty=" + uncommitted changes"; fi
+bench_describe
 {
   echo "vmm vsock benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); vmm at $vmm_rev$vmm_dirty ($vmm)"
   echo "machine: $(nproc) CPUs, $cpu_model; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "nested lab: L1 = QEMU TCG (-cpu EPYC, 2 vCPUs, 2 GiB), L2 under kvm-amd in L1"
+  echo "nested lab: $bench_l1_what"
   echo "L2: Debian $(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?'), 1 vCPU, 256 MiB"
   echo "vsock: --vsock cid=3,socket=/tmp/v.sock; L1's side is tools/uds (CONNECT 5000; listening on /tmp/v.sock_6000),"
   echo "  the guest's tools/vsockio; TCP: --net tap=labtap0 on L1's bridge, busybox nc + dd (net_throughput.sh's transfers)"
@@ -272,28 +181,18 @@ if git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q 
   echo "alternating in one L1 boot; medians of the boots that got through (vsock $(count_ok vsock)/$runs, TCP $(count_ok tcp)/$runs)"
   [ -n "$retry_note" ] && echo "note: $retry_note"
   echo
-  printf '%-46s %10s %16s %10s\n' "" vsock "TCP (virtio-net)" vsock/TCP
-  for row in to_guest_mbs:"L1 -> guest (MB/s, guest clock)" \
+  bench_table 46 vsock vsock tcp "TCP (virtio-net)" vsock/TCP \
+    to_guest_mbs:"L1 -> guest (MB/s, guest clock)" \
     to_guest_l1_mbs:"L1 -> guest (MB/s, L1 clock, until sent)" \
     to_l1_mbs:"guest -> L1 (MB/s, L1 clock)" \
     to_l1_guest_mbs:"guest -> L1 (MB/s, guest clock, until acked)" \
-    wall_s:"L2 boot + benchmark, L1 wall (s)"; do
-    name=${row%%:*} label=${row#*:}
-    v=$(med vsock "$name") t=$(med tcp "$name")
-    printf '%-46s %10s %16s %10s\n' "$label" "$v" "$t" "$(ratio "$v" "$t")"
-  done
+    wall_s:"L2 boot + benchmark, L1 wall (s)"
   echo
   echo "Higher is better for the rates. Each transfer is timed from its connection to the receiver's end of"
   echo "stream (the receiver's clock), or by the sender until its last write was buffered (L1 -> guest, L1's"
   echo "clock) or until L1 said it had everything (guest -> L1, the guest's clock); the guest's clock runs slow"
   echo "in the lab: compare the columns row by row, not the absolute numbers (bench/README.md)."
   echo
-  echo "per boot:"
-  sed 's/^VSOCK-RESULT /  /' "$out/vsock_results.txt"
-  if grep -q '^--- ' "$log"; then
-    echo
-    echo "failed boots:"
-    grep -E '^(--- |  \| )' "$log"
-  fi
+  bench_per_boot VSOCK "$log"
 } | tee "$out/vsock_throughput.txt"
 [ "$(count_ok vsock)" -gt 0 ]
