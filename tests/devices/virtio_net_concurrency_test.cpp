@@ -22,6 +22,7 @@
 
 #include "devices/virtio/net.hpp"
 #include "tests/devices/fakes.hpp"
+#include "tests/devices/virtio_driver.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/util/event_fd.hpp"
 #include "vmm/util/unique_fd.hpp"
@@ -31,12 +32,6 @@ namespace {
 
 constexpr uint16_t kSize = VirtioNet::kQueueSize;
 constexpr uint64_t kRamSize = 4 << 20;
-constexpr uint64_t kRxDesc = 0x1000;
-constexpr uint64_t kRxAvail = 0x3000;
-constexpr uint64_t kRxUsed = 0x4000;
-constexpr uint64_t kTxDesc = 0x6000;
-constexpr uint64_t kTxAvail = 0x8000;
-constexpr uint64_t kTxUsed = 0x9000;
 constexpr uint64_t kRxBuffers = 0x100000;  // kSize buffers of kRxBufferSize
 constexpr uint32_t kRxBufferSize = 2048;
 constexpr uint64_t kTxBuffers = 0x200000;  // kSize buffers of kTxBufferSize
@@ -117,26 +112,22 @@ class WakingInterrupt final : public DeviceInterrupt {
   uint64_t count_ = 0;
 };
 
-// The driver's side of one split ring, with the barriers Linux's virtio_ring uses.
+// What virtio_ring adds to the plain ring accesses of testing::Driver: buffers added in a batch
+// and published by kick_prepare, the barriers, and the driver's own last_used index.
 class Ring {
  public:
-  Ring(const GuestMemory& memory, uint64_t desc, uint64_t avail, uint64_t used)
-      : memory_(memory), desc_(desc), avail_(avail), used_(used) {}
-  QueueConfig config() const {
-    return {.size = kSize,
-            .desc_table = desc_,
-            .avail_ring = avail_,
-            .used_ring = used_,
-            .event_idx = true,
-            .indirect_desc = false};
-  }
+  Ring(const GuestMemory& memory, uint16_t queue_index)
+      : memory_(memory),
+        config_(testing::queue_config(queue_index, kSize, /*event_idx=*/true)),
+        driver_(memory, config_) {}
+  const QueueConfig& config() const { return config_; }
   void set_desc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags) {
-    (void)memory_.write_obj(desc_ + 16ull * index, VirtqDesc{addr, len, flags, 0});
+    driver_.desc(index, addr, len, flags);
   }
   // Adds `head` to the ring; published by kick_needed().
   void add(uint16_t head) {
-    (void)memory_.write_obj<uint16_t>(avail_ + 4 + 2ull * ((avail_idx_ + added_) & (kSize - 1)),
-                                      head);
+    const uint16_t slot = (avail_idx_ + added_) & (kSize - 1);
+    (void)memory_.write_obj<uint16_t>(config_.avail_ring + 4 + 2ull * slot, head);
     ++added_;
   }
   // virtqueue_kick_prepare(): publishes what was added, then asks the device's avail_event.
@@ -146,38 +137,31 @@ class Ring {
     avail_idx_ = static_cast<uint16_t>(avail_idx_ + added_);
     added_ = 0;
     std::atomic_thread_fence(std::memory_order_release);
-    (void)memory_.write_obj<uint16_t>(avail_ + 2, avail_idx_);
+    driver_.set_avail_idx(avail_idx_);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const uint16_t event = read16(used_ + 4 + 8ull * kSize);
+    const uint16_t event = driver_.avail_event();
     return static_cast<uint16_t>(avail_idx_ - event - 1) <
            static_cast<uint16_t>(avail_idx_ - old_idx);
   }
   bool has_used() {
-    const bool more = read16(used_ + 2) != last_used_;
+    const bool more = driver_.used_idx() != last_used_;
     std::atomic_thread_fence(std::memory_order_acquire);
     return more;
   }
-  VirtqUsedElem take_used() {
-    const auto elem =
-        memory_.read_obj<VirtqUsedElem>(used_ + 4 + 8ull * (last_used_ & (kSize - 1)));
-    ++last_used_;
-    return elem.value_or(VirtqUsedElem{0xffff, 0});
-  }
-  // virtqueue_enable_cb_delayed() with `ahead` = 0: an interrupt once the device has used
-  // `ahead` + 1 more entries. True if there are used entries already (don't wait).
+  VirtqUsedElem take_used() { return driver_.used(last_used_++); }
+  // virtqueue_enable_cb_delayed() (enable_cb() with `ahead` = 0): an interrupt once the device
+  // has used `ahead` + 1 more entries. True if there are used entries already (don't wait).
   bool enable_interrupt(uint16_t ahead) {
-    (void)memory_.write_obj<uint16_t>(avail_ + 4 + 2ull * kSize,
-                                      static_cast<uint16_t>(last_used_ + ahead));
+    driver_.set_used_event(static_cast<uint16_t>(last_used_ + ahead));
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return has_used();
   }
   uint16_t outstanding() const { return static_cast<uint16_t>(avail_idx_ - last_used_); }
 
  private:
-  uint16_t read16(uint64_t gpa) const { return memory_.read_obj<uint16_t>(gpa).value_or(0); }
-
   const GuestMemory& memory_;
-  uint64_t desc_, avail_, used_;
+  QueueConfig config_;
+  testing::Driver driver_;
   uint16_t avail_idx_ = 0;
   uint16_t added_ = 0;
   uint16_t last_used_ = 0;
@@ -199,10 +183,11 @@ class VirtioNetConcurrencyTest : public ::testing::Test {
     }
     rx_queue_.activate(rx_.config());
     tx_queue_.activate(tx_.config());
-    device_->activate(
-        Activation{kFeatureVersion1 | kFeatureRingEventIdx | kNetFeatureMrgRxbuf | kNetFeatureMac,
-                   {&rx_queue_, &tx_queue_},
-                   &interrupt_});
+    device_->activate(Activation{kFeatureVersion1 | kFeatureRingEventIdx |
+                                     kFeatureRingIndirectDesc | kNetFeatureMrgRxbuf |
+                                     kNetFeatureMac,
+                                 {&rx_queue_, &tx_queue_},
+                                 &interrupt_});
   }
 
   void TearDown() override {
@@ -329,8 +314,8 @@ class VirtioNetConcurrencyTest : public ::testing::Test {
   GuestMemory memory_ = GuestMemory::from_regions({{0, kRamSize, ram_.data()}});
   EventLoop loop_;
   EventFd doorbell_[2];
-  Ring rx_{memory_, kRxDesc, kRxAvail, kRxUsed};
-  Ring tx_{memory_, kTxDesc, kTxAvail, kTxUsed};
+  Ring rx_{memory_, 0};
+  Ring tx_{memory_, 1};
   SplitQueue rx_queue_{memory_, kSize};
   SplitQueue tx_queue_{memory_, kSize};
   WakingInterrupt interrupt_;
