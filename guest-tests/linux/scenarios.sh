@@ -375,7 +375,7 @@ run_net_tcp() {
   rx_bytes=$(stat -c %s "$rx" 2>/dev/null || echo 0) rx_sum=$(md5sum <"$rx" 2>/dev/null | cut -d' ' -f1)
   rm -f "$tx" "$rx"
   rates=$(sed -n 's/^VMM-L2-NET-\(RX\|TX\) .*seconds=\([0-9.]*\).*/\1=\2s/p' "$(logfile "$name")" | tr -d '\r' | xargs)
-  stats="$(tr -d '\r' <"$(logfile "$name")" | sed -n 's/^VMM-L2-NET-STATS//p' | head -n1) "
+  stats=$(tr -d '\r' <"$(logfile "$name")" | sed -n 's/^VMM-L2-NET-STATS//p' | head -n1)
   if ! verify "$name" "$status" "$status_poweroff" "$wall" "VMM-L2-NET-PING=$NET_L1,ok" "$@" \
     "VMM-L2-NET-RX-MD5=$tx_sum"; then
     result "$name" FAIL "$why; $timing"
@@ -383,12 +383,12 @@ run_net_tcp() {
     result "$name" FAIL "L1 got $rx_bytes bytes from the guest, not $mib MiB; $timing"
   elif ! grep -qF "VMM-L2-NET-TX-MD5=$rx_sum" "$(logfile "$name")"; then
     result "$name" FAIL "what L1 got from the guest differs from what it sent (md5); $timing"
-  elif [ -z "${stats% }" ]; then
+  elif [ -z "$stats" ]; then
     result "$name" FAIL "the guest printed no virtio_net counters (VMM-L2-NET-STATS); $timing"
-  elif ! echo "$stats" | grep -q ' rx_length_errors=0 '; then
-    result "$name" FAIL "the guest's virtio_net dropped received packets as malformed:${stats% }; $timing"
+  elif ! echo "$stats " | grep -q ' rx_length_errors=0 '; then
+    result "$name" FAIL "the guest's virtio_net dropped received packets as malformed:$stats; $timing"
   else
-    result "$name" PASS "status=$status $mib MiB each way, md5 equal ($rates; guest counters:${stats% }); $timing"
+    result "$name" PASS "status=$status $mib MiB each way, md5 equal ($rates; guest counters:$stats); $timing"
   fi
 }
 scenario_net_tcp() { run_net_tcp net-tcp 64 ""; }
