@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   # build
-  cmake g++ make pkg-config acpica-tools
+  cmake g++ make ninja-build ccache pkg-config acpica-tools
   libfmt-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev liburing-dev nlohmann-json3-dev
   libseccomp-dev
   # tooling: formatting, lint, sanitizer and fuzzer runtimes

@@ -1,82 +1,186 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it (.ci/run calls exactly this):
-#   1. installs the Debian packages it needs (scripts/install-deps.sh),
-#   2. builds vmm, the unit tests and the test guests (-Wall -Wextra -Werror),
-#   3. runs the unit tests and the test guests on this host's /dev/kvm,
-#   4. boots stock Debian kernels with vmm in the nested lab (tests labelled "lab"),
-#   5. rebuilds with AddressSanitizer + UndefinedBehaviorSanitizer and runs 3. again,
-#   6. runs every libFuzzer target for a bounded time, and the saved crash reproducers
-#      (scripts/fuzz.sh: clang, ASan+UBSan; any crash, leak or UB report fails),
-#   7. checks clang-format and clang-tidy over every source (scripts/lint.sh).
-# Ends with one line "N passed, M failed".
+# The whole test suite, as CI runs it (.ci/run calls exactly this). Stages, in order:
+#   deps           scripts/install-deps.sh (Debian's packages)
+#   build          vmm, the unit tests and the test guests: GCC, Release (-O3), -Werror (VMM_WERROR)
+#   sanitize build the same with clang, ASan+UBSan and libFuzzer's coverage (one build serves the
+#                  sanitizer and fuzz stages), -Werror
+#   unit           the unit tests; with them the "kvm" tests (test guests, bad input that needs KVM,
+#                  least privilege, the C and C++ machine API, the installed examples) when this
+#                  host's /dev/kvm can boot the hello test guest
+#   sanitize       the same under ASan+UBSan
+#   lab            the nested lab (QEMU/TCG L1 with kvm-amd): stock Debian kernels under vmm; and,
+#                  when this host's /dev/kvm can't run the test guests, the "kvm" tests of both
+#                  builds inside L1, each counted on its own
+#   fuzz           every libFuzzer target for 10 s (--full: 60 s), and the saved regression inputs
+#   lint           clang-format and clang-tidy (scripts/lint.sh)
+# Compiles go through ccache when it is there (install-deps.sh installs it), so a run after a build
+# of the same code on the same machine recompiles only what changed.
+#
+# Usage: scripts/test.sh [--full]
+#   --full   fuzz each target for 60 s instead of 10 s (the default run's budget: 40 minutes on a
+#            2-core machine)
+# Environment: VMM_KVM_TESTS=host|lab forces where the "kvm" tests run (default: probed).
+# Ends with a table of each stage's wall time, where the "kvm" tests ran, and one line
+# "N passed, M failed, K skipped" (a skipped test says why in its stage's output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 jobs=$(nproc)
+fuzz_seconds=10
+case ${1:-} in
+  --full) fuzz_seconds=60 ;;
+  "") ;;
+  -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "test.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+esac
 
-scripts/install-deps.sh || exit 1
+passed=0 failed=0 skipped=0
+stage_rows=()
+stage_name="" stage_start=0 stage_counts=""
+begin_stage() {
+  stage_name=$1 stage_start=$SECONDS
+  stage_counts="$passed $failed $skipped"
+  echo "== $stage_name: $2"
+}
+end_stage() {
+  local p f s
+  read -r p f s <<<"$stage_counts"
+  stage_rows+=("$(printf '%-16s %4d:%02d  %5d %6d %7d' "$stage_name" $(((SECONDS - stage_start) / 60)) \
+    $(((SECONDS - stage_start) % 60)) $((passed - p)) $((failed - f)) $((skipped - s)))")
+}
+# count PASSED FAILED SKIPPED: adds to the totals.
+count() { passed=$((passed + $1)) failed=$((failed + $2)) skipped=$((skipped + $3)); }
 
-passed=0
-failed=0
-# Runs ctest in a build dir and adds its counts to the totals.
+# Runs ctest in a build dir and adds its counts: ctest counts a skipped test as passed, and lists
+# it under "The following tests did not run".
 run_ctest() {
-  local dir=$1
+  local dir=$1 log total fails skips
   shift
-  local log
   log=$(mktemp)
   ctest --test-dir "$dir" --output-on-failure --no-tests=error "$@" 2>&1 | tee "$log"
-  local total fails
   total=$(sed -n 's/.*tests passed, [0-9]* tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
   fails=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
+  skips=$(grep -cE '^[[:space:]]*[0-9]+ - .* \((Skipped|Disabled)\)$' "$log")
   if [ -z "$total" ]; then
     echo "test.sh: ctest in $dir did not report a result" >&2
-    failed=$((failed + 1))
+    count 0 1 0
   else
-    passed=$((passed + total - fails))
-    failed=$((failed + fails))
+    count $((total - fails - skips)) "$fails" "$skips"
   fi
   rm -f "$log"
 }
 
+launcher=()
+if command -v ccache >/dev/null; then
+  # Paths below the checkout are hashed relative to it, so another clone of the same code hits.
+  export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=true
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+# build DIR CMAKE_ARGS...: configures (Ninja, -Werror, ccache) and builds everything.
 build() {
   local dir=$1
   shift
-  cmake -S "$root" -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs"
+  cmake -S "$root" -B "$dir" -G Ninja -DVMM_WERROR=ON "${launcher[@]}" "$@" >/dev/null &&
+    cmake --build "$dir" -j"$jobs"
 }
 
-echo "== build"
-if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
-  echo "== unit and host-KVM tests"
-  run_ctest build -LE lab -j"$jobs"
-  echo "== nested lab (stock Debian kernels under vmm)"
-  run_ctest build -L lab -V
-else
-  echo "test.sh: build failed" >&2
-  failed=$((failed + 1))
-fi
+begin_stage deps "Debian packages"
+scripts/install-deps.sh || count 0 1 0
+end_stage
 
-echo "== ASan + UBSan build"
-if build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMM_SANITIZE=ON; then
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest build-asan -LE lab -j"$jobs"
+begin_stage build "GCC, Release (-O3)"
+built=0
+if build build -DCMAKE_BUILD_TYPE=Release; then built=1; else echo "test.sh: build failed" >&2; count 0 1 0; fi
+end_stage
+
+begin_stage "sanitize build" "clang, ASan+UBSan, libFuzzer targets"
+sanitize_built=0
+if CC=clang CXX=clang++ build build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_FUZZ=ON; then
+  sanitize_built=1
 else
   echo "test.sh: sanitizer build failed" >&2
-  failed=$((failed + 1))
+  count 0 1 0
+fi
+end_stage
+
+# Where the "kvm" tests run: on this host when its /dev/kvm boots the hello test guest, else in L1.
+kvm_where=${VMM_KVM_TESTS:-}
+kvm_why=""
+if [ -z "$kvm_where" ] && [ $built -eq 1 ]; then
+  probe=$(timeout 60 build/vmm/vmm --kernel build/guest-tests/hello.bzImage --memory 64M \
+    --serial stdio --cmdline "console=ttyS0 exit=7" --timeout 30 2>&1)
+  probe_status=$?
+  if [ $probe_status -eq 7 ]; then
+    kvm_where=host
+  else
+    kvm_where=lab
+    kvm_why=$(echo "$probe" | grep -m1 'vmm:' || echo "the hello guest exited with status $probe_status")
+  fi
+fi
+[ "$kvm_where" = host ] || kvm_where=lab
+# ctest's label regex of what runs here: the lab and, when they run in the lab, the "kvm" tests.
+leave_out=lab
+[ "$kvm_where" = lab ] && leave_out='lab|kvm'
+echo "test.sh: the \"kvm\" tests run on this $([ "$kvm_where" = host ] && echo "host's /dev/kvm" || echo "lab's L1: this host can't boot the test guests (${kvm_why:-VMM_KVM_TESTS=lab})")"
+[ "$kvm_where" = lab ] && export VMM_KVM_TESTS_IN_LAB=1
+
+if [ $built -eq 1 ]; then
+  begin_stage unit "unit tests$([ "$kvm_where" = host ] && echo ' and the "kvm" tests')"
+  run_ctest build -LE "$leave_out" -j"$jobs"
+  end_stage
 fi
 
-echo "== fuzz (every target for 30 s, then the regression inputs)"
-if scripts/fuzz.sh --seconds 30; then
-  passed=$((passed + 1))
+if [ $sanitize_built -eq 1 ]; then
+  begin_stage sanitize "the same under ASan+UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    run_ctest build-sanitize -LE "$leave_out" -j"$jobs"
+  end_stage
+fi
+
+if [ $built -eq 1 ]; then
+  begin_stage lab "stock Debian kernels under vmm$([ "$kvm_where" = lab ] && echo ', and the "kvm" tests') in the nested lab"
+  lab_args=(--vmm build/vmm/vmm --out build/lab)
+  if [ "$kvm_where" = lab ]; then
+    lab_args+=(--host-tests build/lab_host_tests.txt)
+    [ $sanitize_built -eq 1 ] && lab_args+=(--host-tests build-sanitize/lab_host_tests.txt)
+  fi
+  lab_log=$(mktemp)
+  guest-tests/linux/run-lab.sh "${lab_args[@]}" 2>&1 | tee "$lab_log"
+  if read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed\(, \([0-9]*\) skipped\)\{0,1\}$/\1 \2 \4/p' "$lab_log" | tail -1); then
+    count "$p" "$f" "${s:-0}"
+  else
+    echo "test.sh: the lab did not report a result" >&2
+    count 0 1 0
+  fi
+  kvm_in_lab=$(grep '^LAB-RESULT host/' "$lab_log" | awk '{ n[$3]++ } END { printf "%d passed, %d failed, %d skipped", n["PASS"], n["FAIL"], n["SKIP"] }')
+  rm -f "$lab_log"
+  end_stage
+fi
+
+begin_stage fuzz "every target for ${fuzz_seconds} s, then the regression inputs"
+fuzz_log=$(mktemp)
+scripts/fuzz.sh --seconds "$fuzz_seconds" --build build-sanitize 2>&1 | tee "$fuzz_log"
+if read -r n f < <(sed -n 's/^fuzz: \([0-9]*\) targets, \([0-9]*\) failed$/\1 \2/p' "$fuzz_log"); then
+  count $((n - f)) "$f" 0
 else
-  failed=$((failed + 1))
+  count 0 1 0
 fi
+rm -f "$fuzz_log"
+end_stage
 
-echo "== lint (clang-format, clang-tidy)"
-if scripts/lint.sh build; then
-  passed=$((passed + 1))
+begin_stage lint "clang-format, clang-tidy"
+if scripts/lint.sh build; then count 1 0 0; else count 0 1 0; fi
+end_stage
+
+echo
+echo "== stage times (wall; passed, failed, skipped as counted in that stage)"
+printf '%-16s %7s  %5s %6s %7s\n' stage time passed failed skipped
+printf '%s\n' "${stage_rows[@]}"
+printf '%-16s %4d:%02d\n' total $((SECONDS / 60)) $((SECONDS % 60))
+if [ "$kvm_where" = host ]; then
+  echo "the \"kvm\" tests ran on this host's /dev/kvm (unit and sanitize stages)"
 else
-  failed=$((failed + 1))
+  echo "the \"kvm\" tests ran in the lab's L1 (${kvm_in_lab:-none ran}): this host can't boot the test guests (${kvm_why:-VMM_KVM_TESTS=lab})"
 fi
-
-echo "${passed} passed, ${failed} failed"
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" -eq 0 ]

@@ -9,8 +9,11 @@
 #   labdone=vmm/a,... results already had from an L1 that crashed: those scenarios are not rerun
 #   labrepeat=N       run each scenario N times in a row (default 1): for chasing a rare failure
 #   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
+#   labhost=skip      the host tests (--host-tests) already ran in an L1 that crashed later: skip them
+# With --host-tests, /init first runs the host's "kvm" tests (host-tests.sh), then the scenarios.
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
+#                              [--host-tests LIST]...
 #   --kernels  fetch-kernels.sh's OUTDIR (cloud/ and generic/)
 #   --l2       where the L2 payloads are, per flavour (cloud, generic): l2-<flavour>.cpio.gz and
 #              l2-<flavour>-disk.cpio.gz, l2-<flavour>-net.cpio.gz, l2-<flavour>-vsock.cpio.gz
@@ -19,12 +22,15 @@
 #              tools/uds (lib.sh's lab_build_tools)
 #   --vmm      the vmm binary to test (its shared libraries come along)
 #   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
+#   --host-tests a build's lab_host_tests.txt (tests/CMakeLists.txt): its files go in at the paths
+#                they have here (executables stripped of debug info, with their libraries), its
+#                tests into /lab/host-tests.txt
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
-kernels="" l2="" out="" vmm="" with_qemu=0
+kernels="" l2="" out="" vmm="" with_qemu=0 host_tests=()
 while [ $# -gt 0 ]; do
   case $1 in
     --kernels) kernels=$2; shift 2 ;;
@@ -32,7 +38,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --vmm) vmm=$2; shift 2 ;;
     --with-qemu) with_qemu=1; shift ;;
-    *) echo "usage: $0 --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]" >&2; exit 2 ;;
+    --host-tests) host_tests+=("$2"); shift 2 ;;
+    *) echo "usage: $0 --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu] [--host-tests LIST]..." >&2; exit 2 ;;
   esac
 done
 [ -n "$kernels" ] && [ -n "$l2" ] && [ -n "$out" ] || { echo "usage: $0 --kernels DIR --l2 DIR --out FILE" >&2; exit 2; }
@@ -79,12 +86,43 @@ if [ $with_qemu -eq 1 ]; then
   cp "${lab_qemu_firmware[@]}" "$root/usr/share/qemu/"
 fi
 
+# Copies host file PATH into the root at the same path: an ELF executable or library stripped of its
+# debug information (the initramfs stays small; symbols stay for backtraces), with its libraries.
+add_host_file() {
+  local path=$1 dest=$root$1
+  mkdir -p "$(dirname "$dest")"
+  if [ -x "$path" ]; then lab_add_binary "$root" "$path"; else cp -L "$path" "$dest"; fi
+  if [ "$(head -c4 "$dest" | od -An -c | tr -d ' ')" = '177ELF' ]; then strip --strip-debug "$dest"; fi
+}
+for list in "${host_tests[@]}"; do
+  [ -s "$list" ] || lab_die "--host-tests $list: missing or empty"
+  while read -r kind name command; do
+    case $kind in
+      copy)
+        [ -e "$name" ] || lab_die "$list: copy $name: no such file or folder"
+        if [ -d "$name" ]; then
+          while IFS= read -r -d '' file; do add_host_file "$file"; done < <(find "$name" -type f -print0)
+        else
+          add_host_file "$name"
+        fi ;;
+      gtest | run)
+        for word in $command; do
+          case $word in /*) [ -f "$word" ] && [ ! -e "$root$word" ] && add_host_file "$word" ;; esac
+        done
+        mkdir -p "$root/lab"
+        echo "$kind $name $command" >>"$root/lab/host-tests.txt" ;;
+      *) lab_die "$list: unknown line '$kind $name $command'" ;;
+    esac
+  done <"$list"
+done
+[ ${#host_tests[@]} -gt 0 ] && cp "$here/host-tests.sh" "$root/lab/host-tests.sh"
+
 lab_write_l1_init_start "$root"
 cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE="" LAB_REPEAT=1
+LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE="" LAB_REPEAT=1 LAB_HOST=run
 for word in $(cat /proc/cmdline); do
   case $word in
     labvmm=*) LAB_VMM=${word#*=} ;;
@@ -92,6 +130,7 @@ for word in $(cat /proc/cmdline); do
     labmode=*) LAB_MODE=${word#*=} ;;
     labdone=*) LAB_DONE=${word#*=} ;;
     labrepeat=*) LAB_REPEAT=${word#*=} ;;
+    labhost=*) LAB_HOST=${word#*=} ;;
     labvmmargs=*) LAB_VMM_ARGS=$(echo "${word#*=}" | tr ',' ' ') ;;
   esac
 done
@@ -103,10 +142,13 @@ if [ ! -c /dev/kvm ]; then
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
 fi
 export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS LAB_DONE LAB_REPEAT
+if [ -s /lab/host-tests.txt ] && [ "$LAB_HOST" = run ] && [ "$LAB_MODE" != shell ]; then
+  sh /lab/host-tests.sh /lab/host-tests.txt
+fi
 sh /lab/scenarios.sh
 poweroff -f
 INIT
 chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
 lab_pack_cpio "$root" "$out"
-echo "build-l1-initramfs: $out ($(du -h "$out" | cut -f1)$([ -n "$vmm" ] && echo ", vmm")$([ $with_qemu -eq 1 ] && echo ", qemu"))"
+echo "build-l1-initramfs: $out ($(du -h "$out" | cut -f1)$([ -n "$vmm" ] && echo ", vmm")$([ $with_qemu -eq 1 ] && echo ", qemu")$([ ${#host_tests[@]} -gt 0 ] && echo ", host tests"))"

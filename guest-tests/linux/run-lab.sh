@@ -4,7 +4,7 @@
 # Debian kernels as L2 guests, one scenario after another (scenarios.sh). One L1 boot runs them all.
 #
 # usage: run-lab.sh [--vmm PATH] [--out DIR] [--only SCENARIO,...] [--with-qemu-reference]
-#                   [--vmm-args ARGS] [--repeat N] [--shell]
+#                   [--vmm-args ARGS] [--repeat N] [--host-tests LIST]... [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
@@ -15,6 +15,8 @@
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
 #   --repeat N             run each scenario N times in a row (to catch a rare failure; default 1)
+#   --host-tests LIST      first run a build's "kvm" tests in L1 (LIST: its lab_host_tests.txt), for a
+#                          host whose /dev/kvm can't run the test guests; results host/<name>/<test>
 #   --shell                instead of the scenarios, boot one L2 guest with a shell on this terminal
 #                          (its root filesystem on a virtio disk: build-rootfs.sh's image)
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
@@ -27,8 +29,8 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=guest-tests/linux/lib.sh
 . "$here/lib.sh"
 
-out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" repeat=1 qemu_ref=0 shell=0
-usage() { sed -n '6,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" repeat=1 qemu_ref=0 shell=0 host_tests=()
+usage() { sed -n '6,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --host-tests) host_tests+=("$(realpath -m "$2")"); shift 2 ;;
     --with-qemu-reference) qemu_ref=1; shift ;;
     --shell) shell=1; shift ;;
     -h | --help) usage ;;
@@ -64,6 +67,7 @@ done
 l1_args=(--kernels "$out/kernels" --l2 "$out" --out "$out/l1.cpio")
 [ -n "$vmm" ] && l1_args+=(--vmm "$vmm")
 [ $qemu_ref -eq 1 ] && l1_args+=(--with-qemu)
+for list in "${host_tests[@]}"; do l1_args+=(--host-tests "$list"); done
 l1_inputs=("$here/build-l1-initramfs.sh" "$here/lib.sh" "$here/scenarios.sh")
 for flavour in cloud generic; do
   l1_inputs+=("$out/l2-$flavour.cpio.gz" "$out/l2-$flavour-disk.cpio.gz" "$out/l2-$flavour-net.cpio.gz"
@@ -71,7 +75,9 @@ for flavour in cloud generic; do
 done
 l1_inputs+=("$out/tools/uds")
 [ -n "$vmm" ] && l1_inputs+=("$vmm")
-if [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] || lab_stale "$out/l1.cpio" "${l1_inputs[@]}"; then
+# With host tests, always: their programs are many files, and packing is quick.
+if [ ${#host_tests[@]} -gt 0 ] || [ "$(cat "$out/l1.args" 2>/dev/null)" != "${l1_args[*]}" ] ||
+  lab_stale "$out/l1.cpio" "${l1_inputs[@]}"; then
   "$here/build-l1-initramfs.sh" "${l1_args[@]}"
   echo "${l1_args[*]}" >"$out/l1.args"
 fi
@@ -98,7 +104,8 @@ n_scenarios=$(sed -n 's/^all_scenarios="\(.*\)"$/\1/p' "$here/scenarios.sh" | wc
 n_kinds=$(echo "$kinds" | tr ',' '\n' | grep -c .)
 # L1 boot + each scenario at its worst (scenarios.sh's hard timeouts: 90 s for most, 180 s for
 # net-tcp, twice 120 s for net-two-guests) would still fit, in the mean.
-l1_timeout=$((180 + 120 * n_scenarios * n_kinds * repeat))
+# Each host-test list gets up to 20 minutes (its programs' own limit is 15 each).
+l1_timeout=$((180 + 120 * n_scenarios * n_kinds * repeat + 1200 * ${#host_tests[@]}))
 
 log=$out/l1-console.log
 lab_lines='^(LAB-|--- |  \| )'
@@ -121,10 +128,17 @@ boot_l1 "$append"
 if ! l1_finished; then
   echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($(l1_crash_reason); log kept in $log.1)"
   mv "$log" "$log.1"
-  # Results the crashed L1 did report stand; the new L1 runs the rest. Keys: <vmm>/<scenario>.
-  done_keys=$(awk '/^LAB-RESULT / { n = $2; if (n !~ /\//) n = "vmm/" n; print n }' "$log.1" | paste -sd, -)
-  [ -n "$done_keys" ] && echo "lab: keeping the $(echo "$done_keys" | tr ',' '\n' | grep -c .) results L1 reported before it crashed"
-  boot_l1 "$append${done_keys:+ labdone=$done_keys}"
+  # Results the crashed L1 did report stand; the new L1 runs the rest. Keys: <vmm>/<scenario>. The
+  # host tests stand only all together (too many to name on L1's command line): else they rerun.
+  host_done=""
+  if grep -q '^LAB-HOST-TESTS-END' "$log.1"; then
+    host_done=" labhost=skip"
+  else
+    sed -i '/^LAB-RESULT host\//d' "$log.1"
+  fi
+  done_keys=$(awk '/^LAB-RESULT / && $2 !~ /^host\// { n = $2; if (n !~ /\//) n = "vmm/" n; print n }' "$log.1" | paste -sd, -)
+  [ -n "$done_keys$host_done" ] && echo "lab: keeping the $(grep -c '^LAB-RESULT ' "$log.1") results L1 reported before it crashed"
+  boot_l1 "$append${done_keys:+ labdone=$done_keys}$host_done"
 fi
 
 results=$(cat "$log.1" "$log" 2>/dev/null | grep '^LAB-RESULT ' || true)

@@ -1,0 +1,82 @@
+#!/bin/sh
+# Runs, inside the nested lab's L1 (busybox sh), the host's "kvm"-labelled tests: the ones that boot
+# the test guests on a /dev/kvm, when the host's own can't run them (scripts/test.sh decides). L1's
+# kvm-amd is a real KVM. The list is tests/CMakeLists.txt's lab_host_tests.txt, less its copy lines
+# (build-l1-initramfs.sh put every file at the path it has on the host):
+#   gtest NAME PROGRAM   each GoogleTest test is one result: LAB-RESULT host/NAME/<Suite.Test> ...
+#   run NAME COMMAND...  one result, LAB-RESULT host/NAME: status 0 passes, 77 skips, else fails
+# A failure shows the test's own output below its result line ("  | "). A program that crashes or
+# overruns HOST_TEST_TIMEOUT fails the test it was in (or, between tests, host/NAME). Ends with
+# LAB-HOST-TESTS-END <passed> <failed> <skipped>.
+# Usage: host-tests.sh LIST
+list=$1
+HOST_TEST_TIMEOUT=${HOST_TEST_TIMEOUT:-900}
+
+# The program's output, then "HOST-TEST-EXIT <status>", turned into result lines as they come.
+# Busybox's timeout leaves its child killed by SIGTERM: status 143.
+to_results() {
+  awk -v name="$1" -v limit="$HOST_TEST_TIMEOUT" '
+    function show(   i, from) {
+      from = n > 40 ? n - 39 : 1
+      if (from > 1) print "  | (" from - 1 " earlier lines left out)"
+      for (i = from; i <= n; i++) print "  | " out[i]
+    }
+    function result(test, verdict, detail) {
+      print "LAB-RESULT host/" name (test == "" ? "" : "/" test) " " verdict (detail == "" ? "" : " " detail)
+      fflush()
+      count[verdict]++
+    }
+    # A skip says why on the line before its [  SKIPPED ] line.
+    function last_line(   i) {
+      for (i = n; i > 0; i--) if (out[i] !~ /^[[:space:]]*$/ && out[i] !~ /: Skipped$/) return out[i]
+      return ""
+    }
+    /^\[ RUN      \] / { test = $4; n = 0; next }
+    /^\[ +(OK|FAILED|SKIPPED) +\] [^ ]+(, where .*)? \([0-9]+ ms\)$/ && test != "" {
+      verdict = $2 == "OK" ? "PASS" : $2 == "FAILED" ? "FAIL" : "SKIP"
+      sub(/,$/, "", $4)
+      result($4, verdict, verdict == "SKIP" ? last_line() : $(NF - 1) " " $NF)
+      if (verdict == "FAIL") show()
+      test = ""; n = 0; next
+    }
+    /^HOST-TEST-EXIT / {
+      status = $2
+      why = status == 143 ? "overran " limit " s" : "exited with status " status
+      if (test != "") { result(test, "FAIL", "the program " why " during this test"); show() }
+      else if (status != 0 && count["FAIL"] == 0) { result("", "FAIL", "the program " why); show() }
+      next
+    }
+    { out[++n] = $0 }
+  '
+}
+
+results=/tmp/host-tests.results
+: >"$results"
+echo "LAB-HOST-TESTS-START $(grep -cE '^(gtest|run) ' "$list") programs"
+while read -r kind name command; do
+  case $kind in
+    gtest) set -- $command --gtest_color=no ;;
+    run) set -- $command ;;
+    *) continue ;;
+  esac
+  # shellcheck disable=SC2086 # the command is a list of words
+  { timeout "$HOST_TEST_TIMEOUT" "$@" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
+    if [ "$kind" = gtest ]; then
+      to_results "$name"
+    else
+      awk -v name="$name" '
+        /^HOST-TEST-EXIT / {
+          s = $2
+          if (s == 0) print "LAB-RESULT host/" name " PASS"
+          else if (s == 77) print "LAB-RESULT host/" name " SKIP " (n ? out[n] : "")
+          else {
+            print "LAB-RESULT host/" name " FAIL " (s == 143 ? "overran the time limit" : "exited with status " s)
+            for (i = (n > 40 ? n - 39 : 1); i <= n; i++) print "  | " out[i]
+          }
+          next
+        }
+        { out[++n] = $0 }'
+    fi | tee -a "$results"
+done <"$list"
+count() { grep -c "^LAB-RESULT [^ ]* $1" "$results"; }
+echo "LAB-HOST-TESTS-END $(count PASS) $(count FAIL) $(count SKIP)"
