@@ -38,7 +38,7 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== fuzz build ($build)"
 if ! grep -qs '^VMM_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
-  CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVMM_FUZZ=ON -DVMM_BUILD_TESTS=OFF \
+  CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVMM_FUZZ=ON -DVMM_BUILD_TESTS=OFF -DVMM_WERROR=ON \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || { echo "fuzz: configure failed" >&2; exit 1; }
 fi
 if ! cmake --build "$build" -j"$(nproc)" --target fuzz_targets >"$work/build.log" 2>&1; then

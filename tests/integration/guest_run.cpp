@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -16,6 +17,21 @@ std::string kvm_unavailable_reason() {
   if (fd < 0) return fmt::format("/dev/kvm: {}", std::strerror(errno));
   ::close(fd);
   return "";
+}
+
+namespace {
+// The positive whole number in environment variable `name`, or `fallback`.
+long positive_from_env(const char* name, long fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr) return fallback;
+  char* end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  return end != text && *end == '\0' && value > 0 ? value : fallback;
+}
+}  // namespace
+
+std::chrono::milliseconds liveness_bound(std::chrono::milliseconds bound) {
+  return bound * positive_from_env("VMM_TEST_TIME_SCALE", 1);
 }
 
 std::string test_guest_image(const std::string& name) {
@@ -33,7 +49,7 @@ ProcessResult run_vmm(const GuestRun& run) {
     argv.insert(argv.end(), {"--timeout", std::to_string(run.vmm_timeout_seconds)});
   }
   argv.insert(argv.end(), run.extra_args.begin(), run.extra_args.end());
-  return run_process(argv, run.host_timeout);
+  return run_process(argv, liveness_bound(run.host_timeout));
 }
 
 std::string describe(const ProcessResult& result) {

@@ -13,6 +13,10 @@ namespace vmm::testing {
 // they can.
 std::string kvm_unavailable_reason();
 
+// A liveness bound (never a speed check) stretched by VMM_TEST_TIME_SCALE, a whole number the
+// nested lab sets: there every exit costs tens of microseconds and vmm itself runs under TCG.
+std::chrono::milliseconds liveness_bound(std::chrono::milliseconds bound);
+
 // <build>/guest-tests/<name>.bzImage.
 std::string test_guest_image(const std::string& name);
 

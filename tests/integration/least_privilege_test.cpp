@@ -102,7 +102,7 @@ TEST_F(LeastPrivilege, GuestMemoryAndEverythingElseIsNeverExecutable) {
   machine->start();
   EXPECT_EQ(anonymous_executable_mappings(), std::vector<std::string>{});
   machine->stop();
-  ASSERT_TRUE(machine->wait(60s));
+  ASSERT_TRUE(machine->wait(liveness_bound(60s)));
 }
 
 TEST_F(LeastPrivilege, EveryFdTheMachineOpensIsCloseOnExec) {
@@ -123,7 +123,7 @@ TEST_F(LeastPrivilege, EveryFdTheMachineOpensIsCloseOnExec) {
   // sockets and the console file are: a machine like this holds well over ten.
   EXPECT_GT(checked, 10u);
   machine->stop();
-  ASSERT_TRUE(machine->wait(60s));
+  ASSERT_TRUE(machine->wait(liveness_bound(60s)));
 }
 
 TEST_F(LeastPrivilege, WritesOnlyWhatItWasToldToAndRemovesItsSockets) {
@@ -133,7 +133,7 @@ TEST_F(LeastPrivilege, WritesOnlyWhatItWasToldToAndRemovesItsSockets) {
     EXPECT_EQ(files_in_dir(),
               (std::set<std::string>{"api.sock", "console.log", "disk.img", "vsock.sock"}));
     machine->stop();
-    ASSERT_TRUE(machine->wait(60s));
+    ASSERT_TRUE(machine->wait(liveness_bound(60s)));
   }
   EXPECT_EQ(files_in_dir(), (std::set<std::string>{"console.log", "disk.img"}));
 }
@@ -179,7 +179,7 @@ std::vector<std::string> machine_thread_modes(
     }
   } while (!settled(modes) && std::chrono::steady_clock::now() < deadline);
   machine->stop();
-  EXPECT_TRUE(machine->wait(60s));
+  EXPECT_TRUE(machine->wait(liveness_bound(60s)));
   return modes;
 }
 
