@@ -38,7 +38,11 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== fuzz build ($build)"
 if ! grep -qs '^VMM_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
+  launcher=()
+  command -v ccache >/dev/null &&
+    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVMM_FUZZ=ON -DVMM_BUILD_TESTS=OFF -DVMM_WERROR=ON \
+    "${launcher[@]}" \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || { echo "fuzz: configure failed" >&2; exit 1; }
 fi
 if ! cmake --build "$build" -j"$(nproc)" --target fuzz_targets >"$work/build.log" 2>&1; then

@@ -2,16 +2,16 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this). Stages, in order:
 #   deps           scripts/install-deps.sh (Debian's packages)
 #   build          vmm, the unit tests and the test guests: GCC, Release (-O3), -Werror (VMM_WERROR)
-#   sanitize build the same with clang, ASan+UBSan and libFuzzer's coverage (one build serves the
-#                  sanitizer and fuzz stages), -Werror
+#   asan build     the same with ASan+UBSan: GCC, Debug, -Werror
 #   unit           the unit tests; with them the "kvm" tests (test guests, bad input that needs KVM,
 #                  least privilege, the C and C++ machine API, the installed examples) when this
 #                  host's /dev/kvm can boot the hello test guest
-#   sanitize       the same under ASan+UBSan
+#   asan           the same under ASan+UBSan
 #   lab            the nested lab (QEMU/TCG L1 with kvm-amd): stock Debian kernels under vmm; and,
 #                  when this host's /dev/kvm can't run the test guests, the "kvm" tests of both
 #                  builds inside L1, each counted on its own
-#   fuzz           every libFuzzer target for 10 s (--full: 60 s), and the saved regression inputs
+#   fuzz           scripts/fuzz.sh: builds the libFuzzer targets (clang, ASan+UBSan, -Werror), runs
+#                  each for 10 s (--full: 60 s), and the saved regression inputs
 #   lint           clang-format and clang-tidy (scripts/lint.sh)
 # Compiles go through ccache when it is there (install-deps.sh installs it), so a run after a build
 # of the same code on the same machine recompiles only what changed.
@@ -93,9 +93,9 @@ built=0
 if build build -DCMAKE_BUILD_TYPE=Release; then built=1; else echo "test.sh: build failed" >&2; count 0 1 0; fi
 end_stage
 
-begin_stage "sanitize build" "clang, ASan+UBSan, libFuzzer targets"
+begin_stage "asan build" "GCC, Debug, ASan+UBSan"
 sanitize_built=0
-if CC=clang CXX=clang++ build build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_FUZZ=ON; then
+if build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMM_SANITIZE=ON; then
   sanitize_built=1
 else
   echo "test.sh: sanitizer build failed" >&2
@@ -131,9 +131,9 @@ if [ $built -eq 1 ]; then
 fi
 
 if [ $sanitize_built -eq 1 ]; then
-  begin_stage sanitize "the same under ASan+UBSan"
+  begin_stage asan "the same under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_ctest build-sanitize -LE "$leave_out" -j"$jobs"
+    run_ctest build-asan -LE "$leave_out" -j"$jobs"
   end_stage
 fi
 
@@ -142,7 +142,7 @@ if [ $built -eq 1 ]; then
   lab_args=(--vmm build/vmm/vmm --out build/lab)
   if [ "$kvm_where" = lab ]; then
     lab_args+=(--host-tests build/lab_host_tests.txt)
-    [ $sanitize_built -eq 1 ] && lab_args+=(--host-tests build-sanitize/lab_host_tests.txt)
+    [ $sanitize_built -eq 1 ] && lab_args+=(--host-tests build-asan/lab_host_tests.txt)
   fi
   lab_log=$(mktemp)
   guest-tests/linux/run-lab.sh "${lab_args[@]}" 2>&1 | tee "$lab_log"
@@ -159,7 +159,7 @@ fi
 
 begin_stage fuzz "every target for ${fuzz_seconds} s, then the regression inputs"
 fuzz_log=$(mktemp)
-scripts/fuzz.sh --seconds "$fuzz_seconds" --build build-sanitize 2>&1 | tee "$fuzz_log"
+scripts/fuzz.sh --seconds "$fuzz_seconds" 2>&1 | tee "$fuzz_log"
 if read -r n f < <(sed -n 's/^fuzz: \([0-9]*\) targets, \([0-9]*\) failed$/\1 \2/p' "$fuzz_log"); then
   count $((n - f)) "$f" 0
 else
@@ -178,7 +178,7 @@ printf '%-16s %7s  %5s %6s %7s\n' stage time passed failed skipped
 printf '%s\n' "${stage_rows[@]}"
 printf '%-16s %4d:%02d\n' total $((SECONDS / 60)) $((SECONDS % 60))
 if [ "$kvm_where" = host ]; then
-  echo "the \"kvm\" tests ran on this host's /dev/kvm (unit and sanitize stages)"
+  echo "the \"kvm\" tests ran on this host's /dev/kvm (unit and asan stages)"
 else
   echo "the \"kvm\" tests ran in the lab's L1 (${kvm_in_lab:-none ran}): this host can't boot the test guests (${kvm_why:-VMM_KVM_TESTS=lab})"
 fi
