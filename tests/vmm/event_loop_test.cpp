@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
 
+#include <memory>
 #include <thread>
 
 #include "vmm/util/event_fd.hpp"
@@ -57,6 +58,41 @@ TEST(EventLoop, HandlerCanRemoveItselfAndStopTheLoop) {
   loop.run();
   EXPECT_EQ(calls, 1);
   EXPECT_FALSE(loop.run_once(0));
+}
+
+// Two ready fds in one round: whichever handler runs first closes the other fd and registers a new,
+// idle eventfd, which gets the closed one's number. The closed fd's event, already reported by
+// epoll in this round, must not reach the new registration.
+TEST(EventLoop, AnEventForAClosedRegistrationNeverReachesANewOneOnTheSameFdNumber) {
+  EventLoop loop;
+  auto a = std::make_unique<EventFd>();
+  auto b = std::make_unique<EventFd>();
+  std::unique_ptr<EventFd> replacement;
+  int replacement_calls = 0, first_calls = 0;
+  const auto swap_out = [&](std::unique_ptr<EventFd>& self, std::unique_ptr<EventFd>& other) {
+    return [&](uint32_t) {
+      ++first_calls;
+      self->consume();
+      if (replacement) return;
+      const int old_fd = other->fd();
+      loop.remove(old_fd);
+      other.reset();
+      replacement = std::make_unique<EventFd>();
+      ASSERT_EQ(replacement->fd(), old_fd) << "the kernel did not reuse the fd number";
+      loop.add(replacement->fd(), EPOLLIN, [&](uint32_t) { ++replacement_calls; });
+    };
+  };
+  loop.add(a->fd(), EPOLLIN, swap_out(a, b));
+  loop.add(b->fd(), EPOLLIN, swap_out(b, a));
+  a->signal();
+  b->signal();
+  EXPECT_TRUE(loop.run_once(1000));
+  EXPECT_EQ(first_calls, 1);
+  EXPECT_EQ(replacement_calls, 0);
+  // The new registration itself works.
+  replacement->signal();
+  EXPECT_TRUE(loop.run_once(1000));
+  EXPECT_EQ(replacement_calls, 1);
 }
 
 TEST(EventLoop, StopFromAnotherThreadWakesTheLoop) {

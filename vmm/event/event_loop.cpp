@@ -18,17 +18,20 @@ EventLoop::EventLoop() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
 void EventLoop::add(int fd, uint32_t events, Handler handler) {
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  ev.data.u64 = next_token_;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
     throw_errno(fmt::format("epoll_ctl(ADD, fd {})", fd));
   }
-  handlers_[fd] = std::make_shared<Handler>(std::move(handler));
+  token_of_fd_[fd] = next_token_;
+  handlers_[next_token_++] = std::make_shared<Handler>(std::move(handler));
 }
 
 void EventLoop::modify(int fd, uint32_t events) {
+  const auto it = token_of_fd_.find(fd);
+  if (it == token_of_fd_.end()) throw Error(fmt::format("epoll_ctl(MOD, fd {}): not added", fd));
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  ev.data.u64 = it->second;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
     throw_errno(fmt::format("epoll_ctl(MOD, fd {})", fd));
   }
@@ -36,7 +39,10 @@ void EventLoop::modify(int fd, uint32_t events) {
 
 void EventLoop::remove(int fd) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  handlers_.erase(fd);
+  const auto it = token_of_fd_.find(fd);
+  if (it == token_of_fd_.end()) return;
+  handlers_.erase(it->second);
+  token_of_fd_.erase(it);
 }
 
 bool EventLoop::run_once(int timeout_ms) {
@@ -49,7 +55,7 @@ bool EventLoop::run_once(int timeout_ms) {
     throw_errno("epoll_wait");
   }
   for (int i = 0; i < n; ++i) {
-    auto it = handlers_.find(events[static_cast<size_t>(i)].data.fd);
+    auto it = handlers_.find(events[static_cast<size_t>(i)].data.u64);
     if (it == handlers_.end()) continue;  // removed by an earlier handler this round
     auto handler = it->second;            // keeps it alive if the handler removes itself
     ++dispatched_;

@@ -12,7 +12,9 @@
 namespace vmm {
 
 // An epoll loop with one handler per fd. Handlers run on the loop's thread; they may add, modify
-// or remove registrations (including their own) and call stop().
+// or remove registrations (including their own) and call stop(). Each registration carries a token
+// of its own in epoll's data, never reused: an event that epoll reported for a registration that a
+// handler removed earlier in the same round is dropped, even if its fd number was reused since.
 class EventLoop {
  public:
   using Handler = std::function<void(uint32_t events)>;
@@ -41,7 +43,9 @@ class EventLoop {
   EventFd wakeup_;
   std::atomic<bool> stopped_{false};
   uint64_t dispatched_ = 0;
-  std::map<int, std::shared_ptr<Handler>> handlers_;
+  uint64_t next_token_ = 0;
+  std::map<int, uint64_t> token_of_fd_;
+  std::map<uint64_t, std::shared_ptr<Handler>> handlers_;  // by token
 };
 
 }  // namespace vmm
