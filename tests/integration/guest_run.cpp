@@ -34,6 +34,10 @@ std::chrono::milliseconds liveness_bound(std::chrono::milliseconds bound) {
   return bound * positive_from_env("VMM_TEST_TIME_SCALE", 1);
 }
 
+int leak_check_cycles(int count) {
+  return static_cast<int>(positive_from_env("VMM_TEST_CYCLES", count));
+}
+
 std::string test_guest_image(const std::string& name) {
   return fmt::format("{}/{}.bzImage", VMM_TEST_GUEST_DIR, name);
 }

@@ -297,7 +297,8 @@ TEST_F(MachineApi, CreatingAndDestroyingLeaksNoFdAndNoThread) {
   }
   const size_t fds_before = open_fds();
   const size_t threads_before = threads();
-  for (int i = 0; i < 1000; ++i) {
+  const int cycles = leak_check_cycles(1000);
+  for (int i = 0; i < cycles; ++i) {
     auto machine = Machine::create(hello("spin"));
     if (i % 50 == 0) {
       machine->start();  // and destroyed while running
