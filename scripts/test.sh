@@ -121,7 +121,7 @@ fi
 # ctest's label regex of what runs here: the lab and, when they run in the lab, the "kvm" tests.
 leave_out=lab
 [ "$kvm_where" = lab ] && leave_out='lab|kvm'
-echo "test.sh: the \"kvm\" tests run on this $([ "$kvm_where" = host ] && echo "host's /dev/kvm" || echo "lab's L1: this host can't boot the test guests (${kvm_why:-VMM_KVM_TESTS=lab})")"
+echo "test.sh: the \"kvm\" tests run on $([ "$kvm_where" = host ] && echo "this host's /dev/kvm" || echo "the lab's L1: this host can't boot the test guests (${kvm_why:-VMM_KVM_TESTS=lab})")"
 [ "$kvm_where" = lab ] && export VMM_KVM_TESTS_IN_LAB=1
 
 if [ $built -eq 1 ]; then

@@ -90,7 +90,11 @@ vmm_args=$(echo "$vmm_args" | xargs | tr ' ' ',')
 append="console=ttyS0 panic=-1 quiet labvmm=$kinds${only:+ labonly=$only}${vmm_args:+ labvmmargs=$vmm_args} labrepeat=$repeat"
 # The L1 command of the DESIGN's lab recipe (verified by hand).
 # shellcheck disable=SC2054 # commas belong to QEMU's option values
-l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m 2048 -nographic -no-reboot
+# With host tests, L1 holds their programs in its initramfs (hundreds of MiB for an ASan build, twice
+# while the kernel unpacks it): 4 GiB instead of 2.
+l1_memory=2048
+[ ${#host_tests[@]} -gt 0 ] && l1_memory=4096
+l1_command=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC -smp 2 -m "$l1_memory" -nographic -no-reboot
   -kernel "$out/kernels/cloud/vmlinuz" -initrd "$out/l1.cpio")
 
 if [ $shell -eq 1 ]; then
