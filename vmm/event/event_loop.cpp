@@ -55,11 +55,14 @@ bool EventLoop::run_once(int timeout_ms) {
     throw_errno("epoll_wait");
   }
   for (int i = 0; i < n; ++i) {
-    auto it = handlers_.find(events[static_cast<size_t>(i)].data.u64);
+    // By value: epoll_event is packed on x86-64, so its u64 is misaligned for a reference.
+    const uint64_t token = events[static_cast<size_t>(i)].data.u64;
+    const uint32_t ready = events[static_cast<size_t>(i)].events;
+    auto it = handlers_.find(token);
     if (it == handlers_.end()) continue;  // removed by an earlier handler this round
     auto handler = it->second;            // keeps it alive if the handler removes itself
     ++dispatched_;
-    (*handler)(events[static_cast<size_t>(i)].events);
+    (*handler)(ready);
   }
   return !stopped_.load();
 }
