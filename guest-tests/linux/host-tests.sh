@@ -16,10 +16,11 @@ HOST_TEST_TIMEOUT=${HOST_TEST_TIMEOUT:-900}
 # (tests/integration/guest_run.hpp says why).
 export VMM_TEST_TIME_SCALE=4 VMM_TEST_CYCLES=100
 
-# The program's output, then "HOST-TEST-EXIT <status>", turned into result lines as they come.
-# Busybox's timeout leaves its child killed by SIGTERM: status 143.
+# to_results KIND NAME: the program's output, then "HOST-TEST-EXIT <status>", turned into result
+# lines as they come (KIND gtest: one per test; run: one for the program). Busybox's timeout leaves
+# its child killed by SIGTERM: status 143.
 to_results() {
-  awk -v name="$1" -v limit="$HOST_TEST_TIMEOUT" '
+  awk -v kind="$1" -v name="$2" -v limit="$HOST_TEST_TIMEOUT" '
     function show(   i, from) {
       from = n > 40 ? n - 39 : 1
       if (from > 1) print "  | (" from - 1 " earlier lines left out)"
@@ -35,8 +36,8 @@ to_results() {
       for (i = n; i > 0; i--) if (out[i] !~ /^[[:space:]]*$/ && out[i] !~ /: Skipped$/) return out[i]
       return ""
     }
-    /^\[ RUN      \] / { test = $4; n = 0; next }
-    /^\[ +(OK|FAILED|SKIPPED) +\] [^ ]+(, where .*)? \([0-9]+ ms\)$/ && test != "" {
+    kind == "gtest" && /^\[ RUN      \] / { test = $4; n = 0; next }
+    kind == "gtest" && /^\[ +(OK|FAILED|SKIPPED) +\] [^ ]+(, where .*)? \([0-9]+ ms\)$/ && test != "" {
       verdict = $2 == "OK" ? "PASS" : $2 == "FAILED" ? "FAIL" : "SKIP"
       sub(/,$/, "", $4)
       result($4, verdict, verdict == "SKIP" ? last_line() : $(NF - 1) " " $NF)
@@ -46,7 +47,11 @@ to_results() {
     /^HOST-TEST-EXIT / {
       status = $2
       why = status == 143 ? "overran " limit " s" : "exited with status " status
-      if (test != "") { result(test, "FAIL", "the program " why " during this test"); show() }
+      if (kind == "run") {
+        if (status == 0) result("", "PASS", "")
+        else if (status == 77) result("", "SKIP", n ? out[n] : "")
+        else { result("", "FAIL", why); show() }
+      } else if (test != "") { result(test, "FAIL", "the program " why " during this test"); show() }
       else if (status != 0 && count["FAIL"] == 0) { result("", "FAIL", "the program " why); show() }
       next
     }
@@ -65,22 +70,7 @@ while read -r kind name command; do
   esac
   # shellcheck disable=SC2086 # the command is a list of words
   { timeout "$HOST_TEST_TIMEOUT" "$@" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
-    if [ "$kind" = gtest ]; then
-      to_results "$name"
-    else
-      awk -v name="$name" '
-        /^HOST-TEST-EXIT / {
-          s = $2
-          if (s == 0) print "LAB-RESULT host/" name " PASS"
-          else if (s == 77) print "LAB-RESULT host/" name " SKIP " (n ? out[n] : "")
-          else {
-            print "LAB-RESULT host/" name " FAIL " (s == 143 ? "overran the time limit" : "exited with status " s)
-            for (i = (n > 40 ? n - 39 : 1); i <= n; i++) print "  | " out[i]
-          }
-          next
-        }
-        { out[++n] = $0 }'
-    fi | tee -a "$results"
+    to_results "$kind" "$name" | tee -a "$results"
 done <"$list"
 count() { grep -c "^LAB-RESULT [^ ]* $1" "$results"; }
 echo "LAB-HOST-TESTS-END $(count PASS) $(count FAIL) $(count SKIP)"

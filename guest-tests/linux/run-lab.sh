@@ -154,6 +154,10 @@ results=$(cat "$log.1" "$log" 2>/dev/null | grep '^LAB-RESULT ' || true)
 passed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* PASS' || true)
 failed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* FAIL' || true)
 skipped=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* SKIP' || true)
+if [ ${#host_tests[@]} -gt 0 ]; then
+  host_count() { echo "$results" | grep -c "^LAB-RESULT host/[^ ]* $1" || true; }
+  echo "lab: host tests: $(host_count PASS) passed, $(host_count FAIL) failed, $(host_count SKIP) skipped"
+fi
 if ! l1_finished; then
   echo "lab: L1 crashed again ($(l1_crash_reason)); the scenarios without a result did not run; see $log"
   failed=$((failed + 1))
