@@ -34,8 +34,9 @@ std::chrono::milliseconds liveness_bound(std::chrono::milliseconds bound) {
   return bound * positive_from_env("VMM_TEST_TIME_SCALE", 1);
 }
 
-int leak_check_cycles(int count) {
-  return static_cast<int>(positive_from_env("VMM_TEST_CYCLES", count));
+std::string create_destroy_loop_unavailable_reason() {
+  const char* why = std::getenv("VMM_TEST_NO_CREATE_DESTROY");
+  return why == nullptr ? "" : why;
 }
 
 std::string test_guest_image(const std::string& name) {
