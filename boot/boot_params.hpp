@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "base/memory/guest_memory.hpp"
 #include "boot/setup_header.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::boot {
 

@@ -3,8 +3,8 @@
 #include <array>
 #include <cstring>
 
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/size.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/size.hpp"
 
 namespace vmm::boot {
 

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "vmm/memory/guest_memory.hpp"
+#include "base/memory/guest_memory.hpp"
 
 namespace vmm::boot {
 

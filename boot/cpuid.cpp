@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::boot {
 

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <limits>
 
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/size.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
+#include "base/util/size.hpp"
 
 namespace vmm::boot {
 

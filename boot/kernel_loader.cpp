@@ -4,13 +4,13 @@
 #include <optional>
 #include <vector>
 
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
+#include "base/util/file.hpp"
+#include "base/util/size.hpp"
 #include "boot/boot_params.hpp"
 #include "boot/bzimage.hpp"
 #include "boot/elf.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/file.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::boot {
 

@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "base/memory/guest_memory.hpp"
 #include "boot/cpu_setup.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::boot {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices {
 

@@ -2,7 +2,7 @@
 
 #include <array>
 
-#include "vmm/memory/layout.hpp"
+#include "base/memory/layout.hpp"
 
 namespace vmm::firmware {
 

@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "vmm/memory/guest_memory.hpp"
+#include "base/memory/guest_memory.hpp"
 
 namespace vmm::firmware {
 

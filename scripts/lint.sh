@@ -19,6 +19,9 @@ if ! clang-format --dry-run -Werror "${sources[@]}"; then
   status=1
 fi
 
+# Includes point down the layers only (devices/ never includes the machine, and so on).
+scripts/check-layers.sh || status=1
+
 # clang-tidy reads the flags of each translation unit from the build's compilation database;
 # the freestanding guests are C built by custom commands and are not in it.
 [ -s "$build/compile_commands.json" ] || {

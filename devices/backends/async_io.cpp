@@ -2,9 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/util/error.hpp"
 #include "devices/backends/io_uring_io.hpp"
 #include "devices/backends/thread_pool_io.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::devices {
 

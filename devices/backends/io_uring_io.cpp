@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices {
 

@@ -4,8 +4,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/util/event_fd.hpp"
 #include "devices/backends/async_io.hpp"
-#include "vmm/util/event_fd.hpp"
 
 struct io_uring;
 

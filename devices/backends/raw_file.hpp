@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "vmm/util/unique_fd.hpp"
+#include "base/util/unique_fd.hpp"
 
 namespace vmm::devices {
 

@@ -17,7 +17,7 @@
 #include <fstream>
 #include <optional>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices {
 namespace {

@@ -2,8 +2,8 @@
 
 #include <string>
 
+#include "base/util/unique_fd.hpp"
 #include "devices/backends/packet_backend.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::devices {
 

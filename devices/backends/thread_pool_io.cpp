@@ -9,7 +9,7 @@
 #include <exception>
 #include <string>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices {
 

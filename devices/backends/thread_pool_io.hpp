@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/util/event_fd.hpp"
 #include "devices/backends/async_io.hpp"
-#include "vmm/util/event_fd.hpp"
 
 namespace vmm::devices {
 

@@ -9,11 +9,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
+#include "base/memory/guest_memory.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/virtio/block_request.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "vmm/event/event_loop.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/memory/guest_memory.hpp"
 #include "devices/virtio/descriptor_chain.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio {
 

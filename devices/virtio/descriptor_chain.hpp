@@ -5,7 +5,7 @@
 #include <span>
 #include <vector>
 
-#include "vmm/memory/guest_memory.hpp"
+#include "base/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -9,7 +9,7 @@
 #include <limits>
 #include <utility>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "base/memory/guest_memory.hpp"
+#include "base/memory/layout.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "vmm/memory/guest_memory.hpp"
-#include "vmm/memory/layout.hpp"
 
 namespace vmm::devices::virtio {
 

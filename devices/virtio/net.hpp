@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
+#include "base/memory/guest_memory.hpp"
 #include "devices/backends/packet_backend.hpp"
 #include "devices/virtio/net_header.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "vmm/event/event_loop.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -4,8 +4,8 @@
 #include <optional>
 #include <string>
 
+#include "base/memory/guest_memory.hpp"
 #include "devices/virtio/descriptor_chain.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio {
 

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <utility>
 
+#include "base/util/error.hpp"
 #include "devices/virtio/vsock/unix_socket.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::devices::virtio {
 

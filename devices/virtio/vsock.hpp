@@ -10,13 +10,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
+#include "base/memory/guest_memory.hpp"
+#include "base/util/event_fd.hpp"
+#include "base/util/unique_fd.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "devices/virtio/vsock/connection.hpp"
 #include "devices/virtio/vsock/packet.hpp"
-#include "vmm/event/event_loop.hpp"
-#include "vmm/memory/guest_memory.hpp"
-#include "vmm/util/event_fd.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::devices::virtio {
 

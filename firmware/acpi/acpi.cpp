@@ -1,9 +1,9 @@
 #include "firmware/acpi/acpi.hpp"
 
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
+#include "base/util/size.hpp"
 #include "firmware/acpi/tables.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::acpi {
 namespace {

@@ -2,8 +2,8 @@
 
 #include <cstdint>
 
+#include "base/memory/guest_memory.hpp"
 #include "firmware/acpi/description.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::acpi {
 

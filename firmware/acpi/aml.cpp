@@ -1,6 +1,6 @@
 #include "firmware/acpi/aml.hpp"
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::acpi::aml {
 namespace {

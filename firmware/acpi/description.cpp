@@ -2,8 +2,8 @@
 
 #include <set>
 
+#include "base/util/error.hpp"
 #include "firmware/acpi/aml.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::acpi {
 namespace {

@@ -3,9 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/memory/layout.hpp"
+#include "base/util/size.hpp"
 #include "tests/boot/test_images.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::boot {
 namespace {

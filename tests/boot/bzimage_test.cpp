@@ -3,10 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
+#include "base/util/size.hpp"
 #include "tests/boot/test_images.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::boot {
 namespace {

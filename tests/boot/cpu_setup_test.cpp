@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <map>
 
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/size.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/size.hpp"
 
 namespace vmm::boot {
 namespace {

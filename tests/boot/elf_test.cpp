@@ -3,8 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/util/size.hpp"
 #include "tests/boot/test_images.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::boot {
 namespace {

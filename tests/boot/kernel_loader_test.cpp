@@ -6,10 +6,10 @@
 
 #include <fstream>
 
+#include "base/memory/layout.hpp"
+#include "base/util/size.hpp"
 #include "boot/boot_params.hpp"
 #include "tests/boot/test_images.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::boot {
 namespace {

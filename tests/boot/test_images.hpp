@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "base/util/error.hpp"
 #include "boot/setup_header.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::boot::test_images {
 

@@ -5,7 +5,7 @@
 #include <memory>
 #include <vector>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices {
 namespace {

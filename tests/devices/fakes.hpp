@@ -7,11 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "base/util/error.hpp"
+#include "base/util/unique_fd.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/platform_events.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::devices::testing {
 

@@ -4,9 +4,9 @@
 
 #include <cstdint>
 
+#include "base/memory/guest_memory.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "vmm/memory/guest_memory.hpp"
 
 namespace vmm::devices::virtio::testing {
 

@@ -10,10 +10,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
 #include "tests/firmware/acpi_reader.hpp"
 #include "tests/firmware/sample_platform.hpp"
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::acpi {
 namespace {

@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 // Expected bytes are iasl 20200925 output for the ASL shown in each test's comment.
 namespace vmm::acpi::aml {

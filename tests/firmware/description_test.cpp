@@ -5,8 +5,8 @@
 
 #include <functional>
 
+#include "base/util/error.hpp"
 #include "tests/firmware/sample_platform.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::acpi {
 namespace {

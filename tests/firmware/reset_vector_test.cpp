@@ -4,8 +4,8 @@
 
 #include <vector>
 
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::firmware {
 namespace {

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <span>
 
+#include "base/memory/layout.hpp"
 #include "boot/bzimage.hpp"
 #include "tests/fuzz/kernel_input.hpp"
-#include "vmm/memory/layout.hpp"
 
 namespace vmm::fuzz {
 namespace {

@@ -29,16 +29,16 @@
 #include <utility>
 #include <vector>
 
+#include "base/memory/guest_memory.hpp"
+#include "base/util/error.hpp"
+#include "base/util/event_fd.hpp"
+#include "base/util/unique_fd.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/backends/packet_backend.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/platform_events.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "vmm/memory/guest_memory.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/event_fd.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::fuzz {
 

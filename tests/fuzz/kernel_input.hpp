@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "base/util/error.hpp"
+#include "base/util/unique_fd.hpp"
 #include "boot/kernel_loader.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::fuzz {
 

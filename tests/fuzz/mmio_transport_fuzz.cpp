@@ -12,9 +12,9 @@
 #include <optional>
 #include <vector>
 
+#include "base/util/error.hpp"
 #include "devices/virtio/mmio_transport.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::fuzz {
 namespace {

@@ -14,10 +14,10 @@
 #include <memory>
 #include <optional>
 
+#include "base/event/event_loop.hpp"
 #include "devices/virtio/block.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
 #include "tests/fuzz/virtio_harness.hpp"
-#include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 namespace {

@@ -8,10 +8,10 @@
 #include <memory>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
-#include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 

@@ -15,10 +15,10 @@
 #include <optional>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
 #include "devices/virtio/net.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
 #include "tests/fuzz/virtio_harness.hpp"
-#include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 namespace {

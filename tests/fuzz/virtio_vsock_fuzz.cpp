@@ -23,10 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
 #include "devices/virtio/vsock.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
 #include "tests/fuzz/virtio_harness.hpp"
-#include "vmm/event/event_loop.hpp"
 
 namespace vmm::fuzz {
 namespace {

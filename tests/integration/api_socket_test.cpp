@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/util/unique_fd.hpp"
 #include "tests/integration/guest_run.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm::testing {
 namespace {

@@ -15,10 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "base/util/error.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "tests/integration/guest_run.hpp"
 #include "vmm/machine.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm::testing {
 namespace {

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "vmm/util/unique_fd.hpp"
+#include "base/util/unique_fd.hpp"
 
 extern char** environ;
 

@@ -17,10 +17,10 @@
 #include <string>
 #include <utility>
 
+#include "base/util/error.hpp"
+#include "base/util/mac_address.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/machine_config.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/mac_address.hpp"
 
 #ifndef VMM_LIBRARY_VERSION
 #error "VMM_LIBRARY_VERSION must be defined by the build"

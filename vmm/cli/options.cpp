@@ -4,10 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <charconv>
 
+#include "base/util/error.hpp"
+#include "base/util/mac_address.hpp"
+#include "base/util/size.hpp"
 #include "vmm/machine.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/mac_address.hpp"
-#include "vmm/util/size.hpp"
 
 namespace vmm::cli {
 

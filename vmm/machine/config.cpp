@@ -3,9 +3,9 @@
 
 #include <set>
 
+#include "base/util/error.hpp"
+#include "base/util/mac_address.hpp"
 #include "vmm/machine_config.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/mac_address.hpp"
 
 namespace vmm {
 

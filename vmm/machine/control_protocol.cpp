@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "vmm/util/mac_address.hpp"
+#include "base/util/mac_address.hpp"
 
 namespace vmm {
 

@@ -11,8 +11,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/util/error.hpp"
 #include "vmm/security/seccomp_filter.hpp"
-#include "vmm/util/error.hpp"
 
 namespace vmm {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <thread>
 
-#include "vmm/event/event_loop.hpp"
+#include "base/event/event_loop.hpp"
+#include "base/util/unique_fd.hpp"
 #include "vmm/machine/control_protocol.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm {
 

@@ -5,9 +5,9 @@
 #include <optional>
 #include <string>
 
+#include "base/util/event_fd.hpp"
 #include "devices/platform_events.hpp"
 #include "vmm/machine.hpp"
-#include "vmm/util/event_fd.hpp"
 
 namespace vmm {
 

@@ -2,10 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/kvm/vm.hpp"
+#include "base/util/error.hpp"
+#include "base/util/event_fd.hpp"
 #include "devices/interrupt_line.hpp"
-#include "vmm/kvm/vm.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/event_fd.hpp"
 
 namespace vmm {
 

@@ -1,7 +1,7 @@
 #pragma once
 
+#include "base/kvm/vm.hpp"
 #include "devices/interrupt_line.hpp"
-#include "vmm/kvm/vm.hpp"
 
 namespace vmm {
 

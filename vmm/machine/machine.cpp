@@ -16,6 +16,15 @@
 #include <mutex>
 #include <thread>
 
+#include "base/event/event_loop.hpp"
+#include "base/kvm/kvm.hpp"
+#include "base/kvm/vcpu.hpp"
+#include "base/kvm/vm.hpp"
+#include "base/memory/guest_memory.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
+#include "base/util/mac_address.hpp"
+#include "base/util/unique_fd.hpp"
 #include "boot/cpuid.hpp"
 #include "boot/kernel_loader.hpp"
 #include "devices/backends/async_io.hpp"
@@ -33,10 +42,6 @@
 #include "devices/virtio/vsock.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/reset_vector.hpp"
-#include "vmm/event/event_loop.hpp"
-#include "vmm/kvm/kvm.hpp"
-#include "vmm/kvm/vcpu.hpp"
-#include "vmm/kvm/vm.hpp"
 #include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine/control_socket.hpp"
 #include "vmm/machine/exit_latch.hpp"
@@ -46,12 +51,7 @@
 #include "vmm/machine/terminal.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
 #include "vmm/machine/virtio_mmio_slot.hpp"
-#include "vmm/memory/guest_memory.hpp"
-#include "vmm/memory/layout.hpp"
 #include "vmm/security/seccomp_filter.hpp"
-#include "vmm/util/error.hpp"
-#include "vmm/util/mac_address.hpp"
-#include "vmm/util/unique_fd.hpp"
 
 namespace vmm {
 

@@ -1,11 +1,11 @@
 #include "vmm/machine/platform.hpp"
 
+#include "base/memory/layout.hpp"
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/cmos_rtc.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
-#include "vmm/memory/layout.hpp"
 
 namespace vmm {
 

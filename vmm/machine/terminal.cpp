@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm {
 

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <thread>
 
+#include "base/kvm/vcpu.hpp"
 #include "devices/bus.hpp"
-#include "vmm/kvm/vcpu.hpp"
 #include "vmm/machine/exit_latch.hpp"
 #include "vmm/machine/pause_gate.hpp"
 

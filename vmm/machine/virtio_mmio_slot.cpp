@@ -4,8 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 
-#include "vmm/memory/layout.hpp"
-#include "vmm/util/error.hpp"
+#include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm {
 

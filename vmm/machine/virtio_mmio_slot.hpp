@@ -4,15 +4,15 @@
 #include <string>
 #include <vector>
 
+#include "base/event/event_loop.hpp"
+#include "base/kvm/vm.hpp"
+#include "base/memory/guest_memory.hpp"
+#include "base/util/event_fd.hpp"
 #include "devices/bus.hpp"
 #include "devices/virtio/mmio_transport.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "firmware/acpi/description.hpp"
-#include "vmm/event/event_loop.hpp"
-#include "vmm/kvm/vm.hpp"
 #include "vmm/machine/irqfd_line.hpp"
-#include "vmm/memory/guest_memory.hpp"
-#include "vmm/util/event_fd.hpp"
 
 namespace vmm {
 

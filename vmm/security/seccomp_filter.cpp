@@ -17,8 +17,8 @@
 #include <mutex>
 #include <optional>
 
-#include "vmm/util/error.hpp"
-#include "vmm/util/unique_fd.hpp"
+#include "base/util/error.hpp"
+#include "base/util/unique_fd.hpp"
 
 namespace vmm::security {
 

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "vmm/util/unique_fd.hpp"
+#include "base/util/unique_fd.hpp"
 
 namespace vmm::devices::virtio::vsock {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <optional>
 
-#include "vmm/util/error.hpp"
+#include "base/util/error.hpp"
 
 namespace vmm::devices::virtio::vsock {
 

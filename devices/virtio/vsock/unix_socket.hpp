@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "vmm/util/unique_fd.hpp"
+#include "base/util/unique_fd.hpp"
 
 namespace vmm::devices::virtio::vsock {
 

@@ -1,0 +1,595 @@
+#include "devices/virtio/mmio_transport.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "base/util/error.hpp"
+#include "tests/devices/fakes.hpp"
+#include "tests/devices/virtio_driver.hpp"
+
+namespace vmm::devices::virtio {
+namespace {
+
+using devices::testing::FakeInterruptLine;
+using ::testing::ElementsAre;
+
+// Register offsets as Linux's virtio_mmio.h names them.
+constexpr uint64_t kMagicValue = 0x000, kVersion = 0x004, kDeviceId = 0x008, kVendorId = 0x00c,
+                   kDeviceFeatures = 0x010, kDeviceFeaturesSel = 0x014, kDriverFeatures = 0x020,
+                   kDriverFeaturesSel = 0x024, kQueueSel = 0x030, kQueueNumMax = 0x034,
+                   kQueueNum = 0x038, kQueueReady = 0x044, kQueueNotify = 0x050,
+                   kInterruptStatus = 0x060, kInterruptAck = 0x064, kStatus = 0x070,
+                   kQueueDescLow = 0x080, kQueueDescHigh = 0x084, kQueueAvailLow = 0x090,
+                   kQueueAvailHigh = 0x094, kQueueUsedLow = 0x0a0, kQueueUsedHigh = 0x0a4,
+                   kShmLenLow = 0x0b0, kConfigGeneration = 0x0fc, kConfig = 0x100;
+
+constexpr uint64_t kDeviceFeatureBit0 = 1;  // a device-specific feature the fake offers
+constexpr uint64_t kOffered =
+    kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc | kDeviceFeatureBit0;
+constexpr uint32_t kFakeDeviceId = kDeviceIdBlock;
+constexpr uint64_t kRamSize = 1 << 20;
+
+// Where the driver puts queue `index`'s rings (inside RAM, suitably aligned).
+constexpr uint64_t desc_table(uint32_t index) {
+  return 0x10000 + 0x10000 * index;
+}
+constexpr uint64_t avail_ring(uint32_t index) {
+  return desc_table(index) + 0x4000;
+}
+constexpr uint64_t used_ring(uint32_t index) {
+  return desc_table(index) + 0x8000;
+}
+
+// What the transport did to the device; outlives the device, which the transport owns.
+struct DeviceLog {
+  std::vector<Activation> activations;
+  std::vector<uint16_t> notifications;
+  int resets = 0;
+  std::array<uint8_t, 16> config = {0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+                                    0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
+  bool throw_on_activate = false;
+  // Returns every available chain to the driver on notification, as a real device would.
+  bool complete_on_notify = false;
+  std::function<void()> on_reset;
+};
+
+class FakeDevice final : public VirtioDevice {
+ public:
+  explicit FakeDevice(DeviceLog& log) : log_(log) {}
+
+  uint32_t device_id() const override { return kFakeDeviceId; }
+  uint64_t features() const override { return kOffered; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {16, 8}; }
+
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override {
+    for (size_t i = 0; i < data.size(); ++i) {
+      data[i] = offset + i < log_.config.size() ? log_.config[offset + i] : 0;
+    }
+  }
+  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
+    for (size_t i = 0; i < data.size() && offset + i < log_.config.size(); ++i) {
+      log_.config[offset + i] = data[i];
+    }
+  }
+
+  void activate(const Activation& activation) override {
+    if (log_.throw_on_activate) fail("backend gone");
+    log_.activations.push_back(activation);
+  }
+  void notify(uint16_t index) override {
+    log_.notifications.push_back(index);
+    if (!log_.complete_on_notify) return;
+    const Activation& activation = log_.activations.back();
+    SplitQueue& queue = *activation.queues[index];
+    while (auto chain = queue.pop()) queue.add_used(std::move(*chain), 1);
+    if (queue.needs_notification()) activation.interrupt->signal_used();
+    if (queue.broken()) activation.interrupt->signal_needs_reset();
+  }
+  void reset() override {
+    ++log_.resets;
+    if (log_.on_reset) log_.on_reset();
+  }
+
+ private:
+  DeviceLog& log_;
+};
+
+class MmioTransportTest : public ::testing::Test {
+ protected:
+  MmioTransportTest()
+      : ram(kRamSize),
+        memory(GuestMemory::from_regions({{0, kRamSize, ram.data()}})),
+        transport(std::make_unique<MmioTransport>(memory, std::make_unique<FakeDevice>(log), irq,
+                                                  "virtio-fake vdz")) {}
+
+  uint32_t r32(uint64_t offset) {
+    uint32_t value = 0xdeadbeef;
+    transport->read(offset, {reinterpret_cast<uint8_t*>(&value), sizeof(value)});
+    return value;
+  }
+  void w32(uint64_t offset, uint32_t value) {
+    transport->write(offset, {reinterpret_cast<const uint8_t*>(&value), sizeof(value)});
+  }
+
+  // Linux's vm_get_features: the high word, then the low one.
+  uint64_t read_device_features() {
+    w32(kDeviceFeaturesSel, 1);
+    uint64_t features = uint64_t{r32(kDeviceFeatures)} << 32;
+    w32(kDeviceFeaturesSel, 0);
+    return features | r32(kDeviceFeatures);
+  }
+
+  // virtio_dev_probe up to virtio_features_ok(): returns whether the device kept FEATURES_OK.
+  bool negotiate(uint64_t features) {
+    w32(kStatus, 0);
+    w32(kStatus, kStatusAcknowledge);
+    w32(kStatus, kStatusAcknowledge | kStatusDriver);
+    read_device_features();
+    w32(kDriverFeaturesSel, 1);
+    w32(kDriverFeatures, static_cast<uint32_t>(features >> 32));
+    w32(kDriverFeaturesSel, 0);
+    w32(kDriverFeatures, static_cast<uint32_t>(features));
+    w32(kStatus, r32(kStatus) | kStatusFeaturesOk);
+    return (r32(kStatus) & kStatusFeaturesOk) != 0;
+  }
+
+  // vm_setup_vq for queue `index` with `size` entries at the default ring addresses.
+  void setup_queue(uint32_t index, uint32_t size, uint64_t desc = 0, uint64_t avail = 0,
+                   uint64_t used = 0) {
+    desc = desc ? desc : desc_table(index);
+    avail = avail ? avail : avail_ring(index);
+    used = used ? used : used_ring(index);
+    w32(kQueueSel, index);
+    ASSERT_EQ(r32(kQueueReady), 0u);
+    ASSERT_NE(r32(kQueueNumMax), 0u);
+    w32(kQueueNum, size);
+    w32(kQueueDescLow, static_cast<uint32_t>(desc));
+    w32(kQueueDescHigh, static_cast<uint32_t>(desc >> 32));
+    w32(kQueueAvailLow, static_cast<uint32_t>(avail));
+    w32(kQueueAvailHigh, static_cast<uint32_t>(avail >> 32));
+    w32(kQueueUsedLow, static_cast<uint32_t>(used));
+    w32(kQueueUsedHigh, static_cast<uint32_t>(used >> 32));
+    w32(kQueueReady, 1);
+  }
+
+  void driver_ok() { w32(kStatus, r32(kStatus) | kStatusDriverOk); }
+
+  // The whole sequence Linux's virtio_mmio.c + virtio.c go through for a driver.
+  void initialize(uint64_t features = kOffered) {
+    const size_t activations = log.activations.size();
+    ASSERT_TRUE(negotiate(features));
+    setup_queue(0, 16);
+    setup_queue(1, 8);
+    driver_ok();
+    ASSERT_EQ(log.activations.size(), activations + 1);
+  }
+
+  std::vector<uint8_t> ram;
+  GuestMemory memory;
+  DeviceLog log;
+  FakeInterruptLine irq;
+  std::unique_ptr<MmioTransport> transport;
+};
+
+TEST_F(MmioTransportTest, IdentityRegisters) {
+  EXPECT_EQ(r32(kMagicValue), 0x74726976u);
+  EXPECT_EQ(r32(kVersion), 2u);
+  EXPECT_EQ(r32(kDeviceId), kFakeDeviceId);
+  EXPECT_EQ(r32(kVendorId), MmioTransport::kVendorId);
+  EXPECT_EQ(read_device_features(), kOffered);
+  w32(kDeviceFeaturesSel, 2);
+  EXPECT_EQ(r32(kDeviceFeatures), 0u);
+  w32(kQueueSel, 0);
+  EXPECT_EQ(r32(kQueueNumMax), 16u);
+  w32(kQueueSel, 1);
+  EXPECT_EQ(r32(kQueueNumMax), 8u);
+  w32(kQueueSel, 2);
+  EXPECT_EQ(r32(kQueueNumMax), 0u);
+  EXPECT_EQ(r32(kQueueReady), 0u);
+  EXPECT_EQ(r32(kStatus), 0u);
+  EXPECT_EQ(r32(kInterruptStatus), 0u);
+  EXPECT_EQ(r32(kConfigGeneration), 0u);
+  EXPECT_EQ(r32(kShmLenLow), 0xffffffffu);  // no shared memory region
+  EXPECT_EQ(transport->queue_count(), 2);
+  EXPECT_EQ(transport->device().device_id(), kFakeDeviceId);
+}
+
+TEST_F(MmioTransportTest, WriteOnlyAndUnknownRegistersReadZero) {
+  w32(kQueueNum, 4);
+  for (uint64_t offset : {kDeviceFeaturesSel, kDriverFeatures, kDriverFeaturesSel, kQueueSel,
+                          kQueueNum, kQueueNotify, kInterruptAck, kQueueDescLow, kQueueUsedHigh,
+                          uint64_t{0x018}, uint64_t{0x0c0}, uint64_t{0x0f8}}) {
+    EXPECT_EQ(r32(offset), 0u) << "offset " << offset;
+  }
+}
+
+TEST_F(MmioTransportTest, AcceptsOfferedFeatures) {
+  EXPECT_TRUE(negotiate(kFeatureVersion1 | kFeatureRingEventIdx));
+  EXPECT_EQ(transport->status(), kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+}
+
+TEST_F(MmioTransportTest, RefusesFeatureNotOffered) {
+  EXPECT_FALSE(negotiate(kOffered | (uint64_t{1} << 5)));
+  EXPECT_EQ(transport->status(), kStatusAcknowledge | kStatusDriver);
+  // Nothing is offered above bit 63 either.
+  w32(kStatus, 0);
+  w32(kStatus, kStatusAcknowledge | kStatusDriver);
+  w32(kDriverFeaturesSel, 0);
+  w32(kDriverFeatures, 0);
+  w32(kDriverFeaturesSel, 1);
+  w32(kDriverFeatures, 1);  // VERSION_1
+  w32(kDriverFeaturesSel, 2);
+  w32(kDriverFeatures, 1);
+  w32(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  EXPECT_EQ(r32(kStatus) & kStatusFeaturesOk, 0u);
+}
+
+TEST_F(MmioTransportTest, RefusesDriverWithoutVersion1) {
+  EXPECT_FALSE(negotiate(kFeatureRingEventIdx));
+  // The driver gives up; DRIVER_OK is refused without FEATURES_OK.
+  w32(kStatus, r32(kStatus) | kStatusDriverOk);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver);
+  EXPECT_TRUE(log.activations.empty());
+}
+
+TEST_F(MmioTransportTest, DriverFeaturesAreFrozenByFeaturesOk) {
+  ASSERT_TRUE(negotiate(kFeatureVersion1));
+  w32(kDriverFeaturesSel, 0);
+  w32(kDriverFeatures, static_cast<uint32_t>(kFeatureRingEventIdx | kDeviceFeatureBit0));
+  setup_queue(0, 16);
+  driver_ok();
+  ASSERT_EQ(log.activations.size(), 1u);
+  EXPECT_EQ(log.activations[0].driver_features, kFeatureVersion1);
+  EXPECT_FALSE(log.activations[0].queues[0]->config().event_idx);
+}
+
+TEST_F(MmioTransportTest, LinuxInitSequenceActivatesTheDevice) {
+  initialize(kFeatureVersion1 | kFeatureRingEventIdx | kDeviceFeatureBit0);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  const Activation& activation = log.activations[0];
+  EXPECT_EQ(activation.driver_features,
+            kFeatureVersion1 | kFeatureRingEventIdx | kDeviceFeatureBit0);
+  EXPECT_NE(activation.interrupt, nullptr);
+  ASSERT_EQ(activation.queues.size(), 2u);
+  for (uint32_t i = 0; i < 2; ++i) {
+    const SplitQueue& queue = *activation.queues[i];
+    EXPECT_TRUE(queue.ready());
+    EXPECT_EQ(queue.config().size, i == 0 ? 16 : 8);
+    EXPECT_EQ(queue.config().desc_table, desc_table(i));
+    EXPECT_EQ(queue.config().avail_ring, avail_ring(i));
+    EXPECT_EQ(queue.config().used_ring, used_ring(i));
+    EXPECT_TRUE(queue.config().event_idx);
+    EXPECT_FALSE(queue.config().indirect_desc);  // offered, not accepted
+    w32(kQueueSel, i);
+    EXPECT_EQ(r32(kQueueReady), 1u);
+  }
+  EXPECT_EQ(log.resets, 0);
+}
+
+TEST_F(MmioTransportTest, NotifiedQueueIsLiveOnTheGuestRings) {
+  log.complete_on_notify = true;
+  initialize(kFeatureVersion1);
+  const QueueConfig config = log.activations[0].queues[1]->config();
+  virtio::testing::Driver driver(memory, config);
+  driver.desc(0, 0x80000, 64, kVirtqDescFWrite);
+  driver.publish(0);
+  w32(kQueueNotify, 1);  // no ioeventfd: the write reaches the transport
+  EXPECT_THAT(log.notifications, ElementsAre(1));
+  EXPECT_EQ(driver.used_idx(), 1);
+  EXPECT_EQ(driver.used(0).id, 0u);
+  EXPECT_EQ(r32(kInterruptStatus), 1u);
+  EXPECT_EQ(irq.rising_edges(), 1);
+  EXPECT_FALSE(irq.level());
+}
+
+TEST_F(MmioTransportTest, QueueNotifyNeedsDriverOkAndAnExistingQueue) {
+  transport->queue_notify(0);
+  w32(kQueueNotify, 0);
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(0, 16);
+  transport->queue_notify(0);
+  EXPECT_TRUE(log.notifications.empty());
+  driver_ok();
+  transport->queue_notify(0);
+  transport->queue_notify(1);  // not set up, but it exists: the device decides
+  transport->queue_notify(2);
+  transport->queue_notify(0xffffffff);
+  w32(kQueueNotify, 1);
+  w32(kQueueNotify, 7);
+  EXPECT_THAT(log.notifications, ElementsAre(0, 1, 1));
+}
+
+TEST_F(MmioTransportTest, BadQueueSizeNeedsReset) {
+  for (uint32_t size : {12u, 32u, 0u, 0x10010u}) {  // not a power of two; above max; 0; > 16 bits
+    ASSERT_TRUE(negotiate(kOffered));
+    irq.levels.clear();
+    setup_queue(0, size);
+    EXPECT_EQ(r32(kQueueReady), 0u) << size;
+    EXPECT_EQ(r32(kStatus) & kStatusNeedsReset, kStatusNeedsReset) << size;
+    EXPECT_EQ(r32(kInterruptStatus), 2u) << size;
+    EXPECT_EQ(irq.rising_edges(), 1) << size;
+  }
+  // The driver carries on regardless: the device is not activated on a broken setup.
+  driver_ok();
+  EXPECT_TRUE(log.activations.empty());
+  transport->queue_notify(0);
+  EXPECT_TRUE(log.notifications.empty());
+  // A reset clears it and a correct setup then works.
+  w32(kStatus, 0);
+  EXPECT_EQ(r32(kStatus), 0u);
+  initialize();
+}
+
+TEST_F(MmioTransportTest, RingOutsideRamNeedsReset) {
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(0, 16, uint64_t{1} << 40);
+  EXPECT_EQ(r32(kQueueReady), 0u);
+  EXPECT_TRUE(transport->status() & kStatusNeedsReset);
+  w32(kStatus, 0);
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(1, 8, 0, 0, kRamSize - 8);  // used ring straddles the end of RAM
+  EXPECT_EQ(r32(kQueueReady), 0u);
+  EXPECT_TRUE(transport->status() & kStatusNeedsReset);
+}
+
+TEST_F(MmioTransportTest, FailedActivationNeedsReset) {
+  log.throw_on_activate = true;
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(0, 16);
+  driver_ok();
+  EXPECT_TRUE(r32(kStatus) & kStatusNeedsReset);
+  EXPECT_EQ(r32(kInterruptStatus), 2u);
+  transport->queue_notify(0);
+  EXPECT_TRUE(log.notifications.empty());
+  w32(kStatus, 0);
+  EXPECT_EQ(log.resets, 0);  // never activated
+}
+
+TEST_F(MmioTransportTest, QueueRegistersAreFrozenOnceReadyOrDriverOk) {
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(0, 16);
+  w32(kQueueNum, 4);
+  w32(kQueueDescLow, 0x20000);
+  w32(kQueueReady, 2);  // not a valid value
+  EXPECT_EQ(r32(kQueueReady), 1u);
+  // QueueReady=0 before DRIVER_OK releases the queue, which can then be set up again.
+  w32(kQueueReady, 0);
+  EXPECT_EQ(r32(kQueueReady), 0u);
+  setup_queue(0, 8);
+  driver_ok();
+  ASSERT_EQ(log.activations.size(), 1u);
+  const SplitQueue& queue0 = *log.activations[0].queues[0];
+  EXPECT_EQ(queue0.config().size, 8);
+  EXPECT_EQ(queue0.config().desc_table, desc_table(0));
+  // After DRIVER_OK nothing changes a queue.
+  w32(kQueueReady, 0);
+  EXPECT_TRUE(queue0.ready());
+  w32(kQueueSel, 1);
+  w32(kQueueNum, 8);
+  w32(kQueueReady, 1);
+  EXPECT_EQ(r32(kQueueReady), 0u);
+}
+
+TEST_F(MmioTransportTest, QueueReadyBeforeFeaturesOkIsIgnored) {
+  w32(kStatus, kStatusAcknowledge | kStatusDriver);
+  w32(kQueueSel, 0);
+  w32(kQueueNum, 16);
+  w32(kQueueDescLow, static_cast<uint32_t>(desc_table(0)));
+  w32(kQueueAvailLow, static_cast<uint32_t>(avail_ring(0)));
+  w32(kQueueUsedLow, static_cast<uint32_t>(used_ring(0)));
+  w32(kQueueReady, 1);
+  EXPECT_EQ(r32(kQueueReady), 0u);
+  EXPECT_EQ(r32(kStatus) & kStatusNeedsReset, 0u);
+}
+
+TEST_F(MmioTransportTest, StatusWritesThatClearBitsAreIgnored) {
+  w32(kStatus, kStatusAcknowledge | kStatusDriver);
+  w32(kStatus, kStatusAcknowledge);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver);
+  w32(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFailed);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver | kStatusFailed);
+  // Undefined bits are dropped.
+  w32(kStatus, 0xffff0000 | kStatusAcknowledge | kStatusDriver | kStatusFailed);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver | kStatusFailed);
+}
+
+TEST_F(MmioTransportTest, WritingBackNeedsResetKeepsTheState) {
+  initialize();
+  log.activations[0].interrupt->signal_needs_reset();
+  const uint32_t status = r32(kStatus);
+  EXPECT_TRUE(status & kStatusNeedsReset);
+  w32(kStatus, status | kStatusFailed);
+  EXPECT_EQ(r32(kStatus), status | kStatusFailed);
+  EXPECT_EQ(log.resets, 0);
+}
+
+TEST_F(MmioTransportTest, InterruptStatusAndAck) {
+  initialize();
+  DeviceInterrupt& interrupt = *log.activations[0].interrupt;
+  interrupt.signal_used();
+  EXPECT_EQ(r32(kInterruptStatus), 1u);
+  EXPECT_EQ(irq.rising_edges(), 1);
+  EXPECT_FALSE(irq.level());  // edge-triggered: a pulse
+  interrupt.signal_config_change();
+  EXPECT_EQ(r32(kInterruptStatus), 3u);
+  EXPECT_EQ(r32(kConfigGeneration), 1u);
+  EXPECT_EQ(irq.rising_edges(), 2);
+  w32(kInterruptAck, 1);
+  EXPECT_EQ(r32(kInterruptStatus), 2u);
+  w32(kInterruptAck, 2);
+  EXPECT_EQ(r32(kInterruptStatus), 0u);
+  interrupt.signal_needs_reset();
+  EXPECT_EQ(r32(kInterruptStatus), 2u);
+  EXPECT_TRUE(r32(kStatus) & kStatusNeedsReset);
+  EXPECT_EQ(r32(kConfigGeneration), 1u);
+  EXPECT_EQ(irq.rising_edges(), 3);
+}
+
+TEST_F(MmioTransportTest, ResetRestoresInitialState) {
+  initialize();
+  log.activations[0].interrupt->signal_used();
+  log.activations[0].interrupt->signal_needs_reset();
+  w32(kDeviceFeaturesSel, 1);
+  w32(kQueueSel, 1);
+  w32(kStatus, 0);
+  EXPECT_EQ(log.resets, 1);
+  EXPECT_EQ(r32(kStatus), 0u);
+  EXPECT_EQ(r32(kInterruptStatus), 0u);
+  EXPECT_EQ(r32(kDeviceFeatures), static_cast<uint32_t>(kOffered));  // selector back to 0
+  EXPECT_EQ(r32(kQueueNumMax), 16u);                                 // QueueSel back to 0
+  for (uint32_t i = 0; i < 2; ++i) {
+    w32(kQueueSel, i);
+    EXPECT_EQ(r32(kQueueReady), 0u);
+    EXPECT_FALSE(log.activations[0].queues[i]->ready());
+  }
+  transport->queue_notify(0);
+  EXPECT_TRUE(log.notifications.empty());
+  // Driver features are forgotten: FEATURES_OK without writing them lacks VERSION_1.
+  w32(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge | kStatusDriver);
+  // A second reset of an inactive device does not reset it again; a new init activates anew.
+  w32(kStatus, 0);
+  EXPECT_EQ(log.resets, 1);
+  initialize();
+  EXPECT_EQ(log.activations.size(), 2u);
+}
+
+// A device's reset() waits for its completion handler, which signals the driver meanwhile: the
+// signal must not need the lock the resetting vCPU holds.
+TEST_F(MmioTransportTest, DeviceSignalsWhileResetWaitsForIt) {
+  initialize();
+  DeviceInterrupt* interrupt = log.activations[0].interrupt;
+  log.on_reset = [interrupt] {
+    std::thread completion([interrupt] { interrupt->signal_used(); });
+    completion.join();
+  };
+  w32(kStatus, 0);
+  EXPECT_EQ(log.resets, 1);
+  EXPECT_EQ(irq.rising_edges(), 1);
+  // The reset finishes after the device's: the stale interrupt is cleared.
+  EXPECT_EQ(r32(kInterruptStatus), 0u);
+}
+
+TEST_F(MmioTransportTest, DestructionResetsAnActiveDevice) {
+  initialize();
+  transport.reset();
+  EXPECT_EQ(log.resets, 1);
+}
+
+TEST_F(MmioTransportTest, ConfigSpaceIsForwardedAtAnyWidth) {
+  uint8_t byte = 0;
+  transport->read(kConfig + 3, {&byte, 1});
+  EXPECT_EQ(byte, 0x13);
+  uint16_t half = 0;
+  transport->read(kConfig + 6, {reinterpret_cast<uint8_t*>(&half), 2});
+  EXPECT_EQ(half, 0x1716);
+  EXPECT_EQ(r32(kConfig + 8), 0x1b1a1918u);
+  uint64_t quad = 0;
+  transport->read(kConfig, {reinterpret_cast<uint8_t*>(&quad), 8});
+  EXPECT_EQ(quad, 0x1716151413121110u);
+  const uint16_t value = 0xbeef;
+  transport->write(kConfig + 1, {reinterpret_cast<const uint8_t*>(&value), 2});
+  EXPECT_EQ(log.config[1], 0xef);
+  EXPECT_EQ(log.config[2], 0xbe);
+  EXPECT_EQ(r32(kConfig + 0x40), 0u);  // past the device's config: zeros
+  // Outside the window: not forwarded.
+  EXPECT_EQ(r32(MmioTransport::kWindowSize), 0u);
+  quad = ~uint64_t{0};
+  transport->read(MmioTransport::kWindowSize - 4, {reinterpret_cast<uint8_t*>(&quad), 8});
+  EXPECT_EQ(quad, 0u);
+}
+
+TEST_F(MmioTransportTest, RegisterAccessesOtherThan32BitsAreIgnored) {
+  uint8_t bytes[8];
+  std::memset(bytes, 0xff, sizeof(bytes));
+  transport->read(kMagicValue, {bytes, 2});
+  EXPECT_EQ(bytes[0], 0);
+  EXPECT_EQ(bytes[1], 0);
+  transport->read(kMagicValue, {bytes, 8});
+  EXPECT_THAT(bytes, ::testing::Each(0));
+  transport->read(kMagicValue + 2, {bytes, 4});  // misaligned
+  EXPECT_THAT(bytes, ::testing::Each(0));
+  const uint8_t ack = kStatusAcknowledge;
+  transport->write(kStatus, {&ack, 1});
+  EXPECT_EQ(r32(kStatus), 0u);
+  const uint64_t acknowledge_driver = kStatusAcknowledge | kStatusDriver;
+  transport->write(kStatus, {reinterpret_cast<const uint8_t*>(&acknowledge_driver), 8});
+  EXPECT_EQ(r32(kStatus), 0u);
+  w32(kStatus, kStatusAcknowledge);
+  transport->write(kStatus + 1, {&ack, 1});
+  EXPECT_EQ(r32(kStatus), kStatusAcknowledge);
+}
+
+// A hostile guest: random register traffic biased towards the meaningful values, random bytes in
+// RAM (so rings and descriptors are garbage), random device signals; then fakes.hpp's hammer.
+TEST_F(MmioTransportTest, SurvivesHostileRegisterFuzz) {
+  log.complete_on_notify = true;
+  std::mt19937_64 random(0x7172);
+  const uint64_t registers[] = {
+      kDeviceFeaturesSel, kDriverFeatures, kDriverFeaturesSel, kQueueSel,     kQueueNum,
+      kQueueReady,        kQueueNotify,    kInterruptAck,      kStatus,       kQueueDescLow,
+      kQueueDescHigh,     kQueueAvailLow,  kQueueAvailHigh,    kQueueUsedLow, kQueueUsedHigh};
+  auto value = [&]() -> uint32_t {
+    switch (random() % 4) {
+      case 0: return static_cast<uint32_t>(random() % 4);
+      case 1: return static_cast<uint32_t>(1u << (random() % 32));
+      case 2: return static_cast<uint32_t>(random() % kRamSize) & ~15u;
+      default: return static_cast<uint32_t>(random());
+    }
+  };
+  const size_t sizes[] = {1, 2, 4, 8};
+  uint8_t buffer[8];
+  for (int i = 0; i < 200000; ++i) {
+    if (i % 20000 == 0) {
+      for (auto& byte : ram) byte = static_cast<uint8_t>(random());
+    }
+    switch (random() % 8) {
+      case 0:
+      case 1:
+      case 2: w32(registers[random() % std::size(registers)], value()); break;
+      case 3: r32((random() % 0x100) & ~uint64_t{3}); break;
+      case 4: {
+        const uint64_t offset = random() % (MmioTransport::kWindowSize + 16);
+        const size_t size = sizes[random() % 4];
+        if (random() % 2) {
+          transport->read(offset, {buffer, size});
+        } else {
+          for (auto& byte : buffer) byte = static_cast<uint8_t>(random());
+          transport->write(offset, {buffer, size});
+        }
+        break;
+      }
+      case 5: transport->queue_notify(static_cast<uint32_t>(random() % 4)); break;
+      case 6:
+        // A well-behaved stretch now and then, so activation and live queues are reached.
+        if (random() % 64 == 0) {
+          negotiate(kOffered);
+          setup_queue(0, 16);
+          setup_queue(1, 8);
+          driver_ok();
+        }
+        break;
+      default:
+        if (!log.activations.empty() && (transport->status() & kStatusDriverOk)) {
+          log.activations.back().interrupt->signal_used();
+        }
+        break;
+    }
+    const uint32_t status = transport->status();
+    ASSERT_FALSE((status & kStatusDriverOk) && !(status & kStatusFeaturesOk)) << i;
+  }
+  EXPECT_FALSE(log.activations.empty());
+  EXPECT_FALSE(log.notifications.empty());
+  devices::testing::hammer(*transport, MmioTransport::kWindowSize);
+}
+
+}  // namespace
+}  // namespace vmm::devices::virtio

@@ -1,0 +1,153 @@
+#include "vmm/machine/control_protocol.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/util/error.hpp"
+
+namespace vmm {
+namespace {
+
+using nlohmann::json;
+
+// A machine as the protocol sees it: records what it was asked to do.
+class FakeTarget : public ControlTarget {
+ public:
+  MachineState state() const override { return state_; }
+  std::chrono::milliseconds uptime() const override { return std::chrono::milliseconds(1234); }
+  void pause() override {
+    if (state_ != MachineState::kRunning && state_ != MachineState::kPaused) {
+      fail("the machine has stopped");
+    }
+    state_ = MachineState::kPaused;
+  }
+  void resume() override { state_ = MachineState::kRunning; }
+  void stop() override { state_ = MachineState::kStopped; }
+  const MachineConfig& config() const override { return config_; }
+
+  MachineState state_ = MachineState::kRunning;
+  MachineConfig config_;
+};
+
+json respond(std::string_view line, FakeTarget& target) {
+  const std::string response = handle_control_request(line, target);
+  EXPECT_EQ(response.find('\n'), std::string::npos) << response;
+  json parsed = json::parse(response, nullptr, false);
+  EXPECT_FALSE(parsed.is_discarded()) << response;
+  return parsed;
+}
+
+void expect_error(std::string_view line, const std::string& fragment) {
+  FakeTarget target;
+  const json response = respond(line, target);
+  EXPECT_EQ(response["ok"], false) << line;
+  ASSERT_TRUE(response["error"].is_string()) << line;
+  EXPECT_NE(response["error"].get<std::string>().find(fragment), std::string::npos)
+      << response["error"];
+  EXPECT_EQ(target.state_, MachineState::kRunning) << "a bad request changed the machine";
+}
+
+TEST(ControlProtocol, StatusReportsStateAndUptime) {
+  FakeTarget target;
+  EXPECT_EQ(respond(R"({"command":"status"})", target),
+            json::parse(R"({"ok":true,"state":"running","uptime_ms":1234})"));
+}
+
+TEST(ControlProtocol, PauseResumeStopChangeTheStateAndReportIt) {
+  FakeTarget target;
+  EXPECT_EQ(respond(R"({"command":"pause"})", target),
+            json::parse(R"({"ok":true,"state":"paused"})"));
+  EXPECT_EQ(target.state_, MachineState::kPaused);
+  EXPECT_EQ(respond(R"( {"command" : "resume"} )", target),
+            json::parse(R"({"ok":true,"state":"running"})"));
+  EXPECT_EQ(respond(R"({"command":"stop","extra":1})", target),
+            json::parse(R"({"ok":true,"state":"stopped"})"));
+  EXPECT_EQ(target.state_, MachineState::kStopped);
+}
+
+TEST(ControlProtocol, AFailedCommandIsAnErrorResponse) {
+  FakeTarget target;
+  target.state_ = MachineState::kStopped;
+  EXPECT_EQ(respond(R"({"command":"pause"})", target),
+            json::parse(R"({"ok":false,"error":"the machine has stopped"})"));
+}
+
+TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
+  FakeTarget target;
+  MachineConfig& c = target.config_;
+  c.kernel_path = "/k";
+  c.initrd_path = "/i";
+  c.cmdline = "console=ttyS0";
+  c.cpus = 2;
+  c.memory_bytes = 64 << 20;
+  c.disks.push_back({"/a.img", true, "s1", DiskConfig::IoEngine::kThreadPool});
+  c.nets.push_back({"tap0", std::array<uint8_t, 6>{2, 0, 0, 0, 0, 1}});
+  c.nets.push_back({"tap1", std::nullopt});
+  c.vsock = VsockConfig{7, "/run/v.sock"};
+  c.serial.mode = SerialConfig::Mode::kFile;
+  c.serial.path = "/log";
+  c.api_socket = "/run/api.sock";
+  c.timeout_seconds = 9;
+  const json response = respond(R"({"command":"config"})", target);
+  EXPECT_EQ(response["ok"], true);
+  EXPECT_EQ(response["config"], json::parse(R"({
+    "kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0", "cpus": 2,
+    "memory_bytes": 67108864,
+    "disks": [{"path": "/a.img", "read_only": true, "serial": "s1", "io_engine": "threads"}],
+    "nets": [{"tap": "tap0", "mac": "02:00:00:00:00:01"}, {"tap": "tap1", "mac": null}],
+    "vsock": {"guest_cid": 7, "uds_path": "/run/v.sock"},
+    "serial": {"mode": "file", "path": "/log"},
+    "api_socket": "/run/api.sock", "timeout_seconds": 9, "seccomp": true})"));
+}
+
+TEST(ControlProtocol, ConfigWithoutOptionalPartsAndWithUnprintableBytes) {
+  FakeTarget target;
+  target.config_.kernel_path = "/k\xff\xfe";  // not UTF-8: replaced, not a throw
+  const json response = respond(R"({"command":"config"})", target);
+  EXPECT_EQ(response["config"]["vsock"], json());
+  EXPECT_EQ(response["config"]["disks"], json::array());
+  EXPECT_EQ(response["config"]["serial"], json::parse(R"({"mode":"stdio"})"));
+  EXPECT_EQ(response["config"]["kernel"].get<std::string>().rfind("/k", 0), 0u);
+}
+
+TEST(ControlProtocol, MalformedRequestsGetErrors) {
+  expect_error("", "not JSON");
+  expect_error("{", "not JSON");
+  expect_error(R"({"command":"status"} trailing)", "not JSON");
+  expect_error(std::string_view("\x00\x01\xff\xfe garbage", 12), "not JSON");
+  expect_error(R"({"command":"st\xffus"})", "not JSON");  // invalid UTF-8 inside a string
+  expect_error(R"(["status"])", "a request is a JSON object");
+  expect_error(R"("status")", "a request is a JSON object");
+  expect_error("42", "a request is a JSON object");
+  expect_error("{}", "missing \"command\"");
+  expect_error(R"({"cmd":"status"})", "missing \"command\"");
+  expect_error(R"({"command":1})", "\"command\" must be a string");
+  expect_error(R"({"command":null})", "\"command\" must be a string");
+  expect_error(R"({"command":["pause"]})", "\"command\" must be a string");
+  expect_error(R"({"command":"reboot"})", "unknown command \"reboot\"");
+  expect_error(R"({"command":"PAUSE"})", "unknown command");
+}
+
+TEST(ControlProtocol, DeeplyNestedOrHugeInputIsAnErrorNotACrash) {
+  expect_error(std::string(100000, '['), "not JSON");
+  expect_error(std::string(30000, '[') + std::string(30000, ']'), "a request is a JSON object");
+  const std::string big = R"({"command":")" + std::string(kMaxControlRequestBytes, 'x') + R"("})";
+  expect_error(big, "unknown command");
+}
+
+TEST(ControlProtocol, OversizedResponseIsOneErrorLine) {
+  const json response = json::parse(oversized_request_response());
+  EXPECT_EQ(response["ok"], false);
+  EXPECT_NE(response["error"].get<std::string>().find("65536"), std::string::npos);
+}
+
+TEST(ControlProtocol, StateNames) {
+  EXPECT_STREQ(state_name(MachineState::kCreated), "created");
+  EXPECT_STREQ(state_name(MachineState::kRunning), "running");
+  EXPECT_STREQ(state_name(MachineState::kPaused), "paused");
+  EXPECT_STREQ(state_name(MachineState::kStopped), "stopped");
+}
+
+}  // namespace
+}  // namespace vmm
