@@ -5,6 +5,8 @@
 #include <array>
 #include <cerrno>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "base/util/error.hpp"
 
@@ -12,7 +14,10 @@ namespace vmm {
 
 EventLoop::EventLoop() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
   if (!epoll_) throw_errno("epoll_create1");
-  add(wakeup_.fd(), EPOLLIN, [this](uint32_t) { wakeup_.consume(); });
+  add(wakeup_.fd(), EPOLLIN, [this](uint32_t) {
+    wakeup_.consume();
+    run_posted();
+  });
 }
 
 void EventLoop::add(int fd, uint32_t events, Handler handler) {
@@ -69,6 +74,27 @@ bool EventLoop::run_once(int timeout_ms) {
 
 void EventLoop::run() {
   while (run_once(-1)) {
+  }
+}
+
+void EventLoop::post(std::function<void()> work) {
+  {
+    MutexLock lock(posted_mutex_);
+    posted_.push_back(std::move(work));
+  }
+  wakeup_.signal();
+}
+
+void EventLoop::run_posted() {
+  std::vector<std::function<void()>> work;
+  {
+    MutexLock lock(posted_mutex_);
+    work.swap(posted_);
+  }
+  // Outside the lock: a work item may post more (it then runs next round, after epoll's events).
+  for (auto& item : work) {
+    ++dispatched_;
+    item();
   }
 }
 

@@ -34,8 +34,8 @@ struct IoCompletion {
   int64_t result;
 };
 
-// Asynchronous I/O on one file descriptor. Not thread-safe: the owner serialises every call (the
-// block device calls it under its lock, from the event loop or a vCPU thread). The engine signals
+// Asynchronous I/O on one file descriptor. Not thread-safe: one thread makes every call (the
+// block device's, the event loop). The engine signals
 // completion_fd() (an eventfd, readable) when completions are waiting and the caller then drains
 // them with reap().
 class AsyncIo {
@@ -56,6 +56,9 @@ class AsyncIo {
   virtual size_t reap(const std::function<void(const IoCompletion&)>& on_complete) = 0;
   // Requests submitted and not yet reaped.
   virtual size_t in_flight() const = 0;
+  // Gives up, as far as the engine can, the requests not yet under way (a device reset): each
+  // still completes, with -ECANCELED or with its result if it had started. Never blocks.
+  virtual void cancel_all() = 0;
   // Blocks until every in-flight request has finished, calling `on_complete` for each: a device
   // reset must not return while the host still writes into buffers the guest may reuse.
   virtual void wait_all(const std::function<void(const IoCompletion&)>& on_complete) = 0;

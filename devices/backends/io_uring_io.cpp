@@ -11,6 +11,13 @@
 
 namespace vmm::devices {
 
+namespace {
+
+// The user_data of a cancel request, whose own completion is not a request's.
+constexpr uint64_t kCancelTag = ~uint64_t{0};
+
+}  // namespace
+
 IoUringIo::IoUringIo(int fd, unsigned depth)
     : fd_(fd), ring_(std::make_unique<io_uring>()), slots_(depth) {
   // The completion queue gets twice `depth` entries, so with at most `depth` requests in flight
@@ -83,6 +90,18 @@ void IoUringIo::flush_submissions() {
   }
 }
 
+void IoUringIo::cancel_all() {
+  if (in_flight_ == 0) return;
+  // The cancel needs a submission entry: make room by submitting what is queued.
+  flush_submissions();
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  if (sqe == nullptr) return;  // best effort: the requests then just run to completion
+  // Every request on our fd. Kernels before 5.19 refuse it (EINVAL), which changes nothing else.
+  io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kCancelTag);
+  flush_submissions();
+}
+
 void IoUringIo::complete(uint64_t user_data, int32_t result,
                          const std::function<void(const IoCompletion&)>& on_complete) {
   Slot& slot = slots_[user_data];
@@ -102,6 +121,7 @@ size_t IoUringIo::reap(const std::function<void(const IoCompletion&)>& on_comple
     const uint64_t user_data = io_uring_cqe_get_data64(cqe);
     const int32_t result = cqe->res;
     io_uring_cqe_seen(ring_.get(), cqe);
+    if (user_data == kCancelTag) continue;
     complete(user_data, result, on_complete);
     ++count;
   }

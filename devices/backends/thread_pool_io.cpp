@@ -67,6 +67,19 @@ void ThreadPoolIo::flush_submissions() {
   work_ready_.notify_all();
 }
 
+void ThreadPoolIo::cancel_all() {
+  {
+    std::lock_guard lock(mutex_);
+    // What no worker has taken yet completes at once; a running preadv can't be interrupted.
+    for (IoRequest& request : staged_) finished_.push_back({request.cookie, -ECANCELED});
+    for (IoRequest& request : pending_) finished_.push_back({request.cookie, -ECANCELED});
+    pending_.clear();
+    if (!finished_.empty()) completions_.signal();
+  }
+  staged_.clear();
+  work_done_.notify_one();
+}
+
 void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
   std::string error;
   if (on_worker_start) {

@@ -31,6 +31,7 @@ class ThreadPoolIo final : public AsyncIo {
   int completion_fd() const override { return completions_.fd(); }
   size_t reap(const std::function<void(const IoCompletion&)>& on_complete) override;
   size_t in_flight() const override { return in_flight_; }
+  void cancel_all() override;
   void wait_all(const std::function<void(const IoCompletion&)>& on_complete) override;
 
  private:

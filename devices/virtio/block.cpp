@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -45,15 +46,12 @@ VirtioBlock::VirtioBlock(const GuestMemory& memory, EventLoop& loop, uint64_t di
     spdlog::warn("virtio-blk {}: the last {} bytes of the image (a partial sector) are not exposed",
                  name_, disk_size % kSectorSize);
   }
-  loop_.add(io_->completion_fd(), EPOLLIN, [this](uint32_t) { on_completions(); });
 }
 
 VirtioBlock::~VirtioBlock() {
-  {
-    std::lock_guard lock(mutex_);
-    stop_locked();
-  }
-  loop_.remove(io_->completion_fd());
+  // The host must stop writing into guest memory before it may be unmapped.
+  io_->wait_all([](const IoCompletion&) {});
+  unwatch();
 }
 
 uint64_t VirtioBlock::features() const {
@@ -75,13 +73,7 @@ void VirtioBlock::read_config(uint64_t offset, std::span<uint8_t> data) const {
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, bytes);
 }
 
-void VirtioBlock::write_config(uint64_t offset, std::span<const uint8_t> data) {
-  spdlog::debug("virtio-blk {}: ignored config write of {} bytes at {:#x}", name_, data.size(),
-                offset);
-}
-
 void VirtioBlock::activate(const Activation& activation) {
-  std::lock_guard lock(mutex_);
   queue_ = activation.queues.at(0);
   interrupt_ = activation.interrupt;
   limits_ = BlockLimits{
@@ -92,28 +84,59 @@ void VirtioBlock::activate(const Activation& activation) {
   };
   write_through_ = (activation.driver_features & kBlkFeatureFlush) == 0;
   queue_failed_ = false;
+  watch(activation.notify_fds);
+}
+
+void VirtioBlock::watch(const std::vector<int>& notify_fds) {
+  unwatch();
+  for (int fd : notify_fds) {
+    loop_.add(fd, EPOLLIN, [this, fd](uint32_t) {
+      uint64_t count;
+      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
+      notify(0);
+    });
+    watched_fds_.push_back(fd);
+  }
+  loop_.add(io_->completion_fd(), EPOLLIN, [this](uint32_t) { on_completions(); });
+  watched_fds_.push_back(io_->completion_fd());
+  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) {
+    resume_.consume();
+    notify(0);
+  });
+  watched_fds_.push_back(resume_.fd());
+}
+
+void VirtioBlock::unwatch() {
+  for (int fd : watched_fds_) loop_.remove(fd);
+  watched_fds_.clear();
 }
 
 std::string VirtioBlock::debug_state() const {
-  std::lock_guard lock(mutex_);
-  return fmt::format("{} request(s) in flight ({})", in_flight_.size(), io_->name());
+  return fmt::format("{} request(s) in flight ({}){}", io_->in_flight(), io_->name(),
+                     reset_done_ ? ", resetting" : "");
 }
 
 void VirtioBlock::notify(uint16_t index) {
-  std::lock_guard lock(mutex_);
   if (index != 0) return;
   start_available();
   notify_driver();
 }
 
 void VirtioBlock::start_available() {
-  if (queue_ == nullptr || queue_failed_) return;
+  if (queue_ == nullptr || queue_failed_ || !queue_->ready()) return;
   // A driver that makes a head available again while it is still in flight (a bug, or hostile)
   // could otherwise keep more requests in flight than the engine has room for: what stays in the
   // ring is started when completions make room.
   // With EVENT_IDX, pop() re-arms avail_event when it finds the ring drained and looks once more,
   // so popping until nothing is left cannot miss a buffer made available meanwhile.
-  while (in_flight_.size() < kQueueSize) {
+  // Requests refused or malformed complete at once, so the in-flight cap alone would not bound a
+  // driver that keeps the ring full: one queue's worth per wake-up, then the loop's other work.
+  uint32_t budget = queue_->config().size;
+  while (in_flight_.size() < kQueueSize) {  // else completions make room and call us again
+    if (budget-- == 0) {
+      resume_.signal();
+      break;
+    }
     auto chain = queue_->pop();
     if (!chain) break;
     start(std::move(*chain));
@@ -122,38 +145,41 @@ void VirtioBlock::start_available() {
   io_->flush_submissions();
 }
 
-void VirtioBlock::reset() {
-  std::lock_guard lock(mutex_);
-  stop_locked();
-}
-
-void VirtioBlock::stop_locked() {
-  // The host must stop writing into guest buffers before the driver may reuse them; the chains
-  // are given up, the driver no longer expects them.
-  io_->wait_all([](const IoCompletion&) {});
+void VirtioBlock::reset(ResetDone done) {
+  // The chains are given up: the driver no longer expects them. The requests still in flight may
+  // write into guest memory until they complete; their completions find no request and are
+  // dropped, and the reset is done when the last one has come in.
   for (auto& [cookie, request] : in_flight_) std::move(request.chain).discard();
   in_flight_.clear();
   pending_.clear();
   queue_ = nullptr;
   interrupt_ = nullptr;
   queue_failed_ = false;
+  reset_done_ = std::move(done);
+  io_->cancel_all();
+  finish_reset_if_idle();
+}
+
+void VirtioBlock::finish_reset_if_idle() {
+  if (!reset_done_ || io_->in_flight() > 0) return;
+  unwatch();
+  resume_.consume();
+  std::exchange(reset_done_, nullptr)();
 }
 
 void VirtioBlock::start(DescriptorChain chain) {
   BlockRequest request = parse_block_request(memory_, chain, limits_);
   using Kind = BlockRequest::Kind;
   switch (request.kind) {
-    case Kind::kMalformed:
-      if (!std::exchange(warned_malformed_, true)) {
-        spdlog::warn("virtio-blk {}: request {}: {}; completed with nothing written", name_,
-                     chain.head(), request.reason);
+    case Kind::kRefused: {
+      const BlockErrorPolicy policy = report(request.error, chain.head(), request.detail);
+      if (!policy.has_status) {
+        queue_->add_used(std::move(chain), 0);
+      } else {
+        complete(std::move(chain), request.status_offset, 0, policy.status);
       }
-      queue_->add_used(std::move(chain), 0);
       return;
-    case Kind::kRefused:
-      spdlog::debug("virtio-blk {}: request {} refused: {}", name_, chain.head(), request.reason);
-      complete(std::move(chain), request.status_offset, 0, request.status);
-      return;
+    }
     case Kind::kGetId: {
       std::array<uint8_t, kBlkIdBytes> id{};
       std::memcpy(id.data(), options_.serial.data(),
@@ -214,6 +240,20 @@ void VirtioBlock::start(DescriptorChain chain) {
   io_->submit(std::move(io));
 }
 
+BlockErrorPolicy VirtioBlock::report(BlockError error, uint16_t head, const std::string& detail) {
+  const BlockErrorPolicy policy = block_error_policy(error);
+  // The guest decides how many there are: the first of each kind at the policy's level.
+  const auto kind = static_cast<size_t>(error);
+  const auto level = reported_.test(kind) ? spdlog::level::debug : policy.level;
+  reported_.set(kind);
+  spdlog::log(level, "virtio-blk {}: request {}: {}{}{}{}", name_, head, block_error_name(error),
+              detail.empty() ? "" : " (", detail, detail.empty() ? "" : ")",
+              level == policy.level && level != spdlog::level::debug
+                  ? "; further ones are logged at debug level"
+                  : "");
+  return policy;
+}
+
 std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
   auto next = [&](Stage stage, IoRequest io) -> std::optional<uint8_t> {
     request.stage = stage;
@@ -232,6 +272,14 @@ std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
     io.length = request.length;
     return io;
   };
+  auto failed = [&]() -> std::optional<uint8_t> {
+    const bool short_transfer = result >= 0;
+    return report(short_transfer ? BlockError::kShortTransfer : BlockError::kHostIo,
+                  request.chain.head(),
+                  short_transfer ? fmt::format("{} of {} bytes", result, request.expected)
+                                 : std::strerror(static_cast<int>(-result)))
+        .status;
+  };
   // A successful modifying stage: done, or made durable first when writing through.
   auto succeeded = [&]() -> std::optional<uint8_t> {
     if (request.modifies && write_through_) return next(Stage::kFlush, flush());
@@ -241,16 +289,16 @@ std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
   switch (request.stage) {
     case Stage::kTransfer:
       if (!request.modifies && result > 0) request.data_written = static_cast<uint32_t>(result);
-      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return kBlkStatusIoErr;
+      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return failed();
       return succeeded();
-    case Stage::kFlush: return result < 0 ? kBlkStatusIoErr : kBlkStatusOk;
+    case Stage::kFlush: return result < 0 ? failed() : kBlkStatusOk;
     case Stage::kDiscard:
       // Discard only allows deallocation: a file system that cannot punch holes did its part.
-      if (result < 0 && result != -EOPNOTSUPP) return kBlkStatusIoErr;
+      if (result < 0 && result != -EOPNOTSUPP) return failed();
       return succeeded();
     case Stage::kPunchZeros:
       if (result == -EOPNOTSUPP) return next(Stage::kZeroRange, range(IoRequest::Op::kZeroRange));
-      if (result < 0) return kBlkStatusIoErr;
+      if (result < 0) return failed();
       return succeeded();
     case Stage::kZeroRange:
       if (result == -EOPNOTSUPP) {
@@ -263,25 +311,20 @@ std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
         request.expected = request.length;
         return next(Stage::kWriteZeros, std::move(io));
       }
-      if (result < 0) return kBlkStatusIoErr;
+      if (result < 0) return failed();
       return succeeded();
     case Stage::kWriteZeros:
-      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return kBlkStatusIoErr;
+      if (result < 0 || static_cast<uint64_t>(result) != request.expected) return failed();
       return succeeded();
   }
-  return kBlkStatusIoErr;
+  return failed();
 }
 
 void VirtioBlock::on_completions() {
-  std::lock_guard lock(mutex_);
   io_->reap([this](const IoCompletion& completion) {
     auto it = in_flight_.find(completion.cookie);
     if (it == in_flight_.end()) return;  // a request from before a reset
     InFlight& request = it->second;
-    if (completion.result < 0) {
-      spdlog::debug("virtio-blk {}: request {}: {}", name_, request.chain.head(),
-                    std::strerror(static_cast<int>(-completion.result)));
-    }
     const size_t queued = pending_.size();
     auto status = advance(request, completion.result);
     if (!status) {
@@ -291,6 +334,10 @@ void VirtioBlock::on_completions() {
     complete(std::move(request.chain), request.status_offset, request.data_written, *status);
     in_flight_.erase(it);
   });
+  if (reset_done_) {
+    finish_reset_if_idle();
+    return;
+  }
   // Follow-up stages are submitted after reap(), not from inside its callback.
   for (IoRequest& io : pending_) io_->submit(std::move(io));
   pending_.clear();

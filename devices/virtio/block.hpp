@@ -1,8 +1,8 @@
 #pragma once
 
+#include <bitset>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -11,6 +11,7 @@
 
 #include "base/event/event_loop.hpp"
 #include "base/memory/guest_memory.hpp"
+#include "base/util/event_fd.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/virtio/block_request.hpp"
 #include "devices/virtio/virtio_device.hpp"
@@ -70,31 +71,32 @@ static_assert(sizeof(VirtioBlkConfig) == 60);
 // fdatasync, and its status is written only when that has completed. A driver that does not
 // negotiate FLUSH gets write-through: each modifying request is followed by an fdatasync.
 //
-// Threading: notify() and the completion handler run on the event loop thread, activate() and
-// reset() on vCPU threads; all take the device's mutex. reset() waits for the requests in flight.
+// Threading: owned by the event loop thread (VirtioDevice). From activation to reset it watches
+// the queue's notify fd, the engine's completions and a resume eventfd of its own. A notification
+// starts at most one queue's worth of chains and, if more wait, signals the resume eventfd, so
+// the loop serves everything else in between. reset() asks the engine to cancel what is in flight
+// and reports done once the last request has completed, without blocking the loop.
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = kBlkQueueSize;
 
   // `disk_size` bytes (RawFile::size()); `io` serves requests on the image's fd and must allow
-  // kQueueSize requests in flight; completions are handled on `loop` (the device registers
-  // io->completion_fd() there and removes it in its destructor). `name` is for logs ("vda").
+  // kQueueSize requests in flight; the device works on `loop`. `name` is for logs ("vda").
   VirtioBlock(const GuestMemory& memory, EventLoop& loop, uint64_t disk_size,
               std::unique_ptr<AsyncIo> io, BlockOptions options, std::string name);
   VirtioBlock(const VirtioBlock&) = delete;
   VirtioBlock& operator=(const VirtioBlock&) = delete;
-  // Waits for the requests in flight (as reset()), then leaves the event loop.
+  // Waits for the requests in flight, then leaves the event loop (a pending reset's done is not
+  // called: its transport is going away too).
   ~VirtioBlock() override;
 
   uint32_t device_id() const override { return kDeviceIdBlock; }
   uint64_t features() const override;
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
-  // Nothing in our config space is writable (writeback is not offered): ignored.
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
-  void reset() override;
+  void reset(ResetDone done) override;
 
   std::string debug_state() const override;
   uint64_t capacity_sectors() const { return config_.capacity; }
@@ -121,18 +123,26 @@ class VirtioBlock final : public VirtioDevice {
   };
 
   void on_completions();
-  // Parses a popped chain and submits its first stage, or completes it at once.
-  // Starts the chains the driver made available, as many as there is room for in flight.
+  // Starts the chains the driver made available, as many as there is room for in flight and at
+  // most one queue's worth; signals resume_ if it stopped with chains left for the budget's sake.
   void start_available();
+  // Parses a popped chain and submits its first stage, or completes it at once.
   void start(DescriptorChain chain);
   // `request`'s current stage returned `result`: its final status, or nullopt after queueing the
   // next stage in pending_.
   std::optional<uint8_t> advance(InFlight& request, int64_t result);
   void complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,
                 uint8_t status);
+  // Logs a refused or failed request (the first of each kind at its policy's level, the rest at
+  // debug) and returns what the policy answers.
+  BlockErrorPolicy report(BlockError error, uint16_t head, const std::string& detail);
   void notify_driver();
   void check_broken();
-  void stop_locked();
+  // Adds or removes the fds the device watches while active.
+  void watch(const std::vector<int>& notify_fds);
+  void unwatch();
+  // Reset: once nothing is in flight, the device is idle and `reset_done_` is called.
+  void finish_reset_if_idle();
 
   const GuestMemory& memory_;
   EventLoop& loop_;
@@ -141,13 +151,15 @@ class VirtioBlock final : public VirtioDevice {
   const std::string name_;
   VirtioBlkConfig config_{};
 
-  mutable std::mutex mutex_;
-  SplitQueue* queue_ = nullptr;  // while active
+  EventFd resume_;                // more chains wait than one wake-up starts
+  std::vector<int> watched_fds_;  // notify fds, completions, resume_: while active or resetting
+  ResetDone reset_done_;          // set while a reset waits for requests in flight
+  SplitQueue* queue_ = nullptr;   // while active
   DeviceInterrupt* interrupt_ = nullptr;
   BlockLimits limits_;
   bool write_through_ = false;
   bool queue_failed_ = false;  // broken queue seen: no more pops
-  bool warned_malformed_ = false;
+  std::bitset<32> reported_;   // the BlockError kinds logged at their level already
   uint64_t next_cookie_ = 0;
   std::unordered_map<uint64_t, InFlight> in_flight_;
   std::vector<IoRequest> pending_;  // follow-up stages queued while reaping

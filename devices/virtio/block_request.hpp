@@ -2,6 +2,8 @@
 
 #include <sys/uio.h>
 
+#include <spdlog/common.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -54,6 +56,39 @@ struct BlockLimits {
   bool write_zeroes = false;  // VIRTIO_BLK_F_WRITE_ZEROES negotiated
 };
 
+// Why a request is not carried out as asked: one kind per failure. block_error_policy() maps each,
+// in one place, to what the driver is told and how loudly vmm logs it.
+enum class BlockError {
+  kNoStatusByte,         // no writable byte for the status: returned with nothing written
+  kShortHeader,          // fewer than 16 readable bytes for the header
+  kUnsupportedType,      // a request type we do not implement
+  kNotNegotiated,        // discard or write zeroes the driver did not negotiate
+  kReadOnly,             // a modifying request on a read-only disk
+  kPartialSector,        // a data length that is not a multiple of 512
+  kBeyondCapacity,       // sectors past the end of the disk
+  kSegmentTooLarge,      // a data segment above size_max
+  kTooManySegments,      // more data segments than seg_max
+  kBufferOutsideMemory,  // a data buffer outside guest memory
+  kBadSegmentCount,      // discard or write zeroes with other than one 16-byte segment
+  kUnreadableSegment,    // that segment could not be read
+  kUnknownFlags,         // segment flags other than UNMAP
+  kDiscardWithUnmap,     // UNMAP is reserved for write zeroes
+  kTooManySectors,       // a discard or write zeroes above its maximum
+  kHostIo,               // the image's I/O failed on the host
+  kShortTransfer,        // the host moved fewer bytes than asked
+};
+
+struct BlockErrorPolicy {
+  bool has_status;  // false: the chain goes back with nothing written (there is no status byte)
+  uint8_t status;   // IOERR or UNSUPP
+  // The first of a kind is logged at this level, the rest at debug: the guest decides how many
+  // there are. warn: the driver broke the spec or the host failed; debug: a legal request that
+  // we refuse (a probe for an optional feature).
+  spdlog::level::level_enum level;
+};
+BlockErrorPolicy block_error_policy(BlockError error);
+const char* block_error_name(BlockError error);
+
 // A descriptor chain read as a virtio-blk request: header {le32 type, le32 reserved, le64 sector}
 // in the readable part, then the data, then the status byte, the last byte of the writable part.
 struct BlockRequest {
@@ -64,15 +99,14 @@ struct BlockRequest {
     kGetId,        // the serial into the writable part, up to status_offset bytes
     kDiscard,      // [offset, offset+length) may be deallocated
     kWriteZeroes,  // [offset, offset+length) must read back as zeros; `unmap`: may deallocate
-    kRefused,      // complete with `status` (IOERR or UNSUPP) without touching the disk
-    kMalformed,    // no writable byte for the status: complete with 0 bytes written
+    kRefused,      // not carried out: `error` says why, block_error_policy() what to answer
   };
 
-  Kind kind = Kind::kMalformed;
-  uint8_t status = kBlkStatusOk;  // kRefused only
-  std::string reason;             // kRefused and kMalformed: why, for logs
-  uint64_t offset = 0;            // bytes into the image
-  uint64_t length = 0;            // bytes
+  Kind kind = Kind::kRefused;
+  BlockError error = BlockError::kNoStatusByte;  // kRefused only
+  std::string detail;                            // kRefused only: the numbers, for the log
+  uint64_t offset = 0;                           // bytes into the image
+  uint64_t length = 0;                           // bytes
   bool unmap = false;
   std::vector<iovec> data;     // kRead and kWrite: the guest's data buffers, in order
   uint32_t status_offset = 0;  // of the status byte within the writable part

@@ -60,15 +60,19 @@ void set_high(uint64_t& field, uint32_t value) {
 }  // namespace
 
 MmioTransport::MmioTransport(const GuestMemory& memory, std::unique_ptr<VirtioDevice> device,
-                             InterruptLine& irq, std::string name)
+                             InterruptLine& irq, DeviceOwner& owner, std::string name)
     : memory_(memory),
       device_(std::move(device)),
       irq_(irq),
+      owner_(owner),
       name_(std::move(name)),
-      device_features_(device_ ? device_->features() : 0) {
+      device_features_(device_ ? device_->features() : 0),
+      queue_max_sizes_(device_ ? device_->queue_max_sizes() : std::vector<uint16_t>{}) {
   if (!device_) fail("{}: virtio-mmio transport without a device", name_);
-  for (uint16_t max_size : device_->queue_max_sizes()) {
+  MutexLock lock(registers_mutex_);
+  for (uint16_t max_size : queue_max_sizes_) {
     queues_.push_back(std::make_unique<SplitQueue>(memory_, max_size));
+    notifiers_.push_back(std::make_unique<EventFd>());
     queue_registers_.push_back(QueueRegisters{.size = max_size});
   }
 }
@@ -78,8 +82,8 @@ MmioTransport::~MmioTransport() {
 }
 
 void MmioTransport::shutdown() {
-  std::lock_guard lock(mutex_);
-  if (activated_) device_->reset();
+  // Nothing runs on the owner thread any more: this thread stands in for it.
+  if (activated_) device_->reset([] {});
   activated_ = false;
 }
 
@@ -92,7 +96,7 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
       spdlog::debug("{}: {}-byte read at {:#x} ignored", name_, size, offset);
       return;
     }
-    std::lock_guard lock(mutex_);
+    // Fixed at construction: no lock (VirtioDevice::read_config).
     device_->read_config(offset - kConfigOffset, data);
     return;
   }
@@ -101,8 +105,10 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     return;
   }
   uint32_t value;
-  {
-    std::lock_guard lock(mutex_);
+  if (offset == kInterruptStatus) {
+    value = interrupt_status_.load();  // the interrupt handler's read: no lock
+  } else {
+    MutexLock lock(registers_mutex_);
     value = read_register(offset);
   }
   std::memcpy(data.data(), &value, sizeof(value));
@@ -110,14 +116,8 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
 
 void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
   if (offset >= kConfigOffset) {
-    const uint64_t size = data.size();
-    if (offset >= kWindowSize || size > kWindowSize - offset ||
-        (size != 1 && size != 2 && size != 4 && size != 8)) {
-      spdlog::debug("{}: {}-byte write at {:#x} ignored", name_, size, offset);
-      return;
-    }
-    std::lock_guard lock(mutex_);
-    device_->write_config(offset - kConfigOffset, data);
+    // No device here has a writable field (VirtioDevice::read_config).
+    spdlog::debug("{}: {}-byte config write at {:#x} ignored", name_, data.size(), offset);
     return;
   }
   if (data.size() != 4 || offset % 4 != 0) {
@@ -126,25 +126,35 @@ void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
   }
   uint32_t value;
   std::memcpy(&value, data.data(), sizeof(value));
-  std::lock_guard lock(mutex_);
-  write_register(offset, value);
-}
-
-void MmioTransport::queue_notify(uint32_t index) {
-  std::lock_guard lock(mutex_);
-  notify_locked(index);
+  if (offset == kInterruptAck) {
+    interrupt_status_.fetch_and(~value);  // the interrupt handler's write: no lock
+    return;
+  }
+  bool reset;
+  {
+    MutexLock lock(registers_mutex_);
+    if (resetting_) {
+      spdlog::debug("{}: write of {:#x} to {:#x} during a reset ignored", name_, value, offset);
+      return;
+    }
+    reset = offset == kStatus ? write_status(value) : (write_register(offset, value), false);
+  }
+  if (reset) reset_and_wait();
 }
 
 uint32_t MmioTransport::status() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(registers_mutex_);
   return driver_status_ | (needs_reset_.load() ? kStatusNeedsReset : 0);
 }
 
 std::string MmioTransport::debug_state() const {
-  std::lock_guard lock(mutex_);
-  std::string state =
-      fmt::format("status {:#x}{}, interrupt status {:#x}", driver_status_,
-                  needs_reset_.load() ? " (needs reset)" : "", interrupt_status_.load());
+  std::string state;
+  {
+    MutexLock lock(registers_mutex_);
+    state = fmt::format("status {:#x}{}{}, interrupt status {:#x}", driver_status_,
+                        needs_reset_.load() ? " (needs reset)" : "",
+                        resetting_ ? " (resetting)" : "", interrupt_status_.load());
+  }
   for (size_t i = 0; i < queues_.size(); ++i) {
     state += fmt::format("; queue {}: {}", i, queues_[i]->debug_state());
   }
@@ -163,8 +173,10 @@ uint32_t MmioTransport::read_register(uint64_t offset) {
     case kDeviceFeatures:
       if (device_features_sel_ > 1) return 0;
       return static_cast<uint32_t>(device_features_ >> (32 * device_features_sel_));
-    case kQueueNumMax: return queue_sel_ < queues_.size() ? queues_[queue_sel_]->max_size() : 0;
-    case kQueueReady: return queue_sel_ < queues_.size() && queues_[queue_sel_]->ready() ? 1 : 0;
+    case kQueueNumMax:
+      return queue_sel_ < queue_max_sizes_.size() ? queue_max_sizes_[queue_sel_] : 0;
+    case kQueueReady:
+      return queue_sel_ < queue_registers_.size() && queue_registers_[queue_sel_].ready ? 1 : 0;
     case kInterruptStatus: return interrupt_status_.load();
     case kStatus: return driver_status_ | (needs_reset_.load() ? kStatusNeedsReset : 0);
     case kConfigGeneration: return config_generation_.load();
@@ -195,9 +207,7 @@ void MmioTransport::write_register(uint64_t offset, uint32_t value) {
       if (auto* queue = writable_queue("QueueNum")) queue->size = value;
       return;
     case kQueueReady: write_queue_ready(value); return;
-    case kQueueNotify: notify_locked(value); return;
-    case kInterruptAck: interrupt_status_.fetch_and(~value); return;
-    case kStatus: write_status(value); return;
+    case kQueueNotify: write_queue_notify(value); return;
     case kQueueDescLow:
       if (auto* queue = writable_queue("QueueDescLow")) set_low(queue->desc_table, value);
       return;
@@ -224,7 +234,7 @@ void MmioTransport::write_register(uint64_t offset, uint32_t value) {
 }
 
 MmioTransport::QueueRegisters* MmioTransport::writable_queue(const char* what) {
-  if (queue_sel_ >= queues_.size()) {
+  if (queue_sel_ >= queue_registers_.size()) {
     spdlog::debug("{}: {} write for non-existent queue {} ignored", name_, what, queue_sel_);
     return nullptr;
   }
@@ -232,7 +242,7 @@ MmioTransport::QueueRegisters* MmioTransport::writable_queue(const char* what) {
     spdlog::debug("{}: {} write after DRIVER_OK ignored", name_, what);
     return nullptr;
   }
-  if (queues_[queue_sel_]->ready()) {
+  if (queue_registers_[queue_sel_].ready) {
     spdlog::debug("{}: {} write to ready queue {} ignored", name_, what, queue_sel_);
     return nullptr;
   }
@@ -240,45 +250,49 @@ MmioTransport::QueueRegisters* MmioTransport::writable_queue(const char* what) {
 }
 
 void MmioTransport::write_queue_ready(uint32_t value) {
-  if (queue_sel_ >= queues_.size() || (driver_status_ & kStatusDriverOk) || value > 1) {
+  if (queue_sel_ >= queue_registers_.size() || (driver_status_ & kStatusDriverOk) || value > 1) {
     spdlog::debug("{}: QueueReady write of {} (queue {}) ignored", name_, value, queue_sel_);
     return;
   }
-  SplitQueue& queue = *queues_[queue_sel_];
-  if (value == 0) {
-    queue.reset();
+  QueueRegisters& registers = queue_registers_[queue_sel_];
+  if (value == 0 || registers.ready) {
+    registers.ready = value == 1;
     return;
   }
-  if (queue.ready()) return;
   // The spec's order (3.1.1): queues are set up once the features are final, which decides the
   // ring layout (EVENT_IDX) and the descriptors allowed (INDIRECT_DESC).
   if (!(driver_status_ & kStatusFeaturesOk)) {
     spdlog::debug("{}: QueueReady for queue {} before FEATURES_OK ignored", name_, queue_sel_);
     return;
   }
-  const QueueRegisters& registers = queue_registers_[queue_sel_];
   try {
     if (registers.size > std::numeric_limits<uint16_t>::max()) {
-      fail("virtqueue size {} is not a power of two in 1..{}", registers.size, queue.max_size());
+      fail("virtqueue size {} is not a power of two in 1..{}", registers.size,
+           queue_max_sizes_[queue_sel_]);
     }
-    queue.activate(QueueConfig{
-        .size = static_cast<uint16_t>(registers.size),
-        .desc_table = registers.desc_table,
-        .avail_ring = registers.avail_ring,
-        .used_ring = registers.used_ring,
-        .event_idx = (driver_features_ & kFeatureRingEventIdx) != 0,
-        .indirect_desc = (driver_features_ & kFeatureRingIndirectDesc) != 0,
-    });
+    SplitQueue::check(memory_, queue_max_sizes_[queue_sel_], queue_config(registers));
+    registers.ready = true;
   } catch (const Error& error) {
     spdlog::warn("{}: queue {}: {}; the device needs a reset", name_, queue_sel_, error.what());
     signal_needs_reset();
   }
 }
 
-void MmioTransport::write_status(uint32_t value) {
+QueueConfig MmioTransport::queue_config(const QueueRegisters& registers) const {
+  return QueueConfig{
+      .size = static_cast<uint16_t>(registers.size),
+      .desc_table = registers.desc_table,
+      .avail_ring = registers.avail_ring,
+      .used_ring = registers.used_ring,
+      .event_idx = (driver_features_ & kFeatureRingEventIdx) != 0,
+      .indirect_desc = (driver_features_ & kFeatureRingIndirectDesc) != 0,
+  };
+}
+
+bool MmioTransport::write_status(uint32_t value) {
   if (value == 0) {
-    reset_locked();
-    return;
+    resetting_ = true;
+    return true;
   }
   // A driver writing back what it read includes NEEDS_RESET; that bit is not its to change.
   value &= ~kStatusNeedsReset;
@@ -289,7 +303,7 @@ void MmioTransport::write_status(uint32_t value) {
   if (driver_status_ & ~value) {
     spdlog::debug("{}: status write {:#x} clears bits of {:#x}: ignored", name_, value,
                   driver_status_);
-    return;
+    return false;
   }
   const uint32_t added = value & ~driver_status_;
   if (added & kStatusFeaturesOk) {
@@ -307,17 +321,34 @@ void MmioTransport::write_status(uint32_t value) {
     value &= ~kStatusDriverOk;
   }
   driver_status_ = value;
-  if (value & added & kStatusDriverOk) activate_device();
+  if (value & added & kStatusDriverOk) post_activation();
+  return false;
 }
 
-void MmioTransport::activate_device() {
+void MmioTransport::post_activation() {
   if (needs_reset_.load()) {
     spdlog::warn("{}: DRIVER_OK while the device needs a reset: not activated", name_);
     return;
   }
-  Activation activation{.driver_features = driver_features_, .queues = {}, .interrupt = this};
-  for (auto& queue : queues_) activation.queues.push_back(queue.get());
+  std::vector<QueueConfig> queues;
+  for (const QueueRegisters& registers : queue_registers_) {
+    queues.push_back(registers.ready ? queue_config(registers) : QueueConfig{});
+  }
+  owner_.post([this, features = driver_features_, queues = std::move(queues)] {
+    activate_device(features, queues);
+  });
+}
+
+void MmioTransport::activate_device(uint64_t driver_features,
+                                    const std::vector<QueueConfig>& queues) {
+  Activation activation{.driver_features = driver_features, .queues = {}, .interrupt = this};
   try {
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      // A queue the driver left out stays not ready; the others passed the same check already.
+      if (queues[i].size != 0) queues_[i]->activate(queues[i]);
+      activation.queues.push_back(queues_[i].get());
+      activation.notify_fds.push_back(notifiers_[i]->fd());
+    }
     device_->activate(activation);
     activated_ = true;
   } catch (const std::exception& error) {
@@ -326,25 +357,24 @@ void MmioTransport::activate_device() {
   }
 }
 
-void MmioTransport::notify_locked(uint32_t index) {
-  if (!activated_) {
-    spdlog::debug("{}: notification for queue {} before activation ignored", name_, index);
-    return;
-  }
-  if (index >= queues_.size()) {
+void MmioTransport::write_queue_notify(uint32_t index) {
+  // Not through an ioeventfd (a write of another width, or none registered): the same path.
+  if (index >= notifiers_.size()) {
     spdlog::debug("{}: notification for non-existent queue {} ignored", name_, index);
     return;
   }
-  device_->notify(static_cast<uint16_t>(index));
+  notifiers_[index]->signal();
 }
 
-void MmioTransport::reset_locked() {
-  // The device first: until its reset() returns it may still use the queues and signal.
-  if (activated_) device_->reset();
-  activated_ = false;
-  for (size_t i = 0; i < queues_.size(); ++i) {
-    queues_[i]->reset();
-    queue_registers_[i] = QueueRegisters{.size = queues_[i]->max_size()};
+void MmioTransport::reset_and_wait() {
+  reset_done_.store(false);
+  owner_.post([this] { reset_device(); });
+  // Until the device is done no register is touched but by us; a machine that stops meanwhile
+  // leaves the transport resetting, which is all its remaining life.
+  if (!owner_.wait([this] { return reset_done_.load(); })) return;
+  MutexLock lock(registers_mutex_);
+  for (size_t i = 0; i < queue_registers_.size(); ++i) {
+    queue_registers_[i] = QueueRegisters{.size = queue_max_sizes_[i]};
   }
   driver_status_ = 0;
   device_features_sel_ = 0;
@@ -352,8 +382,24 @@ void MmioTransport::reset_locked() {
   driver_features_ = 0;
   driver_features_beyond_64_ = false;
   queue_sel_ = 0;
+  resetting_ = false;
+}
+
+void MmioTransport::reset_device() {
+  if (!activated_) {
+    finish_reset();
+    return;
+  }
+  activated_ = false;
+  device_->reset([this] { finish_reset(); });
+}
+
+void MmioTransport::finish_reset() {
+  for (auto& queue : queues_) queue->reset();
   interrupt_status_.store(0);
   needs_reset_.store(false);
+  reset_done_.store(true);
+  owner_.wake();
 }
 
 void MmioTransport::signal_used() {

@@ -24,13 +24,10 @@ VirtioNet::VirtioNet(const GuestMemory& memory, EventLoop& loop,
       staging_(kStagingBytes) {
   std::copy(mac.begin(), mac.end(), config_.mac);
   config_.status = kNetStatusLinkUp;
-  loop_.add(backend_->fd(), 0, [this](uint32_t events) { on_events(events); });
 }
 
 VirtioNet::~VirtioNet() {
-  std::lock_guard lock(mutex_);
-  stop_locked();
-  if (registered_) loop_.remove(backend_->fd());
+  unwatch();
 }
 
 uint64_t VirtioNet::features() const {
@@ -47,17 +44,12 @@ void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, bytes);
 }
 
-void VirtioNet::write_config(uint64_t offset, std::span<const uint8_t> data) {
-  spdlog::debug("virtio-net {}: ignored config write of {} bytes at {:#x}", name_, data.size(),
-                offset);
-}
-
 void VirtioNet::activate(const Activation& activation) {
-  std::lock_guard lock(mutex_);
   rx_queue_ = activation.queues.at(0);
   tx_queue_ = activation.queues.at(1);
   interrupt_ = activation.interrupt;
   driver_features_ = activation.driver_features;
+  watch(activation.notify_fds);
   try {
     backend_->set_offload(tun_offload_flags(driver_features_));
   } catch (const std::exception& e) {
@@ -69,18 +61,36 @@ void VirtioNet::activate(const Activation& activation) {
   update_interest();
 }
 
-void VirtioNet::reset() {
-  std::lock_guard lock(mutex_);
-  stop_locked();
-  try {
-    backend_->set_offload(0);
-  } catch (const std::exception& e) {
-    spdlog::warn("virtio-net {}: {}", name_, e.what());
+void VirtioNet::watch(const std::vector<int>& notify_fds) {
+  unwatch();
+  for (size_t queue = 0; queue < notify_fds.size(); ++queue) {
+    const int fd = notify_fds[queue];
+    loop_.add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
+      uint64_t count;
+      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
+      notify(static_cast<uint16_t>(queue));
+    });
+    watched_fds_.push_back(fd);
   }
-  update_interest();
+  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
+  watched_fds_.push_back(resume_.fd());
+  if (!backend_hung_up_) {
+    loop_.add(backend_->fd(), 0, [this](uint32_t events) { on_events(events); });
+    backend_watched_ = true;
+    events_ = 0;
+  }
 }
 
-void VirtioNet::stop_locked() {
+void VirtioNet::unwatch() {
+  for (int fd : watched_fds_) loop_.remove(fd);
+  watched_fds_.clear();
+  if (backend_watched_) loop_.remove(backend_->fd());
+  backend_watched_ = false;
+}
+
+void VirtioNet::reset(ResetDone done) {
+  unwatch();
+  resume_.consume();
   // The driver no longer expects the chains back.
   for (DescriptorChain& chain : rx_chains_) std::move(chain).discard();
   rx_chains_.clear();
@@ -96,15 +106,16 @@ void VirtioNet::stop_locked() {
   rx_failed_ = false;
   tx_failed_ = false;
   rx_out_of_buffers_ = false;
-}
-
-NetCounters VirtioNet::counters() const {
-  std::lock_guard lock(mutex_);
-  return counters_;
+  try {
+    backend_->set_offload(0);
+  } catch (const std::exception& e) {
+    spdlog::warn("virtio-net {}: {}", name_, e.what());
+  }
+  // Every write into guest memory happens inside a handler: none is left to wait for.
+  done();
 }
 
 std::string VirtioNet::debug_state() const {
-  std::lock_guard lock(mutex_);
   return fmt::format(
       "watching {}{}; rx: {} packets, {} dropped, {} bad buffers, {} staged bytes, {} chains held, "
       "{}; tx: {} packets, {} dropped, {}",
@@ -116,7 +127,6 @@ std::string VirtioNet::debug_state() const {
 }
 
 void VirtioNet::notify(uint16_t index) {
-  std::lock_guard lock(mutex_);
   if (rx_queue_ == nullptr || failed_) return;
   if (index == 0) {
     rx_out_of_buffers_ = false;  // the driver added receive buffers
@@ -128,14 +138,23 @@ void VirtioNet::notify(uint16_t index) {
   notify_driver();
 }
 
+void VirtioNet::on_resume() {
+  resume_.consume();
+  if (rx_queue_ == nullptr || failed_) return;
+  process_tx();
+  process_rx();
+  update_interest();
+  notify_driver();
+}
+
 void VirtioNet::on_events(uint32_t events) {
-  std::lock_guard lock(mutex_);
   if ((events & (EPOLLHUP | EPOLLERR)) != 0) {
     // Reported whatever we watch: leave the loop, or it would spin.
     spdlog::error("virtio-net {}: the backend {} hung up; the link is dead", name_,
                   backend_->name());
     loop_.remove(backend_->fd());
-    registered_ = false;
+    backend_watched_ = false;
+    backend_hung_up_ = true;
     return;
   }
   if (rx_queue_ == nullptr || failed_) return;  // an event from before a reset
@@ -146,7 +165,7 @@ void VirtioNet::on_events(uint32_t events) {
 }
 
 void VirtioNet::update_interest() {
-  if (!registered_) return;
+  if (!backend_watched_) return;
   uint32_t wanted = 0;
   if (rx_queue_ != nullptr && !failed_) {
     if (!rx_failed_ && !rx_out_of_buffers_) wanted |= EPOLLIN;
@@ -173,14 +192,16 @@ void VirtioNet::check_broken(SplitQueue* queue, bool& failed, const char* what) 
 }
 
 void VirtioNet::process_rx() {
-  if (rx_failed_) return;
+  if (rx_failed_ || !rx_queue_->ready()) return;
+  rx_yielded_ = false;
+  rx_skip_budget_ = rx_queue_->config().size;
   for (int budget = kRxBudget; budget > 0; --budget) {
     if (staged_ == 0) {
       // A chain first: without one the packet is better left queued in the backend.
       if (rx_chains_.empty()) {
         auto chain = pop_rx_chain();
         if (!chain) {
-          rx_out_of_buffers_ = true;
+          rx_out_of_buffers_ = !rx_yielded_;
           return;
         }
         rx_chains_.push_back(std::move(*chain));
@@ -189,7 +210,7 @@ void VirtioNet::process_rx() {
       if (staged_ == 0) continue;  // dropped
     }
     if (!deliver_packet()) {
-      rx_out_of_buffers_ = true;
+      rx_out_of_buffers_ = !rx_yielded_;
       return;
     }
   }
@@ -213,6 +234,12 @@ std::optional<DescriptorChain> VirtioNet::pop_rx_chain() {
           name_, chain->head(), chain->writable_bytes());
     }
     rx_queue_->add_used(std::move(*chain), 0);
+    // A driver that keeps offering such chains would keep us here: come back in a later round.
+    if (--rx_skip_budget_ == 0) {
+      rx_yielded_ = true;
+      resume_.signal();
+      return std::nullopt;
+    }
   }
 }
 
@@ -297,19 +324,25 @@ bool VirtioNet::deliver_packet() {
 }
 
 void VirtioNet::process_tx() {
-  if (tx_failed_) return;
+  if (tx_failed_ || !tx_queue_->ready()) return;
   // A chain that would have blocked goes first, so packets leave in order.
   if (tx_waiting_) {
     if (transmit(*tx_waiting_) == Sent::kWouldBlock) return;
     tx_waiting_.reset();
   }
-  while (auto chain = tx_queue_->pop()) {
+  // One queue's worth per wake-up: a driver can keep the ring full for ever.
+  for (uint32_t budget = tx_queue_->config().size; budget > 0; --budget) {
+    auto chain = tx_queue_->pop();
+    if (!chain) {
+      check_broken(tx_queue_, tx_failed_, "transmit");
+      return;
+    }
     if (transmit(*chain) == Sent::kWouldBlock) {
       tx_waiting_ = std::move(*chain);
       return;
     }
   }
-  check_broken(tx_queue_, tx_failed_, "transmit");
+  resume_.signal();
 }
 
 VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {

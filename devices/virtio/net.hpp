@@ -5,7 +5,6 @@
 #include <array>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -13,6 +12,7 @@
 
 #include "base/event/event_loop.hpp"
 #include "base/memory/guest_memory.hpp"
+#include "base/util/event_fd.hpp"
 #include "devices/backends/packet_backend.hpp"
 #include "devices/virtio/net_header.hpp"
 #include "devices/virtio/virtio_device.hpp"
@@ -59,14 +59,17 @@ struct NetCounters {
 // staging buffer is dropped too, because it was received under the old offloads and the next
 // driver may negotiate fewer.
 //
-// Threading: notify() and the fd handler run on the event loop thread, activate() and reset() on
-// vCPU threads; all take the device's mutex.
+// Threading: owned by the event loop thread (VirtioDevice). From activation to reset it watches
+// both queues' notify fds, the backend's fd and a resume eventfd of its own. Each wake-up moves at
+// most a budget of packets and chains (kRxBudget received packets, one queue's worth of transmit
+// chains or of too-small receive chains) and signals the resume eventfd when it stopped early, so
+// the loop serves everything else in between.
 class VirtioNet final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
 
-  // `backend`'s fd is watched on `loop` (registered here with no events, removed in the
-  // destructor). `name` is for logs ("eth0 (tap0)").
+  // `backend`'s fd is watched on `loop` while the device is active. `name` is for logs ("eth0
+  // (tap0)").
   VirtioNet(const GuestMemory& memory, EventLoop& loop, std::unique_ptr<PacketBackend> backend,
             std::array<uint8_t, 6> mac, std::string name);
   VirtioNet(const VirtioNet&) = delete;
@@ -77,13 +80,12 @@ class VirtioNet final : public VirtioDevice {
   uint64_t features() const override;
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
-  // Nothing in our config space is writable (the MAC is not, without CTRL_MAC_ADDR): ignored.
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
-  void reset() override;
+  void reset(ResetDone done) override;
 
-  NetCounters counters() const;
+  // On the owner thread.
+  NetCounters counters() const { return counters_; }
   std::string debug_state() const override;
 
  private:
@@ -94,6 +96,8 @@ class VirtioNet final : public VirtioDevice {
   static constexpr int kRxBudget = 256;
 
   void on_events(uint32_t events);
+  // After a wake-up that stopped at its budget.
+  void on_resume();
   void process_rx();
   // The next receive chain able to hold a header, or nullopt when the driver has none.
   std::optional<DescriptorChain> pop_rx_chain();
@@ -109,7 +113,9 @@ class VirtioNet final : public VirtioDevice {
   void check_broken(SplitQueue* queue, bool& failed, const char* what);
   void update_interest();
   void notify_driver();
-  void stop_locked();
+  // Adds or removes the fds the device watches while active.
+  void watch(const std::vector<int>& notify_fds);
+  void unwatch();
 
   const GuestMemory& memory_;
   EventLoop& loop_;
@@ -117,7 +123,8 @@ class VirtioNet final : public VirtioDevice {
   const std::string name_;
   VirtioNetConfig config_{};
 
-  mutable std::mutex mutex_;
+  EventFd resume_;                  // a wake-up stopped at its budget: come back
+  std::vector<int> watched_fds_;    // the notify fds and resume_, while active
   SplitQueue* rx_queue_ = nullptr;  // while active
   SplitQueue* tx_queue_ = nullptr;
   DeviceInterrupt* interrupt_ = nullptr;
@@ -126,8 +133,11 @@ class VirtioNet final : public VirtioDevice {
   bool rx_failed_ = false;
   bool tx_failed_ = false;
   bool rx_out_of_buffers_ = false;  // until the driver notifies queue 0
-  bool registered_ = true;          // with the loop; false once the backend hung up
-  uint32_t events_ = 0;             // what the loop watches on the fd
+  bool rx_yielded_ = false;         // pop_rx_chain() stopped at its budget, not for want of chains
+  uint32_t rx_skip_budget_ = 0;     // too-small receive chains this wake-up may still return
+  bool backend_watched_ = false;    // with the loop; false when inactive or the backend hung up
+  bool backend_hung_up_ = false;
+  uint32_t events_ = 0;  // what the loop watches on the fd
 
   std::vector<uint8_t> staging_;
   size_t staged_ = 0;                       // bytes of the packet in staging_; 0: none

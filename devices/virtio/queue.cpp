@@ -42,14 +42,18 @@ SplitQueue::SplitQueue(const GuestMemory& memory, uint16_t max_size)
   }
 }
 
+void SplitQueue::check(const GuestMemory& memory, uint16_t max_size, const QueueConfig& config) {
+  if (!is_power_of_two(config.size) || config.size > max_size) {
+    fail("virtqueue size {} is not a power of two in 1..{}", config.size, max_size);
+  }
+  check_area(memory, "descriptor table", config.desc_table, desc_table_bytes(config.size), 16);
+  check_area(memory, "available ring", config.avail_ring, avail_ring_bytes(config.size), 2);
+  check_area(memory, "used ring", config.used_ring, used_ring_bytes(config.size), 4);
+}
+
 void SplitQueue::activate(const QueueConfig& config) {
   reset();
-  if (!is_power_of_two(config.size) || config.size > max_size_) {
-    fail("virtqueue size {} is not a power of two in 1..{}", config.size, max_size_);
-  }
-  check_area(memory_, "descriptor table", config.desc_table, desc_table_bytes(config.size), 16);
-  check_area(memory_, "available ring", config.avail_ring, avail_ring_bytes(config.size), 2);
-  check_area(memory_, "used ring", config.used_ring, used_ring_bytes(config.size), 4);
+  check(memory_, max_size_, config);
   config_ = config;
   ready_ = true;
 }

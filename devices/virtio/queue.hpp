@@ -58,9 +58,8 @@ struct QueueConfig {
 // (until reset()) in which nothing more is popped or completed; the transport turns it into
 // VIRTIO_CONFIG_S_NEEDS_RESET and can log broken_reason().
 //
-// Threading: not synchronised. A queue is driven by one device thread (pop, add_used,
-// needs_notification); activate() and reset() come from the transport and must not run
-// concurrently with it (the device stops or locks its worker around them). The guest's vCPUs
+// Threading: not synchronised. A queue belongs to the thread that owns its device (the machine's
+// event loop): activate(), reset() and everything in between run there. The guest's vCPUs
 // write the rings concurrently; the fences in pop() and publish_used() order our accesses against
 // theirs as the spec's memory barriers require.
 class SplitQueue {
@@ -77,6 +76,9 @@ class SplitQueue {
   // max_size(); each area inside guest memory with the spec's alignment) and starts using it.
   // Throws vmm::Error naming the bad field, leaving the queue not ready.
   void activate(const QueueConfig& config);
+  // activate()'s checks alone, for the transport to refuse a bad queue when the driver makes it
+  // ready (on a vCPU thread, without touching the queue, which the device's thread owns).
+  static void check(const GuestMemory& memory, uint16_t max_size, const QueueConfig& config);
   bool ready() const { return ready_; }
   const QueueConfig& config() const { return config_; }
 

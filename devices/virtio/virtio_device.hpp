@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,48 +42,75 @@ class DeviceInterrupt {
   virtual void signal_needs_reset() = 0;
 };
 
+// The thread that owns the devices (the machine's event loop), as the transport on a vCPU thread
+// sees it: the vCPU hands activation and reset over, and waits for a reset to finish without
+// holding anything the owner needs.
+class DeviceOwner {
+ public:
+  virtual ~DeviceOwner() = default;
+  // Runs `work` on the owner thread soon, in the order posted. Thread-safe.
+  virtual void post(std::function<void()> work) = 0;
+  // Blocks the calling vCPU thread until `done()` holds (looked at again after each wake()),
+  // counting it as parked meanwhile, so pausing and stopping the machine never wait for it.
+  // False if the machine is stopping: the caller gives up waiting.
+  virtual bool wait(const std::function<bool()>& done) = 0;
+  virtual void wake() = 0;
+};
+
 // What the device works with once the driver sets DRIVER_OK.
 struct Activation {
   uint64_t driver_features;         // as negotiated (a subset of features())
   std::vector<SplitQueue*> queues;  // one per queue_max_sizes() entry; not-ready ones included
-  DeviceInterrupt* interrupt;       // valid until reset() returns
+  DeviceInterrupt* interrupt;       // valid until reset() is called
+  // One eventfd per queue, signalled when the driver notifies it (an ioeventfd, or the transport
+  // on a QueueNotify write that reached it): the device watches them on its event loop from
+  // activate() until reset(), and calls notify() itself. Empty when a test calls notify().
+  std::vector<int> notify_fds = {};
 };
 
 // A virtio device behind a transport (virtio-mmio today). The transport owns the queues, the
 // feature negotiation and the status state machine; the device owns its config space and what it
 // does with the buffers.
 //
-// Threading: the transport calls activate(), reset(), read_config() and write_config() from vCPU
-// threads and notify() from the event loop thread, never two at once for one device (it holds its
-// lock around each call). A device that completes work from elsewhere (an I/O completion handler
-// on the event loop) takes its own lock, and makes reset() wait for or disown that work: after
-// reset() returns the device must not touch the queues it was given.
+// Threading: one thread owns the device, the event loop it was given. activate(), notify(),
+// reset() and debug_state() run there, as do the handlers of every fd the device watches (its
+// notify fds, its backend's, its completions'), so the device needs no lock. The transport hands
+// the driver's register writes over from vCPU threads (DeviceOwner). vCPU threads call only the
+// const methods below that describe the device, which read what was fixed at construction.
 class VirtioDevice {
  public:
+  // Called when reset() has finished: nothing the device started still writes into guest memory.
+  using ResetDone = std::function<void()>;
+
   virtual ~VirtioDevice() = default;
 
+  // Any thread.
   virtual uint32_t device_id() const = 0;
   // Every feature the device offers, including the transport-independent ones it supports
-  // (VERSION_1 is mandatory: the transport refuses a driver that does not accept it).
+  // (VERSION_1 is mandatory: the transport refuses a driver that does not accept it). Any thread.
   virtual uint64_t features() const = 0;
-  // The maximum size of each queue (QueueNumMax), powers of two; the number of queues.
+  // The maximum size of each queue (QueueNumMax), powers of two; the number of queues. Any thread.
   virtual std::vector<uint16_t> queue_max_sizes() const = 0;
-
   // Device-specific configuration space; `offset` is relative to its start. Reads past its end
-  // return zeros, writes to read-only fields are ignored.
+  // return zeros. It is fixed at construction (no device here changes it or lets the driver write
+  // it), so any thread may read it without a lock.
   virtual void read_config(uint64_t offset, std::span<uint8_t> data) const = 0;
-  virtual void write_config(uint64_t offset, std::span<const uint8_t> data) = 0;
 
   // The driver set DRIVER_OK.
   virtual void activate(const Activation& activation) = 0;
-  // The driver notified queue `index` (already checked to be < the number of queues).
+  // The driver notified queue `index` (already checked to be < the number of queues). Does a
+  // bounded amount of work: what is left is picked up in a later round of the loop.
   virtual void notify(uint16_t index) = 0;
-  // The driver wrote 0 to the status, or the machine is shutting down: back to the pre-activate
-  // state. In-flight chains are discarded (the driver no longer expects them back).
-  virtual void reset() = 0;
+  // The driver wrote 0 to the status, or the machine is unplugging the device: back to the
+  // pre-activate state. From this call on the device no longer touches the queues (in-flight
+  // chains are discarded: the driver no longer expects them back) and it never blocks the loop
+  // waiting for I/O: it calls `done` on its thread, possibly before returning, once the host has
+  // stopped writing into guest memory for it. A device destroyed before that waits for its I/O.
+  virtual void reset(ResetDone done) = 0;
 
   // One line on the device's own state (what it waits for, what it dropped), for the log when a
-  // machine stops without the guest's consent; empty if there is nothing beyond the queues.
+  // machine stops without the guest's consent; empty if there is nothing beyond the queues. On
+  // the owner thread, or once it has stopped.
   virtual std::string debug_state() const { return {}; }
 };
 

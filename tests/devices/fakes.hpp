@@ -4,11 +4,13 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
+#include "devices/backends/packet_backend.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/platform_events.hpp"
@@ -43,6 +45,20 @@ inline std::pair<UniqueFd, UniqueFd> socket_pair(int type) {
   }
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
+
+// A PacketBackend on one end of a socket_pair(SOCK_SEQPACKET): one packet per read and write, as a
+// tap's; offloads are accepted and ignored.
+class SocketBackend final : public PacketBackend {
+ public:
+  explicit SocketBackend(UniqueFd fd) : fd_(std::move(fd)) {}
+  int fd() const override { return fd_.get(); }
+  const std::string& name() const override { return name_; }
+  void set_offload(unsigned /*tun_flags*/) override {}
+
+ private:
+  UniqueFd fd_;
+  std::string name_ = "socketpair";
+};
 
 class FakePlatformEvents final : public PlatformEvents {
  public:

@@ -282,6 +282,12 @@ class SyncIo final : public devices::AsyncIo {
     return done.size();
   }
   size_t in_flight() const override { return queued_.size() + done_.size(); }
+  // Nothing is ever under way: what is queued completes at once, cancelled.
+  void cancel_all() override {
+    for (const devices::IoRequest& request : queued_) done_.push_back({request.cookie, -ECANCELED});
+    if (!queued_.empty()) event_.signal();
+    queued_.clear();
+  }
   void wait_all(const std::function<void(const devices::IoCompletion&)>& on_complete) override {
     flush_submissions();
     reap(on_complete);

@@ -5,6 +5,9 @@
 //
 // Input: operations (see Op).
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -14,7 +17,9 @@
 
 #include "base/util/error.hpp"
 #include "devices/virtio/mmio_transport.hpp"
+#include "tests/devices/device_owner.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
+#include "tests/fuzz/virtio_harness.hpp"
 
 namespace vmm::fuzz {
 namespace {
@@ -27,6 +32,7 @@ constexpr uint64_t kRamSize = 64 * 1024;
 
 // What the transport did to the fake device; outlives the device, which the transport owns.
 struct DeviceState {
+  EventLoop* loop = nullptr;  // where the device watches its notify fds
   std::optional<Activation> active;
   std::array<uint8_t, 16> config{};
   bool complete_on_notify = true;
@@ -48,16 +54,19 @@ class FakeDevice final : public devices::virtio::VirtioDevice {
       data[i] = offset + i < state_.config.size() ? state_.config[offset + i] : 0;
     }
   }
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
-    for (size_t i = 0; i < data.size() && offset + i < state_.config.size(); ++i) {
-      state_.config[offset + i] = data[i];
-    }
-  }
   void activate(const Activation& activation) override {
     VMM_FUZZ_CHECK(!state_.active, "activated twice without a reset");
     VMM_FUZZ_CHECK(activation.queues.size() == 2, "%zu queues", activation.queues.size());
     if (state_.throw_on_activate) fail("backend gone");
     state_.active = activation;
+    for (size_t queue = 0; queue < activation.notify_fds.size(); ++queue) {
+      const int fd = activation.notify_fds[queue];
+      state_.loop->add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
+        uint64_t count;
+        [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
+        notify(static_cast<uint16_t>(queue));
+      });
+    }
   }
   void notify(uint16_t index) override {
     VMM_FUZZ_CHECK(state_.active && index < 2, "notify(%u) while %s", index,
@@ -71,7 +80,11 @@ class FakeDevice final : public devices::virtio::VirtioDevice {
     if (queue.needs_notification()) state_.active->interrupt->signal_used();
     if (queue.broken()) state_.active->interrupt->signal_needs_reset();
   }
-  void reset() override { state_.active.reset(); }
+  void reset(ResetDone done) override {
+    for (int fd : state_.active->notify_fds) state_.loop->remove(fd);
+    state_.active.reset();
+    done();
+  }
 
  private:
   DeviceState& state_;
@@ -81,7 +94,7 @@ enum Op : uint8_t {
   kWrite,       // u16 offset, u8 width, u64 value
   kRead,        // u16 offset, u8 width
   kRawWrite,    // u16 gpa, u8 n, n bytes
-  kNotify,      // u32 queue index, as the ioeventfd path delivers it
+  kNotify,      // u32 queue index, as an ioeventfd delivers it
   kSignal,      // u8: the device raises used / config change / needs reset
   kDeviceMode,  // u8: bit 0 complete on notify, bit 1 fail activation
   kFarAccess,   // u64 offset, u8 width, u8 write?, u64 value: anywhere, as a buggy bus might
@@ -109,8 +122,13 @@ void run(Reader& in) {
   FuzzRam ram(kRamSize);
   FakeInterruptLine irq;
   DeviceState state;
-  MmioTransport transport(ram.memory(), std::make_unique<FakeDevice>(state), irq, "virtio-fuzz");
+  EventLoop loop;
+  state.loop = &loop;
+  devices::testing::InlineDeviceOwner owner(loop);
+  MmioTransport transport(ram.memory(), std::make_unique<FakeDevice>(state), irq, owner,
+                          "virtio-fuzz");
   while (!in.empty()) {
+    run_until_idle(loop);
     switch (in.u8() % kOpCount) {
       case kWrite: {
         const uint16_t offset = in.u16();
@@ -128,7 +146,15 @@ void run(Reader& in) {
         ram.write_clamped(gpa, in.bytes(in.u8()));
         break;
       }
-      case kNotify: transport.queue_notify(in.u32()); break;
+      case kNotify: {
+        const uint32_t queue = in.u32();
+        if (queue < transport.queue_count()) {
+          const uint64_t one = 1;
+          [[maybe_unused]] const ssize_t n =
+              ::write(transport.notify_fd(static_cast<uint16_t>(queue)), &one, sizeof(one));
+        }
+        break;
+      }
       case kSignal: {
         const uint8_t which = in.u8() % 3;
         if (!state.active) break;

@@ -89,7 +89,7 @@ class Harness {
       case kAdvance: driver.advance(in_.u8()); break;
       case kNotify: device_->notify(in_.u16()); break;
       case kRunLoop: loop_.run_once(0); break;
-      case kReset: guest_.reset(*device_); break;
+      case kReset: guest_.reset(*device_, loop_); break;
       case kIoResult: {
         static constexpr int64_t kResults[] = {-EIO, -EOPNOTSUPP, -ENOSPC, 0, 1, 511, 4096};
         io_->next_result = kResults[in_.u8() % std::size(kResults)];

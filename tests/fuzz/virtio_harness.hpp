@@ -11,6 +11,7 @@
 #include "base/event/event_loop.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/virtio_device.hpp"
+#include "tests/devices/device_owner.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
 
 namespace vmm::fuzz {
@@ -59,8 +60,13 @@ class GuestDriver {
   }
 
   // The driver resets the device and sets it up again, same features, on clean rings.
-  void reset(devices::virtio::VirtioDevice& device) {
-    device.reset();
+  void reset(devices::virtio::VirtioDevice& device, EventLoop& loop) {
+    bool done = false;
+    device.reset([&done] { done = true; });
+    // A device waiting for its I/O finishes the reset on the loop (bounded: a device that never
+    // does is caught by the check below).
+    for (int round = 0; round < 64 && !done; ++round) loop.run_once(10);
+    VMM_FUZZ_CHECK(done, "the device never finished its reset");
     for (size_t q = 0; q < queues_.size(); ++q) {
       queues_[q]->reset();
       drivers_[q].restart();
@@ -105,14 +111,8 @@ inline void write_data(Reader& in, FuzzRam& ram, uint64_t data_base) {
   ram.write_clamped(data_base + offset, in.bytes(in.u8()));
 }
 
-// Runs the loop until a round dispatches nothing (at most 64 rounds: a device that keeps itself
-// busy must not hang the target).
-inline void run_until_idle(EventLoop& loop) {
-  for (int round = 0; round < 64; ++round) {
-    const uint64_t before = loop.dispatched();
-    loop.run_once(0);
-    if (loop.dispatched() == before) return;
-  }
-}
+// Runs the loop until a round dispatches nothing (bounded: a device that keeps itself busy must
+// not hang the target).
+using devices::testing::run_until_idle;
 
 }  // namespace vmm::fuzz

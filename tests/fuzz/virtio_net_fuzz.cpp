@@ -119,7 +119,7 @@ class Harness {
         break;
       }
       case kHostDrain: drain_host(); break;
-      case kReset: guest_.reset(*device_); break;
+      case kReset: guest_.reset(*device_, loop_); break;
       case kUsedEvent: {
         QueueDriver& d = driver();
         d.set_used_event(in_.u16());

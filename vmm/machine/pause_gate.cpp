@@ -32,6 +32,21 @@ void PauseGate::close() {
   changed_.notify_all();
 }
 
+bool PauseGate::wait_as_parked(const std::function<bool()>& done) {
+  std::unique_lock lock(mutex_);
+  ++parked_;
+  changed_.notify_all();
+  changed_.wait(lock, [&] { return closed_ || (!requested_.load() && done()); });
+  --parked_;
+  return !closed_;
+}
+
+void PauseGate::notify() {
+  // Under the lock, so a waiter between its check and its sleep can't miss it.
+  std::lock_guard lock(mutex_);
+  changed_.notify_all();
+}
+
 bool PauseGate::park() {
   std::unique_lock lock(mutex_);
   if (closed_) return false;

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <mutex>
 
 namespace vmm {
@@ -29,6 +30,14 @@ class PauseGate {
     return park();
   }
   bool pause_requested() const { return requested_.load(); }
+
+  // For a participant that waits on another one (a vCPU whose device reset the loop thread
+  // finishes): it counts as parked while it waits, so a pause or a stop never waits for it.
+  // Returns true once `done()` holds and no pause is requested, false if the gate closed first.
+  // `done` is evaluated under the gate's lock, again after each notify().
+  bool wait_as_parked(const std::function<bool()>& done);
+  // Makes wait_as_parked() look at its condition again.
+  void notify();
 
  private:
   bool park();

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "base/util/event_fd.hpp"
 
@@ -101,6 +102,27 @@ TEST(EventLoop, StopFromAnotherThreadWakesTheLoop) {
   loop.run();  // returns only because of stop()
   stopper.join();
   SUCCEED();
+}
+
+TEST(EventLoop, PostedWorkRunsOnTheLoopThreadInOrder) {
+  EventLoop loop;
+  std::vector<int> order;
+  std::thread::id ran_on;
+  std::thread poster([&] {
+    loop.post([&] { order.push_back(1); });
+    loop.post([&] {
+      order.push_back(2);
+      ran_on = std::this_thread::get_id();
+      // Posted from the loop's thread: runs in a later round, not in this one.
+      loop.post([&] { order.push_back(3); });
+    });
+  });
+  poster.join();
+  EXPECT_TRUE(loop.run_once(1000));
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  EXPECT_TRUE(loop.run_once(1000));
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
 }
 
 TEST(EventFd, CountsAccumulateUntilConsumed) {

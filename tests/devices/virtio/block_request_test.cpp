@@ -63,10 +63,9 @@ class BlockRequestTest : public ::testing::Test {
     return request;
   }
 
-  void expect_refused(const BlockRequest& request, uint8_t status) {
+  void expect_refused(const BlockRequest& request, BlockError error) {
     EXPECT_EQ(request.kind, Kind::kRefused);
-    EXPECT_EQ(request.status, status) << request.reason;
-    EXPECT_FALSE(request.reason.empty());
+    EXPECT_EQ(request.error, error) << block_error_name(request.error) << ": " << request.detail;
   }
 
   std::vector<uint8_t> ram = std::vector<uint8_t>(kRamSize);
@@ -113,7 +112,8 @@ TEST_F(BlockRequestTest, HeaderSplitAcrossDescriptors) {
 
 TEST_F(BlockRequestTest, MalformedWithoutAWritableByte) {
   header(kBlkTypeFlush, 0);
-  EXPECT_EQ(parse({{kHeader, 16, false}}).kind, Kind::kMalformed);
+  expect_refused(parse({{kHeader, 16, false}}), BlockError::kNoStatusByte);
+  EXPECT_FALSE(block_error_policy(BlockError::kNoStatusByte).has_status);
 }
 
 TEST_F(BlockRequestTest, SegmentLimits) {
@@ -121,7 +121,7 @@ TEST_F(BlockRequestTest, SegmentLimits) {
   // One segment larger than size_max.
   expect_refused(
       parse({{kHeader, 16, false}, {kData, kBlkSizeMax + 512, true}, {kStatus, 1, true}}),
-      kBlkStatusIoErr);
+      BlockError::kSegmentTooLarge);
   // Exactly size_max is fine.
   EXPECT_EQ(parse({{kHeader, 16, false}, {kData, kBlkSizeMax, true}, {kStatus, 1, true}}).kind,
             Kind::kRead);
@@ -132,13 +132,13 @@ TEST_F(BlockRequestTest, RangeChecksDoNotOverflow) {
   for (uint64_t sector : {max, max - 1, max / 512, max / 512 + 1, uint64_t{1} << 20}) {
     header(kBlkTypeIn, sector);
     expect_refused(parse({{kHeader, 16, false}, {kData, 512, true}, {kStatus, 1, true}}),
-                   kBlkStatusIoErr);
+                   BlockError::kBeyondCapacity);
   }
   header(kBlkTypeIn, (1 << 20) - 2);
   EXPECT_EQ(parse({{kHeader, 16, false}, {kData, 1024, true}, {kStatus, 1, true}}).kind,
             Kind::kRead);
   expect_refused(parse({{kHeader, 16, false}, {kData, 1536, true}, {kStatus, 1, true}}),
-                 kBlkStatusIoErr);
+                 BlockError::kBeyondCapacity);
 }
 
 TEST_F(BlockRequestTest, DiscardAndWriteZeroesSegments) {
@@ -152,24 +152,27 @@ TEST_F(BlockRequestTest, DiscardAndWriteZeroesSegments) {
 
   // Two segments: more than max_write_zeroes_seg.
   expect_refused(parse({{kHeader, 16, false}, {kData, 32, false}, {kStatus, 1, true}}),
-                 kBlkStatusIoErr);
+                 BlockError::kBadSegmentCount);
   segment(0, kBlkMaxWriteZeroesSectors + 1, 0);
   expect_refused(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}),
-                 kBlkStatusIoErr);
+                 BlockError::kTooManySectors);
   segment(0, 1, 0x80);
   expect_refused(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}),
-                 kBlkStatusUnsupp);
+                 BlockError::kUnknownFlags);
 
   header(kBlkTypeDiscard, 0);
   segment(0, 1, kBlkFlagUnmap);
   expect_refused(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}),
-                 kBlkStatusUnsupp);
+                 BlockError::kDiscardWithUnmap);
   limits.capacity_sectors = uint64_t{1} << 32;
   segment(0, kBlkMaxDiscardSectors, 0);
   EXPECT_EQ(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}).kind,
             Kind::kDiscard);
   expect_refused(parse({{kHeader, 16, false}, {kData, 15, false}, {kStatus, 1, true}}),
-                 kBlkStatusIoErr);
+                 BlockError::kBadSegmentCount);
+  limits.discard = false;
+  expect_refused(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}),
+                 BlockError::kNotNegotiated);
 }
 
 TEST_F(BlockRequestTest, ReadOnlyRefusesEveryModification) {
@@ -178,7 +181,7 @@ TEST_F(BlockRequestTest, ReadOnlyRefusesEveryModification) {
     header(type, 0);
     segment(0, 1, 0);
     expect_refused(parse({{kHeader, 16, false}, {kData, 16, false}, {kStatus, 1, true}}),
-                   kBlkStatusIoErr);
+                   BlockError::kReadOnly);
   }
   header(kBlkTypeFlush, 0);
   EXPECT_EQ(parse({{kHeader, 16, false}, {kStatus, 1, true}}).kind, Kind::kFlush);
@@ -189,6 +192,37 @@ TEST_F(BlockRequestTest, GetIdRoomIsTheWritablePartBeforeTheStatus) {
   const auto request = parse({{kHeader, 16, false}, {kData, 20, true}, {kStatus, 1, true}});
   ASSERT_EQ(request.kind, Kind::kGetId);
   EXPECT_EQ(request.status_offset, 20u);
+}
+
+TEST_F(BlockRequestTest, ShortHeadersPartialSectorsAndUnknownTypesAreTheirOwnKinds) {
+  header(kBlkTypeIn, 0);
+  expect_refused(parse({{kHeader, 12, false}, {kStatus, 1, true}}), BlockError::kShortHeader);
+  expect_refused(parse({{kHeader, 16, false}, {kData, 100, true}, {kStatus, 1, true}}),
+                 BlockError::kPartialSector);
+  header(0x7f, 0);
+  expect_refused(parse({{kHeader, 16, false}, {kStatus, 1, true}}), BlockError::kUnsupportedType);
+}
+
+// The one place that says what the driver is told: UNSUPP for what we do not offer or it did not
+// negotiate, IOERR for the rest; only a chain without a status byte goes back without one.
+TEST(BlockErrorPolicy, EachKindMapsToItsStatusAndLevel) {
+  using enum BlockError;
+  for (BlockError error : {kUnsupportedType, kNotNegotiated, kUnknownFlags, kDiscardWithUnmap}) {
+    EXPECT_EQ(block_error_policy(error).status, kBlkStatusUnsupp) << block_error_name(error);
+    EXPECT_EQ(block_error_policy(error).level, spdlog::level::debug) << block_error_name(error);
+  }
+  for (BlockError error :
+       {kShortHeader, kReadOnly, kPartialSector, kBeyondCapacity, kSegmentTooLarge,
+        kTooManySegments, kBufferOutsideMemory, kBadSegmentCount, kUnreadableSegment,
+        kTooManySectors, kHostIo, kShortTransfer}) {
+    EXPECT_TRUE(block_error_policy(error).has_status) << block_error_name(error);
+    EXPECT_EQ(block_error_policy(error).status, kBlkStatusIoErr) << block_error_name(error);
+  }
+  // The driver breaking the spec and the host failing are worth a warning; a legal request we
+  // refuse is not.
+  EXPECT_EQ(block_error_policy(kShortHeader).level, spdlog::level::warn);
+  EXPECT_EQ(block_error_policy(kHostIo).level, spdlog::level::warn);
+  EXPECT_EQ(block_error_policy(kBeyondCapacity).level, spdlog::level::debug);
 }
 
 }  // namespace

@@ -3,15 +3,23 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "base/util/error.hpp"
+#include "tests/devices/device_owner.hpp"
 #include "tests/devices/fakes.hpp"
 #include "tests/devices/virtio_driver.hpp"
 
@@ -59,6 +67,10 @@ struct DeviceLog {
   // Returns every available chain to the driver on notification, as a real device would.
   bool complete_on_notify = false;
   std::function<void()> on_reset;
+  // Set: reset() keeps its done callback here for the test to call (I/O still in flight).
+  bool defer_reset_done = false;
+  VirtioDevice::ResetDone pending_reset_done;
+  EventLoop* loop = nullptr;  // where the device watches its notify fds
 };
 
 class FakeDevice final : public VirtioDevice {
@@ -74,15 +86,20 @@ class FakeDevice final : public VirtioDevice {
       data[i] = offset + i < log_.config.size() ? log_.config[offset + i] : 0;
     }
   }
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
-    for (size_t i = 0; i < data.size() && offset + i < log_.config.size(); ++i) {
-      log_.config[offset + i] = data[i];
-    }
-  }
 
   void activate(const Activation& activation) override {
     if (log_.throw_on_activate) fail("backend gone");
     log_.activations.push_back(activation);
+    // As the real devices do: each queue's notify fd is watched while active.
+    for (size_t queue = 0; queue < activation.notify_fds.size(); ++queue) {
+      const int fd = activation.notify_fds[queue];
+      log_.loop->add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
+        uint64_t count;
+        ASSERT_EQ(::read(fd, &count, sizeof(count)), 8);
+        notify(static_cast<uint16_t>(queue));
+      });
+      watched_.push_back(fd);
+    }
   }
   void notify(uint16_t index) override {
     log_.notifications.push_back(index);
@@ -93,13 +110,21 @@ class FakeDevice final : public VirtioDevice {
     if (queue.needs_notification()) activation.interrupt->signal_used();
     if (queue.broken()) activation.interrupt->signal_needs_reset();
   }
-  void reset() override {
+  void reset(ResetDone done) override {
     ++log_.resets;
+    for (int fd : watched_) log_.loop->remove(fd);
+    watched_.clear();
     if (log_.on_reset) log_.on_reset();
+    if (log_.defer_reset_done) {
+      log_.pending_reset_done = std::move(done);
+    } else {
+      done();
+    }
   }
 
  private:
   DeviceLog& log_;
+  std::vector<int> watched_;
 };
 
 class MmioTransportTest : public ::testing::Test {
@@ -108,15 +133,27 @@ class MmioTransportTest : public ::testing::Test {
       : ram(kRamSize),
         memory(GuestMemory::from_regions({{0, kRamSize, ram.data()}})),
         transport(std::make_unique<MmioTransport>(memory, std::make_unique<FakeDevice>(log), irq,
-                                                  "virtio-fake vdz")) {}
+                                                  owner, "virtio-fake vdz")) {
+    log.loop = &loop;
+  }
 
   uint32_t r32(uint64_t offset) {
     uint32_t value = 0xdeadbeef;
     transport->read(offset, {reinterpret_cast<uint8_t*>(&value), sizeof(value)});
     return value;
   }
+  // A vCPU's write, then the loop's round that serves what it handed over.
   void w32(uint64_t offset, uint32_t value) {
     transport->write(offset, {reinterpret_cast<const uint8_t*>(&value), sizeof(value)});
+    devices::testing::run_until_idle(loop);
+  }
+  // The guest's QueueNotify write as KVM's ioeventfd turns it into an event (queues that exist).
+  void ioeventfd_notify(uint32_t index) {
+    if (index < transport->queue_count()) {
+      const uint64_t one = 1;
+      ASSERT_EQ(::write(transport->notify_fd(static_cast<uint16_t>(index)), &one, 8), 8);
+    }
+    devices::testing::run_until_idle(loop);
   }
 
   // Linux's vm_get_features: the high word, then the low one.
@@ -174,6 +211,8 @@ class MmioTransportTest : public ::testing::Test {
 
   std::vector<uint8_t> ram;
   GuestMemory memory;
+  EventLoop loop;
+  devices::testing::InlineDeviceOwner owner{loop};
   DeviceLog log;
   FakeInterruptLine irq;
   std::unique_ptr<MmioTransport> transport;
@@ -291,17 +330,17 @@ TEST_F(MmioTransportTest, NotifiedQueueIsLiveOnTheGuestRings) {
 }
 
 TEST_F(MmioTransportTest, QueueNotifyNeedsDriverOkAndAnExistingQueue) {
-  transport->queue_notify(0);
+  ioeventfd_notify(0);
   w32(kQueueNotify, 0);
   ASSERT_TRUE(negotiate(kOffered));
   setup_queue(0, 16);
-  transport->queue_notify(0);
+  ioeventfd_notify(0);
   EXPECT_TRUE(log.notifications.empty());
   driver_ok();
-  transport->queue_notify(0);
-  transport->queue_notify(1);  // not set up, but it exists: the device decides
-  transport->queue_notify(2);
-  transport->queue_notify(0xffffffff);
+  ioeventfd_notify(0);
+  ioeventfd_notify(1);  // not set up, but it exists: the device decides
+  ioeventfd_notify(2);
+  ioeventfd_notify(0xffffffff);
   w32(kQueueNotify, 1);
   w32(kQueueNotify, 7);
   EXPECT_THAT(log.notifications, ElementsAre(0, 1, 1));
@@ -320,7 +359,7 @@ TEST_F(MmioTransportTest, BadQueueSizeNeedsReset) {
   // The driver carries on regardless: the device is not activated on a broken setup.
   driver_ok();
   EXPECT_TRUE(log.activations.empty());
-  transport->queue_notify(0);
+  ioeventfd_notify(0);
   EXPECT_TRUE(log.notifications.empty());
   // A reset clears it and a correct setup then works.
   w32(kStatus, 0);
@@ -347,7 +386,7 @@ TEST_F(MmioTransportTest, FailedActivationNeedsReset) {
   driver_ok();
   EXPECT_TRUE(r32(kStatus) & kStatusNeedsReset);
   EXPECT_EQ(r32(kInterruptStatus), 2u);
-  transport->queue_notify(0);
+  ioeventfd_notify(0);
   EXPECT_TRUE(log.notifications.empty());
   w32(kStatus, 0);
   EXPECT_EQ(log.resets, 0);  // never activated
@@ -450,7 +489,7 @@ TEST_F(MmioTransportTest, ResetRestoresInitialState) {
     EXPECT_EQ(r32(kQueueReady), 0u);
     EXPECT_FALSE(log.activations[0].queues[i]->ready());
   }
-  transport->queue_notify(0);
+  ioeventfd_notify(0);
   EXPECT_TRUE(log.notifications.empty());
   // Driver features are forgotten: FEATURES_OK without writing them lacks VERSION_1.
   w32(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
@@ -462,20 +501,79 @@ TEST_F(MmioTransportTest, ResetRestoresInitialState) {
   EXPECT_EQ(log.activations.size(), 2u);
 }
 
-// A device's reset() waits for its completion handler, which signals the driver meanwhile: the
-// signal must not need the lock the resetting vCPU holds.
-TEST_F(MmioTransportTest, DeviceSignalsWhileResetWaitsForIt) {
-  initialize();
-  DeviceInterrupt* interrupt = log.activations[0].interrupt;
-  log.on_reset = [interrupt] {
-    std::thread completion([interrupt] { interrupt->signal_used(); });
-    completion.join();
+// The device's reset finishes later, on the loop's thread (a virtio-blk reset waiting for its
+// in-flight I/O): the vCPU that wrote status 0 waits for it without holding the registers, so
+// other vCPUs still read InterruptStatus and Status, and the device may still signal meanwhile.
+TEST_F(MmioTransportTest, AResetFinishesOnTheLoopWhileTheWritingVcpuWaitsHoldingNothing) {
+  // A real owner: the loop on a thread of its own, the vCPU waiting on a condition variable.
+  struct ThreadedOwner final : DeviceOwner {
+    EventLoop& loop;
+    std::mutex mutex;
+    std::condition_variable changed;
+    explicit ThreadedOwner(EventLoop& l) : loop(l) {}
+    void post(std::function<void()> work) override { loop.post(std::move(work)); }
+    bool wait(const std::function<bool()>& done) override {
+      std::unique_lock lock(mutex);
+      return changed.wait_for(lock, std::chrono::seconds(10), done);
+    }
+    void wake() override {
+      std::lock_guard lock(mutex);
+      changed.notify_all();
+    }
   };
-  w32(kStatus, 0);
-  EXPECT_EQ(log.resets, 1);
-  EXPECT_EQ(irq.rising_edges(), 1);
-  // The reset finishes after the device's: the stale interrupt is cleared.
-  EXPECT_EQ(r32(kInterruptStatus), 0u);
+  ThreadedOwner threaded(loop);
+  DeviceLog threaded_log;
+  threaded_log.loop = &loop;
+  threaded_log.defer_reset_done = true;
+  auto device = std::make_unique<FakeDevice>(threaded_log);
+  MmioTransport threaded_transport(memory, std::move(device), irq, threaded, "virtio-fake vdy");
+  auto write = [&](uint64_t offset, uint32_t value) {
+    threaded_transport.write(offset, {reinterpret_cast<const uint8_t*>(&value), 4});
+  };
+  auto read = [&](uint64_t offset) {
+    uint32_t value = 0;
+    threaded_transport.read(offset, {reinterpret_cast<uint8_t*>(&value), 4});
+    return value;
+  };
+  std::atomic<bool> loop_running{true};
+  std::thread loop_thread([&] {
+    while (loop_running) loop.run_once(10);
+  });
+  write(kStatus, kStatusAcknowledge);
+  write(kStatus, kStatusAcknowledge | kStatusDriver);
+  write(kDriverFeaturesSel, 1);
+  write(kDriverFeatures, static_cast<uint32_t>(kFeatureVersion1 >> 32));
+  write(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  write(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  for (int i = 0; i < 1000 && threaded_log.activations.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(threaded_log.activations.size(), 1u);
+
+  std::atomic<bool> reset_returned{false};
+  std::thread vcpu([&] {
+    write(kStatus, 0);
+    reset_returned = true;
+  });
+  for (int i = 0; i < 1000 && !threaded_log.pending_reset_done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(threaded_log.pending_reset_done) << "the reset never reached the loop";
+  // Another vCPU meanwhile: nothing it touches waits for the reset.
+  threaded_log.activations[0].interrupt->signal_used();
+  EXPECT_EQ(read(kInterruptStatus), 1u);
+  EXPECT_NE(read(kStatus), 0u);  // not reset yet
+  write(kInterruptAck, 1);
+  EXPECT_EQ(read(kInterruptStatus), 0u);
+  EXPECT_FALSE(reset_returned.load());
+  // The device's I/O is done: the loop reports the reset, the vCPU goes on.
+  loop.post([&] { std::exchange(threaded_log.pending_reset_done, nullptr)(); });
+  vcpu.join();
+  EXPECT_TRUE(reset_returned.load());
+  EXPECT_EQ(read(kStatus), 0u);
+  EXPECT_FALSE(threaded_log.activations[0].queues[0]->ready());
+  loop_running = false;
+  loop_thread.join();
 }
 
 TEST_F(MmioTransportTest, DestructionResetsAnActiveDevice) {
@@ -484,7 +582,7 @@ TEST_F(MmioTransportTest, DestructionResetsAnActiveDevice) {
   EXPECT_EQ(log.resets, 1);
 }
 
-TEST_F(MmioTransportTest, ConfigSpaceIsForwardedAtAnyWidth) {
+TEST_F(MmioTransportTest, ConfigSpaceIsReadAtAnyWidthAndNotWritable) {
   uint8_t byte = 0;
   transport->read(kConfig + 3, {&byte, 1});
   EXPECT_EQ(byte, 0x13);
@@ -495,10 +593,11 @@ TEST_F(MmioTransportTest, ConfigSpaceIsForwardedAtAnyWidth) {
   uint64_t quad = 0;
   transport->read(kConfig, {reinterpret_cast<uint8_t*>(&quad), 8});
   EXPECT_EQ(quad, 0x1716151413121110u);
+  // No device has a writable field: the write changes nothing.
   const uint16_t value = 0xbeef;
   transport->write(kConfig + 1, {reinterpret_cast<const uint8_t*>(&value), 2});
-  EXPECT_EQ(log.config[1], 0xef);
-  EXPECT_EQ(log.config[2], 0xbe);
+  EXPECT_EQ(log.config[1], 0x11);
+  EXPECT_EQ(log.config[2], 0x12);
   EXPECT_EQ(r32(kConfig + 0x40), 0u);  // past the device's config: zeros
   // Outside the window: not forwarded.
   EXPECT_EQ(r32(MmioTransport::kWindowSize), 0u);
@@ -567,7 +666,7 @@ TEST_F(MmioTransportTest, SurvivesHostileRegisterFuzz) {
         }
         break;
       }
-      case 5: transport->queue_notify(static_cast<uint32_t>(random() % 4)); break;
+      case 5: ioeventfd_notify(static_cast<uint32_t>(random() % 4)); break;
       case 6:
         // A well-behaved stretch now and then, so activation and live queues are reached.
         if (random() % 64 == 0) {

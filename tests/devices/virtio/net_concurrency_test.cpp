@@ -71,18 +71,6 @@ std::string check_frame(const uint8_t* frame, size_t size, uint32_t seq) {
   return {};
 }
 
-class SocketBackend final : public PacketBackend {
- public:
-  explicit SocketBackend(UniqueFd fd) : fd_(std::move(fd)) {}
-  int fd() const override { return fd_.get(); }
-  const std::string& name() const override { return name_; }
-  void set_offload(unsigned /*tun_flags*/) override {}
-
- private:
-  UniqueFd fd_;
-  std::string name_ = "socketpair";
-};
-
 // Interrupts wake the driver thread.
 class WakingInterrupt final : public DeviceInterrupt {
  public:
@@ -172,26 +160,18 @@ class VirtioNetConcurrencyTest : public ::testing::Test {
   void SetUp() override {
     auto [device_end, peer] = devices::testing::socket_pair(SOCK_SEQPACKET);
     peer_ = std::move(peer);
-    device_.emplace(memory_, loop_, std::make_unique<SocketBackend>(std::move(device_end)),
+    device_.emplace(memory_, loop_,
+                    std::make_unique<devices::testing::SocketBackend>(std::move(device_end)),
                     std::array<uint8_t, 6>{0x52, 0x54, 0, 0, 0, 1}, "eth0 (socketpair)");
-    // The doorbells: what the ioeventfds are to a real guest.
-    for (uint16_t q = 0; q < 2; ++q) {
-      loop_.add(doorbell_[q].fd(), EPOLLIN, [this, q](uint32_t) {
-        doorbell_[q].consume();
-        device_->notify(q);
-      });
-    }
     rx_queue_.activate(rx_.config());
     tx_queue_.activate(tx_.config());
     device_->activate(Activation{kFeatureVersion1 | kFeatureRingEventIdx |
                                      kFeatureRingIndirectDesc | kNetFeatureMrgRxbuf |
                                      kNetFeatureMac,
                                  {&rx_queue_, &tx_queue_},
-                                 &interrupt_});
-  }
-
-  void TearDown() override {
-    for (uint16_t q = 0; q < 2; ++q) loop_.remove(doorbell_[q].fd());
+                                 &interrupt_,
+                                 // The doorbells: what the ioeventfds are to a real guest.
+                                 {doorbell_[0].fd(), doorbell_[1].fd()}});
   }
 
   // Linux's virtio_net on one thread: fills the receive ring, sends kPackets, takes kPackets,

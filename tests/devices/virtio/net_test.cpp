@@ -192,11 +192,6 @@ TEST_F(VirtioNetTest, ConfigSpaceHoldsTheMacAndLinkUp) {
   std::array<uint8_t, 4> straddle{};
   device->read_config(6, straddle);
   EXPECT_THAT(straddle, ElementsAre(1, 0, 0, 0));
-  // Writes are ignored.
-  const std::array<uint8_t, 6> other = {1, 2, 3, 4, 5, 6};
-  device->write_config(0, other);
-  device->read_config(0, mac);
-  EXPECT_EQ(mac, kMac);
 }
 
 TEST_F(VirtioNetTest, TransmitsASingleDescriptorPacket) {
@@ -439,11 +434,11 @@ TEST_F(VirtioNetTest, AMergeablePacketWaitsMidwayForMoreBuffers) {
 
 TEST_F(VirtioNetTest, SetsOffloadsToExactlyWhatTheDriverNegotiated) {
   activate(kFeatureVersion1);
-  device->reset();
+  device->reset([] {});
   activate(kFeatureVersion1 | kNetFeatureGuestCsum | kNetFeatureCsum | kNetFeatureHostTso4);
-  device->reset();
+  device->reset([] {});
   activate(kAllFeatures);
-  device->reset();
+  device->reset([] {});
   EXPECT_THAT(
       log.offloads,
       ElementsAre(0u, 0u, unsigned{TUN_F_CSUM}, 0u,
@@ -457,7 +452,7 @@ TEST_F(VirtioNetTest, RefusedOffloadsAskForAReset) {
   transmit(tx_chain(0, kTxData, make_packet(100, 20), {100}));
   EXPECT_EQ(host_receive(), std::nullopt);
   EXPECT_EQ(tx.used_idx(), 0);
-  device->reset();
+  device->reset([] {});
   log.refuse = false;
   activate(kAllFeatures);
   transmit(tx_chain(0, kTxData, make_packet(100, 20), {100}));
@@ -473,7 +468,7 @@ TEST_F(VirtioNetTest, ResetDiscardsAWaitingTransmitChain) {
   device->notify(1);
   const uint16_t used = tx.used_idx();
   ASSERT_LT(used, 64);
-  device->reset();
+  device->reset([] {});
   while (host_receive()) {
   }
   EXPECT_EQ(idle_round(), 0u);  // not watching for writability any more

@@ -82,5 +82,37 @@ TEST(PauseGate, WaitingForParticipantsThatNeverComeEndsAtClose) {
   closer.join();
 }
 
+// A vCPU waiting for the loop thread to finish a device reset counts as parked: a pause completes
+// while it waits, and the vCPU does not go on while the machine is paused, even once its wait is
+// over.
+TEST(PauseGate, AThreadWaitingAsParkedCountsAsParkedAndStaysPausedUntilReleased) {
+  PauseGate gate;
+  std::atomic<bool> reset_done{false};
+  std::atomic<bool> returned{false};
+  std::thread vcpu([&] {
+    EXPECT_TRUE(gate.wait_as_parked([&] { return reset_done.load(); }));
+    returned = true;
+  });
+  ASSERT_TRUE(gate.request());
+  ASSERT_TRUE(gate.wait_parked(1));  // would hang if the waiter did not count
+  reset_done = true;
+  gate.notify();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(returned.load()) << "the waiter went on while the machine was paused";
+  gate.release();
+  vcpu.join();
+  EXPECT_TRUE(returned.load());
+}
+
+TEST(PauseGate, AWaitAsParkedEndsWhenTheGateCloses) {
+  PauseGate gate;
+  std::atomic<int> result{-1};
+  std::thread vcpu([&] { result = gate.wait_as_parked([] { return false; }) ? 1 : 0; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  gate.close();
+  vcpu.join();
+  EXPECT_EQ(result.load(), 0);
+}
+
 }  // namespace
 }  // namespace vmm
