@@ -170,6 +170,8 @@ struct Machine::Impl final : ControlTarget {
   std::vector<std::unique_ptr<VcpuThread>> threads;
   // The disk images (their fds and locks) outlive the devices that do I/O on them.
   std::deque<devices::RawFile> disk_files;
+  // The loop thread owns the virtio devices; vCPUs hand work over and wait at the gate.
+  LoopDeviceOwner device_owner{loop, gate};
   // After the buses (destroyed before them): unplugging a slot resets its device first.
   std::vector<std::unique_ptr<VirtioMmioSlot>> virtio_slots;
   EventFd serial_refill;
@@ -346,7 +348,7 @@ void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> d
                                 const std::string& name) {
   const auto index = static_cast<uint32_t>(virtio_slots.size());
   virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
-      vm, loop, mmio, memory, index, virtio_gsi(index), std::move(device), name));
+      vm, device_owner, mmio, memory, index, virtio_gsi(index), std::move(device), name));
 }
 
 void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {
