@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -43,11 +44,15 @@ class VMM_SCOPED_CAPABILITY MutexLock {
   MutexLock(const MutexLock&) = delete;
   MutexLock& operator=(const MutexLock&) = delete;
 
-  // Blocks on `cv` until `done()` holds; the mutex is held again when it returns (and while
-  // `done` runs), so the analysis treats the lock as held throughout.
-  template <typename Predicate>
-  void wait(std::condition_variable& cv, Predicate done) {
-    cv.wait(lock_, done);
+  // Releases the mutex while blocked on `cv`, and holds it again when it returns: callers loop
+  // on their condition, `while (!ready_) lock.wait(cv);`, which the analysis can check (a
+  // predicate lambda would hide the guarded reads from it).
+  void wait(std::condition_variable& cv) { cv.wait(lock_); }
+  // As wait(), giving up at `deadline`; false if it was reached.
+  template <typename Clock, typename Duration>
+  bool wait_until(std::condition_variable& cv,
+                  const std::chrono::time_point<Clock, Duration>& deadline) {
+    return cv.wait_until(lock_, deadline) == std::cv_status::no_timeout;
   }
 
  private:

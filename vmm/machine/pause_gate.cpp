@@ -3,21 +3,21 @@
 namespace vmm {
 
 bool PauseGate::request() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (closed_) return false;
   requested_.store(true);
   return true;
 }
 
 bool PauseGate::wait_parked(size_t participants) {
-  std::unique_lock lock(mutex_);
-  changed_.wait(lock, [&] { return closed_ || parked_ >= participants; });
+  MutexLock lock(mutex_);
+  while (!closed_ && parked_ < participants) lock.wait(changed_);
   return !closed_;
 }
 
 void PauseGate::release() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     requested_.store(false);
   }
   changed_.notify_all();
@@ -25,7 +25,7 @@ void PauseGate::release() {
 
 void PauseGate::close() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     closed_ = true;
     requested_.store(false);
   }
@@ -33,27 +33,27 @@ void PauseGate::close() {
 }
 
 bool PauseGate::wait_as_parked(const std::function<bool()>& done) {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   ++parked_;
   changed_.notify_all();
-  changed_.wait(lock, [&] { return closed_ || (!requested_.load() && done()); });
+  while (!closed_ && (requested_.load() || !done())) lock.wait(changed_);
   --parked_;
   return !closed_;
 }
 
 void PauseGate::notify() {
   // Under the lock, so a waiter between its check and its sleep can't miss it.
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   changed_.notify_all();
 }
 
 bool PauseGate::park() {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   if (closed_) return false;
   if (!requested_.load()) return true;
   ++parked_;
   changed_.notify_all();
-  changed_.wait(lock, [&] { return closed_ || !requested_.load(); });
+  while (!closed_ && requested_.load()) lock.wait(changed_);
   --parked_;
   return !closed_;
 }

@@ -4,7 +4,8 @@
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
-#include <mutex>
+
+#include "base/util/thread_annotations.hpp"
 
 namespace vmm {
 
@@ -42,11 +43,12 @@ class PauseGate {
  private:
   bool park();
 
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable changed_;
+  // Written under mutex_; read without it by checkpoint()'s fast path.
   std::atomic<bool> requested_{false};
-  bool closed_ = false;
-  size_t parked_ = 0;
+  bool closed_ VMM_GUARDED_BY(mutex_) = false;
+  size_t parked_ VMM_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace vmm
