@@ -1,47 +1,21 @@
 #include "devices/virtio/vsock.hpp"
 
-#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <string_view>
 #include <utility>
 
 #include "base/util/error.hpp"
-#include "devices/virtio/vsock/unix_socket.hpp"
 
 namespace vmm::devices::virtio {
 
-using vsock::Connection;
 using vsock::Header;
 using vsock::kHeaderSize;
 using vsock::Verdict;
 
 namespace {
-
-// Accepts per listener wakeup before yielding to the other fds (level-triggered: we come back).
-constexpr int kAcceptBudget = 16;
-
-// "CONNECT <port>" (without the newline): the port, or nullopt for anything else.
-std::optional<uint32_t> parse_connect(const std::string& line) {
-  static constexpr std::string_view kPrefix = "CONNECT ";
-  if (line.size() <= kPrefix.size() || line.compare(0, kPrefix.size(), kPrefix) != 0) {
-    return std::nullopt;
-  }
-  const char* first = line.data() + kPrefix.size();
-  const char* last = line.data() + line.size();
-  if (*first < '0' || *first > '9') return std::nullopt;  // from_chars takes no sign, but be plain
-  uint32_t port = 0;
-  const auto [end, error] = std::from_chars(first, last, port);
-  if (error != std::errc() || end != last) return std::nullopt;
-  return port;
-}
 
 // 0-2 are the hypervisor, the loopback and the host; -1U is VMADDR_CID_ANY; the upper 32 bits
 // are reserved (virtio 1.2, 5.10.4).
@@ -58,27 +32,22 @@ VirtioVsock::VirtioVsock(const GuestMemory& memory, EventLoop& loop, uint64_t gu
     : memory_(memory),
       loop_(loop),
       guest_cid_(checked_cid(guest_cid)),
-      uds_path_(std::move(uds_path)),
       name_(std::move(name)),
-      listener_(vsock::listen_unix(uds_path_)),
-      staging_(vsock::kMaxPayload) {
-  try {
-    loop_.add(listener_.get(), EPOLLIN, [this](uint32_t) { on_listener(); });
-    loop_.add(kick_.fd(), EPOLLIN, [this](uint32_t) { on_kick(); });
-  } catch (...) {
-    loop_.remove(listener_.get());
-    ::unlink(uds_path_.c_str());
-    throw;
-  }
+      muxer_(loop, mutex_, guest_cid_, std::move(uds_path), name_, [this] {
+        // A host event left packets for the guest (the muxer's handler holds mutex_).
+        process_rx();
+        notify_driver();
+      }) {
+  // If this throws, muxer_'s destructor takes the listener out of the loop and unlinks it.
+  loop_.add(kick_.fd(), EPOLLIN, [this](uint32_t) { on_kick(); });
 }
 
 VirtioVsock::~VirtioVsock() {
   std::lock_guard lock(mutex_);
   stop_locked();
-  reap_graveyard();
-  loop_.remove(listener_.get());
+  muxer_.reap();
   loop_.remove(kick_.fd());
-  ::unlink(uds_path_.c_str());
+  // muxer_'s destructor then takes the listener out of the loop and unlinks uds_path.
 }
 
 uint64_t VirtioVsock::features() const {
@@ -104,6 +73,7 @@ void VirtioVsock::activate(const Activation& activation) {
   rx_queue_ = activation.queues.at(0);
   tx_queue_ = activation.queues.at(1);
   interrupt_ = activation.interrupt;
+  muxer_.activate();
 }
 
 void VirtioVsock::reset() {
@@ -113,19 +83,7 @@ void VirtioVsock::reset() {
 
 void VirtioVsock::stop_locked() {
   // The peers see EOF now; the fds leave the loop on its own thread (on_kick).
-  for (auto& [key, entry] : connections_) {
-    ::shutdown(entry->conn.fd(), SHUT_RDWR);
-    graveyard_.push_back(entry->conn.take_socket());
-  }
-  connections_.clear();
-  for (auto& [fd, client] : clients_) {
-    ::shutdown(fd, SHUT_RDWR);
-    graveyard_.push_back(std::move(client.fd));
-  }
-  clients_.clear();
-  if (!graveyard_.empty()) kick_.signal();
-  rx_ready_.clear();
-  rsts_.clear();
+  if (muxer_.reset()) kick_.signal();
   if (rx_chain_) std::move(*rx_chain_).discard();
   rx_chain_.reset();
   rx_queue_ = nullptr;
@@ -136,20 +94,18 @@ void VirtioVsock::stop_locked() {
   rx_out_of_buffers_ = false;
 }
 
-void VirtioVsock::reap_graveyard() {
-  for (UniqueFd& fd : graveyard_) loop_.remove(fd.get());
-  graveyard_.clear();
-  resume_listener();
-}
-
 VsockCounters VirtioVsock::counters() const {
   std::lock_guard lock(mutex_);
-  return counters_;
+  VsockCounters counters = counters_;
+  const vsock::Muxer::Counters host = muxer_.counters();
+  counters.credit_overruns = host.credit_overruns;
+  counters.rsts_dropped = host.rsts_dropped;
+  return counters;
 }
 
 size_t VirtioVsock::connection_count() const {
   std::lock_guard lock(mutex_);
-  return connections_.size();
+  return muxer_.connection_count();
 }
 
 void VirtioVsock::notify(uint16_t index) {
@@ -168,7 +124,7 @@ void VirtioVsock::notify(uint16_t index) {
 void VirtioVsock::on_kick() {
   std::lock_guard lock(mutex_);
   kick_.consume();
-  reap_graveyard();
+  muxer_.reap();
   if (!active()) return;
   process_rx();
   notify_driver();
@@ -187,208 +143,6 @@ void VirtioVsock::check_broken(SplitQueue* queue, bool& failed, const char* what
   spdlog::error("virtio-vsock {}: {} queue: {}; the device needs a reset", name_, what,
                 queue->broken_reason());
   interrupt_->signal_needs_reset();
-}
-
-// ---- The host side: the listener and programs writing their CONNECT line ----
-
-void VirtioVsock::on_listener() {
-  std::lock_guard lock(mutex_);
-  for (int budget = kAcceptBudget; budget > 0; --budget) {
-    UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      // Out of fds (or worse): the pending connection stays readable, so stop watching until a
-      // connection closes rather than spin.
-      if (!std::exchange(warned_accept_, true)) {
-        spdlog::warn("virtio-vsock {}: accept on {}: {}", name_, uds_path_, std::strerror(errno));
-      }
-      pause_listener();
-      return;
-    }
-    if (!active() || clients_.size() >= kMaxPendingClients) {
-      spdlog::debug("virtio-vsock {}: refused a host connection ({})", name_,
-                    active() ? "too many pending" : "no driver");
-      continue;  // closed
-    }
-    const int raw = fd.get();
-    loop_.add(raw, EPOLLIN, [this, raw](uint32_t) { on_client(raw); });
-    clients_.emplace(raw, Client{std::move(fd), {}});
-  }
-}
-
-void VirtioVsock::pause_listener() {
-  if (listener_paused_) return;
-  loop_.modify(listener_.get(), 0);
-  listener_paused_ = true;
-}
-
-void VirtioVsock::resume_listener() {
-  if (!listener_paused_) return;
-  loop_.modify(listener_.get(), EPOLLIN);
-  listener_paused_ = false;
-}
-
-void VirtioVsock::on_client(int fd) {
-  std::lock_guard lock(mutex_);
-  auto it = clients_.find(fd);
-  if (it == clients_.end()) return;  // closed by a reset; its fd waits in the graveyard
-  Client& client = it->second;
-  // One byte at a time: what follows the line is stream data for the guest, left in the socket.
-  const char* dropped = nullptr;
-  while (true) {
-    char c;
-    const ssize_t n = ::recv(fd, &c, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the rest comes later
-    if (n <= 0) {
-      dropped = "it hung up";
-      break;
-    }
-    if (c == '\n') break;
-    client.line.push_back(c);
-    if (client.line.size() >= kMaxConnectLine) {
-      dropped = "its line is too long";
-      break;
-    }
-  }
-  UniqueFd socket = std::move(client.fd);
-  const std::string line = std::move(client.line);
-  clients_.erase(it);
-  loop_.remove(fd);
-  resume_listener();
-  if (dropped != nullptr) {
-    spdlog::debug("virtio-vsock {}: dropped a host connection before its CONNECT: {}", name_,
-                  dropped);
-    return;
-  }
-  const auto port = parse_connect(line);
-  if (!port || !active() || connections_.size() >= kMaxConnections) {
-    spdlog::debug("virtio-vsock {}: refused a host connection ({})", name_,
-                  !port ? "not a CONNECT line" : "no room");
-    return;
-  }
-  uint32_t host_port = next_host_port_;
-  while (connections_.contains(key_of(host_port, *port))) {
-    host_port = host_port == UINT32_MAX ? kFirstHostPort : host_port + 1;
-  }
-  next_host_port_ = host_port == UINT32_MAX ? kFirstHostPort : host_port + 1;
-
-  const Key key = key_of(host_port, *port);
-  auto entry = std::make_unique<Entry>(
-      Connection(std::move(socket), host_port, *port, Connection::State::kAwaitingResponse));
-  entry->pending = kSendRequest;
-  // Not read until the guest accepts; a hang-up is still reported.
-  loop_.add(fd, 0, [this, key, fd](uint32_t events) { on_socket(key, fd, events); });
-  connections_.emplace(key, std::move(entry));
-  spdlog::debug("virtio-vsock {}: host connection to guest port {} as host port {}", name_, *port,
-                host_port);
-  settle(key);
-  process_rx();
-  notify_driver();
-}
-
-// ---- Connections: socket events and their bookkeeping ----
-
-void VirtioVsock::on_socket(Key key, int fd, uint32_t events) {
-  std::lock_guard lock(mutex_);
-  auto it = connections_.find(key);
-  if (it == connections_.end() || it->second->conn.fd() != fd) return;  // an older socket's
-  Entry& entry = *it->second;
-  if ((events & (EPOLLHUP | EPOLLERR)) != 0) {
-    // Reported whatever we watch: leave the loop and drain what the socket still holds.
-    loop_.remove(fd);
-    entry.registered = false;
-    entry.hung_up = true;
-    entry.host_write_closed = true;
-    entry.readable = true;
-    entry.conn.discard_buffered();
-    if (entry.conn.state() == Connection::State::kAwaitingResponse) {
-      close(key, true);
-      return;
-    }
-  } else {
-    if ((events & EPOLLIN) != 0) entry.readable = true;
-    if ((events & EPOLLOUT) != 0 && !flush(entry)) {
-      close(key, true);
-      return;
-    }
-  }
-  settle(key);
-  process_rx();
-  notify_driver();
-}
-
-bool VirtioVsock::flush(Entry& entry) {
-  if (!entry.host_write_closed && entry.conn.flush() == Connection::Flush::kBroken) {
-    spdlog::debug("virtio-vsock {}: host port {}: the socket takes no more data", name_,
-                  entry.conn.host_port());
-    return false;
-  }
-  if (entry.conn.buffered() == 0 && entry.guest_shut_send && !entry.shut_wr_done) {
-    ::shutdown(entry.conn.fd(), SHUT_WR);
-    entry.shut_wr_done = true;
-  }
-  if (entry.conn.credit_update_due()) entry.pending |= kSendCreditUpdate;
-  return true;
-}
-
-bool VirtioVsock::wants_rx(const Entry& entry) const {
-  if (entry.pending != 0) return true;
-  if (entry.conn.state() != Connection::State::kEstablished || !entry.readable || entry.host_eof ||
-      entry.guest_shut_rcv) {
-    return false;
-  }
-  return entry.conn.peer_credit() > 0 || !entry.credit_requested;
-}
-
-void VirtioVsock::settle(Key key) {
-  auto it = connections_.find(key);
-  if (it == connections_.end()) return;
-  Entry& entry = *it->second;
-  const bool sending_done =
-      entry.host_write_closed || (entry.guest_shut_send && entry.conn.buffered() == 0);
-  const bool receiving_done = entry.eof_reported || entry.guest_shut_rcv;
-  if (sending_done && receiving_done) {
-    spdlog::debug("virtio-vsock {}: host port {} guest port {} closed", name_,
-                  entry.conn.host_port(), entry.conn.guest_port());
-    close(key, true);
-    return;
-  }
-  if (entry.registered) {
-    uint32_t wanted = 0;
-    if (entry.conn.state() == Connection::State::kEstablished && !entry.readable &&
-        !entry.host_eof && !entry.guest_shut_rcv) {
-      wanted |= EPOLLIN;
-    }
-    if (entry.conn.buffered() != 0) wanted |= EPOLLOUT;
-    if (wanted != entry.events) {
-      loop_.modify(entry.conn.fd(), wanted);
-      entry.events = wanted;
-    }
-  }
-  if (!entry.queued && wants_rx(entry)) {
-    entry.queued = true;
-    rx_ready_.push_back(key);
-  }
-}
-
-void VirtioVsock::close(Key key, bool send_rst) {
-  auto it = connections_.find(key);
-  if (it == connections_.end()) return;
-  Entry& entry = *it->second;
-  if (send_rst) queue_rst(entry.conn.host_port(), entry.conn.guest_port(), vsock::kTypeStream);
-  if (entry.registered) loop_.remove(entry.conn.fd());
-  connections_.erase(it);  // closes the socket; a stale key in rx_ready_ is skipped
-  resume_listener();
-}
-
-void VirtioVsock::queue_rst(uint32_t host_port, uint32_t guest_port, uint16_t type) {
-  if (rsts_.size() >= kMaxQueuedRsts) {
-    ++counters_.rsts_dropped;
-    return;
-  }
-  rsts_.push_back(Rst{host_port, guest_port, type});
 }
 
 // ---- Transmit: packets from the guest ----
@@ -411,12 +165,12 @@ void VirtioVsock::handle_tx(const DescriptorChain& chain) {
   switch (packet.verdict) {
     case Verdict::kAccept:
       ++counters_.tx_packets;
-      handle_packet(header, chain);
+      muxer_.send(header, chain);
       return;
     case Verdict::kBadType:
     case Verdict::kUnknownOp:
       // Well addressed: tell the sender, unless it is an RST itself.
-      if (header.op != vsock::kOpRst) queue_rst(header.dst_port, header.src_port, header.type);
+      if (header.op != vsock::kOpRst) muxer_.refuse(header);
       break;
     case Verdict::kShort:
     case Verdict::kWrongAddress:
@@ -433,115 +187,6 @@ void VirtioVsock::drop_tx(const DescriptorChain& chain, Verdict verdict) {
         "counted, not logged)",
         name_, chain.head(), chain.readable_bytes(), vsock::to_string(verdict));
   }
-}
-
-void VirtioVsock::handle_packet(const Header& header, const DescriptorChain& chain) {
-  const Key key = key_of(header.dst_port, header.src_port);
-  auto it = connections_.find(key);
-  if (it == connections_.end()) {
-    if (header.op == vsock::kOpRequest) {
-      connect_to_host(header);
-    } else if (header.op != vsock::kOpRst) {
-      queue_rst(header.dst_port, header.src_port, header.type);
-    }
-    return;
-  }
-  Entry& entry = *it->second;
-  entry.conn.update_peer_credit(header.buf_alloc, header.fwd_cnt);
-  if (entry.conn.peer_credit() > 0) entry.credit_requested = false;
-
-  switch (header.op) {
-    case vsock::kOpRequest:
-      // The guest reuses a live pair: it lost track of it, so neither side keeps it.
-      close(key, true);
-      return;
-    case vsock::kOpRst: close(key, false); return;
-    case vsock::kOpResponse: {
-      if (entry.conn.state() != Connection::State::kAwaitingResponse) {
-        close(key, true);
-        return;
-      }
-      entry.conn.set_established();
-      // The first bytes on a fresh socket: its send buffer has room for them.
-      const std::string ok = fmt::format("OK {}\n", entry.conn.host_port());
-      const ssize_t n = ::send(entry.conn.fd(), ok.data(), ok.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n != static_cast<ssize_t>(ok.size())) {
-        close(key, true);
-        return;
-      }
-      break;
-    }
-    case vsock::kOpShutdown:
-      if ((header.flags & vsock::kShutdownRcv) != 0 && !entry.guest_shut_rcv) {
-        entry.guest_shut_rcv = true;
-        ::shutdown(entry.conn.fd(), SHUT_RD);
-      }
-      if ((header.flags & vsock::kShutdownSend) != 0) entry.guest_shut_send = true;
-      if (!flush(entry)) {
-        close(key, true);
-        return;
-      }
-      break;
-    case vsock::kOpRw: {
-      if (entry.conn.state() != Connection::State::kEstablished || entry.guest_shut_send) {
-        close(key, true);
-        return;
-      }
-      if (header.len == 0) break;
-      const auto room = entry.conn.reserve(header.len);
-      if (!room) {
-        ++counters_.credit_overruns;
-        if (!std::exchange(warned_credit_, true)) {
-          spdlog::warn(
-              "virtio-vsock {}: guest port {} sent {} bytes with {} buffered, beyond its credit "
-              "of {}; connection reset (further ones are counted, not logged)",
-              name_, uint32_t{header.src_port}, uint32_t{header.len}, entry.conn.buffered(),
-              vsock::kBufAlloc);
-        }
-        close(key, true);
-        return;
-      }
-      if (entry.host_write_closed) {
-        entry.conn.discard_buffered();  // the socket is gone; the guest learns from our SHUTDOWN
-      } else {
-        chain.read(kHeaderSize, *room);  // len fits the readable part: checked by the parser
-      }
-      if (!flush(entry)) {
-        close(key, true);
-        return;
-      }
-      break;
-    }
-    case vsock::kOpCreditUpdate: break;  // the credit fields are all it carries
-    case vsock::kOpCreditRequest: entry.pending |= kSendCreditUpdate; break;
-  }
-  settle(key);
-}
-
-void VirtioVsock::connect_to_host(const Header& header) {
-  if (connections_.size() >= kMaxConnections) {
-    queue_rst(header.dst_port, header.src_port, header.type);
-    return;
-  }
-  const std::string path = fmt::format("{}_{}", uds_path_, header.dst_port);
-  UniqueFd socket = vsock::connect_unix(path);
-  if (!socket) {
-    spdlog::debug("virtio-vsock {}: guest port {} to host port {}: {}: {}", name_,
-                  uint32_t{header.src_port}, uint32_t{header.dst_port}, path, std::strerror(errno));
-    queue_rst(header.dst_port, header.src_port, header.type);
-    return;
-  }
-  const int fd = socket.get();
-  const Key key = key_of(header.dst_port, header.src_port);
-  auto entry = std::make_unique<Entry>(Connection(
-      std::move(socket), header.dst_port, header.src_port, Connection::State::kEstablished));
-  entry->conn.update_peer_credit(header.buf_alloc, header.fwd_cnt);
-  entry->pending = kSendResponse;
-  loop_.add(fd, 0, [this, key, fd](uint32_t events) { on_socket(key, fd, events); });
-  connections_.emplace(key, std::move(entry));
-  spdlog::debug("virtio-vsock {}: guest port {} connected to {}", name_, uint32_t{header.src_port},
-                path);
-  settle(key);
 }
 
 // ---- Receive: packets for the guest ----
@@ -570,7 +215,7 @@ std::optional<DescriptorChain> VirtioVsock::pop_rx_chain() {
 void VirtioVsock::process_rx() {
   if (rx_failed_) return;
   for (int budget = kRxBudget;; --budget) {
-    if (rsts_.empty() && rx_ready_.empty()) return;
+    if (!muxer_.has_receive_work()) return;
     if (budget == 0) {
       kick_.signal();  // more to send: after the other fds had their turn
       return;
@@ -584,107 +229,13 @@ void VirtioVsock::process_rx() {
         return;
       }
     }
-    uint32_t bytes = 0;
-    std::optional<Key> key;
-    if (!rsts_.empty()) {
-      const Rst rst = rsts_.front();
-      rsts_.pop_front();
-      Header header = header_for(rst.host_port, rst.guest_port, vsock::kOpRst);
-      header.type = rst.type;
-      bytes = write_packet(*rx_chain_, header, {});
-    } else {
-      key = rx_ready_.front();
-      rx_ready_.pop_front();
-      auto it = connections_.find(*key);
-      if (it == connections_.end() || !it->second->queued) continue;
-      it->second->queued = false;
-      bytes = fill_rx(*it->second, *rx_chain_);
-    }
+    const uint32_t bytes = muxer_.receive(*rx_chain_);
     if (bytes != 0) {
       rx_queue_->add_used(std::move(*rx_chain_), bytes);
       rx_chain_.reset();
       ++counters_.rx_packets;
     }
-    if (key) settle(*key);  // back in the queue's tail if it has more
   }
-}
-
-Header VirtioVsock::header_for(uint32_t host_port, uint32_t guest_port, uint16_t op) const {
-  Header header{};
-  header.src_cid = vsock::kHostCid;
-  header.dst_cid = guest_cid_;
-  header.src_port = host_port;
-  header.dst_port = guest_port;
-  header.type = vsock::kTypeStream;
-  header.op = op;
-  return header;
-}
-
-uint32_t VirtioVsock::write_packet(const DescriptorChain& chain, Header header,
-                                   std::span<const uint8_t> payload) {
-  header.len = static_cast<uint32_t>(payload.size());
-  chain.write(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&header), kHeaderSize));
-  chain.write(kHeaderSize, payload);
-  return kHeaderSize + header.len;
-}
-
-uint32_t VirtioVsock::fill_rx(Entry& entry, const DescriptorChain& chain) {
-  Connection& conn = entry.conn;
-  auto packet = [&](uint16_t op, std::span<const uint8_t> payload = {}, uint32_t flags = 0) {
-    Header header = header_for(conn.host_port(), conn.guest_port(), op);
-    header.flags = flags;
-    header.buf_alloc = vsock::kBufAlloc;
-    header.fwd_cnt = conn.fwd_cnt();
-    conn.reported_fwd_cnt();
-    return write_packet(chain, header, payload);
-  };
-  auto take = [&](Pending bit) {
-    const bool set = (entry.pending & bit) != 0;
-    entry.pending &= ~bit;
-    return set;
-  };
-
-  if (take(kSendRequest)) return packet(vsock::kOpRequest);
-  if (take(kSendResponse)) return packet(vsock::kOpResponse);
-  if (take(kSendCreditUpdate)) return packet(vsock::kOpCreditUpdate);
-
-  if (conn.state() == Connection::State::kEstablished && entry.readable && !entry.host_eof &&
-      !entry.guest_shut_rcv) {
-    const uint32_t credit = conn.peer_credit();
-    if (credit == 0 && entry.credit_requested) return 0;
-    // Without credit, peek: an EOF needs none, data needs a CREDIT_REQUEST.
-    const size_t want =
-        credit == 0
-            ? 1
-            : std::min<size_t>({credit, chain.writable_bytes() - kHeaderSize, staging_.size()});
-    ssize_t n;
-    do {
-      n = ::recv(conn.fd(), staging_.data(), want, MSG_DONTWAIT | (credit == 0 ? MSG_PEEK : 0));
-    } while (n < 0 && errno == EINTR);
-    if (n > 0 && credit == 0) {
-      entry.credit_requested = true;
-      return packet(vsock::kOpCreditRequest);
-    }
-    if (n > 0) {
-      conn.count_sent(static_cast<uint32_t>(n));
-      return packet(vsock::kOpRw,
-                    std::span<const uint8_t>(staging_.data(), static_cast<size_t>(n)));
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      entry.readable = false;  // watched again
-      return 0;
-    }
-    // EOF, or an error that ends the stream the same way.
-    entry.host_eof = true;
-    entry.pending |= kSendShutdown;
-    entry.shutdown_flags = vsock::kShutdownSend | (entry.hung_up ? vsock::kShutdownRcv : 0);
-  }
-
-  if (take(kSendShutdown)) {
-    entry.eof_reported = true;
-    return packet(vsock::kOpShutdown, {}, entry.shutdown_flags);
-  }
-  return 0;
 }
 
 }  // namespace vmm::devices::virtio

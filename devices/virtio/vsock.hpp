@@ -1,21 +1,17 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "base/event/event_loop.hpp"
 #include "base/memory/guest_memory.hpp"
 #include "base/util/event_fd.hpp"
-#include "base/util/unique_fd.hpp"
 #include "devices/virtio/virtio_device.hpp"
-#include "devices/virtio/vsock/connection.hpp"
+#include "devices/virtio/vsock/muxer.hpp"
 #include "devices/virtio/vsock/packet.hpp"
 
 namespace vmm::devices::virtio {
@@ -30,8 +26,11 @@ struct VsockCounters {
   uint64_t rsts_dropped = 0;     // RSTs not sent: too many waiting for receive buffers
 };
 
-// A virtio-vsock device (virtio 1.2, 5.10), stream sockets only, with Firecracker's host side: a
-// listening Unix socket at `uds_path`.
+// A virtio-vsock device (virtio 1.2, 5.10), stream sockets only: the virtqueues and the packets
+// on them. The host side, Firecracker's (a listening Unix socket at `uds_path`, the connections
+// and their sockets), is vsock::Muxer (devices/virtio/vsock/muxer.hpp): the device parses each
+// transmit chain and hands the well-formed packets to the muxer, and fills receive chains with
+// the packets the muxer owes the guest.
 //
 // Host-initiated: a program connects to uds_path and writes "CONNECT <port>\n"; the device picks
 // a host port (from 2^30 up) and sends the guest a REQUEST; the guest's RESPONSE makes the device
@@ -56,17 +55,17 @@ struct VsockCounters {
 // written their CONNECT line; no timeouts (a guest that never answers a REQUEST, or a program
 // that never writes its line, keeps its slot until it closes or the device resets).
 //
-// Threading: notify() and the fd handlers run on the event loop thread, activate() and reset()
-// on vCPU threads; all take the device's mutex. The loop's registrations are changed only on its
-// thread: reset() shuts the sockets down at once and leaves closing them to the loop.
+// Threading: notify() and the fd handlers (the device's and the muxer's) run on the event loop
+// thread, activate() and reset() on vCPU threads; all take the device's mutex. The loop's
+// registrations are changed only on its thread: reset() shuts the sockets down at once and leaves
+// closing them to the loop.
 class VirtioVsock final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
-  static constexpr size_t kMaxConnections = 256;
-  static constexpr size_t kMaxPendingClients = 32;
-  // "CONNECT 4294967295\n" is 19 bytes.
-  static constexpr size_t kMaxConnectLine = 32;
-  static constexpr uint32_t kFirstHostPort = uint32_t{1} << 30;
+  static constexpr size_t kMaxConnections = vsock::Muxer::kMaxConnections;
+  static constexpr size_t kMaxPendingClients = vsock::Muxer::kMaxPendingClients;
+  static constexpr size_t kMaxConnectLine = vsock::Muxer::kMaxConnectLine;
+  static constexpr uint32_t kFirstHostPort = vsock::Muxer::kFirstHostPort;
 
   // Binds and listens on `uds_path` (a stale socket file is replaced; a live one or a non-socket
   // is refused with vmm::Error "PATH: in use" / "PATH: exists and is not a socket"); unlinked in
@@ -97,97 +96,25 @@ class VirtioVsock final : public VirtioDevice {
   // Receive packets written per wakeup before yielding to the other fds (the kick fd brings us
   // back).
   static constexpr int kRxBudget = 256;
-  static constexpr size_t kMaxQueuedRsts = 512;
 
-  using Key = uint64_t;  // host port << 32 | guest port
-  static Key key_of(uint32_t host_port, uint32_t guest_port) {
-    // The analyzer takes UINT32_MAX for -1 here; the operand is an unsigned 64-bit value.
-    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult)
-    return uint64_t{host_port} << 32 | guest_port;
-  }
-
-  // Control packets a connection owes the guest, sent in this order (SHUTDOWN after the data).
-  // A CREDIT_REQUEST is decided when the data cannot go.
-  enum Pending : uint32_t {
-    kSendRequest = 1,
-    kSendResponse = 2,
-    kSendCreditUpdate = 4,
-    kSendShutdown = 8,  // after the data: queued when the socket's EOF is read
-  };
-
-  struct Entry {
-    explicit Entry(vsock::Connection c) : conn(std::move(c)) {}
-    vsock::Connection conn;
-    uint32_t pending = 0;
-    uint32_t shutdown_flags = 0;     // of the SHUTDOWN to send
-    bool readable = false;           // the socket may hold data or EOF: not watched for EPOLLIN
-    bool hung_up = false;            // EPOLLHUP/ERR: out of the loop, draining what is left
-    bool host_eof = false;           // a read returned EOF
-    bool eof_reported = false;       // the guest got our SHUTDOWN
-    bool host_write_closed = false;  // the socket takes no more data
-    bool guest_shut_rcv = false;
-    bool guest_shut_send = false;
-    bool shut_wr_done = false;
-    bool credit_requested = false;  // CREDIT_REQUEST sent since the guest's credit ran out
-    bool queued = false;            // in rx_ready_
-    bool registered = true;         // with the loop
-    uint32_t events = 0;            // what the loop watches
-  };
-
-  struct Rst {
-    uint32_t host_port;
-    uint32_t guest_port;
-    uint16_t type;
-  };
-
-  // A host program that connected to uds_path and has not finished its CONNECT line.
-  struct Client {
-    UniqueFd fd;
-    std::string line;
-  };
-
-  void on_listener();
-  void on_client(int fd);
-  void on_socket(Key key, int fd, uint32_t events);
   void on_kick();
-  void connect_line(int fd, const std::string& line);
 
   void process_tx();
   void handle_tx(const DescriptorChain& chain);
-  void handle_packet(const vsock::Header& header, const DescriptorChain& chain);
-  void connect_to_host(const vsock::Header& header);
   void drop_tx(const DescriptorChain& chain, vsock::Verdict verdict);
 
   void process_rx();
   std::optional<DescriptorChain> pop_rx_chain();
-  // Writes the next packet `entry` owes the guest into `chain`: its size, or 0 if none.
-  uint32_t fill_rx(Entry& entry, const DescriptorChain& chain);
-  uint32_t write_packet(const DescriptorChain& chain, vsock::Header header,
-                        std::span<const uint8_t> payload);
-  vsock::Header header_for(uint32_t host_port, uint32_t guest_port, uint16_t op) const;
-
-  // After any change to a connection: ends it if both directions are done, else updates what the
-  // loop watches and schedules it for receive. `key` may be gone afterwards.
-  void settle(Key key);
-  bool wants_rx(const Entry& entry) const;
-  bool flush(Entry& entry);  // false: the socket broke (the caller resets the connection)
-  void close(Key key, bool send_rst);
-  void queue_rst(uint32_t host_port, uint32_t guest_port, uint16_t type);
-  void pause_listener();
-  void resume_listener();
 
   void check_broken(SplitQueue* queue, bool& failed, const char* what);
   void notify_driver();
   void stop_locked();
-  void reap_graveyard();
   bool active() const { return rx_queue_ != nullptr; }
 
   const GuestMemory& memory_;
   EventLoop& loop_;
   const uint64_t guest_cid_;
-  const std::string uds_path_;
   const std::string name_;
-  UniqueFd listener_;
   EventFd kick_;  // runs the loop side: closing reset's sockets, receive work beyond a budget
 
   mutable std::mutex mutex_;
@@ -197,21 +124,12 @@ class VirtioVsock final : public VirtioDevice {
   bool rx_failed_ = false;
   bool tx_failed_ = false;
   bool rx_out_of_buffers_ = false;  // until the driver notifies queue 0
-  bool listener_paused_ = false;    // accept() failed for want of fds
-
-  std::unordered_map<Key, std::unique_ptr<Entry>> connections_;
-  std::unordered_map<int, Client> clients_;
-  std::deque<Key> rx_ready_;  // connections with something for the guest, round robin
-  std::deque<Rst> rsts_;      // RSTs to connections that are gone
   std::optional<DescriptorChain> rx_chain_;
-  std::vector<uint8_t> staging_;
-  std::vector<UniqueFd> graveyard_;  // sockets reset() shut down, for the loop to close
-  uint32_t next_host_port_ = kFirstHostPort;
-  VsockCounters counters_;
+  VsockCounters counters_;  // the device's own; the muxer counts credit_overruns and rsts_dropped
   bool warned_tx_ = false;
   bool warned_rx_buffer_ = false;
-  bool warned_credit_ = false;
-  bool warned_accept_ = false;
+  // After the mutex (its handlers take it) and the fields guest_work reaches; destroyed first.
+  vsock::Muxer muxer_;
 };
 
 }  // namespace vmm::devices::virtio
