@@ -14,6 +14,42 @@
 
 namespace vmm::devices::virtio {
 
+NetErrorPolicy net_error_policy(NetError error) {
+  using enum NetError;
+  switch (error) {
+    case kTxDeviceWritable:
+    case kTxShortHeader:
+    case kTxTooLong:
+    case kTxTooManyDescriptors:
+    case kTxBufferOutsideMemory:
+    case kTxBackendFailed: return {&NetCounters::tx_dropped, spdlog::level::warn};
+    case kRxChainTooSmall: return {&NetCounters::rx_bad_buffers, spdlog::level::warn};
+    case kRxShortPacket:
+    case kRxTruncated:
+    case kRxOffloadsRefused:
+    case kRxDoesNotFit: break;
+  }
+  return {&NetCounters::rx_dropped, spdlog::level::warn};
+}
+
+const char* net_error_name(NetError error) {
+  using enum NetError;
+  switch (error) {
+    case kTxDeviceWritable: return "transmit chain with device-writable descriptors";
+    case kTxShortHeader: return "transmit chain shorter than a header";
+    case kTxTooLong: return "transmit chain longer than the largest packet";
+    case kTxTooManyDescriptors: return "transmit chain with more descriptors than one writev takes";
+    case kTxBufferOutsideMemory: return "transmit buffer outside guest memory";
+    case kTxBackendFailed: return "the backend refused a packet";
+    case kRxShortPacket: return "received packet shorter than a header";
+    case kRxTruncated: return "received packet too long, maybe truncated";
+    case kRxOffloadsRefused: return "received packet with offloads the driver did not accept";
+    case kRxDoesNotFit: return "received packet larger than the receive buffers";
+    case kRxChainTooSmall: return "receive chain too small for a header, returned empty";
+  }
+  return "unknown";
+}
+
 VirtioNet::VirtioNet(const GuestMemory& memory, EventLoop& loop,
                      std::unique_ptr<PacketBackend> backend, std::array<uint8_t, 6> mac,
                      std::string name)
@@ -226,13 +262,8 @@ std::optional<DescriptorChain> VirtioNet::pop_rx_chain() {
     if (chain->writable_bytes() >= kNetHdrSize) return chain;
     // The driver must give at least a header's room (virtio 1.2, 5.1.6.3.1). Returned at once:
     // the used entries of the packet being assembled are added later, so they stay together.
-    ++counters_.rx_bad_buffers;
-    if (!std::exchange(warned_rx_buffer_, true)) {
-      spdlog::warn(
-          "virtio-net {}: receive chain {} has {} writable bytes, less than a header; returned "
-          "empty (further ones are counted, not logged)",
-          name_, chain->head(), chain->writable_bytes());
-    }
+    report(NetError::kRxChainTooSmall, chain->head(),
+           fmt::format("{} writable bytes", chain->writable_bytes()));
     rx_queue_->add_used(std::move(*chain), 0);
     // A driver that keeps offering such chains would keep us here: come back in a later round.
     if (--rx_skip_budget_ == 0) {
@@ -257,30 +288,36 @@ bool VirtioNet::read_packet() {
   }
   staged_ = static_cast<size_t>(n);
   if (staged_ < kNetHdrSize) {
-    drop_rx(fmt::format("{} bytes, shorter than a header", staged_));
+    drop_rx(NetError::kRxShortPacket, {});
   } else if (staged_ == staging_.size()) {
-    drop_rx(fmt::format("longer than {} bytes, maybe truncated", staging_.size() - 1));
+    drop_rx(NetError::kRxTruncated, fmt::format("over {} bytes", staging_.size() - 1));
   }
   return true;
 }
 
-void VirtioNet::drop_rx(const std::string& reason) {
-  ++counters_.rx_dropped;
-  if (!std::exchange(warned_rx_drop_, true)) {
-    spdlog::warn(
-        "virtio-net {}: dropped a received {}-byte packet: {} (further drops are counted, not "
-        "logged)",
-        name_, staged_, reason);
-  }
+void VirtioNet::drop_rx(NetError error, const std::string& detail) {
+  report(error, 0, fmt::format("{} bytes{}{}", staged_, detail.empty() ? "" : ", ", detail));
   staged_ = 0;
+}
+
+void VirtioNet::report(NetError error, uint16_t head, const std::string& detail) {
+  const NetErrorPolicy policy = net_error_policy(error);
+  ++(counters_.*policy.counter);
+  const auto kind = static_cast<size_t>(error);
+  ++counters_.errors[kind];
+  const bool first = !reported_.test(kind);
+  reported_.set(kind);
+  spdlog::log(first ? policy.level : spdlog::level::debug, "virtio-net {}: {} (chain {}{}{}){}",
+              name_, net_error_name(error), head, detail.empty() ? "" : ", ", detail,
+              first ? "; further ones are counted, logged at debug level" : "");
 }
 
 bool VirtioNet::deliver_packet() {
   VirtioNetHdr header;
   std::memcpy(&header, staging_.data(), sizeof(header));
   if (!fit_rx_header(header, driver_features_)) {
-    drop_rx(fmt::format("offloads the driver did not accept (flags {:#x}, gso type {:#x})",
-                        header.flags, header.gso_type));
+    drop_rx(NetError::kRxOffloadsRefused,
+            fmt::format("flags {:#x}, gso type {:#x}", header.flags, header.gso_type));
     return true;
   }
 
@@ -293,8 +330,8 @@ bool VirtioNet::deliver_packet() {
   uint64_t capacity = 0;
   while (capacity < staged_) {
     if (needed == max_chains) {
-      drop_rx(fmt::format("does not fit {} bytes of receive buffers{}", capacity,
-                          mergeable ? "" : " (no MRG_RXBUF)"));
+      drop_rx(NetError::kRxDoesNotFit,
+              fmt::format("{} bytes of buffers{}", capacity, mergeable ? "" : ", no MRG_RXBUF"));
       return true;
     }
     if (needed == rx_chains_.size()) {
@@ -347,22 +384,22 @@ void VirtioNet::process_tx() {
 
 VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
   if (chain.writable_bytes() != 0) {
-    drop_tx(std::move(chain), "it has device-writable descriptors");
+    drop_tx(std::move(chain), NetError::kTxDeviceWritable);
     return Sent::kDone;
   }
   if (chain.readable_bytes() < kNetHdrSize) {
-    drop_tx(std::move(chain),
-            fmt::format("{} bytes, shorter than a header", chain.readable_bytes()));
+    drop_tx(std::move(chain), NetError::kTxShortHeader,
+            fmt::format("{} bytes", chain.readable_bytes()));
     return Sent::kDone;
   }
   if (chain.readable_bytes() > kNetMaxPacket) {
-    drop_tx(std::move(chain),
-            fmt::format("{} bytes, longer than {}", chain.readable_bytes(), kNetMaxPacket));
+    drop_tx(std::move(chain), NetError::kTxTooLong,
+            fmt::format("{} bytes", chain.readable_bytes()));
     return Sent::kDone;
   }
   if (chain.buffers().size() > IOV_MAX) {
-    drop_tx(std::move(chain),
-            fmt::format("{} descriptors, more than one writev takes", chain.buffers().size()));
+    drop_tx(std::move(chain), NetError::kTxTooManyDescriptors,
+            fmt::format("{} descriptors", chain.buffers().size()));
     return Sent::kDone;
   }
   tx_iov_.clear();
@@ -370,7 +407,7 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
     // Inside guest memory: checked when the chain was popped.
     auto host = memory_.slice(buffer.addr, buffer.len);
     if (!host) {
-      drop_tx(std::move(chain), "a buffer outside guest memory");
+      drop_tx(std::move(chain), NetError::kTxBufferOutsideMemory);
       return Sent::kDone;
     }
     tx_iov_.push_back({host->data(), host->size()});
@@ -381,7 +418,8 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Sent::kWouldBlock;
-    drop_tx(std::move(chain), fmt::format("{}: {}", backend_->name(), std::strerror(errno)));
+    drop_tx(std::move(chain), NetError::kTxBackendFailed,
+            fmt::format("{}: {}", backend_->name(), std::strerror(errno)));
     return Sent::kDone;
   }
   ++counters_.tx_packets;
@@ -389,13 +427,8 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
   return Sent::kDone;
 }
 
-void VirtioNet::drop_tx(DescriptorChain&& chain, const std::string& reason) {
-  ++counters_.tx_dropped;
-  if (!std::exchange(warned_tx_drop_, true)) {
-    spdlog::warn(
-        "virtio-net {}: dropped transmit chain {}: {} (further drops are counted, not logged)",
-        name_, chain.head(), reason);
-  }
+void VirtioNet::drop_tx(DescriptorChain&& chain, NetError error, const std::string& detail) {
+  report(error, chain.head(), detail);
   tx_queue_->add_used(std::move(chain), 0);
 }
 

@@ -2,7 +2,10 @@
 
 #include <sys/uio.h>
 
+#include <spdlog/common.h>
+
 #include <array>
+#include <bitset>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -32,13 +35,42 @@ struct VirtioNetConfig {
 static_assert(sizeof(VirtioNetConfig) == 8);
 
 // What the device dropped and moved, for logs and tests.
+// Why the device dropped a packet or returned a chain unused: one kind per failure.
+// net_error_policy() maps each, in one place, to the counter it adds to and the level the first
+// of its kind is logged at (the rest are counted, and logged at debug: the guest or the network
+// decides how many there are).
+enum class NetError {
+  kTxDeviceWritable,       // a transmit chain with device-writable descriptors
+  kTxShortHeader,          // shorter than a virtio_net_hdr
+  kTxTooLong,              // longer than kNetMaxPacket
+  kTxTooManyDescriptors,   // more than one writev takes (IOV_MAX)
+  kTxBufferOutsideMemory,  // a buffer outside guest memory
+  kTxBackendFailed,        // the backend refused the write (not EAGAIN)
+  kRxShortPacket,          // the backend handed us less than a header
+  kRxTruncated,            // a packet that filled the staging buffer: maybe cut short
+  kRxOffloadsRefused,      // offloads the driver did not accept
+  kRxDoesNotFit,           // larger than the receive buffers the driver may give
+  kRxChainTooSmall,        // a receive chain without room for a header: returned empty
+};
+inline constexpr size_t kNetErrorKinds = static_cast<size_t>(NetError::kRxChainTooSmall) + 1;
+
 struct NetCounters {
   uint64_t rx_packets = 0;
   uint64_t rx_dropped = 0;      // too big for the buffers, an offload the driver refused, malformed
   uint64_t rx_bad_buffers = 0;  // receive chains too small for a header, returned empty
   uint64_t tx_packets = 0;
-  uint64_t tx_dropped = 0;  // malformed chains, backend errors
+  uint64_t tx_dropped = 0;                        // malformed chains, backend errors
+  std::array<uint64_t, kNetErrorKinds> errors{};  // by NetError
+
+  uint64_t of(NetError error) const { return errors[static_cast<size_t>(error)]; }
 };
+
+struct NetErrorPolicy {
+  uint64_t NetCounters::*counter;  // rx_dropped, rx_bad_buffers or tx_dropped
+  spdlog::level::level_enum level;
+};
+NetErrorPolicy net_error_policy(NetError error);
+const char* net_error_name(NetError error);
 
 // A virtio-net device (virtio 1.2, 5.1) with one receive queue (0) and one transmit queue (1) on a
 // PacketBackend (a tap). Packets cross with their virtio_net_hdr_v1 unchanged (the tap's vnet
@@ -105,11 +137,13 @@ class VirtioNet final : public VirtioDevice {
   bool read_packet();
   // Copies the staged packet into receive chains: false if the driver ran out of them first.
   bool deliver_packet();
-  void drop_rx(const std::string& reason);
+  // Counts and logs `error` (net_error_policy) for the staged packet, which is dropped.
+  void drop_rx(NetError error, const std::string& detail);
   void process_tx();
   enum class Sent { kDone, kWouldBlock };
   Sent transmit(DescriptorChain& chain);
-  void drop_tx(DescriptorChain&& chain, const std::string& reason);
+  void drop_tx(DescriptorChain&& chain, NetError error, const std::string& detail = {});
+  void report(NetError error, uint16_t head, const std::string& detail);
   void check_broken(SplitQueue* queue, bool& failed, const char* what);
   void update_interest();
   void notify_driver();
@@ -145,10 +179,8 @@ class VirtioNet final : public VirtioDevice {
   std::optional<DescriptorChain> tx_waiting_;
   std::vector<iovec> tx_iov_;
   NetCounters counters_;
-  bool warned_rx_drop_ = false;
-  bool warned_rx_buffer_ = false;
+  std::bitset<kNetErrorKinds> reported_;  // the kinds logged at their level already
   bool warned_rx_error_ = false;
-  bool warned_tx_drop_ = false;
 };
 
 }  // namespace vmm::devices::virtio

@@ -243,6 +243,9 @@ TEST_F(VirtioNetTest, DropsMalformedTransmitChainsAndKeepsWorking) {
   for (uint16_t i = 0; i < 4; ++i) EXPECT_EQ(tx.used(i).len, 0u);
   EXPECT_EQ(tx.used(3).id, 4u);
   EXPECT_EQ(device->counters().tx_dropped, 3u);
+  EXPECT_EQ(device->counters().of(NetError::kTxShortHeader), 1u);
+  EXPECT_EQ(device->counters().of(NetError::kTxDeviceWritable), 1u);
+  EXPECT_EQ(device->counters().of(NetError::kTxTooLong), 1u);
   EXPECT_EQ(device->counters().tx_packets, 1u);
   EXPECT_EQ(interrupt.needs_reset, 0);
   // A packet of exactly the largest size still goes.
@@ -350,6 +353,7 @@ TEST_F(VirtioNetTest, DropsAPacketTooBigForOneBufferWithoutMergeable) {
   EXPECT_EQ(rx.used(0).len, 500u);
   EXPECT_EQ(guest(kRxData, 500), with_num_buffers(next, 1));
   EXPECT_EQ(device->counters().rx_dropped, 1u);
+  EXPECT_EQ(device->counters().of(NetError::kRxDoesNotFit), 1u);
   EXPECT_EQ(device->counters().rx_packets, 1u);
 }
 
@@ -368,6 +372,7 @@ TEST_F(VirtioNetTest, DropsPacketsWithOffloadsTheDriverRefused) {
   valid[0] = 0;
   EXPECT_EQ(guest(kRxData, 600), with_num_buffers(valid, 1));
   EXPECT_EQ(device->counters().rx_dropped, 1u);
+  EXPECT_EQ(device->counters().of(NetError::kRxOffloadsRefused), 1u);
 }
 
 TEST_F(VirtioNetTest, ReturnsReceiveChainsTooSmallForAHeaderEmpty) {
@@ -383,6 +388,7 @@ TEST_F(VirtioNetTest, ReturnsReceiveChainsTooSmallForAHeaderEmpty) {
   EXPECT_EQ(rx.used(1).id, 1u);
   EXPECT_EQ(guest(kRxData + 0x1000, 100), with_num_buffers(packet, 1));
   EXPECT_EQ(device->counters().rx_bad_buffers, 1u);
+  EXPECT_EQ(device->counters().of(NetError::kRxChainTooSmall), 1u);
   EXPECT_EQ(interrupt.needs_reset, 0);
 }
 
