@@ -25,6 +25,7 @@ void ExitLatch::set(MachineExit exit) {
     if (exit_) return;
     spdlog::debug("machine stopping: {}", exit.describe());
     exit_ = std::move(exit);
+    set_.store(true);
   }
   event_.signal();
   if (on_set_) on_set_();

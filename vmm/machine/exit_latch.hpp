@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -24,12 +25,16 @@ class ExitLatch final : public devices::PlatformEvents {
   void fail(std::string message);
 
   std::optional<MachineExit> result() const;
+  // Whether a reason is recorded; lock-free, for the vCPU threads' check before each KVM_RUN. It
+  // is true before `fd()` is signalled and before `on_set` runs.
+  bool is_set() const { return set_.load(); }
   int fd() const { return event_.fd(); }
 
  private:
   std::function<void()> on_set_;
   mutable std::mutex mutex_;
   std::optional<MachineExit> exit_;
+  std::atomic<bool> set_{false};
   EventFd event_;
 };
 

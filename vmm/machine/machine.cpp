@@ -488,9 +488,10 @@ void Machine::Impl::start() {
     });
     watch_console_input();
     arm_timeout();
+    const size_t run_size = kvm.vcpu_mmap_size();
     for (auto& vcpu : vcpus) {
-      threads.push_back(
-          std::make_unique<VcpuThread>(*vcpu, pio, mmio, latch, gate, config_.seccomp));
+      threads.push_back(std::make_unique<VcpuThread>(*vcpu, run_size, pio, mmio, latch, gate,
+                                                     config_.seccomp));
     }
     spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
     for (auto& thread : threads) thread->start();

@@ -5,32 +5,40 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <cstring>
+#include <cerrno>
 #include <mutex>
+#include <string>
+#include <utility>
 
+#include "vmm/machine/vcpu_exit.hpp"
 #include "vmm/security/seccomp_filter.hpp"
 
 namespace vmm {
 
 namespace {
 
-int kick_signal() {
-  return SIGRTMIN;
-}
+// A machine's vCPU: the KVM vCPU fd and its mapping.
+class KvmVcpu final : public VcpuHandle {
+ public:
+  KvmVcpu(kvm::Vcpu& vcpu, size_t run_size) : vcpu_(vcpu), run_size_(run_size) {}
 
-const char* exit_reason_name(uint32_t reason) {
-  switch (reason) {
-    case KVM_EXIT_UNKNOWN: return "unknown";
-    case KVM_EXIT_EXCEPTION: return "exception";
-    case KVM_EXIT_HLT: return "hlt";
-    case KVM_EXIT_DEBUG: return "debug";
-    case KVM_EXIT_IRQ_WINDOW_OPEN: return "irq window open";
-    case KVM_EXIT_NMI: return "nmi";
-    default: return "unexpected";
+  uint32_t id() const override { return vcpu_.id(); }
+  std::span<uint8_t> run_mapping() const override {
+    return {reinterpret_cast<uint8_t*>(vcpu_.run_state()), run_size_};
   }
-}
+  int run() override { return vcpu_.run(); }
+  uint64_t rip() const override { return vcpu_.regs().rip; }
+
+ private:
+  kvm::Vcpu& vcpu_;
+  size_t run_size_;
+};
 
 }  // namespace
+
+int VcpuThread::kick_signal() {
+  return SIGRTMIN;
+}
 
 void VcpuThread::install_kick_handler() {
   static std::once_flag once;
@@ -43,7 +51,17 @@ void VcpuThread::install_kick_handler() {
   });
 }
 
-VcpuThread::VcpuThread(kvm::Vcpu& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
+VcpuThread::VcpuThread(kvm::Vcpu& vcpu, size_t run_size, const devices::Bus& pio,
+                       const devices::Bus& mmio, ExitLatch& latch, PauseGate& gate, bool seccomp)
+    : owned_(std::make_unique<KvmVcpu>(vcpu, run_size)),
+      vcpu_(*owned_),
+      pio_(pio),
+      mmio_(mmio),
+      latch_(latch),
+      gate_(gate),
+      seccomp_(seccomp) {}
+
+VcpuThread::VcpuThread(VcpuHandle& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
                        ExitLatch& latch, PauseGate& gate, bool seccomp)
     : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch), gate_(gate), seccomp_(seccomp) {}
 
@@ -54,37 +72,66 @@ VcpuThread::~VcpuThread() {
 
 void VcpuThread::start() {
   install_kick_handler();
+  // Held until the handle is recorded, so the thread's own "no more signals" comes after it.
+  std::lock_guard lock(signal_mutex_);
   thread_ = std::thread([this] {
     const std::string name = fmt::format("vcpu{}", vcpu_.id());
     ::pthread_setname_np(::pthread_self(), name.c_str());
     // A console sink whose reader went away (a closed pipe given as SerialConfig::kFd) fails
-    // with EPIPE instead of killing the process.
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-    if (seccomp_) {
-      try {
-        security::confine_thread(security::ThreadKind::kVcpu);
-      } catch (const std::exception& e) {
-        latch_.fail(fmt::format("vCPU {}: {}", vcpu_.id(), e.what()));
-        return;
-      }
-    }
-    loop();
+    // with EPIPE instead of killing the process. The kick must get through whatever mask the
+    // thread that started the machine had (a library user may block every signal in its
+    // threads): blocked, it would leave a halted vCPU in KVM_RUN for good, and stop() waiting.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    sigemptyset(&mask);
+    sigaddset(&mask, kick_signal());
+    ::pthread_sigmask(SIG_UNBLOCK, &mask, nullptr);
+    run_thread();
+    // From here on the thread may be joined at any moment: nobody may signal it any more.
+    std::lock_guard done(signal_mutex_);
+    signalable_ = false;
   });
+  handle_ = thread_.native_handle();
+  signalable_ = true;
+}
+
+void VcpuThread::run_thread() {
+  if (seccomp_) {
+    try {
+      security::confine_thread(security::ThreadKind::kVcpu);
+    } catch (const std::exception& e) {
+      latch_.fail(fmt::format("vCPU {}: {}", vcpu_.id(), e.what()));
+      return;
+    }
+  }
+  loop();
+}
+
+void VcpuThread::signal_thread() {
+  // Not through thread_, which join() may be changing on another thread (a pause racing with the
+  // loop thread's stop-and-join): the handle recorded at start, while the thread can't be joined.
+  std::lock_guard lock(signal_mutex_);
+  if (signalable_) ::pthread_kill(handle_, kick_signal());
+}
+
+void VcpuThread::set_immediate_exit(bool value) {
+  auto* run = reinterpret_cast<kvm_run*>(vcpu_.run_mapping().data());
+  std::atomic_ref<uint8_t>(run->immediate_exit).store(value ? 1 : 0);
 }
 
 void VcpuThread::stop() {
   stopping_.store(true);
-  // immediate_exit covers a kick that lands just before KVM_RUN is entered.
-  vcpu_.run_state()->immediate_exit = 1;
-  if (thread_.joinable()) ::pthread_kill(thread_.native_handle(), kick_signal());
+  // immediate_exit covers a kick that lands just before KVM_RUN is entered (the signal is then
+  // handled in user space and lost).
+  set_immediate_exit(true);
+  signal_thread();
 }
 
 void VcpuThread::kick() {
-  vcpu_.run_state()->immediate_exit = 1;
-  if (thread_.joinable()) ::pthread_kill(thread_.native_handle(), kick_signal());
+  set_immediate_exit(true);
+  signal_thread();
 }
 
 void VcpuThread::join() {
@@ -96,104 +143,48 @@ void VcpuThread::loop() {
     while (true) {
       if (gate_.pause_requested()) {
         if (!gate_.checkpoint()) return;  // the machine is stopping
-        // The kick that brought us here left immediate_exit set. The fence orders this store
-        // before the loads of stopping_ and the gate: a stop() or pause() we don't see yet sets
-        // it again after this store.
-        vcpu_.run_state()->immediate_exit = 0;
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        // The kick that brought us here left immediate_exit set. Both are seq_cst, so this store
+        // is ordered before the loads of stopping_, the latch and the gate below: a stop() or
+        // pause() we don't see yet sets it again after this store.
+        set_immediate_exit(false);
         continue;
       }
-      if (stopping_.load()) return;
+      // The latch is set before anyone is told to stop us: once the machine stops, for whatever
+      // reason, the guest runs no further instruction on this vCPU.
+      if (stopping_.load() || latch_.is_set()) return;
       if (vcpu_.run() < 0) continue;  // kicked
-      handle_exit();
+      if (!handle_exit()) {
+        stopping_.store(true);
+        return;
+      }
     }
   } catch (const std::exception& e) {
     latch_.fail(fmt::format("vCPU {}: {}", vcpu_.id(), e.what()));
   }
 }
 
-void VcpuThread::handle_exit() {
-  kvm_run* run = vcpu_.run_state();
-  switch (run->exit_reason) {
-    case KVM_EXIT_IO: handle_pio(); return;
-    case KVM_EXIT_MMIO: handle_mmio(); return;
-    case KVM_EXIT_SHUTDOWN:
-      // A triple fault: what a PC does on reset, and Linux's last-resort reboot method.
-      spdlog::debug("vCPU {}: shutdown (triple fault)", vcpu_.id());
-      latch_.guest_request(devices::GuestRequest::kReboot, 0);
-      stopping_.store(true);
-      return;
-    case KVM_EXIT_SYSTEM_EVENT:
-      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
-        latch_.guest_request(devices::GuestRequest::kPowerOff, 0);
-      } else if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH) {
-        latch_.guest_request(devices::GuestRequest::kPanic, 0);
-      } else {
-        latch_.guest_request(devices::GuestRequest::kReboot, 0);
+bool VcpuThread::handle_exit() {
+  ExitAction action = decode_exit(vcpu_.run_mapping(), pio_, mmio_);
+  switch (action.kind) {
+    case ExitAction::Kind::kContinue: return true;
+    case ExitAction::Kind::kGuestRequest:
+      spdlog::debug("vCPU {}: the guest asks to stop", vcpu_.id());
+      latch_.guest_request(action.request, 0);
+      return false;
+    case ExitAction::Kind::kFail: {
+      std::string where;
+      if (action.add_rip) {
+        try {
+          where = fmt::format(" at rip {:#x}", vcpu_.rip());
+        } catch (const std::exception& e) {
+          where = fmt::format(" (rip unknown: {})", e.what());
+        }
       }
-      stopping_.store(true);
-      return;
-    case KVM_EXIT_INTERNAL_ERROR: {
-      std::string detail;
-      if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
-        detail = " (instruction emulation failed";
-        const auto regs = vcpu_.regs();
-        detail += fmt::format(" at rip {:#x})", regs.rip);
-      }
-      latch_.fail(fmt::format("vCPU {}: KVM internal error, suberror {}{}", vcpu_.id(),
-                              run->internal.suberror, detail));
-      stopping_.store(true);
-      return;
-    }
-    case KVM_EXIT_FAIL_ENTRY:
-      latch_.fail(fmt::format("vCPU {}: KVM could not enter the guest (hardware reason {:#x})",
-                              vcpu_.id(), run->fail_entry.hardware_entry_failure_reason));
-      stopping_.store(true);
-      return;
-    case KVM_EXIT_INTR: return;
-    default:
-      latch_.fail(fmt::format("vCPU {}: unexpected KVM exit {} ({})", vcpu_.id(), run->exit_reason,
-                              exit_reason_name(run->exit_reason)));
-      stopping_.store(true);
-      return;
-  }
-}
-
-void VcpuThread::handle_pio() {
-  kvm_run* run = vcpu_.run_state();
-  const auto& io = run->io;
-  auto* base = reinterpret_cast<uint8_t*>(run);
-  // KVM places the data inside the shared kvm_run page; `count` > 1 for rep ins/outs.
-  for (uint32_t i = 0; i < io.count; ++i) {
-    std::span<uint8_t> data(base + io.data_offset + static_cast<size_t>(i) * io.size, io.size);
-    bool handled;
-    if (io.direction == KVM_EXIT_IO_OUT) {
-      handled = pio_.write(io.port, data);
-    } else {
-      handled = pio_.read(io.port, data);
-    }
-    if (!handled) {
-      SPDLOG_TRACE("unhandled port {} {:#x} size {}",
-                   io.direction == KVM_EXIT_IO_OUT ? "out" : "in", io.port, io.size);
+      latch_.fail(fmt::format("vCPU {}: {}{}", vcpu_.id(), action.message, where));
+      return false;
     }
   }
-}
-
-void VcpuThread::handle_mmio() {
-  kvm_run* run = vcpu_.run_state();
-  auto& mmio = run->mmio;
-  const size_t len = std::min<size_t>(mmio.len, sizeof(mmio.data));
-  std::span<uint8_t> data(mmio.data, len);
-  bool handled;
-  if (mmio.is_write) {
-    handled = mmio_.write(mmio.phys_addr, data);
-  } else {
-    handled = mmio_.read(mmio.phys_addr, data);
-  }
-  if (!handled) {
-    spdlog::debug("unhandled MMIO {} at {:#x} size {}", mmio.is_write ? "write" : "read",
-                  mmio.phys_addr, mmio.len);
-  }
+  return false;
 }
 
 }  // namespace vmm
