@@ -63,32 +63,48 @@ constexpr uint8_t kMsrDcd = 0x80;
 
 }  // namespace
 
-Serial16550::Serial16550(InterruptLine& irq, OutputSink output)
-    : irq_(irq), output_(std::move(output)) {}
+Serial16550::Serial16550(InterruptLine& irq) : irq_(irq) {}
 
 void Serial16550::read(uint64_t offset, std::span<uint8_t> data) {
-  std::function<void()> notify;
+  bool refill = false;
   {
-    std::lock_guard lock(mutex_);
-    read_ports(offset, data, kPortCount, [this](uint64_t port) { return read_port(port); });
-    if (take_refill_request()) notify = input_notifier_;
+    MutexLock lock(mutex_);
+    // The lambda runs inside read_ports(), under the lock taken above.
+    read_ports(offset, data, kPortCount,
+               [this](uint64_t port) VMM_NO_THREAD_SAFETY_ANALYSIS { return read_port(port); });
+    refill = take_refill_request();
   }
-  if (notify) notify();
+  notify(refill, false);
 }
 
 void Serial16550::write(uint64_t offset, std::span<const uint8_t> data) {
-  std::function<void()> notify;
+  bool refill = false;
+  bool drain = false;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     write_ports(offset, data, kPortCount,
-                [this](uint64_t port, uint8_t value) { write_port(port, value); });
-    if (take_refill_request()) notify = input_notifier_;
+                [this](uint64_t port, uint8_t value)
+                    VMM_NO_THREAD_SAFETY_ANALYSIS { write_port(port, value); });
+    refill = take_refill_request();
+    drain = take_drain_request();
   }
-  if (notify) notify();
+  notify(refill, drain);
+}
+
+void Serial16550::notify(bool refill, bool drain) {
+  std::function<void()> input;
+  std::function<void()> output;
+  {
+    MutexLock lock(mutex_);
+    if (refill) input = input_notifier_;
+    if (drain) output = output_notifier_;
+  }
+  if (input) input();
+  if (output) output();
 }
 
 size_t Serial16550::enqueue_input(std::span<const uint8_t> bytes) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   const size_t accepted = std::min(bytes.size(), kInputQueueCapacity - input_queue_.size());
   input_queue_.insert(input_queue_.end(), bytes.begin(), bytes.begin() + accepted);
   refill_requested_ = false;
@@ -98,13 +114,43 @@ size_t Serial16550::enqueue_input(std::span<const uint8_t> bytes) {
 }
 
 size_t Serial16550::input_space() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return kInputQueueCapacity - input_queue_.size();
 }
 
 void Serial16550::set_input_notifier(std::function<void()> notify) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   input_notifier_ = std::move(notify);
+}
+
+size_t Serial16550::take_output(std::span<uint8_t> out) {
+  MutexLock lock(mutex_);
+  const bool was_empty = transmitter_empty();
+  const size_t n = std::min(out.size(), output_.size());
+  std::copy_n(output_.begin(), n, out.begin());
+  output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(n));
+  if (output_.empty()) drain_requested_ = false;  // the next byte asks again
+  if (!was_empty && transmitter_empty()) {
+    // THR is empty again: the interrupt an interrupt-driven driver waits for to send more.
+    thre_pending_ = true;
+    update_interrupt();
+  }
+  return n;
+}
+
+void Serial16550::set_output_notifier(std::function<void()> notify) {
+  MutexLock lock(mutex_);
+  output_notifier_ = std::move(notify);
+}
+
+size_t Serial16550::output_pending() const {
+  MutexLock lock(mutex_);
+  return output_.size();
+}
+
+uint64_t Serial16550::dropped_output() const {
+  MutexLock lock(mutex_);
+  return dropped_output_;
 }
 
 uint8_t Serial16550::read_port(uint64_t port) {
@@ -174,8 +220,9 @@ void Serial16550::write_port(uint64_t port, uint8_t value) {
 }
 
 void Serial16550::transmit(uint8_t byte) {
-  // THR fills (the THRE interrupt drops), the byte goes out at once, THR is empty again (the
-  // interrupt comes back): the line falls and rises, so each byte sent yields a fresh edge.
+  // THR fills (the THRE interrupt drops), the byte goes into the output buffer, THR is empty again
+  // if the buffer still has room (the interrupt comes back): the line falls and rises, so each
+  // byte sent yields a fresh edge. A full buffer holds THRE back until take_output() makes room.
   thre_pending_ = false;
   update_interrupt();
   if (loopback()) {
@@ -185,10 +232,13 @@ void Serial16550::transmit(uint8_t byte) {
       overrun_ = true;
       spdlog::debug("serial: loopback overrun, byte {:#04x} lost", byte);
     }
-  } else if (output_) {
-    output_(std::span<const uint8_t>(&byte, 1));
+  } else if (output_.size() < kOutputBufferCapacity) {
+    output_.push_back(byte);
+  } else if (dropped_output_++ == 0) {
+    spdlog::debug("serial: the guest wrote THR while the transmitter was busy; byte {:#04x} lost",
+                  byte);
   }
-  thre_pending_ = true;
+  thre_pending_ = transmitter_empty();
   update_interrupt();
 }
 
@@ -197,8 +247,9 @@ void Serial16550::write_ier(uint8_t value) {
   const uint8_t changed = ier_ ^ value;
   ier_ = value;
   // Setting ETBEI while THR is empty raises THRE even if the guest acknowledged it before:
-  // Linux's 8250 probe (UART_BUG_THRE test) and its TX start path rely on it.
-  if (changed & kIerThre) thre_pending_ = ier_ & kIerThre;
+  // Linux's 8250 probe (UART_BUG_THRE test) and its TX start path rely on it. While the output
+  // buffer is full THR is not empty: take_output() raises THRE once it makes room.
+  if (changed & kIerThre) thre_pending_ = (ier_ & kIerThre) && transmitter_empty();
   update_interrupt();
 }
 
@@ -231,6 +282,10 @@ size_t Serial16550::rx_capacity() const {
   return fifo_enabled_ ? kFifoSize : 1;
 }
 
+bool Serial16550::transmitter_empty() const {
+  return kOutputBufferCapacity - output_.size() >= kFifoSize;
+}
+
 uint8_t Serial16550::modem_status() const {
   if (loopback()) {
     // The modem control outputs are wired back to the status inputs.
@@ -242,8 +297,8 @@ uint8_t Serial16550::modem_status() const {
 }
 
 uint8_t Serial16550::line_status() const {
-  return (rx_fifo_.empty() ? 0 : kLsrDataReady) | (overrun_ ? kLsrOverrun : 0) | kLsrThre |
-         kLsrTemt;
+  return (rx_fifo_.empty() ? 0 : kLsrDataReady) | (overrun_ ? kLsrOverrun : 0) |
+         (transmitter_empty() ? kLsrThre | kLsrTemt : 0);
 }
 
 uint8_t Serial16550::interrupt_id() const {
@@ -276,6 +331,12 @@ void Serial16550::update_interrupt() {
 bool Serial16550::take_refill_request() {
   if (refill_requested_ || loopback() || !rx_fifo_.empty() || input_queue_.empty()) return false;
   refill_requested_ = true;
+  return true;
+}
+
+bool Serial16550::take_drain_request() {
+  if (drain_requested_ || output_.empty()) return false;
+  drain_requested_ = true;
   return true;
 }
 

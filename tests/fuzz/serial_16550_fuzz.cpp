@@ -1,9 +1,11 @@
 // The 16550 UART: fuzzer-chosen port accesses (any offset and width, DLAB, FIFO control,
-// loopback, interrupt enables) interleaved with host input arriving from the event loop side and
-// the refill handshake the device asks for through its notifier.
+// loopback, interrupt enables) interleaved with host input arriving from the event loop side, the
+// refill handshake the device asks for through its notifier, and the event loop taking output
+// from the bounded transmit buffer (the drain handshake).
 //
 // Input: operations (see Op).
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -20,6 +22,7 @@ enum Op : uint8_t {
   kInput,         // u8 n, n bytes of host input
   kInputFlood,    // u16 length: that many bytes of host input at once
   kAnswerRefill,  // the event loop answers the notifier: enqueue_input({})
+  kTakeOutput,    // u16 n: the event loop takes up to n bytes of output
   kOpCount,
 };
 
@@ -34,10 +37,16 @@ void offer_input(Serial16550& uart, std::span<const uint8_t> bytes) {
 
 void run(Reader& in) {
   FakeInterruptLine irq;
-  uint64_t transmitted = 0;
-  Serial16550 uart(irq, [&](std::span<const uint8_t> bytes) { transmitted += bytes.size(); });
+  Serial16550 uart(irq);
   bool refill_requested = false;
   uart.set_input_notifier([&] { refill_requested = true; });
+  bool drain_requested = false;
+  // Once per emptied buffer: the loop is never asked twice for the same drain.
+  uart.set_output_notifier([&] {
+    VMM_FUZZ_CHECK(!drain_requested, "output notifier called again before a drain emptied it");
+    drain_requested = true;
+  });
+  std::vector<uint8_t> taken;
   while (!in.empty()) {
     switch (in.u8() % kOpCount) {
       case kAccess: perform(uart, read_port_access(in, Serial16550::kPortCount)); break;
@@ -53,6 +62,16 @@ void run(Reader& in) {
           offer_input(uart, {});
         }
         break;
+      case kTakeOutput: {
+        taken.resize(in.u16());
+        const size_t pending = uart.output_pending();
+        VMM_FUZZ_CHECK(pending <= Serial16550::kOutputBufferCapacity, "output_pending() %zu",
+                       pending);
+        const size_t n = uart.take_output(taken);
+        VMM_FUZZ_CHECK(n == std::min(pending, taken.size()), "took %zu of %zu pending", n, pending);
+        if (uart.output_pending() == 0) drain_requested = false;
+        break;
+      }
     }
   }
 }

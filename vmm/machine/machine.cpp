@@ -66,15 +66,6 @@ double ms_since_start() {
   return std::chrono::duration<double, std::milli>(Clock::now() - g_process_start).count();
 }
 
-void write_all(int fd, std::span<const uint8_t> bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the console sink is gone; the guest keeps running
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-}
-
 void require_capabilities(const kvm::Kvm& kvm) {
   kvm.require_extension(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP");
   kvm.require_extension(KVM_CAP_PIT2, "KVM_CAP_PIT2");
@@ -133,7 +124,8 @@ struct Machine::Impl final : ControlTarget {
   // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
   void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
   void create_vcpus(const boot::BootCpuState& boot_state);
-  void watch_console_input();
+  void create_console_output();
+  void watch_console();
   void feed_console_input();
   void arm_timeout();
   void log_where_things_stood() const;
@@ -165,7 +157,8 @@ struct Machine::Impl final : ControlTarget {
   ExitLatch latch{[this] { gate.close(); }};
   std::vector<std::unique_ptr<KvmIrqLine>> irq_lines;
   std::shared_ptr<devices::Serial16550> serial;
-  UniqueFd serial_file;
+  // The console sink: drains the UART's output buffer on the loop thread.
+  std::unique_ptr<ConsoleOutput> console_output;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
   std::vector<std::unique_ptr<VcpuThread>> threads;
   // The disk images (their fds and locks) outlive the devices that do I/O on them.
@@ -249,28 +242,8 @@ void Machine::Impl::create_devices() {
     return *irq_lines.back();
   };
 
-  devices::Serial16550::OutputSink sink;
-  switch (config_.serial.mode) {
-    case SerialConfig::Mode::kStdio:
-      sink = [](std::span<const uint8_t> bytes) { write_all(STDOUT_FILENO, bytes); };
-      break;
-    case SerialConfig::Mode::kFd: {
-      const int fd = config_.serial.fd;
-      sink = [fd](std::span<const uint8_t> bytes) { write_all(fd, bytes); };
-      break;
-    }
-    case SerialConfig::Mode::kCallback: sink = config_.serial.callback; break;
-    case SerialConfig::Mode::kFile: {
-      serial_file.reset(::open(config_.serial.path.c_str(),
-                               O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
-      if (!serial_file) throw_errno("--serial file:" + config_.serial.path);
-      const int fd = serial_file.get();
-      sink = [fd](std::span<const uint8_t> bytes) { write_all(fd, bytes); };
-      break;
-    }
-    case SerialConfig::Mode::kNone: break;
-  }
-  serial = std::make_shared<devices::Serial16550>(line(kSerialGsi), std::move(sink));
+  serial = std::make_shared<devices::Serial16550>(line(kSerialGsi));
+  create_console_output();
   // Input (stdin, send_console_input) waits while the UART's queue is full; the UART asks for a
   // refill once the guest drains it.
   serial->set_input_notifier([this] { serial_refill.signal(); });
@@ -286,6 +259,33 @@ void Machine::Impl::create_devices() {
              std::make_shared<devices::AcpiPower>(latch));
   pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
              std::make_shared<devices::PvPanic>(latch));
+}
+
+// The guest's output waits in the UART's bounded buffer until the loop thread writes it; while the
+// buffer is full the UART reports its transmitter busy, so the guest waits, not a vCPU thread.
+void Machine::Impl::create_console_output() {
+  switch (config_.serial.mode) {
+    case SerialConfig::Mode::kStdio:
+      console_output = ConsoleOutput::to_fd(loop, *serial, STDOUT_FILENO, "console (stdout)");
+      return;
+    case SerialConfig::Mode::kFd:
+      console_output = ConsoleOutput::to_fd(loop, *serial, config_.serial.fd,
+                                            fmt::format("console (fd {})", config_.serial.fd));
+      return;
+    case SerialConfig::Mode::kCallback:
+      console_output = ConsoleOutput::to_callback(loop, *serial, config_.serial.callback);
+      return;
+    case SerialConfig::Mode::kFile: {
+      UniqueFd file(::open(config_.serial.path.c_str(),
+                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
+      if (!file) throw_errno("--serial file:" + config_.serial.path);
+      console_output = ConsoleOutput::to_owned_fd(loop, *serial, std::move(file),
+                                                  "--serial file:" + config_.serial.path);
+      return;
+    }
+    case SerialConfig::Mode::kNone: break;
+  }
+  console_output = ConsoleOutput::to_callback(loop, *serial, nullptr);  // discards
 }
 
 void Machine::Impl::create_disks() {
@@ -369,7 +369,8 @@ void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {
 }
 
 // Runs on the loop thread, before start() launches it.
-void Machine::Impl::watch_console_input() {
+void Machine::Impl::watch_console() {
+  console_output->watch();
   loop.add(serial_refill.fd(), EPOLLIN, [this](uint32_t) {
     serial_refill.consume();
     serial->enqueue_input({});
@@ -409,9 +410,9 @@ void Machine::Impl::watch_console_input() {
   }
 }
 
-// Loop thread: moves what the UART has room for from send_console_input()'s queue. The queue's
-// lock is not held while calling the UART: a console callback (under the UART's lock) may call
-// send_console_input().
+// Loop thread: moves what the UART has room for from send_console_input()'s queue (filled from
+// any thread, the console callback's included). The queue's lock is not held while calling the
+// UART.
 void Machine::Impl::feed_console_input() {
   while (true) {
     const size_t space = serial->input_space();
@@ -486,7 +487,7 @@ void Machine::Impl::start() {
       pause_request.consume();
       gate.checkpoint();
     });
-    watch_console_input();
+    watch_console();
     arm_timeout();
     const size_t run_size = kvm.vcpu_mmap_size();
     for (auto& vcpu : vcpus) {
@@ -524,6 +525,9 @@ void Machine::Impl::run_loop() {
   }
   for (auto& thread : threads) thread->stop();
   for (auto& thread : threads) thread->join();
+  // What the guest printed last (a test guest's verdict) reaches the sink before wait() returns;
+  // a reader that stopped reading costs at most ConsoleOutput::kFlushStall.
+  console_output->flush();
   terminal.reset();
   const auto exit = latch.result();
   if (exit && exit->reason == MachineExit::Reason::kTimeout) log_where_things_stood();

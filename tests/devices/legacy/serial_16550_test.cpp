@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -40,10 +42,17 @@ class SerialTest : public ::testing::Test {
     return received;
   }
 
+  // What the event loop would take from the output buffer now, appended to `output`.
+  const std::string& take_output() {
+    std::array<uint8_t, 4096> chunk{};
+    while (const size_t n = serial.take_output(chunk))
+      output.append(chunk.begin(), chunk.begin() + n);
+    return output;
+  }
+
   FakeInterruptLine irq;
   std::string output;
-  Serial16550 serial{
-      irq, [this](std::span<const uint8_t> bytes) { output.append(bytes.begin(), bytes.end()); }};
+  Serial16550 serial{irq};
 };
 
 TEST_F(SerialTest, ResetState) {
@@ -68,7 +77,7 @@ TEST_F(SerialTest, DivisorLatchIsBehindDlab) {
   EXPECT_EQ(in(kLcr), 0x03);
   EXPECT_EQ(in(kIer), 0);
   out(kRbrThr, 'x');
-  EXPECT_EQ(output, "x");
+  EXPECT_EQ(take_output(), "x");
   out(kLcr, 0x83);
   EXPECT_EQ(in(kRbrThr), 0x0c);
   EXPECT_EQ(in(kIer), 0x01);
@@ -86,12 +95,138 @@ TEST_F(SerialTest, IerKeepsOnlyTheFourDefinedBits) {
   EXPECT_EQ(in(kIer), 0x0f);
 }
 
-TEST_F(SerialTest, TransmittedBytesReachTheSinkAndLsrStaysEmpty) {
+TEST_F(SerialTest, TransmittedBytesAreBufferedForTheLoopAndLsrStaysEmpty) {
   for (char c : std::string("hello\n")) {
     out(kRbrThr, static_cast<uint8_t>(c));
     EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
   }
-  EXPECT_EQ(output, "hello\n");
+  EXPECT_EQ(serial.output_pending(), 6u);
+  EXPECT_EQ(take_output(), "hello\n");
+  EXPECT_EQ(serial.output_pending(), 0u);
+}
+
+TEST_F(SerialTest, FullOutputBufferClearsThreAndTemtUntilTheLoopTakesIt) {
+  int notified = 0;
+  serial.set_output_notifier([&] { ++notified; });
+  size_t sent = 0;
+  while (in(kLsr)&kLsrThre) {
+    for (size_t i = 0; i < Serial16550::kFifoSize; ++i) {
+      out(kRbrThr, static_cast<uint8_t>(sent++));
+    }
+    ASSERT_LE(sent, Serial16550::kOutputBufferCapacity);
+  }
+  // THRE and TEMT read clear once less than a FIFO's worth of room is left.
+  EXPECT_GT(sent + Serial16550::kFifoSize, Serial16550::kOutputBufferCapacity);
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), 0);
+  EXPECT_EQ(notified, 1);  // once, for the first byte into the empty buffer
+  EXPECT_EQ(serial.dropped_output(), 0u);
+
+  // Taking a few bytes is not enough room for a FIFO's worth; taking a FIFO's worth is.
+  std::array<uint8_t, Serial16550::kFifoSize> chunk{};
+  const size_t free_before = Serial16550::kOutputBufferCapacity - sent;
+  ASSERT_EQ(serial.take_output(std::span(chunk).first(Serial16550::kFifoSize - free_before - 1)),
+            Serial16550::kFifoSize - free_before - 1);
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), 0);
+  ASSERT_EQ(serial.take_output(std::span(chunk).first(1)), 1u);
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+
+  // The rest, in order; an empty buffer asks the loop again for the next byte.
+  take_output();
+  EXPECT_EQ(output.size(), sent - (Serial16550::kFifoSize - free_before));
+  out(kRbrThr, 'x');
+  EXPECT_EQ(notified, 2);
+}
+
+TEST_F(SerialTest, ThreInterruptComesBackWhenTheLoopMakesRoom) {
+  out(kIer, 0x02);  // ETBEI, as Linux's start_tx sets it
+  ASSERT_EQ(in(kIirFcr), 0x02);
+  // An interrupt-driven driver: on each THRE, up to a FIFO's worth without looking at LSR.
+  size_t sent = 0;
+  while (in(kLsr)&kLsrThre) {
+    for (size_t i = 0; i < Serial16550::kFifoSize; ++i) out(kRbrThr, 'a');
+    sent += Serial16550::kFifoSize;
+  }
+  EXPECT_FALSE(irq.level());  // THR is busy: no THRE interrupt
+  EXPECT_EQ(in(kIirFcr), kIirNoInt);
+  const int edges = irq.rising_edges();
+
+  // Setting ETBEI again while the transmitter is busy raises nothing either.
+  out(kIer, 0);
+  out(kIer, 0x02);
+  EXPECT_FALSE(irq.level());
+
+  std::array<uint8_t, 4096> chunk{};
+  ASSERT_EQ(serial.take_output(chunk), chunk.size());
+  EXPECT_TRUE(irq.level());  // a fresh edge: the driver's handler runs and sends more
+  EXPECT_EQ(irq.rising_edges(), edges + 1);
+  EXPECT_EQ(in(kIirFcr), 0x02);
+  EXPECT_FALSE(irq.level());
+  EXPECT_EQ(serial.dropped_output(), 0u);
+  EXPECT_EQ(take_output().size() + chunk.size(), sent);
+  EXPECT_EQ(std::count(output.begin(), output.end(), 'a'), std::ssize(output));
+}
+
+TEST_F(SerialTest, ByteWrittenIntoAFullBufferIsDroppedAndCounted) {
+  // A guest that ignores THRE can't make the buffer grow without bound.
+  for (size_t i = 0; i < Serial16550::kOutputBufferCapacity + 10; ++i) out(kRbrThr, 'b');
+  EXPECT_EQ(serial.output_pending(), Serial16550::kOutputBufferCapacity);
+  EXPECT_EQ(serial.dropped_output(), 10u);
+  EXPECT_TRUE(take_output() == std::string(Serial16550::kOutputBufferCapacity, 'b'));
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+}
+
+// A vCPU that waits for THRE and the event loop draining at its own pace: every byte arrives, in
+// order, and the guest never writes into a full buffer.
+TEST_F(SerialTest, OutputThroughAFullBufferLosesAndReordersNothing) {
+  constexpr size_t kBytes = 3 * Serial16550::kOutputBufferCapacity + 123;
+  std::string sent;
+  for (size_t i = 0; i < kBytes; ++i) sent.push_back(static_cast<char>('a' + i * 7 % 26));
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool drain = false;
+  serial.set_output_notifier([&] {
+    std::lock_guard lock(mutex);
+    drain = true;
+    wake.notify_one();
+  });
+  std::atomic<bool> done = false;
+  std::atomic<int> busy_seen = 0;
+  std::thread guest([&] {
+    size_t i = 0;
+    while (i < kBytes) {
+      if ((in(kLsr)&kLsrThre) == 0) {
+        ++busy_seen;
+        std::this_thread::yield();
+        continue;
+      }
+      for (size_t n = 0; n < Serial16550::kFifoSize && i < kBytes; ++n) {
+        out(kRbrThr, static_cast<uint8_t>(sent[i++]));
+      }
+    }
+    done = true;
+  });
+  // The loop: slow (small takes, a nap now and then), so the buffer fills many times.
+  std::array<uint8_t, 100> chunk{};
+  while (output.size() < kBytes) {
+    {
+      std::unique_lock lock(mutex);
+      wake.wait_for(lock, std::chrono::milliseconds(1), [&] { return drain; });
+      drain = false;
+    }
+    while (const size_t n = serial.take_output(chunk)) {
+      output.append(chunk.begin(), chunk.begin() + n);
+      if (output.size() % 5 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    ASSERT_LE(output.size(), kBytes);
+  }
+  guest.join();
+  EXPECT_TRUE(done);
+  ASSERT_EQ(output.size(), sent.size());
+  const auto [mine, theirs] = std::mismatch(output.begin(), output.end(), sent.begin());
+  EXPECT_EQ(mine - output.begin(), std::ssize(output)) << "the first byte out of place";
+  EXPECT_EQ(serial.dropped_output(), 0u);
+  EXPECT_GT(busy_seen, 0);  // the buffer did fill: the guest waited on THRE
 }
 
 TEST_F(SerialTest, LsrReportsDataReadyUntilTheFifoIsRead) {
@@ -159,11 +294,11 @@ TEST_F(SerialTest, LoopbackSendsTransmittedBytesBackAsInput) {
   out(kMcr, kMcrLoop);
   out(kRbrThr, 'o');
   out(kRbrThr, 'k');
-  EXPECT_EQ(output, "");  // nothing leaves the chip in loopback
+  EXPECT_EQ(take_output(), "");  // nothing leaves the chip in loopback
   EXPECT_EQ(drain(), "ok");
   out(kMcr, 0);
   out(kRbrThr, '!');
-  EXPECT_EQ(output, "!");
+  EXPECT_EQ(take_output(), "!");
 }
 
 TEST_F(SerialTest, LoopbackIgnoresHostInputUntilItEnds) {
@@ -235,7 +370,7 @@ TEST_F(SerialTest, EachTransmittedByteRaisesAFreshEdge) {
   out(kRbrThr, 'b');
   EXPECT_EQ(irq.rising_edges(), 3);
   EXPECT_TRUE(irq.level());
-  EXPECT_EQ(output, "ab");
+  EXPECT_EQ(take_output(), "ab");
 }
 
 TEST_F(SerialTest, NoInterruptWithoutEnables) {
@@ -383,7 +518,7 @@ TEST_F(SerialTest, ConcurrentGuestAndHostAccessesLoseNothing) {
   reader.join();
   writer.join();
   EXPECT_EQ(received, input);
-  EXPECT_EQ(output, std::string(1000, 'w'));
+  EXPECT_EQ(take_output(), std::string(1000, 'w'));
 }
 
 TEST_F(SerialTest, HostileAccessesDoNotCrash) {
@@ -393,9 +528,10 @@ TEST_F(SerialTest, HostileAccessesDoNotCrash) {
   out(kMcr, 0);
   out(kScr, 0x42);
   EXPECT_EQ(in(kScr), 0x42);
+  take_output();
   output.clear();
   out(kRbrThr, 'z');
-  EXPECT_EQ(output, "z");
+  EXPECT_EQ(take_output(), "z");
 }
 
 }  // namespace

@@ -11,13 +11,16 @@
 
 namespace vmm {
 
-// Where the guest's serial console (COM1) goes.
+// Where the guest's serial console (COM1) goes. Output waits in the UART's bounded buffer until
+// the machine's event-loop thread writes it (never blocking: an fd is written through a
+// non-blocking description of vmm's own); a sink that takes no more makes the guest's UART read
+// busy, not a vCPU wait.
 struct SerialConfig {
   enum class Mode {
     kStdio,     // this process's stdout (and stdin as input; a terminal is put in raw mode)
     kFile,      // written to `path` (created or truncated)
     kFd,        // written to `fd` (not owned: it must stay open while the machine exists)
-    kCallback,  // handed to `callback`, on a vCPU thread, in the order the guest wrote it
+    kCallback,  // handed to `callback`, on the event-loop thread, in the order the guest wrote it
     kNone,
   };
   Mode mode = Mode::kStdio;

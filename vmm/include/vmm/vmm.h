@@ -63,7 +63,9 @@ typedef struct vmm_exit_info {
   const char* message; /* "guest powered off", or what went wrong; owned by the machine */
 } vmm_exit_info;
 
-/* Receives the guest's console output, on a vCPU thread, in the order the guest wrote it. */
+/* Receives the guest's console output, on the machine's event-loop thread, in the order the guest
+ * wrote it. It must not block (the machine's devices wait while it runs) and must not call
+ * vmm_machine_pause or vmm_machine_wait on the same machine. */
 typedef void (*vmm_console_fn)(const uint8_t* bytes, size_t len, void* user);
 
 typedef struct vmm_config vmm_config;
