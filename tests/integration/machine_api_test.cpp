@@ -4,9 +4,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "base/util/error.hpp"
+#include "base/util/unique_fd.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "tests/integration/guest_run.hpp"
 #include "vmm/machine.hpp"
@@ -256,6 +259,59 @@ TEST_F(MachineApi, ConsoleToAFileDescriptor) {
     out.append(buffer, static_cast<size_t>(n));
   ::close(fds[0]);
   EXPECT_NE(out.find("hello from the test guest"), std::string::npos) << out;
+}
+
+// A console reader that stopped reading holds nothing up: the guest waits on the UART (its
+// transmitter reads busy), pause, resume and stop each return (issue 11).
+TEST_F(MachineApi, PauseResumeAndStopWhileTheConsoleReaderIsStuck) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  ASSERT_GT(::fcntl(fds[0], F_SETPIPE_SZ, 4096), 0);  // one page fills fast where exits are slow
+  MachineConfig config = hello("flood=1048576 burst=4096");
+  config.kernel_path = test_guest_image("console");
+  config.serial.mode = SerialConfig::Mode::kFd;
+  config.serial.fd = write_end.get();
+  auto machine = Machine::create(config);
+  machine->start();
+  // Until the pipe stops filling: the guest is then waiting on THRE.
+  int queued = -1;
+  for (auto deadline = std::chrono::steady_clock::now() + kDeadline;
+       std::chrono::steady_clock::now() < deadline;) {
+    int now = 0;
+    ASSERT_EQ(::ioctl(read_end.get(), FIONREAD, &now), 0);
+    if (now > 0 && now == queued) break;
+    queued = now;
+    std::this_thread::sleep_for(300ms);
+  }
+  ASSERT_GT(queued, 0);
+  // Each call on a thread of its own, so a hang fails here; the reader then comes back, so the
+  // test can end.
+  std::atomic<bool> unstuck = false;
+  std::thread reader;
+  auto returns = [&](const char* what, auto call) {
+    auto done = std::async(std::launch::async, call);
+    const bool returned = done.wait_for(kDeadline) == std::future_status::ready;
+    EXPECT_TRUE(returned) << what << " did not return while the console reader was stuck";
+    if (!returned && !unstuck.exchange(true)) {
+      reader = std::thread([fd = read_end.get()] {
+        char buffer[4096];
+        while (::read(fd, buffer, sizeof(buffer)) > 0) {
+        }
+      });
+    }
+  };
+  returns("pause()", [&] { machine->pause(); });
+  EXPECT_EQ(machine->state(), MachineState::kPaused);
+  returns("resume()", [&] { machine->resume(); });
+  returns("stop()", [&] { machine->stop(); });
+  const auto exit = machine->wait(kDeadline);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->reason, MachineExit::Reason::kStopped) << exit->describe();
+  machine.reset();
+  write_end.reset();
+  if (reader.joinable()) reader.join();
 }
 
 TEST_F(MachineApi, ManyMachinesFromManyThreads) {

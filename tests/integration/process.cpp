@@ -50,13 +50,23 @@ class FileActions {
 }  // namespace
 
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  return run_process(argv, timeout, -1);
+}
+
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                          int stdout_fd) {
   if (argv.empty()) throw std::runtime_error("run_process: empty argv");
   Pipe out = make_pipe();
   Pipe err = make_pipe();
+  if (stdout_fd >= 0) {
+    out.read_end.reset();  // nothing to collect
+    out.write_end.reset();
+  }
 
   FileActions actions;
   posix_spawn_file_actions_addopen(actions.get(), STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(actions.get(), out.write_end.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(actions.get(), stdout_fd >= 0 ? stdout_fd : out.write_end.get(),
+                                   STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(actions.get(), err.write_end.get(), STDERR_FILENO);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
@@ -74,7 +84,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
   std::array<pollfd, 2> fds = {pollfd{out.read_end.get(), POLLIN, 0},
                                pollfd{err.read_end.get(), POLLIN, 0}};
   std::array<std::string*, 2> sinks = {&result.out, &result.err};
-  int open_fds = 2;
+  int open_fds = stdout_fd >= 0 ? 1 : 2;  // poll skips the negative fd
   while (open_fds > 0) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());

@@ -19,5 +19,9 @@ struct ProcessResult {
 // Runs argv[0] (a path, no PATH search) with stdin from /dev/null, collecting stdout and stderr,
 // and SIGKILLs it when it outlives `timeout`. Throws std::runtime_error when it can't be started.
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+// The same with the child's stdout on `stdout_fd` (kept open by the caller; `out` stays empty):
+// for a reader that does not read.
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                          int stdout_fd);
 
 }  // namespace vmm::testing
