@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -33,21 +34,17 @@ VirtioVsock::VirtioVsock(const GuestMemory& memory, EventLoop& loop, uint64_t gu
       loop_(loop),
       guest_cid_(checked_cid(guest_cid)),
       name_(std::move(name)),
-      muxer_(loop, mutex_, guest_cid_, std::move(uds_path), name_, [this] {
-        // A host event left packets for the guest (the muxer's handler holds mutex_).
+      muxer_(loop, guest_cid_, std::move(uds_path), name_, [this] {
+        // A host event left packets for the guest.
+        if (!active()) return;
         process_rx();
         notify_driver();
-      }) {
-  // If this throws, muxer_'s destructor takes the listener out of the loop and unlinks it.
-  loop_.add(kick_.fd(), EPOLLIN, [this](uint32_t) { on_kick(); });
-}
+      }) {}
 
 VirtioVsock::~VirtioVsock() {
-  std::lock_guard lock(mutex_);
-  stop_locked();
-  muxer_.reap();
-  loop_.remove(kick_.fd());
-  // muxer_'s destructor then takes the listener out of the loop and unlinks uds_path.
+  unwatch();
+  // muxer_'s destructor then closes the sockets, takes the listener out of the loop and unlinks
+  // uds_path.
 }
 
 uint64_t VirtioVsock::features() const {
@@ -63,27 +60,38 @@ void VirtioVsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, bytes);
 }
 
-void VirtioVsock::write_config(uint64_t offset, std::span<const uint8_t> data) {
-  spdlog::debug("virtio-vsock {}: ignored config write of {} bytes at {:#x}", name_, data.size(),
-                offset);
-}
-
 void VirtioVsock::activate(const Activation& activation) {
-  std::lock_guard lock(mutex_);
   rx_queue_ = activation.queues.at(0);
   tx_queue_ = activation.queues.at(1);
   interrupt_ = activation.interrupt;
   muxer_.activate();
+  watch(activation.notify_fds);
 }
 
-void VirtioVsock::reset() {
-  std::lock_guard lock(mutex_);
-  stop_locked();
+void VirtioVsock::watch(const std::vector<int>& notify_fds) {
+  unwatch();
+  for (size_t queue = 0; queue < notify_fds.size(); ++queue) {
+    const int fd = notify_fds[queue];
+    loop_.add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
+      uint64_t count;
+      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
+      notify(static_cast<uint16_t>(queue));
+    });
+    watched_fds_.push_back(fd);
+  }
+  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
+  watched_fds_.push_back(resume_.fd());
 }
 
-void VirtioVsock::stop_locked() {
-  // The peers see EOF now; the fds leave the loop on its own thread (on_kick).
-  if (muxer_.reset()) kick_.signal();
+void VirtioVsock::unwatch() {
+  for (int fd : watched_fds_) loop_.remove(fd);
+  watched_fds_.clear();
+}
+
+void VirtioVsock::reset(ResetDone done) {
+  unwatch();
+  resume_.consume();
+  muxer_.reset();  // the peers see EOF now
   if (rx_chain_) std::move(*rx_chain_).discard();
   rx_chain_.reset();
   rx_queue_ = nullptr;
@@ -92,10 +100,11 @@ void VirtioVsock::stop_locked() {
   rx_failed_ = false;
   tx_failed_ = false;
   rx_out_of_buffers_ = false;
+  // Every write into guest memory happens inside a handler: none is left to wait for.
+  done();
 }
 
 VsockCounters VirtioVsock::counters() const {
-  std::lock_guard lock(mutex_);
   VsockCounters counters = counters_;
   const vsock::Muxer::Counters host = muxer_.counters();
   counters.credit_overruns = host.credit_overruns;
@@ -103,13 +112,7 @@ VsockCounters VirtioVsock::counters() const {
   return counters;
 }
 
-size_t VirtioVsock::connection_count() const {
-  std::lock_guard lock(mutex_);
-  return muxer_.connection_count();
-}
-
 void VirtioVsock::notify(uint16_t index) {
-  std::lock_guard lock(mutex_);
   if (!active()) return;
   if (index == 0) {
     rx_out_of_buffers_ = false;  // the driver added receive buffers
@@ -121,11 +124,10 @@ void VirtioVsock::notify(uint16_t index) {
   notify_driver();
 }
 
-void VirtioVsock::on_kick() {
-  std::lock_guard lock(mutex_);
-  kick_.consume();
-  muxer_.reap();
+void VirtioVsock::on_resume() {
+  resume_.consume();
   if (!active()) return;
+  process_tx();
   process_rx();
   notify_driver();
 }
@@ -148,12 +150,18 @@ void VirtioVsock::check_broken(SplitQueue* queue, bool& failed, const char* what
 // ---- Transmit: packets from the guest ----
 
 void VirtioVsock::process_tx() {
-  if (tx_failed_) return;
-  while (auto chain = tx_queue_->pop()) {
+  if (tx_failed_ || !tx_queue_->ready()) return;
+  // One queue's worth per wake-up: a driver can keep the ring full for ever.
+  for (uint32_t budget = tx_queue_->config().size; budget > 0; --budget) {
+    auto chain = tx_queue_->pop();
+    if (!chain) {
+      check_broken(tx_queue_, tx_failed_, "transmit");
+      return;
+    }
     handle_tx(*chain);
     tx_queue_->add_used(std::move(*chain), 0);
   }
-  check_broken(tx_queue_, tx_failed_, "transmit");
+  resume_.signal();
 }
 
 void VirtioVsock::handle_tx(const DescriptorChain& chain) {
@@ -209,23 +217,30 @@ std::optional<DescriptorChain> VirtioVsock::pop_rx_chain() {
           name_, chain->head(), chain->writable_bytes());
     }
     rx_queue_->add_used(std::move(*chain), 0);
+    // A driver that keeps offering such chains would keep us here: come back in a later round.
+    if (--rx_skip_budget_ == 0) {
+      resume_.signal();
+      return std::nullopt;
+    }
   }
 }
 
 void VirtioVsock::process_rx() {
-  if (rx_failed_) return;
+  if (rx_failed_ || !rx_queue_->ready()) return;
+  rx_skip_budget_ = rx_queue_->config().size;
   for (int budget = kRxBudget;; --budget) {
     if (!muxer_.has_receive_work()) return;
     if (budget == 0) {
-      kick_.signal();  // more to send: after the other fds had their turn
+      resume_.signal();  // more to send: after the other fds had their turn
       return;
     }
     if (!rx_chain_) {
       if (rx_out_of_buffers_) return;
       rx_chain_ = pop_rx_chain();
       if (!rx_chain_) {
-        // Readable sockets are not watched meanwhile: nothing spins until the driver notifies.
-        rx_out_of_buffers_ = true;
+        // Readable sockets are not watched meanwhile: nothing spins until the driver notifies
+        // (or, when pop_rx_chain() stopped at its budget, the resume eventfd brings us back).
+        rx_out_of_buffers_ = rx_skip_budget_ != 0;
         return;
       }
     }

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,10 +54,11 @@ struct VsockCounters {
 // written their CONNECT line; no timeouts (a guest that never answers a REQUEST, or a program
 // that never writes its line, keeps its slot until it closes or the device resets).
 //
-// Threading: notify() and the fd handlers (the device's and the muxer's) run on the event loop
-// thread, activate() and reset() on vCPU threads; all take the device's mutex. The loop's
-// registrations are changed only on its thread: reset() shuts the sockets down at once and leaves
-// closing them to the loop.
+// Threading: owned by the event loop thread (VirtioDevice), as is its muxer: no lock. From
+// activation to reset it watches the queues' notify fds and a resume eventfd of its own. A
+// notification moves at most one queue's worth of transmit chains (or kRxBudget receive packets,
+// or one queue's worth of too-small receive chains) and signals the resume eventfd when it stopped
+// early, so the loop serves everything else in between.
 class VirtioVsock final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
@@ -83,21 +83,24 @@ class VirtioVsock final : public VirtioDevice {
     return {kQueueSize, kQueueSize, kQueueSize};
   }
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
-  // guest_cid is read-only: ignored.
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
-  void reset() override;
+  void reset(ResetDone done) override;
 
+  // On the owner thread.
   VsockCounters counters() const;
-  size_t connection_count() const;
+  size_t connection_count() const { return muxer_.connection_count(); }
 
  private:
-  // Receive packets written per wakeup before yielding to the other fds (the kick fd brings us
-  // back).
+  // Receive packets written per wakeup before yielding to the other fds (the resume eventfd
+  // brings us back).
   static constexpr int kRxBudget = 256;
 
-  void on_kick();
+  // After a wake-up that stopped at its budget.
+  void on_resume();
+  // Adds or removes the fds the device watches while active.
+  void watch(const std::vector<int>& notify_fds);
+  void unwatch();
 
   void process_tx();
   void handle_tx(const DescriptorChain& chain);
@@ -108,27 +111,26 @@ class VirtioVsock final : public VirtioDevice {
 
   void check_broken(SplitQueue* queue, bool& failed, const char* what);
   void notify_driver();
-  void stop_locked();
   bool active() const { return rx_queue_ != nullptr; }
 
   const GuestMemory& memory_;
   EventLoop& loop_;
   const uint64_t guest_cid_;
   const std::string name_;
-  EventFd kick_;  // runs the loop side: closing reset's sockets, receive work beyond a budget
-
-  mutable std::mutex mutex_;
+  EventFd resume_;                  // a wake-up stopped at its budget: come back
+  std::vector<int> watched_fds_;    // the notify fds and resume_, while active
   SplitQueue* rx_queue_ = nullptr;  // while active
   SplitQueue* tx_queue_ = nullptr;
   DeviceInterrupt* interrupt_ = nullptr;
   bool rx_failed_ = false;
   bool tx_failed_ = false;
   bool rx_out_of_buffers_ = false;  // until the driver notifies queue 0
+  uint32_t rx_skip_budget_ = 0;     // too-small receive chains this wake-up may still return
   std::optional<DescriptorChain> rx_chain_;
   VsockCounters counters_;  // the device's own; the muxer counts credit_overruns and rsts_dropped
   bool warned_tx_ = false;
   bool warned_rx_buffer_ = false;
-  // After the mutex (its handlers take it) and the fields guest_work reaches; destroyed first.
+  // After the fields guest_work reaches: destroyed first.
   vsock::Muxer muxer_;
 };
 

@@ -269,7 +269,7 @@ class Harness {
           }
         }
         break;
-      case kReset: guest_.reset(*device_); break;
+      case kReset: guest_.reset(*device_, loop_); break;
     }
   }
 

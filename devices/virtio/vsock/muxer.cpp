@@ -40,10 +40,9 @@ std::optional<uint32_t> parse_connect(const std::string& line) {
 
 }  // namespace
 
-Muxer::Muxer(EventLoop& loop, std::mutex& mutex, uint64_t guest_cid, std::string uds_path,
-             std::string name, std::function<void()> guest_work)
+Muxer::Muxer(EventLoop& loop, uint64_t guest_cid, std::string uds_path, std::string name,
+             std::function<void()> guest_work)
     : loop_(loop),
-      mutex_(mutex),
       guest_cid_(guest_cid),
       uds_path_(std::move(uds_path)),
       name_(std::move(name)),
@@ -59,34 +58,21 @@ Muxer::Muxer(EventLoop& loop, std::mutex& mutex, uint64_t guest_cid, std::string
 }
 
 Muxer::~Muxer() {
-  std::lock_guard lock(mutex_);
   reset();
-  reap();
   loop_.remove(listener_.get());
   ::unlink(uds_path_.c_str());
 }
 
-bool Muxer::reset() {
-  // The peers see EOF now; the fds leave the loop on its own thread (reap()).
+void Muxer::reset() {
   for (auto& [key, entry] : connections_) {
-    ::shutdown(entry->conn.fd(), SHUT_RDWR);
-    graveyard_.push_back(entry->conn.take_socket());
+    if (entry->registered) loop_.remove(entry->conn.fd());
   }
-  connections_.clear();
-  for (auto& [fd, client] : clients_) {
-    ::shutdown(fd, SHUT_RDWR);
-    graveyard_.push_back(std::move(client.fd));
-  }
+  connections_.clear();  // closes the sockets
+  for (auto& [fd, client] : clients_) loop_.remove(fd);
   clients_.clear();
   rx_ready_.clear();
   rsts_.clear();
   active_ = false;
-  return !graveyard_.empty();
-}
-
-void Muxer::reap() {
-  for (UniqueFd& fd : graveyard_) loop_.remove(fd.get());
-  graveyard_.clear();
   resume_listener();
 }
 
@@ -112,7 +98,6 @@ uint32_t Muxer::receive(const DescriptorChain& chain) {
 // ---- The listener and programs writing their CONNECT line ----
 
 void Muxer::on_listener() {
-  std::lock_guard lock(mutex_);
   for (int budget = kAcceptBudget; budget > 0; --budget) {
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
@@ -150,9 +135,8 @@ void Muxer::resume_listener() {
 }
 
 void Muxer::on_client(int fd) {
-  std::lock_guard lock(mutex_);
   auto it = clients_.find(fd);
-  if (it == clients_.end()) return;  // closed by a reset; its fd waits in the graveyard
+  if (it == clients_.end()) return;  // closed earlier in this round
   Client& client = it->second;
   // One byte at a time: what follows the line is stream data for the guest, left in the socket.
   const char* dropped = nullptr;
@@ -210,7 +194,6 @@ void Muxer::on_client(int fd) {
 // ---- Connections: socket events and their bookkeeping ----
 
 void Muxer::on_socket(Key key, int fd, uint32_t events) {
-  std::lock_guard lock(mutex_);
   auto it = connections_.find(key);
   if (it == connections_.end() || it->second->conn.fd() != fd) return;  // an older socket's
   Entry& entry = *it->second;

@@ -5,7 +5,6 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -27,11 +26,9 @@ namespace vmm::devices::virtio::vsock {
 // "<uds_path>_P" for guest-initiated connections), flow control, teardown and limits are described
 // with VirtioVsock (devices/virtio/vsock.hpp).
 //
-// Threading: every call, and every fd handler the muxer registers on `loop`, runs with `mutex`
-// (the device's) held: the handlers take it themselves, the device holds it around its calls.
-// When a host event leaves packets for the guest, a handler calls `guest_work` (still holding the
-// mutex) so that the device fills receive chains. The loop's registrations are changed only on its
-// thread: reset() shuts the sockets down at once and reap() closes them there.
+// Threading: like the device, the muxer belongs to the event loop's thread: every call and every fd
+// handler it registers on `loop` runs there, so it takes no lock. When a host event leaves packets
+// for the guest, a handler calls `guest_work` so that the device fills receive chains.
 class Muxer {
  public:
   static constexpr size_t kMaxConnections = 256;
@@ -48,20 +45,18 @@ class Muxer {
   // Binds and listens on `uds_path` (see listen_unix for what is refused) and watches it on
   // `loop`; unlinked in the destructor. `guest_cid` addresses the packets built for the guest;
   // `name` is for logs.
-  Muxer(EventLoop& loop, std::mutex& mutex, uint64_t guest_cid, std::string uds_path,
-        std::string name, std::function<void()> guest_work);
+  Muxer(EventLoop& loop, uint64_t guest_cid, std::string uds_path, std::string name,
+        std::function<void()> guest_work);
   Muxer(const Muxer&) = delete;
   Muxer& operator=(const Muxer&) = delete;
-  // Takes the mutex: closes every socket, leaves the loop, unlinks uds_path.
+  // Closes every socket, leaves the loop, unlinks uds_path.
   ~Muxer();
 
   // The device was activated: host programs are accepted from now on (refused before).
   void activate() { active_ = true; }
-  // The device is reset: every connection and pending client is shut down (the peers see EOF),
-  // every packet owed to the guest forgotten. True if sockets wait for reap() on the loop's thread.
-  bool reset();
-  // On the loop's thread: closes the sockets reset() shut down.
-  void reap();
+  // The device is reset: every connection and pending client leaves the loop and is closed (the
+  // peers see EOF), every packet owed to the guest forgotten.
+  void reset();
 
   // Guest to host: a packet the parser accepted (its payload is read from `chain` after the
   // header).
@@ -150,7 +145,6 @@ class Muxer {
   void resume_listener();
 
   EventLoop& loop_;
-  std::mutex& mutex_;
   const uint64_t guest_cid_;
   const std::string uds_path_;
   const std::string name_;
@@ -164,7 +158,6 @@ class Muxer {
   std::deque<Key> rx_ready_;  // connections with something for the guest, round robin
   std::deque<Rst> rsts_;      // RSTs to connections that are gone
   std::vector<uint8_t> staging_;
-  std::vector<UniqueFd> graveyard_;  // sockets reset() shut down, for the loop to close
   uint32_t next_host_port_ = kFirstHostPort;
   Counters counters_;
   bool warned_credit_ = false;
