@@ -125,14 +125,11 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
   switch (kind) {
     case ThreadKind::kVcpu:
       policy.allow_ioctls({KVM_RUN,
-                           KVM_GET_REGS,     // the rip of an instruction KVM failed to emulate
-                           KVM_IRQ_LINE,     // the UART's and the i8042's interrupt lines
-                           TUNSETOFFLOAD});  // virtio-net activated or reset by the driver
-      // A driver's status write activates or resets its device here: the device (de)registers
-      // fds with the event loop, waits for in-flight disk I/O (io_uring, or the thread pool's
-      // eventfd), shuts vsock connections down.
-      policy.allow({SCMP_SYS(read), SCMP_SYS(epoll_ctl), SCMP_SYS(io_uring_enter),
-                    SCMP_SYS(shutdown), SCMP_SYS(close)});
+                           KVM_GET_REGS,    // the rip of an instruction KVM failed to emulate
+                           KVM_IRQ_LINE});  // the UART's and the i8042's interrupt lines
+      // Nothing else: a driver's status write hands the device's activation or reset to the event
+      // loop (and waits on a futex), a queue notification signals an eventfd; the devices' fds,
+      // disk I/O and sockets are the loop's.
       break;
     case ThreadKind::kEventLoop:
       policy.allow({SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
@@ -144,7 +141,7 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
       policy.allow_arg(SCMP_SYS(socket), 0, {AF_UNIX});
       policy.allow_ioctls({KVM_IRQ_LINE,              // console input raises the UART's interrupt
                            KVM_GET_REGS,              // where the vCPUs were when --timeout expired
-                           TUNSETOFFLOAD});           // virtio-net reset
+                           TUNSETOFFLOAD});           // virtio-net activation and reset
       policy.allow_arg(SCMP_SYS(tgkill), 2, {kick});  // stopping the vCPUs
       break;
     case ThreadKind::kControlSocket:

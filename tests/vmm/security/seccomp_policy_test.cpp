@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <linux/filter.h>
+#include <linux/if_tun.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -69,6 +70,20 @@ TEST(SeccompPolicy, IoctlIsAllowedOnlyForListedRequests) {
       EXPECT_EQ(rule.args[0].arg, 1u);
       EXPECT_EQ(rule.args[0].op, SCMP_CMP_EQ);
     }
+  }
+}
+
+// The devices belong to the event loop: a vCPU only runs the guest and touches registers, so it
+// may not reach a device's fds, its disk I/O or its sockets.
+TEST(SeccompPolicy, AVcpuTouchesNoDeviceFdsDiskIoOrSockets) {
+  const auto rules = seccomp_policy(ThreadKind::kVcpu);
+  for (int forbidden : {SCMP_SYS(epoll_ctl), SCMP_SYS(io_uring_enter), SCMP_SYS(shutdown),
+                        SCMP_SYS(close), SCMP_SYS(read), SCMP_SYS(socket), SCMP_SYS(preadv)}) {
+    EXPECT_FALSE(has_rule(rules, forbidden)) << forbidden;
+  }
+  for (const SyscallRule& rule : rules) {
+    if (rule.syscall != SCMP_SYS(ioctl)) continue;
+    EXPECT_NE(rule.args.at(0).datum_a, uint64_t{TUNSETOFFLOAD});
   }
 }
 
