@@ -3,10 +3,14 @@
 #   deps           scripts/install-deps.sh (Debian's packages)
 #   build          vmm, the unit tests and the test guests: GCC, Release (-O3), -Werror (VMM_WERROR)
 #   asan build     the same with ASan+UBSan: GCC, Debug, -Werror
+#   tsan build     the unit test binaries only (tests/CMakeLists.txt's vmm_unit_tests) with
+#                  ThreadSanitizer: GCC, RelWithDebInfo, -Werror
 #   unit           the unit tests; with them the "kvm" tests (test guests, bad input that needs KVM,
 #                  least privilege, the C and C++ machine API, the installed examples) when this
 #                  host's /dev/kvm can boot the hello test guest
 #   asan           the same under ASan+UBSan
+#   tsan           the unit tests (label "unit") under ThreadSanitizer: a race or a lock-order
+#                  inversion fails its test
 #   lab            the nested lab (QEMU/TCG L1 with kvm-amd): stock Debian kernels under vmm; and,
 #                  when this host's /dev/kvm can't run the test guests, the "kvm" tests of both
 #                  builds inside L1, each counted on its own
@@ -30,7 +34,7 @@ fuzz_seconds=10
 case ${1:-} in
   --full) fuzz_seconds=60 ;;
   "") ;;
-  -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "test.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
 esac
 
@@ -76,14 +80,18 @@ if command -v ccache >/dev/null; then
   export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=true
   launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
-# build DIR CMAKE_ARGS...: configures (-Werror, ccache; a new build folder with Ninja: one that
-# scripts/quickstart.sh configured keeps its generator, which CMake can't change) and builds it.
+# build DIR CMAKE_ARGS... [-- TARGETS...]: configures (-Werror, ccache; a new build folder with
+# Ninja: one that scripts/quickstart.sh configured keeps its generator, which CMake can't change)
+# and builds it: everything, or only TARGETS.
 build() {
-  local dir=$1 generator=()
+  local dir=$1 generator=() args=() targets=()
   shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  [ $# -gt 0 ] && targets=(--target "$@")
   [ -e "$dir/CMakeCache.txt" ] || generator=(-G Ninja)
-  cmake -S "$root" -B "$dir" "${generator[@]}" -DVMM_WERROR=ON "${launcher[@]}" "$@" >/dev/null &&
-    cmake --build "$dir" -j"$jobs"
+  cmake -S "$root" -B "$dir" "${generator[@]}" -DVMM_WERROR=ON "${launcher[@]}" "${args[@]}" >/dev/null &&
+    cmake --build "$dir" -j"$jobs" "${targets[@]}"
 }
 
 begin_stage deps "Debian packages"
@@ -101,6 +109,19 @@ if build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMM_SANITIZE=ON; then
   sanitize_built=1
 else
   echo "test.sh: sanitizer build failed" >&2
+  count 0 1 0
+fi
+end_stage
+
+# ThreadSanitizer excludes ASan, so it is a third build; only the unit test binaries (label "unit"),
+# to keep it cheap: the list is tests/CMakeLists.txt's vmm_unit_tests.
+begin_stage "tsan build" "GCC, RelWithDebInfo, ThreadSanitizer: the unit test binaries"
+tsan_built=0
+if build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_TSAN=ON -- floor_tests devices_tests \
+  boot_tests firmware_tests machine_tests security_tests; then
+  tsan_built=1
+else
+  echo "test.sh: ThreadSanitizer build failed" >&2
   count 0 1 0
 fi
 end_stage
@@ -136,6 +157,13 @@ if [ $sanitize_built -eq 1 ]; then
   begin_stage asan "the same under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_ctest build-asan -LE "$leave_out" -j"$jobs"
+  end_stage
+fi
+
+if [ $tsan_built -eq 1 ]; then
+  begin_stage tsan "the unit tests under ThreadSanitizer"
+  # A report fails its test (TSan's exit status 66); deadlock reports show both lock stacks.
+  TSAN_OPTIONS=second_deadlock_stack=1 run_ctest build-tsan -L unit -j"$jobs"
   end_stage
 fi
 
