@@ -406,6 +406,57 @@ def virtio_vsock():
           u8(VS_RESET) + rx + vs_tx(0, VSOCK_RW, b"late") + run)
 
 
+# --- vcpu_exit: u16 mapping size, u8 layout, then the kvm_run mapping's bytes ---------------------
+KVM_EXIT_IO, KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_INTR = \
+    2, 5, 6, 8, 9, 10
+KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SYSTEM_EVENT = 17, 24
+IO_IN, IO_OUT = 0, 1
+RUN_PAGES = 3 * 4096  # KVM's x86 mapping: kvm_run, the port data page, the coalesced MMIO ring
+
+
+def kvm_run(reason, union=b"", data=b""):
+    """The mapping's start: kvm_run's header (exit_reason at 8), the exit's union at 32, then (for
+    port I/O) `data` at 4096, where KVM puts it."""
+    head = bytes(8) + u32(reason) + bytes(20) + union
+    if not data:
+        return head
+    return head + bytes(4096 - len(head)) + data
+
+
+def io(direction, size, port, count, offset=4096):
+    return u8(direction) + u8(size) + u16(port) + u32(count) + u64(offset)
+
+
+def exit_seed(name, body, layout=0, size=RUN_PAGES):
+    write("vcpu_exit", name, u16(size) + u8(layout) + body)
+
+
+def vcpu_exit():
+    exit_seed("outb_debug_exit", kvm_run(KVM_EXIT_IO, io(IO_OUT, 1, 0xf4, 1), b"\x00"))
+    exit_seed("outb_i8042_reset", kvm_run(KVM_EXIT_IO, io(IO_OUT, 1, 0x64, 1), b"\xfe"))
+    exit_seed("inb_com1_lsr", kvm_run(KVM_EXIT_IO, io(IO_IN, 1, 0x3fd, 1)))
+    exit_seed("rep_outsw_com1", kvm_run(KVM_EXIT_IO, io(IO_OUT, 2, 0x3f8, 8), b"rep outs words!!"),
+              layout=1)
+    # rep insb filling the whole data page, up to the mapping's last byte
+    exit_seed("rep_insb_page", kvm_run(KVM_EXIT_IO, io(IO_IN, 1, 0x3f8, 4096, 8192)), layout=1)
+    exit_seed("rep_outsl_past_end", kvm_run(KVM_EXIT_IO, io(IO_OUT, 4, 0x3f8, 1025, 8192)),
+              layout=1)
+    exit_seed("io_small_mapping", kvm_run(KVM_EXIT_IO, io(IO_OUT, 1, 0x3f8, 1)), size=4096)
+    mmio = lambda addr, data, length, write_: u64(addr) + data.ljust(8, b"\x00") + u32(length) + \
+        u8(write_)
+    exit_seed("mmio_write", kvm_run(KVM_EXIT_MMIO, mmio(0xd0000070, b"\x0f", 4, 1)))
+    exit_seed("mmio_read_8", kvm_run(KVM_EXIT_MMIO, mmio(0xd0000ff8, b"", 8, 0)), layout=2)
+    exit_seed("mmio_too_long", kvm_run(KVM_EXIT_MMIO, mmio(0xd0000000, b"", 9, 0)))
+    exit_seed("shutdown", kvm_run(KVM_EXIT_SHUTDOWN))
+    for kind in (1, 2, 3, 6):
+        exit_seed("system_event_%d" % kind, kvm_run(KVM_EXIT_SYSTEM_EVENT, u32(kind)))
+    exit_seed("emulation_failure", kvm_run(KVM_EXIT_INTERNAL_ERROR, u32(1)))
+    exit_seed("fail_entry", kvm_run(KVM_EXIT_FAIL_ENTRY, u64(0x80000021)))
+    exit_seed("intr", kvm_run(KVM_EXIT_INTR))
+    exit_seed("hlt", kvm_run(KVM_EXIT_HLT))
+    exit_seed("mapping_too_small", kvm_run(KVM_EXIT_INTR), size=64)
+
+
 def main():
     virtqueue()
     mmio_transport()
@@ -415,6 +466,7 @@ def main():
     serial_16550()
     i8042()
     legacy_ports()
+    vcpu_exit()
     kernels()
     cli()
     return 0

@@ -15,7 +15,9 @@ using devices::GuestRequest;
 
 // Port I/O: `io.count` items of `io.size` bytes at `io.data_offset` inside the mapping.
 ExitAction port_io(std::span<uint8_t> mapping, const kvm_run& run, const devices::Bus& pio) {
-  const auto& io = run.io;
+  // A copy: the data may overlap struct kvm_run itself (KVM never puts it there, but nothing else
+  // stops it), and an IN must not change the count, size or port of the items still to come.
+  const auto io = run.io;
   const bool out = io.direction == KVM_EXIT_IO_OUT;
   if (!out && io.direction != KVM_EXIT_IO_IN) {
     return ExitAction::fail(fmt::format("port I/O exit with direction {}", io.direction));

@@ -145,6 +145,13 @@ TEST_F(VcpuExit, PortDataMayLieInsideStructKvmRunItself) {
   EXPECT_EQ(port_->accesses.size(), 1u);
 }
 
+TEST_F(VcpuExit, AnInWhoseDataOverlapsTheExitItselfStillDoesEachItemOnce) {
+  // The items' data covers kvm_run's io fields: each read overwrites them.
+  port_exit(KVM_EXIT_IO_IN, 0x3f8, 1, 64, 0);
+  EXPECT_EQ(decode().kind, ExitAction::Kind::kContinue);
+  EXPECT_EQ(port_->accesses.size(), 64u);
+}
+
 TEST_F(VcpuExit, ACountOfZeroTouchesNothing) {
   port_exit(KVM_EXIT_IO_OUT, 0x3f8, 1, 0, std::numeric_limits<uint64_t>::max());
   EXPECT_EQ(decode().kind, ExitAction::Kind::kFail);  // its offset is still outside
