@@ -3,7 +3,9 @@
  * and "panic" end the guest the way a Linux guest would, through the platform
  * devices vmm's ACPI tables describe, so each exit path can be tested without a Linux guest.
  * "tick" prints a numbered line now and then, forever (a guest that visibly runs, for pause and
- * resume); "echo" writes back every byte it reads from COM1 until it reads a '.', then exits. */
+ * resume); "echo" writes back every byte it reads from COM1 until it reads a '.', then exits.
+ * "burst" makes two exit requests back to back, as issue 11 (item 5) saw hang: one byte on COM1,
+ * the debug-exit write (the status of "exit=N", else 0), an i8042 reset pulse, then hlt. */
 #include <stdint.h>
 
 #include "boot_params.h"
@@ -37,6 +39,14 @@ int guest_main(const void* boot_params) {
         return EXIT_PASS;
       }
     }
+  }
+  if (cmdline_has_word(cmdline, "burst")) {
+    uint64_t code = EXIT_PASS;
+    cmdline_get_uint(cmdline, "exit", &code);
+    outb(0x3f8, '!');
+    outb(DEBUG_EXIT_PORT, (uint8_t)code);
+    outb(0x64, 0xfe); /* vmm has stopped this vCPU at the write above: never reached */
+    halt_forever();
   }
   if (cmdline_has_word(cmdline, "reboot")) {
     kprintf("hello: resetting through the i8042\n");
