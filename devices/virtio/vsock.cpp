@@ -28,10 +28,9 @@ uint64_t checked_cid(uint64_t cid) {
 
 }  // namespace
 
-VirtioVsock::VirtioVsock(const GuestMemory& memory, EventLoop& loop, uint64_t guest_cid,
-                         std::string uds_path, std::string name)
-    : memory_(memory),
-      loop_(loop),
+VirtioVsock::VirtioVsock(EventLoop& loop, uint64_t guest_cid, std::string uds_path,
+                         std::string name)
+    : loop_(loop),
       guest_cid_(checked_cid(guest_cid)),
       name_(std::move(name)),
       muxer_(loop, guest_cid_, std::move(uds_path), name_, [this] {

@@ -71,8 +71,7 @@ class VirtioVsock final : public VirtioDevice {
   // is refused with vmm::Error "PATH: in use" / "PATH: exists and is not a socket"); unlinked in
   // the destructor. Its fd is watched on `loop`. `guest_cid` must be 3 to 2^32 - 2 (vmm::Error
   // "guest cid N: ..."). `name` is for logs.
-  VirtioVsock(const GuestMemory& memory, EventLoop& loop, uint64_t guest_cid, std::string uds_path,
-              std::string name);
+  VirtioVsock(EventLoop& loop, uint64_t guest_cid, std::string uds_path, std::string name);
   VirtioVsock(const VirtioVsock&) = delete;
   VirtioVsock& operator=(const VirtioVsock&) = delete;
   ~VirtioVsock() override;
@@ -113,7 +112,6 @@ class VirtioVsock final : public VirtioDevice {
   void notify_driver();
   bool active() const { return rx_queue_ != nullptr; }
 
-  const GuestMemory& memory_;
   EventLoop& loop_;
   const uint64_t guest_cid_;
   const std::string name_;

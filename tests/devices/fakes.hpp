@@ -47,16 +47,20 @@ inline std::pair<UniqueFd, UniqueFd> socket_pair(int type) {
 }
 
 // A PacketBackend on one end of a socket_pair(SOCK_SEQPACKET): one packet per read and write, as a
-// tap's; offloads are accepted and ignored.
+// tap's with its vnet header. Offloads are accepted and ignored, or refused as a tap may.
 class SocketBackend final : public PacketBackend {
  public:
-  explicit SocketBackend(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit SocketBackend(UniqueFd fd, bool refuse_offloads = false)
+      : fd_(std::move(fd)), refuse_offloads_(refuse_offloads) {}
   int fd() const override { return fd_.get(); }
   const std::string& name() const override { return name_; }
-  void set_offload(unsigned /*tun_flags*/) override {}
+  void set_offload(unsigned /*tun_flags*/) override {
+    if (refuse_offloads_) fail("{}: TUNSETOFFLOAD: Invalid argument", name_);
+  }
 
  private:
   UniqueFd fd_;
+  bool refuse_offloads_;
   std::string name_ = "socketpair";
 };
 

@@ -3,8 +3,8 @@
 // Shared pieces of the fuzz targets: libFuzzer's entry points (VMM_FUZZ_TARGET), a reader that
 // turns the fuzzer's bytes into operations, fuzzer-controlled guest RAM, a driver that writes
 // descriptors and rings into it the way a (hostile) guest driver would, and the small fakes the
-// devices need (interrupts, platform events, a synchronous AsyncIo on a memfd, a packet backend
-// over a socketpair).
+// devices need (interrupts, platform events, a synchronous AsyncIo on a memfd; the packet backend
+// over a socketpair is the unit tests', tests/devices/fakes.hpp).
 //
 // A broken invariant is reported with check(): it prints what failed and aborts, which libFuzzer
 // records as a crash with the input that caused it.
@@ -323,23 +323,6 @@ class SyncIo final : public devices::AsyncIo {
   EventFd event_;
   std::vector<devices::IoRequest> queued_;
   std::vector<devices::IoCompletion> done_;
-};
-
-// One end of a SOCK_SEQPACKET socketpair: one read is one packet, like a tap with a vnet header.
-class SocketPacketBackend final : public devices::PacketBackend {
- public:
-  SocketPacketBackend(UniqueFd fd, bool refuse_offloads)
-      : fd_(std::move(fd)), refuse_offloads_(refuse_offloads) {}
-  int fd() const override { return fd_.get(); }
-  const std::string& name() const override { return name_; }
-  void set_offload(unsigned /*tun_flags*/) override {
-    if (refuse_offloads_) fail("{}: TUNSETOFFLOAD: Invalid argument", name_);
-  }
-
- private:
-  UniqueFd fd_;
-  bool refuse_offloads_;
-  std::string name_ = "fuzz0";
 };
 
 }  // namespace vmm::fuzz

@@ -17,6 +17,7 @@
 
 #include "base/event/event_loop.hpp"
 #include "devices/virtio/net.hpp"
+#include "tests/devices/fakes.hpp"
 #include "tests/fuzz/fuzz_guest.hpp"
 #include "tests/fuzz/virtio_harness.hpp"
 
@@ -57,9 +58,10 @@ class Harness {
     }
     peer_ = UniqueFd(fds[1]);
     checks_tx_ = !refuse_offloads;
-    device_.emplace(ram_.memory(), loop_,
-                    std::make_unique<SocketPacketBackend>(UniqueFd(fds[0]), refuse_offloads),
-                    std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "eth0 (fuzz0)");
+    device_.emplace(
+        ram_.memory(), loop_,
+        std::make_unique<devices::testing::SocketBackend>(UniqueFd(fds[0]), refuse_offloads),
+        std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, "eth0 (fuzz0)");
     guest_.activate(*device_, (wanted | virtio::kFeatureVersion1) & device_->features());
   }
 

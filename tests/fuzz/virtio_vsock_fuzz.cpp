@@ -117,7 +117,7 @@ class Harness {
         uds_path_(socket_dir() + "/v.sock"),
         guest_(ram_.memory(), stacked_queues(3, VirtioVsock::kQueueSize)) {
     const uint32_t wanted = in.u32();
-    device_.emplace(ram_.memory(), loop_, kGuestCid, uds_path_, "vsock-fuzz");
+    device_.emplace(loop_, kGuestCid, uds_path_, "vsock-fuzz");
     for (uint32_t port : kListenPorts) {
       const std::string path = uds_path_ + "_" + std::to_string(port);
       listeners_.push_back(listen_at(path));

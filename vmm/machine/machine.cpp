@@ -336,7 +336,7 @@ void Machine::Impl::create_vsock() {
   if (!config_.vsock) return;
   std::unique_ptr<devices::virtio::VirtioVsock> vsock;
   try {
-    vsock = std::make_unique<devices::virtio::VirtioVsock>(memory, loop, config_.vsock->guest_cid,
+    vsock = std::make_unique<devices::virtio::VirtioVsock>(loop, config_.vsock->guest_cid,
                                                            config_.vsock->uds_path, "vsock0");
   } catch (const Error& e) {
     fail("--vsock {}", e.what());
@@ -491,8 +491,8 @@ void Machine::Impl::start() {
     arm_timeout();
     const size_t run_size = kvm.vcpu_mmap_size();
     for (auto& vcpu : vcpus) {
-      threads.push_back(std::make_unique<VcpuThread>(*vcpu, run_size, pio, mmio, latch, gate,
-                                                     config_.seccomp));
+      threads.push_back(
+          std::make_unique<VcpuThread>(*vcpu, run_size, pio, mmio, latch, gate, config_.seccomp));
     }
     spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
     for (auto& thread : threads) thread->start();

@@ -188,7 +188,7 @@ TEST_F(RacingGuestTest, VirtioNetKeepsServingTheLoopWhileTheGuestKeepsItsTransmi
 
 TEST_F(RacingGuestTest, VirtioVsockKeepsServingTheLoopWhileTheGuestKeepsItsTransmitQueueFull) {
   devices::testing::TempDir dir;
-  VirtioVsock device(memory_, loop_, 3, dir.file("vsock.sock"), "vsock0");
+  VirtioVsock device(loop_, 3, dir.file("vsock.sock"), "vsock0");
   activate(device, 3, VirtioVsock::kQueueSize);
   // A transmit chain shorter than a packet header: dropped at once.
   desc(1, 0, kChain, 8, 0);

@@ -98,7 +98,7 @@ class VirtioVsockTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path = dir.file("v.sock");
-    device.emplace(memory, loop, kGuestCid, path, "vsock0");
+    device.emplace(loop, kGuestCid, path, "vsock0");
   }
 
   void activate() {
@@ -677,7 +677,7 @@ TEST_F(VirtioVsockTest, ReplacesAStaleSocketAndRefusesALiveOne) {
     std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
     ASSERT_EQ(::bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   }
-  device.emplace(memory, loop, kGuestCid, path, "vsock0");
+  device.emplace(loop, kGuestCid, path, "vsock0");
   activate();
   post_rx(4);
   auto [client, port] = connect_from_host(1);
