@@ -169,31 +169,27 @@ void VirtioVsock::handle_tx(const DescriptorChain& chain) {
   const auto packet = vsock::parse_tx_packet(std::span<const uint8_t>(head, got),
                                              chain.readable_bytes(), guest_cid_);
   const Header& header = packet.header;
-  switch (packet.verdict) {
-    case Verdict::kAccept:
-      ++counters_.tx_packets;
-      muxer_.send(header, chain);
-      return;
-    case Verdict::kBadType:
-    case Verdict::kUnknownOp:
-      // Well addressed: tell the sender, unless it is an RST itself.
-      if (header.op != vsock::kOpRst) muxer_.refuse(header);
-      break;
-    case Verdict::kShort:
-    case Verdict::kWrongAddress:
-    case Verdict::kBadLength: break;
+  if (packet.verdict == Verdict::kAccept) {
+    ++counters_.tx_packets;
+    muxer_.send(header, chain);
+    return;
   }
-  drop_tx(chain, packet.verdict);
+  const vsock::VerdictPolicy policy = vsock::verdict_policy(packet.verdict);
+  if (policy.answer_with_rst && header.op != vsock::kOpRst) muxer_.refuse(header);
+  drop_tx(chain, packet.verdict, policy.level);
 }
 
-void VirtioVsock::drop_tx(const DescriptorChain& chain, Verdict verdict) {
+void VirtioVsock::drop_tx(const DescriptorChain& chain, Verdict verdict,
+                          spdlog::level::level_enum level) {
   ++counters_.tx_dropped;
-  if (!std::exchange(warned_tx_, true)) {
-    spdlog::warn(
-        "virtio-vsock {}: dropped transmit chain {} ({} readable bytes): {} (further drops are "
-        "counted, not logged)",
-        name_, chain.head(), chain.readable_bytes(), vsock::to_string(verdict));
-  }
+  const auto kind = static_cast<size_t>(verdict);
+  ++counters_.tx_dropped_by[kind];
+  const bool first = !reported_.test(kind);
+  reported_.set(kind);
+  spdlog::log(first ? level : spdlog::level::debug,
+              "virtio-vsock {}: dropped transmit chain {} ({} readable bytes): {}{}", name_,
+              chain.head(), chain.readable_bytes(), vsock::to_string(verdict),
+              first ? "; further ones are counted, logged at debug level" : "");
 }
 
 // ---- Receive: packets for the guest ----

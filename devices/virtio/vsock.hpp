@@ -1,5 +1,7 @@
 #pragma once
 
+#include <array>
+#include <bitset>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -23,6 +25,11 @@ struct VsockCounters {
   uint64_t tx_dropped = 0;       // malformed chains and headers (dropped, or answered with RST)
   uint64_t credit_overruns = 0;  // connections reset because the guest sent beyond its credit
   uint64_t rsts_dropped = 0;     // RSTs not sent: too many waiting for receive buffers
+  std::array<uint64_t, vsock::kVerdictKinds> tx_dropped_by{};  // tx_dropped, by Verdict
+
+  uint64_t dropped(vsock::Verdict verdict) const {
+    return tx_dropped_by[static_cast<size_t>(verdict)];
+  }
 };
 
 // A virtio-vsock device (virtio 1.2, 5.10), stream sockets only: the virtqueues and the packets
@@ -103,7 +110,8 @@ class VirtioVsock final : public VirtioDevice {
 
   void process_tx();
   void handle_tx(const DescriptorChain& chain);
-  void drop_tx(const DescriptorChain& chain, vsock::Verdict verdict);
+  void drop_tx(const DescriptorChain& chain, vsock::Verdict verdict,
+               spdlog::level::level_enum level);
 
   void process_rx();
   std::optional<DescriptorChain> pop_rx_chain();
@@ -126,7 +134,7 @@ class VirtioVsock final : public VirtioDevice {
   uint32_t rx_skip_budget_ = 0;     // too-small receive chains this wake-up may still return
   std::optional<DescriptorChain> rx_chain_;
   VsockCounters counters_;  // the device's own; the muxer counts credit_overruns and rsts_dropped
-  bool warned_tx_ = false;
+  std::bitset<vsock::kVerdictKinds> reported_;  // the verdicts logged at their level already
   bool warned_rx_buffer_ = false;
   // After the fields guest_work reaches: destroyed first.
   vsock::Muxer muxer_;

@@ -16,6 +16,19 @@ const char* to_string(Verdict verdict) {
   return "?";
 }
 
+VerdictPolicy verdict_policy(Verdict verdict) {
+  switch (verdict) {
+    // Well addressed: the sender hears of it.
+    case Verdict::kBadType:
+    case Verdict::kUnknownOp: return {true, spdlog::level::warn};
+    case Verdict::kAccept:
+    case Verdict::kShort:
+    case Verdict::kWrongAddress:
+    case Verdict::kBadLength: break;
+  }
+  return {false, spdlog::level::warn};
+}
+
 ParsedPacket parse_tx_packet(std::span<const uint8_t> head, uint32_t readable_bytes,
                              uint64_t guest_cid) {
   ParsedPacket packet{Verdict::kShort, Header{}};

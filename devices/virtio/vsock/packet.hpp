@@ -1,5 +1,7 @@
 #pragma once
 
+#include <spdlog/common.h>
+
 #include <cstdint>
 #include <span>
 
@@ -53,7 +55,18 @@ enum class Verdict {
   kUnknownOp,     // answer RST
 };
 
+inline constexpr size_t kVerdictKinds = static_cast<size_t>(Verdict::kUnknownOp) + 1;
+
 const char* to_string(Verdict verdict);
+
+// What the device does with a packet it does not accept, decided here for every kind: answer a
+// well-addressed one with an RST (unless it is an RST itself), or drop it with no one to answer.
+// The first of each kind is logged at `level`, the rest at debug (the guest decides how many).
+struct VerdictPolicy {
+  bool answer_with_rst;
+  spdlog::level::level_enum level;
+};
+VerdictPolicy verdict_policy(Verdict verdict);
 
 struct ParsedPacket {
   Verdict verdict;

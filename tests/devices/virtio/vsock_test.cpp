@@ -659,7 +659,7 @@ TEST_F(VirtioVsockTest, DeviceResetClosesEverySocket) {
 TEST_F(VirtioVsockTest, ReplacesAStaleSocketAndRefusesALiveOne) {
   // The fixture's device listens at `path`: a second one is refused.
   try {
-    VirtioVsock second(memory, loop, kGuestCid, path, "vsock1");
+    VirtioVsock second(loop, kGuestCid, path, "vsock1");
     ADD_FAILURE() << "a live socket was replaced";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), path + ": in use");
@@ -685,7 +685,7 @@ TEST_F(VirtioVsockTest, ReplacesAStaleSocketAndRefusesALiveOne) {
 
   std::ofstream(dir.file("regular")) << "x";
   try {
-    VirtioVsock third(memory, loop, kGuestCid, dir.file("regular"), "vsock2");
+    VirtioVsock third(loop, kGuestCid, dir.file("regular"), "vsock2");
     ADD_FAILURE() << "a regular file was replaced";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), dir.file("regular") + ": exists and is not a socket");
@@ -696,7 +696,7 @@ TEST_F(VirtioVsockTest, RefusesCidsThatAreNotAGuests) {
   for (uint64_t cid :
        {uint64_t{0}, uint64_t{1}, uint64_t{2}, uint64_t{UINT32_MAX}, uint64_t{1} << 32}) {
     try {
-      VirtioVsock bad(memory, loop, cid, dir.file("bad.sock"), "vsock1");
+      VirtioVsock bad(loop, cid, dir.file("bad.sock"), "vsock1");
       ADD_FAILURE() << cid;
     } catch (const Error& e) {
       EXPECT_THAT(e.what(), ::testing::StartsWith(fmt::format("guest cid {}: ", cid)));
@@ -731,6 +731,9 @@ TEST_F(VirtioVsockTest, DropsMalformedPacketsAndAnswersWellAddressedOnesWithRst)
   pump();
   EXPECT_TRUE(take_rx().empty());
   EXPECT_EQ(device->counters().tx_dropped, 5u);
+  EXPECT_EQ(device->counters().dropped(vsock::Verdict::kShort), 2u);
+  EXPECT_EQ(device->counters().dropped(vsock::Verdict::kWrongAddress), 2u);
+  EXPECT_EQ(device->counters().dropped(vsock::Verdict::kBadLength), 1u);
   EXPECT_EQ(tx.used_idx(), tx_sent);
   for (uint16_t i = 0; i < tx_sent; ++i) EXPECT_EQ(tx.used(i).len, 0u);
 
@@ -748,6 +751,8 @@ TEST_F(VirtioVsockTest, DropsMalformedPacketsAndAnswersWellAddressedOnesWithRst)
   EXPECT_EQ(packets[1].header.op, vsock::kOpRst);
   EXPECT_EQ(packets[1].header.dst_port, 3u);
   EXPECT_EQ(device->counters().tx_dropped, 7u);
+  EXPECT_EQ(device->counters().dropped(vsock::Verdict::kBadType), 1u);
+  EXPECT_EQ(device->counters().dropped(vsock::Verdict::kUnknownOp), 1u);
   EXPECT_EQ(interrupt.needs_reset, 0);
 }
 
