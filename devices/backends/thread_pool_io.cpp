@@ -27,8 +27,8 @@ ThreadPoolIo::ThreadPoolIo(int fd, unsigned depth, ThreadStartHook on_worker_sta
   }
   std::string error;
   {
-    std::unique_lock lock(mutex_);
-    workers_ready_.wait(lock, [this, threads] { return workers_ready_count_ == threads; });
+    MutexLock lock(mutex_);
+    while (workers_ready_count_ != threads) lock.wait(workers_ready_);
     error = worker_start_error_;
   }
   if (!error.empty()) {
@@ -44,7 +44,7 @@ ThreadPoolIo::~ThreadPoolIo() {
 
 void ThreadPoolIo::stop_workers() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     stopping_ = true;
   }
   work_ready_.notify_all();
@@ -60,7 +60,7 @@ void ThreadPoolIo::submit(IoRequest request) {
 void ThreadPoolIo::flush_submissions() {
   if (staged_.empty()) return;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     for (IoRequest& request : staged_) pending_.push_back(std::move(request));
   }
   staged_.clear();
@@ -69,7 +69,7 @@ void ThreadPoolIo::flush_submissions() {
 
 void ThreadPoolIo::cancel_all() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     // What no worker has taken yet completes at once; a running preadv can't be interrupted.
     for (IoRequest& request : staged_) finished_.push_back({request.cookie, -ECANCELED});
     for (IoRequest& request : pending_) finished_.push_back({request.cookie, -ECANCELED});
@@ -90,7 +90,7 @@ void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
     }
   }
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (!error.empty() && worker_start_error_.empty()) worker_start_error_ = error;
     ++workers_ready_count_;
   }
@@ -98,14 +98,14 @@ void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
   for (;;) {
     IoRequest request;
     {
-      std::unique_lock lock(mutex_);
-      work_ready_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      MutexLock lock(mutex_);
+      while (!stopping_ && pending_.empty()) lock.wait(work_ready_);
       if (pending_.empty()) return;
       request = std::move(pending_.front());
       pending_.pop_front();
     }
     const int64_t result = execute(request);
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     finished_.push_back({request.cookie, result});
     // Signalled under the lock: once wait_all() has taken the last completion, no signal for it
     // is still on its way, so wait_all() can leave the eventfd clear.
@@ -140,7 +140,7 @@ size_t ThreadPoolIo::drain(const std::function<void(const IoCompletion&)>& on_co
   for (;;) {
     IoCompletion completion{};
     {
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       if (finished_.empty()) return count;
       completion = finished_.front();
       finished_.pop_front();
@@ -161,8 +161,8 @@ void ThreadPoolIo::wait_all(const std::function<void(const IoCompletion&)>& on_c
   flush_submissions();
   while (in_flight_ > 0) {
     {
-      std::unique_lock lock(mutex_);
-      work_done_.wait(lock, [this] { return !finished_.empty(); });
+      MutexLock lock(mutex_);
+      while (finished_.empty()) lock.wait(work_done_);
     }
     drain(on_complete);
   }

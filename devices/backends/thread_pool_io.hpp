@@ -2,12 +2,12 @@
 
 #include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "base/util/event_fd.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "devices/backends/async_io.hpp"
 
 namespace vmm::devices {
@@ -48,15 +48,17 @@ class ThreadPoolIo final : public AsyncIo {
   std::vector<IoRequest> staged_;
   size_t in_flight_ = 0;
 
-  std::mutex mutex_;
+  // Shared with the workers.
+  Mutex mutex_;
   std::condition_variable work_ready_;  // workers: pending_ has work or stopping_
   std::condition_variable work_done_;   // wait_all: finished_ has completions
-  std::deque<IoRequest> pending_;
-  std::deque<IoCompletion> finished_;
-  bool stopping_ = false;
+  std::deque<IoRequest> pending_ VMM_GUARDED_BY(mutex_);
+  std::deque<IoCompletion> finished_ VMM_GUARDED_BY(mutex_);
+  bool stopping_ VMM_GUARDED_BY(mutex_) = false;
   std::condition_variable workers_ready_;  // the constructor: every worker ran its start hook
-  unsigned workers_ready_count_ = 0;
-  std::string worker_start_error_;    // the first start hook's failure
+  unsigned workers_ready_count_ VMM_GUARDED_BY(mutex_) = 0;
+  // The first start hook's failure.
+  std::string worker_start_error_ VMM_GUARDED_BY(mutex_);
   std::vector<std::thread> workers_;  // last: started after everything they use exists
 };
 

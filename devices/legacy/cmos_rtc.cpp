@@ -45,22 +45,25 @@ CmosRtc::CmosRtc(WallClock clock) : clock_(std::move(clock)) {
 }
 
 void CmosRtc::read(uint64_t offset, std::span<uint8_t> data) {
-  std::lock_guard lock(mutex_);
-  read_ports(offset, data, kPortCount, [this](uint64_t port) -> uint8_t {
-    // The index port is write-only on the chip.
-    return port == kDataPort ? read_register(index_) : 0xff;
-  });
+  MutexLock lock(mutex_);
+  // The callbacks run inside read_ports()/write_ports(), under the lock taken here.
+  read_ports(offset, data, kPortCount,
+             [this](uint64_t port) VMM_NO_THREAD_SAFETY_ANALYSIS -> uint8_t {
+               // The index port is write-only on the chip.
+               return port == kDataPort ? read_register(index_) : 0xff;
+             });
 }
 
 void CmosRtc::write(uint64_t offset, std::span<const uint8_t> data) {
-  std::lock_guard lock(mutex_);
-  write_ports(offset, data, kPortCount, [this](uint64_t port, uint8_t value) {
-    if (port == kIndexPort) {
-      index_ = value & kIndexMask;
-    } else {
-      write_register(index_, value);
-    }
-  });
+  MutexLock lock(mutex_);
+  write_ports(offset, data, kPortCount,
+              [this](uint64_t port, uint8_t value) VMM_NO_THREAD_SAFETY_ANALYSIS {
+                if (port == kIndexPort) {
+                  index_ = value & kIndexMask;
+                } else {
+                  write_register(index_, value);
+                }
+              });
 }
 
 uint8_t CmosRtc::read_register(uint8_t index) {

@@ -4,10 +4,10 @@
 #include <cstdint>
 #include <ctime>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <span>
 
+#include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 
 namespace vmm::devices {
@@ -43,22 +43,24 @@ class CmosRtc final : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
  private:
-  uint8_t read_register(uint8_t index);
-  void write_register(uint8_t index, uint8_t value);
+  uint8_t read_register(uint8_t index) VMM_REQUIRES(mutex_);
+  void write_register(uint8_t index, uint8_t value) VMM_REQUIRES(mutex_);
   // The guest's current time, broken down (the staged time while SET is held).
-  std::tm guest_time() const;
-  void set_guest_time(std::tm time);
-  uint8_t encode(int value) const;
-  int decode(uint8_t value) const;
-  uint8_t encode_hour(int hour) const;
-  int decode_hour(uint8_t value) const;
+  std::tm guest_time() const VMM_REQUIRES(mutex_);
+  void set_guest_time(std::tm time) VMM_REQUIRES(mutex_);
+  uint8_t encode(int value) const VMM_REQUIRES(mutex_);
+  int decode(uint8_t value) const VMM_REQUIRES(mutex_);
+  uint8_t encode_hour(int hour) const VMM_REQUIRES(mutex_);
+  int decode_hour(uint8_t value) const VMM_REQUIRES(mutex_);
 
-  mutable std::mutex mutex_;
+  // vCPU threads: every port access takes it.
+  mutable Mutex mutex_;
   WallClock clock_;
-  std::array<uint8_t, 128> ram_{};
-  uint8_t index_ = 0;
-  time_t offset_ = 0;              // guest time - host time, seconds
-  std::optional<std::tm> staged_;  // set while register B's SET bit is held
+  std::array<uint8_t, 128> ram_ VMM_GUARDED_BY(mutex_){};
+  uint8_t index_ VMM_GUARDED_BY(mutex_) = 0;
+  time_t offset_ VMM_GUARDED_BY(mutex_) = 0;  // guest time - host time, seconds
+  // Set while register B's SET bit is held.
+  std::optional<std::tm> staged_ VMM_GUARDED_BY(mutex_);
 };
 
 }  // namespace vmm::devices

@@ -60,16 +60,19 @@ I8042::I8042(PlatformEvents& events, InterruptLine* keyboard_irq)
 }
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
-  std::lock_guard lock(mutex_);
-  read_ports(offset, data, kPortCount, [this](uint64_t port) { return read_port(port); });
+  MutexLock lock(mutex_);
+  // The callbacks run inside read_ports()/write_ports(), under the lock taken here.
+  read_ports(offset, data, kPortCount,
+             [this](uint64_t port) VMM_NO_THREAD_SAFETY_ANALYSIS { return read_port(port); });
 }
 
 void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
   bool reset = false;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     write_ports(offset, data, kPortCount,
-                [this](uint64_t port, uint8_t value) { write_port(port, value); });
+                [this](uint64_t port, uint8_t value)
+                    VMM_NO_THREAD_SAFETY_ANALYSIS { write_port(port, value); });
     reset = reset_requested_;
     reset_requested_ = false;
   }

@@ -3,9 +3,9 @@
 #include <array>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <span>
 
+#include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
 #include "devices/platform_events.hpp"
@@ -43,26 +43,30 @@ class I8042 final : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
  private:
-  uint8_t read_port(uint64_t port);
-  void write_port(uint64_t port, uint8_t value);
-  void command(uint8_t command);
-  void write_data(uint8_t value);
-  void push_output(uint8_t byte);
-  uint8_t& command_byte() { return ram_[0]; }
+  uint8_t read_port(uint64_t port) VMM_REQUIRES(mutex_);
+  void write_port(uint64_t port, uint8_t value) VMM_REQUIRES(mutex_);
+  void command(uint8_t command) VMM_REQUIRES(mutex_);
+  void write_data(uint8_t value) VMM_REQUIRES(mutex_);
+  void push_output(uint8_t byte) VMM_REQUIRES(mutex_);
+  uint8_t& command_byte() VMM_REQUIRES(mutex_) { return ram_[0]; }
   // IRQ 1 = output buffer full and the command byte enables the keyboard interrupt.
-  void update_interrupt();
+  void update_interrupt() VMM_REQUIRES(mutex_);
 
-  mutable std::mutex mutex_;
+  // vCPU threads: every port access takes it.
+  mutable Mutex mutex_;
   PlatformEvents& events_;
   InterruptLine* keyboard_irq_;
 
-  std::array<uint8_t, 32> ram_{};  // controller RAM; byte 0 is the command byte
-  std::deque<uint8_t> output_;     // what the guest reads from port 0x60
-  uint8_t pending_command_ = 0;    // a command waiting for its data byte, or 0
-  uint8_t output_port_;
-  bool last_write_was_command_ = false;
-  bool reset_requested_ = false;  // reported after the lock is released
-  bool line_asserted_ = false;
+  // Controller RAM; byte 0 is the command byte.
+  std::array<uint8_t, 32> ram_ VMM_GUARDED_BY(mutex_){};
+  std::deque<uint8_t> output_ VMM_GUARDED_BY(mutex_);  // what the guest reads from port 0x60
+  // A command waiting for its data byte, or 0.
+  uint8_t pending_command_ VMM_GUARDED_BY(mutex_) = 0;
+  uint8_t output_port_ VMM_GUARDED_BY(mutex_);
+  bool last_write_was_command_ VMM_GUARDED_BY(mutex_) = false;
+  // Reported after the lock is released.
+  bool reset_requested_ VMM_GUARDED_BY(mutex_) = false;
+  bool line_asserted_ VMM_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace vmm::devices
