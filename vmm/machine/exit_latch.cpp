@@ -21,7 +21,7 @@ void ExitLatch::guest_request(devices::GuestRequest request, int code) {
 
 void ExitLatch::set(MachineExit exit) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (exit_) return;
     spdlog::debug("machine stopping: {}", exit.describe());
     exit_ = std::move(exit);
@@ -39,7 +39,7 @@ void ExitLatch::fail(std::string message) {
 }
 
 std::optional<MachineExit> ExitLatch::result() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return exit_;
 }
 

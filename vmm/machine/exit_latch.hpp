@@ -2,11 +2,11 @@
 
 #include <atomic>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "base/util/event_fd.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "devices/platform_events.hpp"
 #include "vmm/machine.hpp"
 
@@ -32,8 +32,8 @@ class ExitLatch final : public devices::PlatformEvents {
 
  private:
   std::function<void()> on_set_;
-  mutable std::mutex mutex_;
-  std::optional<MachineExit> exit_;
+  mutable Mutex mutex_;
+  std::optional<MachineExit> exit_ VMM_GUARDED_BY(mutex_);
   std::atomic<bool> set_{false};
   EventFd event_;
 };

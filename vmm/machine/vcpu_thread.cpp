@@ -73,7 +73,7 @@ VcpuThread::~VcpuThread() {
 void VcpuThread::start() {
   install_kick_handler();
   // Held until the handle is recorded, so the thread's own "no more signals" comes after it.
-  std::lock_guard lock(signal_mutex_);
+  MutexLock lock(signal_mutex_);
   thread_ = std::thread([this] {
     const std::string name = fmt::format("vcpu{}", vcpu_.id());
     ::pthread_setname_np(::pthread_self(), name.c_str());
@@ -90,7 +90,7 @@ void VcpuThread::start() {
     ::pthread_sigmask(SIG_UNBLOCK, &mask, nullptr);
     run_thread();
     // From here on the thread may be joined at any moment: nobody may signal it any more.
-    std::lock_guard done(signal_mutex_);
+    MutexLock done(signal_mutex_);
     signalable_ = false;
   });
   handle_ = thread_.native_handle();
@@ -112,7 +112,7 @@ void VcpuThread::run_thread() {
 void VcpuThread::signal_thread() {
   // Not through thread_, which join() may be changing on another thread (a pause racing with the
   // loop thread's stop-and-join): the handle recorded at start, while the thread can't be joined.
-  std::lock_guard lock(signal_mutex_);
+  MutexLock lock(signal_mutex_);
   if (signalable_) ::pthread_kill(handle_, kick_signal());
 }
 

@@ -6,11 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <thread>
 
 #include "base/kvm/vcpu.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 #include "vmm/machine/exit_latch.hpp"
 #include "vmm/machine/pause_gate.hpp"
@@ -90,9 +90,9 @@ class VcpuThread {
   std::thread thread_;
   // Guards the two below: the thread's handle may be signalled from start() until the thread's
   // last step, and not after, when join() may free it.
-  std::mutex signal_mutex_;
-  pthread_t handle_{};
-  bool signalable_ = false;
+  Mutex signal_mutex_;
+  pthread_t handle_ VMM_GUARDED_BY(signal_mutex_){};
+  bool signalable_ VMM_GUARDED_BY(signal_mutex_) = false;
 };
 
 }  // namespace vmm
