@@ -51,7 +51,6 @@ VirtioBlock::VirtioBlock(const GuestMemory& memory, EventLoop& loop, uint64_t di
 VirtioBlock::~VirtioBlock() {
   // The host must stop writing into guest memory before it may be unmapped.
   io_->wait_all([](const IoCompletion&) {});
-  unwatch();
 }
 
 uint64_t VirtioBlock::features() const {
@@ -88,27 +87,13 @@ void VirtioBlock::activate(const Activation& activation) {
 }
 
 void VirtioBlock::watch(const std::vector<int>& notify_fds) {
-  unwatch();
-  for (int fd : notify_fds) {
-    loop_.add(fd, EPOLLIN, [this, fd](uint32_t) {
-      uint64_t count;
-      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
-      notify(0);
-    });
-    watched_fds_.push_back(fd);
-  }
-  loop_.add(io_->completion_fd(), EPOLLIN, [this](uint32_t) { on_completions(); });
-  watched_fds_.push_back(io_->completion_fd());
-  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) {
+  watched_.clear();
+  watched_.add_notify_fds(notify_fds, [this](uint16_t queue) { notify(queue); });
+  watched_.add(io_->completion_fd(), EPOLLIN, [this](uint32_t) { on_completions(); });
+  watched_.add(resume_.fd(), EPOLLIN, [this](uint32_t) {
     resume_.consume();
     notify(0);
   });
-  watched_fds_.push_back(resume_.fd());
-}
-
-void VirtioBlock::unwatch() {
-  for (int fd : watched_fds_) loop_.remove(fd);
-  watched_fds_.clear();
 }
 
 std::string VirtioBlock::debug_state() const {
@@ -162,7 +147,7 @@ void VirtioBlock::reset(ResetDone done) {
 
 void VirtioBlock::finish_reset_if_idle() {
   if (!reset_done_ || io_->in_flight() > 0) return;
-  unwatch();
+  watched_.clear();
   resume_.consume();
   std::exchange(reset_done_, nullptr)();
 }

@@ -15,6 +15,7 @@
 #include "devices/backends/async_io.hpp"
 #include "devices/virtio/block_request.hpp"
 #include "devices/virtio/virtio_device.hpp"
+#include "devices/virtio/watched_fds.hpp"
 
 namespace vmm::devices::virtio {
 
@@ -138,9 +139,8 @@ class VirtioBlock final : public VirtioDevice {
   BlockErrorPolicy report(BlockError error, uint16_t head, const std::string& detail);
   void notify_driver();
   void check_broken();
-  // Adds or removes the fds the device watches while active.
+  // Watches the fds the device needs while active (until the reset is done).
   void watch(const std::vector<int>& notify_fds);
-  void unwatch();
   // Reset: once nothing is in flight, the device is idle and `reset_done_` is called.
   void finish_reset_if_idle();
 
@@ -151,10 +151,10 @@ class VirtioBlock final : public VirtioDevice {
   const std::string name_;
   VirtioBlkConfig config_{};
 
-  EventFd resume_;                // more chains wait than one wake-up starts
-  std::vector<int> watched_fds_;  // notify fds, completions, resume_: while active or resetting
-  ResetDone reset_done_;          // set while a reset waits for requests in flight
-  SplitQueue* queue_ = nullptr;   // while active
+  EventFd resume_;               // more chains wait than one wake-up starts
+  WatchedFds watched_{loop_};    // notify fds, completions, resume_: while active or resetting
+  ResetDone reset_done_;         // set while a reset waits for requests in flight
+  SplitQueue* queue_ = nullptr;  // while active
   DeviceInterrupt* interrupt_ = nullptr;
   BlockLimits limits_;
   bool write_through_ = false;

@@ -99,17 +99,8 @@ void VirtioNet::activate(const Activation& activation) {
 
 void VirtioNet::watch(const std::vector<int>& notify_fds) {
   unwatch();
-  for (size_t queue = 0; queue < notify_fds.size(); ++queue) {
-    const int fd = notify_fds[queue];
-    loop_.add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
-      uint64_t count;
-      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
-      notify(static_cast<uint16_t>(queue));
-    });
-    watched_fds_.push_back(fd);
-  }
-  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
-  watched_fds_.push_back(resume_.fd());
+  watched_.add_notify_fds(notify_fds, [this](uint16_t queue) { notify(queue); });
+  watched_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
   if (!backend_hung_up_) {
     loop_.add(backend_->fd(), 0, [this](uint32_t events) { on_events(events); });
     backend_watched_ = true;
@@ -118,8 +109,7 @@ void VirtioNet::watch(const std::vector<int>& notify_fds) {
 }
 
 void VirtioNet::unwatch() {
-  for (int fd : watched_fds_) loop_.remove(fd);
-  watched_fds_.clear();
+  watched_.clear();
   if (backend_watched_) loop_.remove(backend_->fd());
   backend_watched_ = false;
 }

@@ -19,6 +19,7 @@
 #include "devices/backends/packet_backend.hpp"
 #include "devices/virtio/net_header.hpp"
 #include "devices/virtio/virtio_device.hpp"
+#include "devices/virtio/watched_fds.hpp"
 
 namespace vmm::devices::virtio {
 
@@ -158,7 +159,7 @@ class VirtioNet final : public VirtioDevice {
   VirtioNetConfig config_{};
 
   EventFd resume_;                  // a wake-up stopped at its budget: come back
-  std::vector<int> watched_fds_;    // the notify fds and resume_, while active
+  WatchedFds watched_{loop_};       // the notify fds and resume_, while active
   SplitQueue* rx_queue_ = nullptr;  // while active
   SplitQueue* tx_queue_ = nullptr;
   DeviceInterrupt* interrupt_ = nullptr;

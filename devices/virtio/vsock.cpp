@@ -40,11 +40,9 @@ VirtioVsock::VirtioVsock(EventLoop& loop, uint64_t guest_cid, std::string uds_pa
         notify_driver();
       }) {}
 
-VirtioVsock::~VirtioVsock() {
-  unwatch();
-  // muxer_'s destructor then closes the sockets, takes the listener out of the loop and unlinks
-  // uds_path.
-}
+// muxer_ goes first, closing the sockets, taking the listener out of the loop and unlinking
+// uds_path; then watched_ leaves the loop.
+VirtioVsock::~VirtioVsock() = default;
 
 uint64_t VirtioVsock::features() const {
   return kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc;
@@ -68,27 +66,13 @@ void VirtioVsock::activate(const Activation& activation) {
 }
 
 void VirtioVsock::watch(const std::vector<int>& notify_fds) {
-  unwatch();
-  for (size_t queue = 0; queue < notify_fds.size(); ++queue) {
-    const int fd = notify_fds[queue];
-    loop_.add(fd, EPOLLIN, [this, fd, queue](uint32_t) {
-      uint64_t count;
-      [[maybe_unused]] const ssize_t n = ::read(fd, &count, sizeof(count));
-      notify(static_cast<uint16_t>(queue));
-    });
-    watched_fds_.push_back(fd);
-  }
-  loop_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
-  watched_fds_.push_back(resume_.fd());
-}
-
-void VirtioVsock::unwatch() {
-  for (int fd : watched_fds_) loop_.remove(fd);
-  watched_fds_.clear();
+  watched_.clear();
+  watched_.add_notify_fds(notify_fds, [this](uint16_t queue) { notify(queue); });
+  watched_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
 }
 
 void VirtioVsock::reset(ResetDone done) {
-  unwatch();
+  watched_.clear();
   resume_.consume();
   muxer_.reset();  // the peers see EOF now
   if (rx_chain_) std::move(*rx_chain_).discard();

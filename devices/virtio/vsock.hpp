@@ -14,6 +14,7 @@
 #include "devices/virtio/virtio_device.hpp"
 #include "devices/virtio/vsock/muxer.hpp"
 #include "devices/virtio/vsock/packet.hpp"
+#include "devices/virtio/watched_fds.hpp"
 
 namespace vmm::devices::virtio {
 
@@ -104,9 +105,8 @@ class VirtioVsock final : public VirtioDevice {
 
   // After a wake-up that stopped at its budget.
   void on_resume();
-  // Adds or removes the fds the device watches while active.
+  // Watches the fds the device needs while active.
   void watch(const std::vector<int>& notify_fds);
-  void unwatch();
 
   void process_tx();
   void handle_tx(const DescriptorChain& chain);
@@ -124,7 +124,7 @@ class VirtioVsock final : public VirtioDevice {
   const uint64_t guest_cid_;
   const std::string name_;
   EventFd resume_;                  // a wake-up stopped at its budget: come back
-  std::vector<int> watched_fds_;    // the notify fds and resume_, while active
+  WatchedFds watched_{loop_};       // the notify fds and resume_, while active
   SplitQueue* rx_queue_ = nullptr;  // while active
   SplitQueue* tx_queue_ = nullptr;
   DeviceInterrupt* interrupt_ = nullptr;
