@@ -19,6 +19,7 @@
 
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/machine_config.hpp"
 
@@ -33,9 +34,9 @@ struct vmm_config {
 struct vmm_machine {
   std::unique_ptr<vmm::Machine> machine;
   // The exit, once a wait has seen it; its message is what vmm_exit_info points into.
-  std::mutex mutex;
-  std::optional<vmm::MachineExit> exit;
-  std::string exit_message;
+  vmm::Mutex mutex;
+  std::optional<vmm::MachineExit> exit VMM_GUARDED_BY(mutex);
+  std::string exit_message VMM_GUARDED_BY(mutex);
 };
 
 namespace {
@@ -420,7 +421,7 @@ vmm_status vmm_machine_wait(vmm_machine* machine, int64_t timeout_ms) {
       return error(VMM_ETIMEOUT, "{}: the machine is still {} after {} ms", function,
                    state_name(machine->machine->state()), timeout_ms);
     }
-    const std::lock_guard lock(machine->mutex);
+    const vmm::MutexLock lock(machine->mutex);
     if (!machine->exit) {
       machine->exit_message = exit->describe();
       machine->exit = std::move(exit);
@@ -471,7 +472,7 @@ vmm_status vmm_machine_exit_info(vmm_machine* machine, vmm_exit_info* out) {
     }
     // A stopped machine's wait() returns its exit at once; nobody may have called it yet.
     if (const vmm_status status = vmm_machine_wait(machine, 0); status != VMM_OK) return status;
-    const std::lock_guard lock(machine->mutex);
+    const vmm::MutexLock lock(machine->mutex);
     *out = vmm_exit_info{.reason = to_c(machine->exit->reason),
                          .exit_status = machine->exit->exit_status(),
                          .debug_code = machine->exit->debug_code,

@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "base/util/error.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "base/util/unique_fd.hpp"
 
 namespace vmm::security {
@@ -42,8 +43,9 @@ struct sigaction g_previous_sigsys {};
 thread_local const char* t_thread_kind = nullptr;
 
 constexpr size_t kThreadKindCount = std::size(kAllThreadKinds);
-std::mutex g_programs_mutex;
-std::array<std::optional<std::vector<sock_filter>>, kThreadKindCount> g_programs;
+Mutex g_programs_mutex;
+std::array<std::optional<std::vector<sock_filter>>, kThreadKindCount> g_programs
+    VMM_GUARDED_BY(g_programs_mutex);
 
 void fill_syscall_names() {
   for (size_t nr = 0; nr < kSyscallTableSize; ++nr) {
@@ -143,7 +145,7 @@ std::vector<sock_filter> read_program(int fd) {
 }
 
 const std::vector<sock_filter>& program_for(ThreadKind kind) {
-  std::lock_guard lock(g_programs_mutex);
+  MutexLock lock(g_programs_mutex);
   auto& program = g_programs[static_cast<size_t>(kind)];
   if (!program) program = compile_seccomp_filter(kind);
   return *program;
