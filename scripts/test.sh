@@ -162,8 +162,17 @@ fi
 
 if [ $tsan_built -eq 1 ]; then
   begin_stage tsan "the unit tests under ThreadSanitizer"
+  # Left out, each counted as skipped: tests whose "guest" is a thread of the test writing the
+  # rings in guest RAM. SplitQueue orders its ring accesses against the guest with standalone
+  # fences, which TSan does not model, so it reports every ring access (and the net one then runs
+  # for 10 minutes).
+  tsan_out='^(RacingGuestTest|VirtioNetConcurrencyTest)\.'
+  while read -r name; do
+    echo "test.sh: tsan: skipped $name: its guest is a thread writing the rings (fences TSan can't see)"
+    count 0 0 1
+  done < <(ctest --test-dir build-tsan -N -L unit -R "$tsan_out" | sed -n 's/^ *Test *#[0-9]*: //p')
   # A report fails its test (TSan's exit status 66); deadlock reports show both lock stacks.
-  TSAN_OPTIONS=second_deadlock_stack=1 run_ctest build-tsan -L unit -j"$jobs"
+  TSAN_OPTIONS=second_deadlock_stack=1 run_ctest build-tsan -L unit -E "$tsan_out" -j"$jobs"
   end_stage
 fi
 
