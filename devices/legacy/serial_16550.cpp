@@ -177,6 +177,13 @@ uint8_t Serial16550::read_port(uint64_t port) {
     case kLcr: return lcr_;
     case kMcr: return mcr_;
     case kLsr: {
+      // A guest polling LSR.DR with the receive interrupt off gets queued input here, not after a
+      // round trip through the event loop for every byte (no interrupt handler to pace).
+      if (!(ier_ & kIerRxData) && rx_fifo_.empty() && !input_queue_.empty()) {
+        refill_rx();
+        // The loop may hold more (a paused stdin, a long paste): it feeds the queue again.
+        queue_emptied_ = input_queue_.empty();
+      }
       const uint8_t status = line_status();
       overrun_ = false;
       update_interrupt();
@@ -329,7 +336,11 @@ void Serial16550::update_interrupt() {
 }
 
 bool Serial16550::take_refill_request() {
-  if (refill_requested_ || loopback() || !rx_fifo_.empty() || input_queue_.empty()) return false;
+  if (refill_requested_ || loopback()) return false;
+  // The FIFO ran dry with input queued (the loop moves it in, paced), or a polling guest took the
+  // last of the queue (the loop has room to feed more).
+  const bool fifo_dry = rx_fifo_.empty() && !input_queue_.empty();
+  if (!fifo_dry && !std::exchange(queue_emptied_, false)) return false;
   refill_requested_ = true;
   return true;
 }

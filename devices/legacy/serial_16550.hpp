@@ -33,7 +33,9 @@ namespace vmm::devices {
 // RX FIFO. Refills after that also happen in enqueue_input(), never in the guest's RBR read: the
 // guest's interrupt handler sees its FIFO run dry and returns, the way it would at line rate,
 // instead of draining an arbitrarily long paste in one interrupt. The device asks for the refill
-// through the input notifier.
+// through the input notifier. A guest that polls instead (the receive interrupt off) is refilled
+// when it reads LSR with the FIFO empty: nothing to pace there, and a round trip through the loop
+// for every byte would make it crawl.
 class Serial16550 final : public BusDevice {
  public:
   static constexpr uint16_t kCom1Base = 0x3f8;
@@ -116,6 +118,7 @@ class Serial16550 final : public BusDevice {
   std::deque<uint8_t> input_queue_ VMM_GUARDED_BY(mutex_);  // host input not yet in the FIFO
   std::deque<uint8_t> rx_fifo_ VMM_GUARDED_BY(mutex_);      // at most rx_capacity() bytes
   bool refill_requested_ VMM_GUARDED_BY(mutex_) = false;    // notifier called, no enqueue yet
+  bool queue_emptied_ VMM_GUARDED_BY(mutex_) = false;       // by a polling guest's LSR read
 
   // Guest output not yet taken by the event loop: at most kOutputBufferCapacity bytes.
   std::deque<uint8_t> output_ VMM_GUARDED_BY(mutex_);
