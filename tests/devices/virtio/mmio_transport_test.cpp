@@ -549,22 +549,33 @@ TEST_F(MmioTransportTest, AResetFinishesOnTheLoopWhileTheWritingVcpuWaitsHolding
   write(kDriverFeatures, static_cast<uint32_t>(kFeatureVersion1 >> 32));
   write(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
   write(kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
-  for (int i = 0; i < 1000 && threaded_log.activations.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_EQ(threaded_log.activations.size(), 1u);
+  // The device is the loop thread's: its state is looked at there.
+  auto on_loop = [&](const std::function<bool()>& condition) {
+    for (int i = 0; i < 1000; ++i) {
+      std::atomic<int> answer{-1};
+      loop.post([&] { answer = condition() ? 1 : 0; });
+      while (answer.load() < 0) std::this_thread::yield();
+      if (answer.load() == 1) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  };
+  ASSERT_TRUE(on_loop([&] { return threaded_log.activations.size() == 1; }));
+  DeviceInterrupt* interrupt = nullptr;
+  on_loop([&] {
+    interrupt = threaded_log.activations[0].interrupt;
+    return true;
+  });
 
   std::atomic<bool> reset_returned{false};
   std::thread vcpu([&] {
     write(kStatus, 0);
     reset_returned = true;
   });
-  for (int i = 0; i < 1000 && !threaded_log.pending_reset_done; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_TRUE(threaded_log.pending_reset_done) << "the reset never reached the loop";
+  ASSERT_TRUE(on_loop([&] { return threaded_log.pending_reset_done != nullptr; }))
+      << "the reset never reached the loop";
   // Another vCPU meanwhile: nothing it touches waits for the reset.
-  threaded_log.activations[0].interrupt->signal_used();
+  interrupt->signal_used();
   EXPECT_EQ(read(kInterruptStatus), 1u);
   EXPECT_NE(read(kStatus), 0u);  // not reset yet
   write(kInterruptAck, 1);
@@ -575,7 +586,7 @@ TEST_F(MmioTransportTest, AResetFinishesOnTheLoopWhileTheWritingVcpuWaitsHolding
   vcpu.join();
   EXPECT_TRUE(reset_returned.load());
   EXPECT_EQ(read(kStatus), 0u);
-  EXPECT_FALSE(threaded_log.activations[0].queues[0]->ready());
+  EXPECT_TRUE(on_loop([&] { return !threaded_log.activations[0].queues[0]->ready(); }));
   loop_running = false;
   loop_thread.join();
 }
