@@ -24,6 +24,7 @@
 #include "base/memory/layout.hpp"
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "base/util/thread_annotations.hpp"
 #include "base/util/unique_fd.hpp"
 #include "boot/cpuid.hpp"
 #include "boot/kernel_loader.hpp"
@@ -174,8 +175,8 @@ struct Machine::Impl final : ControlTarget {
 
   // send_console_input() → the loop thread, which feeds the UART as it makes room.
   EventFd console_input;
-  std::mutex input_mutex;
-  std::deque<uint8_t> pending_input;
+  Mutex input_mutex;
+  std::deque<uint8_t> pending_input VMM_GUARDED_BY(input_mutex);
 
   // Makes the loop thread reach the pause gate.
   EventFd pause_request;
@@ -183,15 +184,15 @@ struct Machine::Impl final : ControlTarget {
   std::optional<uint64_t> paused_clock;
 
   // Serialises start/pause/resume (each may wait for other threads); never held by them.
-  std::mutex transition_mutex;
+  Mutex transition_mutex;
   // Guards the lifecycle flags below; `finished_cv` tells waiters the loop thread is done.
-  mutable std::mutex mutex;
+  mutable Mutex mutex;
   std::condition_variable finished_cv;
-  bool started = false;
-  bool paused = false;
-  bool finished = false;
-  Clock::time_point started_at;
-  std::mutex join_mutex;
+  bool started VMM_GUARDED_BY(mutex) = false;
+  bool paused VMM_GUARDED_BY(mutex) = false;
+  bool finished VMM_GUARDED_BY(mutex) = false;
+  Clock::time_point started_at VMM_GUARDED_BY(mutex);
+  Mutex join_mutex;
   std::thread loop_thread;
   std::unique_ptr<ControlServer> control;
 };
@@ -419,7 +420,7 @@ void Machine::Impl::feed_console_input() {
     if (space == 0) return;
     std::vector<uint8_t> chunk;
     {
-      std::lock_guard lock(input_mutex);
+      MutexLock lock(input_mutex);
       const size_t n = std::min(space, pending_input.size());
       if (n == 0) return;
       chunk.assign(pending_input.begin(), pending_input.begin() + static_cast<ptrdiff_t>(n));
@@ -460,22 +461,22 @@ void Machine::Impl::log_where_things_stood() const {
 }
 
 MachineState Machine::Impl::state() const {
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   if (finished || latch.result()) return MachineState::kStopped;
   if (!started) return MachineState::kCreated;
   return paused ? MachineState::kPaused : MachineState::kRunning;
 }
 
 std::chrono::milliseconds Machine::Impl::uptime() const {
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   if (!started) return std::chrono::milliseconds(0);
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_at);
 }
 
 void Machine::Impl::start() {
-  std::lock_guard transition(transition_mutex);
+  MutexLock transition(transition_mutex);
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     if (started) fail("the machine was already started");
     if (finished || latch.result()) fail("the machine was stopped before it started");
     started = true;
@@ -503,7 +504,7 @@ void Machine::Impl::start() {
     for (auto& thread : threads) thread->join();
     terminal.reset();
     {
-      std::lock_guard lock(mutex);
+      MutexLock lock(mutex);
       finished = true;
     }
     finished_cv.notify_all();
@@ -534,7 +535,7 @@ void Machine::Impl::run_loop() {
   spdlog::debug("guest ran for {:.3f} s: {}", std::chrono::duration<double>(uptime()).count(),
                 exit ? exit->describe() : "no exit reason");
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     finished = true;
   }
   finished_cv.notify_all();
@@ -542,25 +543,27 @@ void Machine::Impl::run_loop() {
 
 std::optional<MachineExit> Machine::Impl::wait(std::optional<std::chrono::milliseconds> timeout) {
   {
-    std::unique_lock lock(mutex);
-    auto done = [this] { return finished; };
+    MutexLock lock(mutex);
     if (!timeout) {
-      finished_cv.wait(lock, done);
-    } else if (!finished_cv.wait_for(lock, *timeout, done)) {
-      return std::nullopt;
+      while (!finished) lock.wait(finished_cv);
+    } else {
+      const auto deadline = std::chrono::steady_clock::now() + *timeout;
+      while (!finished) {
+        if (!lock.wait_until(finished_cv, deadline) && !finished) return std::nullopt;
+      }
     }
   }
   {
-    std::lock_guard join(join_mutex);
+    MutexLock join(join_mutex);
     if (loop_thread.joinable()) loop_thread.join();
   }
   return latch.result().value_or(MachineExit{});
 }
 
 void Machine::Impl::pause() {
-  std::lock_guard transition(transition_mutex);
+  MutexLock transition(transition_mutex);
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     if (finished || latch.result()) fail("the machine has stopped");
     if (!started) fail("the machine has not been started");
     if (paused) return;
@@ -577,14 +580,14 @@ void Machine::Impl::pause() {
       spdlog::warn("pause: the guest clock keeps running: {}", e.what());
     }
   }
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   paused = true;
 }
 
 void Machine::Impl::resume() {
-  std::lock_guard transition(transition_mutex);
+  MutexLock transition(transition_mutex);
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     if (finished || latch.result()) fail("the machine has stopped");
     if (!started) fail("the machine has not been started");
     if (!paused) return;
@@ -608,7 +611,7 @@ void Machine::Impl::stop() {
   latch.set(exit);
   bool never_started;
   {
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     never_started = !started;
     if (never_started) finished = true;
   }
@@ -618,7 +621,7 @@ void Machine::Impl::stop() {
 void Machine::Impl::send_console_input(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;
   {
-    std::lock_guard lock(input_mutex);
+    MutexLock lock(input_mutex);
     pending_input.insert(pending_input.end(), bytes.begin(), bytes.end());
   }
   console_input.signal();
