@@ -206,7 +206,13 @@ TEST_F(SerialTest, OutputThroughAFullBufferLosesAndReordersNothing) {
     }
     done = true;
   });
-  // The loop: slow (small takes, a nap now and then), so the buffer fills many times.
+  // The loop starts only once the guest has found the buffer full (whatever the two threads'
+  // speeds, as under ThreadSanitizer), then takes slowly (small takes, a nap now and then), so
+  // the buffer fills again and again.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (busy_seen == 0 && !done && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   std::array<uint8_t, 100> chunk{};
   while (output.size() < kBytes) {
     {
