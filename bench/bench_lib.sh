@@ -17,19 +17,27 @@ bench_usage() {
   awk '/^# usage:/ { p = 1 } p && !/^# (usage:|  )/ { exit } p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
-# bench_options NAME... -- ARG...: each --NAME VALUE among ARGs sets the variable NAME; -h, --help
-# or anything else shows the usage.
+# bench_options NAME... -- ARG...: each --NAME VALUE among ARGs sets the variable NAME (a dash in NAME
+# is an underscore in the variable's); a NAME listed as NAME+ may be given more than once, each VALUE
+# appended to the array NAME. -h, --help or anything else shows the usage.
 bench_options() {
-  local names=" "
+  local names=" " name
   while [ "$1" != -- ]; do names+="$1 "; shift; done
   shift
   while [ $# -gt 0 ]; do
     case $1 in
       -h | --help) bench_usage ;;
       --*)
-        if [[ $names == *" ${1#--} "* ]]; then
+        name=${1#--}
+        if [[ $names == *" $name "* || $names == *" $name+ "* ]]; then
           [ $# -ge 2 ] || { echo "$bench_name: $1 wants a value" >&2; bench_usage; }
-          printf -v "${1#--}" %s "$2"
+          if [[ $names == *" $name+ "* ]]; then
+            local -n bench_option_array=${name//-/_}
+            bench_option_array+=("$2")
+            unset -n bench_option_array
+          else
+            printf -v "${name//-/_}" %s "$2"
+          fi
           shift 2
           continue
         fi ;;
@@ -49,26 +57,44 @@ bench_positive() {
 }
 
 # --- the nested lab ---
-# bench_lab_setup: for the benchmarks that run in the lab's L1, after their options: vmm (--vmm)
-# and out (--out) made absolute, out created, qemu found; lab is the lab's build directory, where
-# the kernels are.
+# bench_lab_setup: for the benchmarks that run in the lab's L1, after their options: vmm (--vmm),
+# each vmm_baseline (--vmm-baseline, where a script has it) and out (--out) made absolute, out
+# created, qemu found; lab is the lab's build directory, where the kernels are. The vmm binaries a
+# run compares, one column each: vmm_kinds (their kinds in the result lines and their names in L1's
+# /usr/local/bin: vmm, then vmm-baseline, vmm-baseline2, ...), vmm_paths (the binaries), vmm_heads
+# (the columns' headings: "vmm", "vmm (baseline)", ...), vmm_short (in a ratio's heading: "vmm",
+# "baseline", ...), vmm_kinds_list (the kinds, comma-separated, for L1's command line).
 bench_lab_setup() {
   lab=${VMM_LAB_OUT:-$repo/build/lab}
   [ -x "$vmm" ] || lab_die "--vmm $vmm: no such executable (cmake --build <build dir> --target vmm)"
   vmm=$(cd "$(dirname "$vmm")" && pwd)/$(basename "$vmm")
+  vmm_kinds=(vmm) vmm_paths=("$vmm") vmm_heads=(vmm) vmm_short=(vmm)
+  local i n
+  for i in ${vmm_baseline[@]+"${!vmm_baseline[@]}"}; do
+    [ -x "${vmm_baseline[i]}" ] || lab_die "--vmm-baseline ${vmm_baseline[i]}: no such executable"
+    vmm_baseline[i]=$(cd "$(dirname "${vmm_baseline[i]}")" && pwd)/$(basename "${vmm_baseline[i]}")
+    n=$((i + 1))
+    [ "$n" -gt 1 ] || n="" # the first baseline has no number, the next are 2, 3, ...
+    vmm_kinds+=("vmm-baseline$n") vmm_paths+=("${vmm_baseline[i]}")
+    vmm_heads+=("vmm (baseline${n:+ $n})") vmm_short+=("baseline${n:+ $n}")
+  done
+  vmm_kinds_list=$(IFS=,; echo "${vmm_kinds[*]}")
   qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
 }
 # bench_l1_root ROOT L2_INITRD [MODULE...]: the start of an L1 initramfs in ROOT: busybox, the kvm
-# modules (and MODULEs), vmm as /usr/local/bin/vmm, and the L2 guest: the lab's cloud kernel as
-# /bench/l2/vmlinuz, L2_INITRD as /bench/l2/initrd.cpio.gz.
+# modules (and MODULEs), each vmm binary as /usr/local/bin/<its kind> (vmm as /usr/local/bin/vmm),
+# and the L2 guest: the lab's cloud kernel as /bench/l2/vmlinuz, L2_INITRD as
+# /bench/l2/initrd.cpio.gz.
 bench_l1_root() {
-  local root=$1 initrd=$2
+  local root=$1 initrd=$2 i
   shift 2
   lab_busybox_root "$root"
   lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}" "$@"
-  lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
+  for i in "${!vmm_kinds[@]}"; do
+    lab_add_binary "$root" "${vmm_paths[i]}" "/usr/local/bin/${vmm_kinds[i]}"
+  done
   mkdir -p "$root/bench/l2"
   cp "$lab/kernels/cloud/vmlinuz" "$root/bench/l2/vmlinuz"
   cp "$initrd" "$root/bench/l2/initrd.cpio.gz"
@@ -104,6 +130,26 @@ while [ ! -e /tmp/take.time ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); do
 if [ -e /tmp/take.time ]; then echo taken; else echo timeout; fi
 L1
   chmod +x "$1/serve.sh" "$1/take.sh" "$1/ack.sh"
+}
+# bench_l1_each_boot ROOT: /bench/each_boot.sh in ROOT, which a bench's L1 script sources: each_boot
+# RUNS KINDS calls the script's run_one KIND RUN for RUN = 1..RUNS, each round QEMU first (if a vmm
+# boot wedges L1, the reference numbers before it remain), then each vmm of KINDS (vmm_kinds_list),
+# their order rotated by one from one round to the next, so that no vmm always boots right after
+# QEMU.
+bench_l1_each_boot() {
+  cat >"$1/bench/each_boot.sh" <<'L1'
+each_boot() { # names of their own: run_one's variables are global too
+  each_runs=$1 each_kinds=$(echo "$2" | tr , ' ') each_run=1
+  while [ $each_run -le "$each_runs" ]; do
+    run_one qemu $each_run
+    for each_kind in $each_kinds; do run_one "$each_kind" $each_run; done
+    # shellcheck disable=SC2086 # a word per kind
+    each_kinds=$(each_rotate $each_kinds)
+    each_run=$((each_run + 1))
+  done
+}
+each_rotate() { each_first=$1; shift; echo "$@" "$each_first"; }
+L1
 }
 # bench_l1_init ROOT SCRIPT PARAM=VAR...: L1's /init in ROOT: lib.sh's start, then the value of each
 # PARAM=value on the kernel command line exported as VAR, sh SCRIPT (the bench's L1 side), poweroff.
@@ -161,15 +207,35 @@ bench_boot_l1() {
 }
 
 # --- the table ---
-# bench_describe: sets cpu_model (this machine's), vmm_rev (the checkout's commit) and vmm_dirty
-# (" + uncommitted changes" if tracked files differ from it, else empty).
+# bench_describe: sets cpu_model (this machine's), vmm_rev (the commit of the checkout --vmm was
+# built in: bench_revision's) and vmm_dirty (" + uncommitted changes" if that checkout's tracked
+# files differ from it, else empty).
 bench_describe() {
   cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-  vmm_rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
-  vmm_dirty=""
-  if git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then
-    vmm_dirty=" + uncommitted changes"
+  bench_revision "${vmm:-$repo/.}"
+  vmm_rev=$revision vmm_dirty=$revision_dirty
+}
+# bench_revision PATH: sets revision, the short commit of the git checkout PATH is in (this
+# checkout's if PATH is in none), and revision_dirty, " + uncommitted changes" if that checkout's
+# tracked files differ from it, else empty.
+bench_revision() {
+  local dir
+  dir=$(dirname "$1")
+  git -C "$dir" rev-parse --git-dir >/dev/null 2>&1 || dir=$repo
+  revision=$(git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo '?')
+  revision_dirty=""
+  if git -C "$dir" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then
+    revision_dirty=" + uncommitted changes"
   fi
+}
+# bench_baselines: a line per --vmm-baseline for the table's head: its heading, its commit
+# (bench_revision's) and its path; nothing without one.
+bench_baselines() {
+  local i
+  for ((i = 1; i < ${#vmm_kinds[@]}; i++)); do
+    bench_revision "${vmm_paths[i]}"
+    echo "${vmm_heads[i]}: vmm at $revision$revision_dirty (${vmm_paths[i]})"
+  done
 }
 # field KIND NAME: NAME's value in each line "<PREFIX>-RESULT KIND run=.. NAME=VALUE .." of the
 # file $results but a failed boot's, one per line; "-" (no value) is left out. A script whose lines
@@ -188,21 +254,57 @@ median() {
 med() { field "$1" "$2" | median; }
 # ratio A B: A / B to two decimals, "-" if either is missing ("-" or empty) or B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-# bench_table WIDTH KIND_A HEAD_A KIND_B HEAD_B HEAD_RATIO NAME:LABEL...: a header line, then per
-# NAME its LABEL (WIDTH wide), the medians of NAME for KIND_A and KIND_B and A/B, under the headings.
-# shellcheck disable=SC2059 # printf's format is built from WIDTH
+# bench_table WIDTH COLUMN... -- NAME:LABEL...: a header line, then a line per NAME: its LABEL (WIDTH
+# wide) and a cell per COLUMN, under its heading. A COLUMN is KIND=HEADING, the median of NAME over
+# KIND's boots, or KIND_A/KIND_B=HEADING, A's median over B's; a cell is as wide as its heading, and
+# at least 10.
+# shellcheck disable=SC2059 # printf's format is built from the headings
 bench_table() {
-  local width=$1 kind_a=$2 head_a=$3 kind_b=$4 head_b=$5 head_ratio=$6 row a b
-  shift 6
-  local format="%-${width}s %10s %${#head_b}s %10s\n" # column B as wide as its heading
-  printf "$format" "" "$head_a" "$head_b" "$head_ratio"
+  local width=$1 format spec row cells specs=() heads=()
+  shift
+  while [ "$1" != -- ]; do specs+=("${1%%=*}") heads+=("${1#*=}"); shift; done
+  shift
+  format="%-${width}s"
+  for spec in "${heads[@]}"; do format+=" %$((${#spec} > 10 ? ${#spec} : 10))s"; done
+  format+="\n"
+  printf "$format" "" "${heads[@]}"
   for row; do
-    a=$(med "$kind_a" "${row%%:*}") b=$(med "$kind_b" "${row%%:*}")
-    printf "$format" "${row#*:}" "$a" "$b" "$(ratio "$a" "$b")"
+    cells=()
+    for spec in "${specs[@]}"; do
+      if [[ $spec == */* ]]; then
+        cells+=("$(ratio "$(med "${spec%/*}" "${row%%:*}")" "$(med "${spec#*/}" "${row%%:*}")")")
+      else
+        cells+=("$(med "$spec" "${row%%:*}")")
+      fi
+    done
+    printf "$format" "${row#*:}" "${cells[@]}"
   done
+}
+# bench_vmm_columns REF HEAD SHORT: sets columns, bench_table's COLUMNs that compare the vmms
+# (bench_lab_setup's vmm_kinds) with the reference kind REF (its column headed HEAD, in a ratio's
+# heading SHORT): each vmm's medians, REF's, each vmm's over REF's, then vmm's over each baseline's.
+bench_vmm_columns() {
+  local ref=$1 head=$2 short=$3 i
+  columns=()
+  for i in "${!vmm_kinds[@]}"; do columns+=("${vmm_kinds[i]}=${vmm_heads[i]}"); done
+  columns+=("$ref=$head")
+  for i in "${!vmm_kinds[@]}"; do columns+=("${vmm_kinds[i]}/$ref=${vmm_short[i]}/$short"); done
+  for ((i = 1; i < ${#vmm_kinds[@]}; i++)); do columns+=("vmm/${vmm_kinds[i]}=vmm/${vmm_short[i]}"); done
 }
 # count_ok KIND: how many of KIND's boots count (each such line has its status).
 count_ok() { field "$1" status | wc -l; }
+# bench_counted RUNS REF SHORT: "vmm 3/3, QEMU 3/3": how many of RUNS boots counted, per vmm (their
+# headings) and for the reference kind REF (SHORT).
+bench_counted() {
+  local runs=$1 ref=$2 short=$3 i text=""
+  for i in "${!vmm_kinds[@]}"; do text+="${vmm_heads[i]} $(count_ok "${vmm_kinds[i]}")/$runs, "; done
+  echo "$text$short $(count_ok "$ref")/$runs"
+}
+# bench_all_counted REF: true if every vmm and the reference kind REF have a boot that counted.
+bench_all_counted() {
+  local kind
+  for kind in "${vmm_kinds[@]}" "$1"; do [ "$(count_ok "$kind")" -gt 0 ] || return 1; done
+}
 # bench_per_boot PREFIX LOG: the table's end: each boot's line (from $results), then the failed
 # boots' console tails from L1's console LOG, if any.
 bench_per_boot() {

@@ -3,10 +3,15 @@
 # side in one boot of the nested lab's L1. Both put the same L2 guest (Debian's cloud kernel, the
 # lab's --with-net initramfs) on the same tap of a bridge in L1; the guest pings L1, then reads N MiB
 # from L1 over TCP and sends N MiB back (busybox nc and dd). The script prints medians of the runs
-# per VMM and their ratios. See bench/README.md.
+# per VMM and their ratios. With --vmm-baseline, another vmm build (an earlier commit's, say) boots in
+# the same L1 too, in a column of its own. See bench/README.md.
 #
-# usage: net_throughput.sh [--vmm PATH] [--runs N] [--size MiB] [--pings N] [--out DIR]
+# usage: net_throughput.sh [--vmm PATH] [--vmm-baseline PATH]... [--runs N] [--size MiB] [--pings N]
+#                          [--out DIR]
 #   --vmm PATH    the vmm binary (default: <repo>/build/vmm/vmm)
+#   --vmm-baseline PATH
+#                 another vmm binary to compare with it: its boots alternate with the others', and
+#                 the table adds its column, its ratio to QEMU and vmm/baseline (may be repeated)
 #   --runs N      guest boots per VMM (default 3)
 #   --size MiB    bytes each way per boot (default 64)
 #   --pings N     pings per boot, 0.2 s apart (default 20)
@@ -17,8 +22,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/bench_lib.sh
 . "$here/bench_lib.sh"
 
-vmm=$repo/build/vmm/vmm runs=3 size=64 pings=20 out=$repo/build/bench
-bench_options vmm runs size pings out -- "$@"
+vmm=$repo/build/vmm/vmm vmm_baseline=() runs=3 size=64 pings=20 out=$repo/build/bench
+bench_options vmm vmm-baseline+ runs size pings out -- "$@"
 bench_positive runs size pings
 [ "$size" -le 512 ] || { echo "net_throughput: --size $size: at most 512 MiB" >&2; exit 2; }
 bench_lab_setup
@@ -35,9 +40,10 @@ bench_l1_root "$root" "$out/l2-net.cpio.gz" "${lab_l1_net_modules[@]}"
 bench_l1_add_qemu "$root"
 lab_write_l1_net "$root/bench/l1-net.sh"
 bench_l1_tcp_peers "$root/bench" # L1's side of each transfer (serve.sh reads MIB)
-# L1's side: one guest boot per VMM and run, alternating, QEMU first in each pair (if a vmm boot
-# wedges L1, the reference numbers before it remain). One line per boot:
-#   NET-RESULT <qemu|vmm> run=<i> status=<exit status> wall_s=<L1 seconds> ping_avg_ms=.. ping_min_ms=..
+bench_l1_each_boot "$root"
+# L1's side: one guest boot per VMM and run, alternating, QEMU first in each round (each_boot). One
+# line per boot:
+#   NET-RESULT <qemu|vmm|vmm-baseline..> run=<i> status=<exit status> wall_s=<L1 seconds> ping_avg_ms=.. ping_min_ms=..
 #     ping_max_ms=.. l1_to_guest_mbs=.. (guest's clock: the receiver's) l1_to_guest_l1_mbs=.. (L1's,
 #     until its last write was buffered) guest_to_l1_mbs=.. (L1's clock: the receiver's)
 #     guest_to_l1_guest_mbs=.. (the guest's: until L1 said it read everything)
@@ -63,8 +69,8 @@ run_one() {
   ack_pid=$!
   start=$(cut -d' ' -f1 /proc/uptime)
   case $kind in
-    vmm) timeout "$TIMEOUT" /usr/local/bin/vmm --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 \
-           --memory 256M --cmdline "$CMDLINE" --timeout "$TIMEOUT" --net "tap=$TAP,mac=$MAC" ;;
+    vmm*) timeout "$TIMEOUT" "/usr/local/bin/$kind" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 \
+            --memory 256M --cmdline "$CMDLINE" --timeout "$TIMEOUT" --net "tap=$TAP,mac=$MAC" ;;
     qemu) timeout "$TIMEOUT" qemu-system-x86_64 -M microvm,rtc=on -accel kvm -cpu host -smp 1 -m 256 \
             -nodefaults -no-user-config -display none -serial stdio -no-reboot \
             -netdev tap,id=n0,ifname=$TAP,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=$MAC \
@@ -94,15 +100,11 @@ run_one() {
 echo "NET-START runs=$NET_RUNS mib=$NET_MIB pings=$NET_PINGS l1-uptime=$(cut -d' ' -f1 /proc/uptime)"
 [ -c /dev/kvm ] || echo "NET-ERROR L1 has no /dev/kvm (kvm-amd did not load)"
 l1_net_up labbr0 10.0.2.2/24 "$TAP" || echo "NET-ERROR L1 cannot set up its bridge and tap"
-run=1
-while [ $run -le "$NET_RUNS" ]; do
-  run_one qemu $run
-  run_one vmm $run
-  run=$((run + 1))
-done
+. /bench/each_boot.sh
+each_boot "$NET_RUNS" "$NET_VMMS"
 echo "NET-END l1-uptime=$(cut -d' ' -f1 /proc/uptime)"
 L1
-bench_l1_init "$root" /bench/net_init.sh netruns=NET_RUNS netmib=NET_MIB netpings=NET_PINGS
+bench_l1_init "$root" /bench/net_init.sh netruns=NET_RUNS netmib=NET_MIB netpings=NET_PINGS netvmms=NET_VMMS
 l1_cpio=$out/l1-net.cpio
 lab_pack_cpio "$root" "$l1_cpio"
 rm -rf "$root"
@@ -110,10 +112,10 @@ trap - EXIT
 
 # --- boot L1 once (retried once if L1 itself crashes) ---
 lab_wait_for_other_qemu
-bench_l1_command "$kernel" "$l1_cpio" "netruns=$runs netmib=$size netpings=$pings"
+bench_l1_command "$kernel" "$l1_cpio" "netruns=$runs netmib=$size netpings=$pings netvmms=$vmm_kinds_list"
 per_boot=$((size * 4 + pings + 120))
 log=$out/l1-net-console.log
-bench_boot_l1 "$log" NET-END '^(NET-|--- |  \| )' $((180 + 2 * runs * per_boot)) $((per_boot + 30)) \
+bench_boot_l1 "$log" NET-END '^(NET-|--- |  \| )' $((180 + (${#vmm_kinds[@]} + 1) * runs * per_boot)) $((per_boot + 30)) \
   "$runs boots per VMM" "${l1_command[@]}"
 results=$out/net_results.txt
 grep '^NET-RESULT ' "$log" >"$results" || true
@@ -123,14 +125,16 @@ bench_describe
 {
   echo "vmm network benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); vmm at $vmm_rev$vmm_dirty ($vmm)"
   echo "machine: $(nproc) CPUs, $cpu_model"
+  bench_baselines
   echo "nested lab: $bench_l1_what"
   echo "L2: Debian $(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?'), 1 vCPU, 256 MiB, 10.0.2.15 on a tap of L1's bridge (L1: 10.0.2.2)"
   echo "vmm: --net tap=labtap0,mac=..; reference: $("$qemu" --version | head -n1), -M microvm -netdev tap,ifname=labtap0 -device virtio-net-device (no vhost)"
   echo "per boot: $pings pings 0.2 s apart, then $size MiB L1 -> guest and $size MiB guest -> L1 over TCP (nc, dd);"
-  echo "$runs boots per VMM, alternating in one L1 boot; medians of the boots that got through (vmm $(count_ok vmm)/$runs, QEMU $(count_ok qemu)/$runs)"
+  echo "$runs boots per VMM, alternating in one L1 boot; medians of the boots that got through ($(bench_counted "$runs" qemu QEMU))"
   [ -n "$retry_note" ] && echo "note: $retry_note"
   echo
-  bench_table 46 vmm vmm qemu "QEMU microvm" vmm/QEMU \
+  bench_vmm_columns qemu "QEMU microvm" QEMU
+  bench_table 46 "${columns[@]}" -- \
     ping_avg_ms:"ping round trip, avg (ms)" \
     l1_to_guest_mbs:"TCP L1 -> guest (MB/s, guest clock)" \
     l1_to_guest_l1_mbs:"TCP L1 -> guest (MB/s, L1 clock, until sent)" \
@@ -145,4 +149,4 @@ bench_describe
   echo
   bench_per_boot NET "$log"
 } | tee "$out/net_throughput.txt"
-[ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]
+bench_all_counted qemu

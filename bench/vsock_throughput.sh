@@ -181,7 +181,7 @@ bench_describe
   echo "alternating in one L1 boot; medians of the boots that got through (vsock $(count_ok vsock)/$runs, TCP $(count_ok tcp)/$runs)"
   [ -n "$retry_note" ] && echo "note: $retry_note"
   echo
-  bench_table 46 vsock vsock tcp "TCP (virtio-net)" vsock/TCP \
+  bench_table 46 vsock=vsock tcp="TCP (virtio-net)" vsock/tcp=vsock/TCP -- \
     to_guest_mbs:"L1 -> guest (MB/s, guest clock)" \
     to_guest_l1_mbs:"L1 -> guest (MB/s, L1 clock, until sent)" \
     to_l1_mbs:"guest -> L1 (MB/s, L1 clock)" \
