@@ -20,6 +20,7 @@
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
 #include "devices/legacy/serial_16550.hpp"
+#include "tests/integration/console_capture.hpp"
 #include "tests/integration/guest_run.hpp"
 #include "vmm/machine.hpp"
 
@@ -31,35 +32,7 @@ using namespace std::chrono_literals;
 // Safety nets only: a healthy run takes a fraction of them (stretched in the nested lab).
 const auto kDeadline = liveness_bound(60s);
 
-// What the guest wrote to its console, through SerialConfig::kCallback (its lines end in "\r\n").
-class Console {
- public:
-  SerialConfig config() {
-    SerialConfig serial;
-    serial.mode = SerialConfig::Mode::kCallback;
-    serial.callback = [this](std::span<const uint8_t> bytes) {
-      std::lock_guard lock(mutex_);
-      text_.append(bytes.begin(), bytes.end());
-      changed_.notify_all();
-    };
-    return serial;
-  }
-  // True once `needle` appeared (false after kDeadline).
-  bool wait_for(const std::string& needle) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, kDeadline,
-                             [&] { return text_.find(needle) != std::string::npos; });
-  }
-  std::string text() const {
-    std::lock_guard lock(mutex_);
-    return text_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string text_;
-};
+using Console = ConsoleCapture;
 
 MachineConfig hello(const std::string& cmdline) {
   MachineConfig config;
@@ -128,7 +101,7 @@ TEST_F(MachineApi, WaitTimesOutOnASpinningGuestAndStopEndsIt) {
   EXPECT_FALSE(machine->wait(10ms)) << "never started, yet stopped";
   machine->start();
   EXPECT_THROW(machine->start(), Error);
-  ASSERT_TRUE(console.wait_for("spinning")) << console.text();
+  ASSERT_TRUE(console.wait_for("spinning", kDeadline)) << console.text();
   EXPECT_FALSE(machine->wait(100ms));
   EXPECT_EQ(machine->state(), MachineState::kRunning);
   machine->stop();
@@ -170,7 +143,7 @@ void pause_and_resume(uint32_t cpus) {
   config.serial = console.config();
   auto machine = Machine::create(config);
   machine->start();
-  ASSERT_TRUE(console.wait_for("tick 2\r\n")) << console.text();
+  ASSERT_TRUE(console.wait_for("tick 2\r\n", kDeadline)) << console.text();
   for (int round = 0; round < 3; ++round) {
     machine->pause();
     EXPECT_EQ(machine->state(), MachineState::kPaused);
@@ -185,7 +158,7 @@ void pause_and_resume(uint32_t cpus) {
     // Two more ticks than at the pause: the guest runs again.
     const size_t last = at_pause.rfind("tick ");
     const unsigned long n = std::stoul(at_pause.substr(last + 5));
-    ASSERT_TRUE(console.wait_for(fmt::format("tick {}\r\n", n + 2))) << console.text();
+    ASSERT_TRUE(console.wait_for(fmt::format("tick {}\r\n", n + 2), kDeadline)) << console.text();
   }
   machine->pause();
   machine->stop();  // a paused machine stops too
@@ -210,7 +183,7 @@ TEST_F(MachineApi, DestroyingAPausedMachineReleasesIt) {
   config.serial = console.config();
   auto machine = Machine::create(config);
   machine->start();
-  ASSERT_TRUE(console.wait_for("tick 0"));
+  ASSERT_TRUE(console.wait_for("tick 0", kDeadline));
   machine->pause();
   machine.reset();
 }
@@ -223,7 +196,7 @@ TEST_F(MachineApi, ConsoleInputReachesTheGuest) {
   const std::string early = "early-";
   machine->send_console_input(bytes_of(early));
   machine->start();
-  ASSERT_TRUE(console.wait_for("echo: ready")) << console.text();
+  ASSERT_TRUE(console.wait_for("echo: ready", kDeadline)) << console.text();
   // More than the UART's input queue holds: the rest waits in the machine until the guest reads.
   std::string input;
   for (size_t i = 0; input.size() < devices::Serial16550::kInputQueueCapacity; ++i)

@@ -33,6 +33,7 @@
 #include <fmt/core.h>
 
 #include "tests/devices/temp_dir.hpp"
+#include "tests/integration/console_capture.hpp"
 #include "tests/integration/guest_run.hpp"
 #include "vmm/machine.hpp"
 
@@ -55,35 +56,7 @@ constexpr uint64_t kQueueSize = 16;
 // Racing time between two calls: the resumed vCPU refills the ring again.
 constexpr auto kRace = 300ms;
 
-// What the guest wrote to its console, through SerialConfig::kCallback.
-class Console {
- public:
-  SerialConfig config() {
-    SerialConfig serial;
-    serial.mode = SerialConfig::Mode::kCallback;
-    serial.callback = [this](std::span<const uint8_t> bytes) {
-      const std::lock_guard lock(mutex_);
-      text_.append(bytes.begin(), bytes.end());
-      changed_.notify_all();
-    };
-    return serial;
-  }
-  bool wait_for(const std::string& needle, std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, timeout,
-                             [&] { return text_.find(needle) != std::string::npos; });
-  }
-  bool has(const std::string& needle) const { return text().find(needle) != std::string::npos; }
-  std::string text() const {
-    const std::lock_guard lock(mutex_);
-    return text_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string text_;
-};
+using Console = ConsoleCapture;
 
 const char* state_name(MachineState state) {
   switch (state) {
