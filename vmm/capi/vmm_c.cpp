@@ -227,6 +227,27 @@ vmm_status vmm_config_set_cmdline(vmm_config* config, const char* cmdline) {
   });
 }
 
+vmm_status vmm_config_set_append(vmm_config* config, const char* text) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+    next.append = text == nullptr ? "" : text;
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_config_set_modules(vmm_config* config, const char* dir) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+    next.modules_dir = dir == nullptr ? "" : dir;
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_config_set_build_initramfs(vmm_config* config, bool build) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+    next.build_initramfs = build;
+    return VMM_OK;
+  });
+}
+
 vmm_status vmm_config_set_cpus(vmm_config* config, uint32_t cpus) {
   return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
     next.cpus = cpus;

@@ -17,11 +17,25 @@ constexpr const char* kDescription =
     "vmm: a KVM virtual machine monitor that boots a Linux kernel directly (no firmware).\n";
 
 constexpr const char* kFooter = R"(Examples:
-  vmm --kernel /boot/vmlinuz --initrd initrd.img --cpus 2 --memory 1G
-  vmm --kernel bzImage --initrd initrd.img --disk root.img --cmdline "console=ttyS0 root=/dev/vda"
+  vmm --kernel /boot/vmlinuz-$(uname -r) --disk debian.img
+  vmm --kernel vmlinuz --disk root.img --modules /tmp/kernel-pkg/lib/modules/6.1.0-57-amd64
+  vmm --kernel /boot/vmlinuz --initrd initrd.img --cpus 2 --memory 1G --append "quiet"
   vmm --kernel bzImage --disk root.img --disk data.img,readonly=on,serial=data01
   vmm --kernel bzImage --initrd initrd.img --net tap=tap0,mac=02:00:00:00:00:01
   vmm --kernel bzImage --cmdline "console=ttyS0 panic=-1 quiet" --timeout 60 --serial file:boot.log
+
+The kernel command line is vmm's defaults ("console=ttyS0 panic=-1"), then what vmm knows
+(root=/dev/vda rw, or ro for a readonly=on first disk, when nothing names a root; with acpi=off,
+a virtio_mmio.device= entry per virtio device), then --append's words, which win. --cmdline
+replaces all of it: the kernel gets exactly that text. -v prints the final command line.
+
+A stock distribution kernel (Debian, Ubuntu, Alpine: virtio built as modules) boots from a disk
+with no --initrd: vmm reads the kernel's release, takes the virtio, vsock and root filesystem
+modules (and their dependencies) from /lib/modules/<release> or --modules DIR, and builds an
+initramfs in memory whose small init loads them, mounts the root disk (root=, rootfstype=,
+rootflags=, ro/rw, rootwait) and runs its /sbin/init (or init=). --modules none boots the disk
+without an initramfs, for a kernel with virtio and its root filesystem built in. A given --initrd
+is used as it is.
 
 Disks are virtio-blk devices on virtio-mmio, described in the ACPI DSDT (stock kernels find them
 once the virtio_mmio and virtio_blk modules are loaded). --disk PATH takes a raw image or a block
@@ -188,6 +202,8 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   std::vector<std::string> nets;
   std::string vsock;
   std::string seccomp = "on";
+  std::string cmdline;
+  std::string modules;
   int verbosity = 0;
   bool version = false;
 
@@ -199,9 +215,16 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
       ->type_name("PATH");
   app.add_option("-i,--initrd", options.machine.initrd_path, "Initial ramdisk (initramfs)")
       ->type_name("PATH");
-  app.add_option("--cmdline", options.machine.cmdline, "Kernel command line")
-      ->type_name("TEXT")
-      ->capture_default_str();
+  app.add_option("--append", options.machine.append,
+                 "More kernel command line, after vmm's defaults (see below)")
+      ->type_name("TEXT");
+  auto* cmdline_option =
+      app.add_option("--cmdline", cmdline, "The whole kernel command line: replaces vmm's")
+          ->type_name("TEXT");
+  app.add_option("--modules", modules,
+                 "Kernel modules for the built initramfs (default /lib/modules/<release>); none: "
+                 "no initramfs")
+      ->type_name("DIR|none");
   app.add_option("-c,--cpus", options.machine.cpus, "Number of vCPUs")
       ->type_name("N")
       ->capture_default_str();
@@ -278,6 +301,19 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   }
   options.machine.serial = *serial_config;
   options.machine.seccomp = seccomp == "on";
+  if (cmdline_option->count() > 0) {
+    if (!options.machine.append.empty()) {
+      return usage_error(
+          "--append and --cmdline: --cmdline replaces the whole command line, --append's words "
+          "included; give one of them");
+    }
+    options.machine.cmdline = cmdline;
+  }
+  if (modules == "none") {
+    options.machine.build_initramfs = false;
+  } else {
+    options.machine.modules_dir = modules;
+  }
   try {
     for (const std::string& disk : disks) options.machine.disks.push_back(parse_disk(disk));
     for (const std::string& net : nets) options.machine.nets.push_back(parse_net(net));

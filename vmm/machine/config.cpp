@@ -25,7 +25,10 @@ void validate_config(const MachineConfig& config) {
   if (config.memory_bytes % 4096 != 0) {
     fail("--memory {} bytes: must be a multiple of 4 KiB", config.memory_bytes);
   }
-  if (config.cmdline.find('\0') != std::string::npos) fail("--cmdline contains a NUL byte");
+  if (config.cmdline && config.cmdline->find('\0') != std::string::npos) {
+    fail("--cmdline contains a NUL byte");
+  }
+  if (config.append.find('\0') != std::string::npos) fail("--append contains a NUL byte");
   if (config.serial.mode == SerialConfig::Mode::kFile && config.serial.path.empty()) {
     fail("--serial file: needs a path (file:PATH)");
   }

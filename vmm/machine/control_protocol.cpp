@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/util/mac_address.hpp"
+#include "vmm/machine/kernel_cmdline.hpp"
 
 namespace vmm {
 
@@ -69,7 +70,7 @@ json config_to_json(const MachineConfig& config) {
   }
   return json{{"kernel", config.kernel_path},
               {"initrd", config.initrd_path},
-              {"cmdline", config.cmdline},
+              {"cmdline", compose_cmdline(config)},
               {"cpus", config.cpus},
               {"memory_bytes", config.memory_bytes},
               {"disks", std::move(disks)},

@@ -46,6 +46,7 @@
 #include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine/control_socket.hpp"
 #include "vmm/machine/exit_latch.hpp"
+#include "vmm/machine/kernel_cmdline.hpp"
 #include "vmm/machine/kvm_irq_line.hpp"
 #include "vmm/machine/pause_gate.hpp"
 #include "vmm/machine/platform.hpp"
@@ -228,7 +229,8 @@ void Machine::Impl::assemble() {
   boot::KernelLoadConfig load;
   load.kernel_path = config_.kernel_path;
   load.initrd_path = config_.initrd_path;
-  load.cmdline = config_.cmdline;
+  load.cmdline = compose_cmdline(config_);
+  spdlog::info("kernel command line: {}", load.cmdline);
   load.rsdp_address = rsdp;
   spdlog::debug("+{:.3f} ms: devices and ACPI tables ready", ms_since_start());
   const boot::BootEntry entry = boot::load_kernel(memory, load);

@@ -19,9 +19,41 @@ TEST(Options, Defaults) {
   EXPECT_EQ(m.cpus, 1u);
   EXPECT_EQ(m.memory_bytes, 512ull << 20);
   EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kStdio);
-  EXPECT_EQ(m.cmdline, "console=ttyS0 panic=-1");
+  EXPECT_FALSE(m.cmdline);  // composed: see kernel_cmdline_test
+  EXPECT_EQ(m.append, "");
+  EXPECT_TRUE(m.build_initramfs);
+  EXPECT_EQ(m.modules_dir, "");
   EXPECT_EQ(m.timeout_seconds, 0u);
   EXPECT_EQ(result.options->log_level, "warn");
+}
+
+TEST(Options, AppendAndModules) {
+  auto result = parse({"-k", "/k", "--append", "quiet rootwait", "--modules", "/m/6.1"});
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& m = result.options->machine;
+  EXPECT_FALSE(m.cmdline);
+  EXPECT_EQ(m.append, "quiet rootwait");
+  EXPECT_EQ(m.modules_dir, "/m/6.1");
+  EXPECT_TRUE(m.build_initramfs);
+}
+
+TEST(Options, ModulesNoneBootsWithoutAnInitramfs) {
+  auto result = parse({"-k", "/k", "--modules", "none"});
+  ASSERT_TRUE(result.options) << result.error;
+  EXPECT_FALSE(result.options->machine.build_initramfs);
+}
+
+TEST(Options, AnEmptyCmdlineIsStillAWholeCmdline) {
+  auto result = parse({"-k", "/k", "--cmdline", ""});
+  ASSERT_TRUE(result.options) << result.error;
+  EXPECT_EQ(result.options->machine.cmdline, "");
+}
+
+TEST(Options, CmdlineAndAppendTogetherAreRefused) {
+  auto result = parse({"-k", "/k", "--cmdline", "quiet", "--append", "rw"});
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+  EXPECT_NE(result.error.find("--append and --cmdline"), std::string::npos) << result.error;
 }
 
 TEST(Options, AllFlags) {

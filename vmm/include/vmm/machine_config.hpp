@@ -42,10 +42,19 @@ struct DiskConfig {
   // How requests reach the image: io_uring where the kernel allows it, else a thread pool.
   enum class IoEngine { kAuto, kIoUring, kThreadPool };
 
+  // QEMU's -snapshot: the image is opened read-only (a shared lock, so many machines can boot one
+  // base image) and the guest's writes go to a private overlay, discarded when the machine goes.
+  enum class Snapshot {
+    kOff,
+    kFile,    // the overlay is a sparse, unlinked temporary file in $TMPDIR (/tmp without it)
+    kMemory,  // the overlay is anonymous memory
+  };
+
   std::string path;
   bool read_only = false;  // enforced on the host: the image is opened read-only
   std::string serial;      // what the guest reads as the disk's ID; at most kMaxDiskSerialBytes
   IoEngine io_engine = IoEngine::kAuto;
+  Snapshot snapshot = Snapshot::kOff;
 };
 
 // A virtio-net NIC backed by a tap device.
@@ -57,10 +66,23 @@ struct NetConfig {
 
 // Everything needed to assemble a VM. Built by the CLI or by a library user, checked by
 // validate_config() before anything is created.
+// What vmm puts first on every kernel command line it composes.
+inline constexpr const char* kDefaultCmdline = "console=ttyS0 panic=-1";
+
 struct MachineConfig {
   std::string kernel_path;
-  std::string initrd_path;  // empty: none
-  std::string cmdline = "console=ttyS0 panic=-1";
+  std::string initrd_path;  // empty: none (see modules_dir)
+  // The kernel command line is composed: kDefaultCmdline, then what vmm knows (root=/dev/vda rw
+  // for a first disk when nothing names a root; virtio_mmio.device= entries with acpi=off), then
+  // `append`. A set `cmdline` replaces all of that: the kernel gets exactly it.
+  std::optional<std::string> cmdline;
+  std::string append;
+  // With a disk and no initrd, vmm builds an initramfs in memory for the kernel: the virtio and
+  // root filesystem modules (from modules_dir; empty: /lib/modules/<the kernel's release>) and a
+  // small init that mounts the root disk and runs its init. false: boot without an initramfs
+  // (a kernel with virtio built in).
+  bool build_initramfs = true;
+  std::string modules_dir;
   uint32_t cpus = 1;
   uint64_t memory_bytes = uint64_t{512} << 20;
   SerialConfig serial;

@@ -78,15 +78,27 @@ VMM_API const char* vmm_version(void);
 VMM_API const char* vmm_last_error(void);
 
 /* ---- Configuration ----
- * A new config has the vmm command's defaults: 1 vCPU, 512 MiB, cmdline "console=ttyS0 panic=-1",
- * console on stdio, no disks, NICs, vsock, control socket or timeout. Setters copy their strings,
+ * A new config has the vmm command's defaults: 1 vCPU, 512 MiB, a composed kernel command line
+ * (see vmm_config_set_append), console on stdio, no disks, NICs, vsock, control socket or timeout,
+ * and an initramfs built for a disk without an initrd. Setters copy their strings,
  * check what can be checked on its own and leave the config unchanged when they fail. */
 VMM_API vmm_config* vmm_config_new(void);         /* NULL only when out of memory */
 VMM_API void vmm_config_free(vmm_config* config); /* NULL is fine */
 
 VMM_API vmm_status vmm_config_set_kernel(vmm_config* config, const char* path);
 VMM_API vmm_status vmm_config_set_initrd(vmm_config* config, const char* path); /* NULL: none */
+/* The kernel command line is composed: "console=ttyS0 panic=-1", then what vmm knows (root=/dev/vda
+ * rw, or ro for a read-only first disk, when nothing names a root; with acpi=off, a
+ * virtio_mmio.device= entry per virtio device), then the text given here (NULL: none). */
+VMM_API vmm_status vmm_config_set_append(vmm_config* config, const char* text);
+/* Replaces the composed command line: the kernel gets exactly `cmdline`. */
 VMM_API vmm_status vmm_config_set_cmdline(vmm_config* config, const char* cmdline);
+/* With a disk and no initrd, the machine builds an initramfs in memory that loads the kernel's
+ * virtio and root filesystem modules, mounts the root disk and runs its init. The modules come
+ * from `dir` (NULL or "": /lib/modules/<the kernel's release>). */
+VMM_API vmm_status vmm_config_set_modules(vmm_config* config, const char* dir);
+/* false: boot a disk without that initramfs (a kernel with virtio built in). Default true. */
+VMM_API vmm_status vmm_config_set_build_initramfs(vmm_config* config, bool build);
 VMM_API vmm_status vmm_config_set_cpus(vmm_config* config, uint32_t cpus);
 VMM_API vmm_status vmm_config_set_memory_bytes(vmm_config* config, uint64_t bytes);
 /* Stops the guest (VMM_EXIT_TIMEOUT) after this many seconds; 0: never. */
