@@ -19,12 +19,20 @@ inline constexpr uint64_t kCmdlineMax = 0x10000;  // 64 KiB, further limited by 
 inline constexpr uint64_t kEbdaStart = 0x9fc00;   // RAM below this is usable in e820
 inline constexpr uint64_t kLowRamEnd = 0xa0000;   // legacy VGA hole starts here
 
-// ACPI tables live in the BIOS area, where a legacy RSDP scan also finds them; the last 16 bytes
-// hold the reset vector, where a CPU in real mode at F000:FFF0 starts (firmware/reset_vector.hpp).
+// The BIOS area, in order: the ACPI tables, where a legacy RSDP scan also finds them; the MP table
+// (firmware/mptable.hpp), inside 0xf0000-0xfffff where Linux scans for its floating pointer (its
+// largest, 255 CPUs, is under 8 KiB); the last 16 bytes hold the reset vector, where a CPU in real
+// mode at F000:FFF0 starts (firmware/reset_vector.hpp).
 inline constexpr uint64_t kAcpiStart = 0xe0000;
-inline constexpr uint64_t kAcpiEnd = 0xffff0;
+inline constexpr uint64_t kAcpiEnd = 0xfe000;
+inline constexpr uint64_t kMpTableStart = 0xfe000;
+inline constexpr uint64_t kMpTableEnd = 0xffff0;
 inline constexpr uint64_t kResetVector = 0xffff0;
 inline constexpr uint64_t kBiosAreaEnd = 0x100000;
+static_assert(kAcpiEnd <= kMpTableStart && kMpTableEnd <= kResetVector,
+              "the ACPI tables, the MP table and the reset vector must not overlap");
+static_assert(kMpTableStart >= 0xf0000 && kMpTableStart % 16 == 0,
+              "Linux scans 0xf0000-0xfffff for the MP floating pointer, on 16-byte boundaries");
 
 inline constexpr uint64_t kHighMemStart = 0x100000;  // 1 MiB: default kernel load address
 

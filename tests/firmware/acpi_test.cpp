@@ -175,7 +175,7 @@ TEST_F(AcpiTablesTest, ManyCpusStillFit) {
 
 TEST_F(AcpiTablesTest, ThrowsWhenTablesDoNotFit) {
   auto platform = machine_platform();
-  // ~200 devices with 100 interrupt descriptors each: ~180 KiB of DSDT for a 128 KiB area.
+  // ~200 devices with 100 interrupt descriptors each: ~180 KiB of DSDT for a 120 KiB area.
   for (int i = 0; i < 200; ++i) {
     DeviceDescription device{.name = fmt::format("D{:03}", i),
                              .hid = "LNRO0005",
