@@ -19,12 +19,15 @@ struct IoRequest {
     kFlush,      // fdatasync
     kPunchHole,  // fallocate(PUNCH_HOLE | KEEP_SIZE) over [offset, offset+length)
     kZeroRange,  // fallocate(ZERO_RANGE | KEEP_SIZE) over [offset, offset+length)
+    kNop,        // touches nothing and completes with 0: a wrapping engine (OverlayIo) answers a
+                 // request through this engine's completions without doing I/O
   };
   Op op = Op::kRead;
   uint64_t offset = 0;
   uint64_t length = 0;  // kPunchHole and kZeroRange only
   std::vector<iovec> buffers;
   uint64_t cookie = 0;  // handed back with the completion
+  int fd = -1;          // the file to work on; -1: the engine's own (create()'s `fd`)
 };
 
 struct IoCompletion {
@@ -34,10 +37,9 @@ struct IoCompletion {
   int64_t result;
 };
 
-// Asynchronous I/O on one file descriptor. Not thread-safe: one thread makes every call (the
-// block device's, the event loop). The engine signals
-// completion_fd() (an eventfd, readable) when completions are waiting and the caller then drains
-// them with reap().
+// Asynchronous I/O on a file descriptor (or, request by request, on another). Not thread-safe: one
+// thread makes every call (the block device's, the event loop). The engine signals completion_fd()
+// (an eventfd, readable) when completions are waiting and the caller then drains them with reap().
 class AsyncIo {
  public:
   enum class Engine { kAuto, kIoUring, kThreadPool };

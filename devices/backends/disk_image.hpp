@@ -9,6 +9,8 @@
 
 namespace vmm::devices {
 
+struct SnapshotOverlay;
+
 // A virtual disk's image as the block device sees it: the file (opened and locked), the size the
 // guest sees, and the I/O engine requests go through.
 class DiskImage {
@@ -18,10 +20,12 @@ class DiskImage {
   enum class Overlay {
     kNone,
     kTempFile,  // a sparse, unlinked temporary file in $TMPDIR (/tmp when unset)
-    kMemory,    // anonymous memory
+    kMemory,    // anonymous memory (a memfd)
   };
 
-  // Throws vmm::Error naming `path` (see RawFile::open) or the overlay's directory.
+  // Throws vmm::Error naming `path` (see RawFile::open), and for an overlay that cannot be made,
+  // its place: "PATH: snapshot overlay in $TMPDIR /nope: Permission denied". A read-only disk
+  // needs no overlay: it is opened read-only, whatever `overlay` says.
   static DiskImage open(const std::string& path, bool read_only, Overlay overlay);
 
   const std::string& path() const { return file_.path(); }
@@ -31,15 +35,20 @@ class DiskImage {
   // For logs: "read-only", "snapshot overlay in /tmp", "" for a plain writable image.
   std::string describe() const;
 
-  // An engine with room for `depth` requests in flight, serving the guest's view of the disk.
+  // An engine with room for `depth` requests in flight, serving the guest's view of the disk
+  // (with an overlay: an OverlayIo, which shares the overlay with this DiskImage). The image's
+  // file must outlive it.
   std::unique_ptr<AsyncIo> create_io(unsigned depth, AsyncIo::Engine engine,
                                      AsyncIo::ThreadStartHook on_thread_start) const;
 
  private:
-  DiskImage(RawFile file, bool read_only) : file_(std::move(file)), read_only_(read_only) {}
+  DiskImage(RawFile file, bool read_only, std::shared_ptr<SnapshotOverlay> overlay,
+            std::string overlay_place);
 
   RawFile file_;
   bool read_only_;
+  std::shared_ptr<SnapshotOverlay> overlay_;  // null: the guest's writes go to the image
+  std::string overlay_place_;                 // "/tmp", "memory"
 };
 
 }  // namespace vmm::devices

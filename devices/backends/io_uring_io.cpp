@@ -53,23 +53,25 @@ void IoUringIo::submit(IoRequest request) {
   Slot& slot = slots_[index];
   slot.cookie = request.cookie;
   slot.buffers = std::move(request.buffers);
+  const int fd = request.fd >= 0 ? request.fd : fd_;
   const auto vecs = static_cast<unsigned>(slot.buffers.size());
   const auto offset = static_cast<off_t>(request.offset);
   const auto length = static_cast<off_t>(request.length);
   switch (request.op) {
     case IoRequest::Op::kRead:
-      io_uring_prep_readv(sqe, fd_, slot.buffers.data(), vecs, request.offset);
+      io_uring_prep_readv(sqe, fd, slot.buffers.data(), vecs, request.offset);
       break;
     case IoRequest::Op::kWrite:
-      io_uring_prep_writev(sqe, fd_, slot.buffers.data(), vecs, request.offset);
+      io_uring_prep_writev(sqe, fd, slot.buffers.data(), vecs, request.offset);
       break;
-    case IoRequest::Op::kFlush: io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC); break;
+    case IoRequest::Op::kFlush: io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); break;
     case IoRequest::Op::kPunchHole:
-      io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+      io_uring_prep_fallocate(sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
       break;
     case IoRequest::Op::kZeroRange:
-      io_uring_prep_fallocate(sqe, fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+      io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
       break;
+    case IoRequest::Op::kNop: io_uring_prep_nop(sqe); break;
   }
   io_uring_sqe_set_data64(sqe, index);
   free_slots_.pop_back();
@@ -96,8 +98,9 @@ void IoUringIo::cancel_all() {
   flush_submissions();
   io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
   if (sqe == nullptr) return;  // best effort: the requests then just run to completion
-  // Every request on our fd. Kernels before 5.19 refuse it (EINVAL), which changes nothing else.
-  io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
+  // Every request in the ring, whatever its fd. Kernels before 5.19 refuse it (EINVAL), which
+  // changes nothing else.
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
   io_uring_sqe_set_data64(sqe, kCancelTag);
   flush_submissions();
 }

@@ -115,21 +115,23 @@ void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
 }
 
 int64_t ThreadPoolIo::execute(const IoRequest& request) const {
+  const int fd = request.fd >= 0 ? request.fd : fd_;
   const auto vecs = static_cast<int>(request.buffers.size());
   const auto offset = static_cast<off_t>(request.offset);
   const auto length = static_cast<off_t>(request.length);
   ssize_t ret = 0;
   do {
     switch (request.op) {
-      case IoRequest::Op::kRead: ret = ::preadv(fd_, request.buffers.data(), vecs, offset); break;
-      case IoRequest::Op::kWrite: ret = ::pwritev(fd_, request.buffers.data(), vecs, offset); break;
-      case IoRequest::Op::kFlush: ret = ::fdatasync(fd_); break;
+      case IoRequest::Op::kRead: ret = ::preadv(fd, request.buffers.data(), vecs, offset); break;
+      case IoRequest::Op::kWrite: ret = ::pwritev(fd, request.buffers.data(), vecs, offset); break;
+      case IoRequest::Op::kFlush: ret = ::fdatasync(fd); break;
       case IoRequest::Op::kPunchHole:
-        ret = ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+        ret = ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
         break;
       case IoRequest::Op::kZeroRange:
-        ret = ::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+        ret = ::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
         break;
+      case IoRequest::Op::kNop: ret = 0; break;
     }
   } while (ret < 0 && errno == EINTR);
   return ret < 0 ? -errno : ret;

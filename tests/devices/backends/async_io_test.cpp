@@ -19,35 +19,22 @@
 
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
+#include "tests/devices/backends/io_requests.hpp"
 #include "tests/devices/temp_dir.hpp"
 
 namespace vmm::devices {
 namespace {
 
 using Engine = AsyncIo::Engine;
+using testing::buffer;
+using testing::pattern;
+using testing::read_request;
+using testing::run;
+using testing::write_request;
 
 constexpr size_t kFileSize = 1 << 20;
 constexpr size_t kBlock = 4096;
 constexpr unsigned kDepth = 64;
-
-IoRequest read_request(uint64_t offset, std::vector<iovec> buffers, uint64_t cookie) {
-  return {IoRequest::Op::kRead, offset, 0, std::move(buffers), cookie};
-}
-
-IoRequest write_request(uint64_t offset, std::vector<iovec> buffers, uint64_t cookie) {
-  return {IoRequest::Op::kWrite, offset, 0, std::move(buffers), cookie};
-}
-
-iovec buffer(std::vector<uint8_t>& bytes) {
-  return {bytes.data(), bytes.size()};
-}
-
-std::vector<uint8_t> pattern(size_t size, uint32_t seed) {
-  std::vector<uint8_t> bytes(size);
-  std::mt19937 random(seed);
-  for (uint8_t& byte : bytes) byte = static_cast<uint8_t>(random());
-  return bytes;
-}
 
 class AsyncIoTest : public ::testing::TestWithParam<Engine> {
  protected:
@@ -68,29 +55,6 @@ class AsyncIoTest : public ::testing::TestWithParam<Engine> {
       skip_reason_ = std::string("io_uring unavailable here: ") + e.what();
       return nullptr;
     }
-  }
-
-  // Submits `requests` as one batch and reaps until all have completed, waiting on
-  // completion_fd() as the event loop would. Returns the results by cookie.
-  std::map<uint64_t, int64_t> run(AsyncIo& io, std::vector<IoRequest> requests) {
-    const size_t count = requests.size();
-    for (IoRequest& request : requests) io.submit(std::move(request));
-    io.flush_submissions();
-    std::map<uint64_t, int64_t> results;
-    while (results.size() < count) {
-      pollfd pfd{io.completion_fd(), POLLIN, 0};
-      if (::poll(&pfd, 1, 10000) != 1) {
-        ADD_FAILURE() << "completion_fd not readable after 10 s, " << results.size() << " of "
-                      << count << " done";
-        break;
-      }
-      io.reap([&](const IoCompletion& c) {
-        EXPECT_TRUE(results.emplace(c.cookie, c.result).second)
-            << "cookie " << c.cookie << " twice";
-      });
-    }
-    EXPECT_EQ(io.in_flight(), 0u);
-    return results;
   }
 
   std::vector<uint8_t> file_contents() const {
@@ -233,6 +197,24 @@ TEST_P(AsyncIoTest, ErrorsAreNegativeErrno) {
   std::vector<uint8_t> bytes(kBlock);
   EXPECT_THAT(run(*io, {write_request(0, {buffer(bytes)}, 1), read_request(0, {buffer(bytes)}, 2)}),
               ::testing::ElementsAre(::testing::Pair(1, -EBADF), ::testing::Pair(2, kBlock)));
+}
+
+// A wrapping engine (OverlayIo) sends some requests to another file, and answers some with no I/O.
+TEST_P(AsyncIoTest, ARequestMayNameAnotherFileOrDoNothing) {
+  SKIP_IF_UNAVAILABLE();
+  const std::string other_path = dir_.file("other.img");
+  UniqueFd other(::open(other_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(other);
+  std::vector<uint8_t> data = pattern(kBlock, 5);
+  IoRequest write = write_request(0, {buffer(data)}, 1);
+  write.fd = other.get();
+  IoRequest nop{IoRequest::Op::kNop, 0, 0, {}, 2};
+  EXPECT_THAT(run(*io_, {std::move(write), std::move(nop)}),
+              ::testing::ElementsAre(::testing::Pair(1, kBlock), ::testing::Pair(2, 0)));
+  std::vector<uint8_t> read_back(kBlock);
+  EXPECT_EQ(::pread(other.get(), read_back.data(), kBlock, 0), static_cast<ssize_t>(kBlock));
+  EXPECT_EQ(read_back, data);
+  EXPECT_EQ(file_contents(), std::vector<uint8_t>(kFileSize, 0));  // the engine's own: untouched
 }
 
 TEST_P(AsyncIoTest, CompletionFdSignalsFinishedWork) {

@@ -148,6 +148,7 @@ class FakeIo final : public AsyncIo {
         if (zero_range_unsupported) return -EOPNOTSUPP;
         result = fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
         break;
+      case IoRequest::Op::kNop: break;
     }
     if (result < 0) result = -errno;
     if (next_result) result = *std::exchange(next_result, std::nullopt);
