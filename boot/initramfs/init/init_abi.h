@@ -3,7 +3,8 @@
  *   /init                    the init program (0755)
  *   /dev, /dev/console (5,1, 0600), /proc, /sys, /root   mount points, and the console init opens
  *   VMM_INIT_MODULE_DIR/<name>.ko   each module, uncompressed, '-' in its name turned into '_'
- *   VMM_INIT_MODULE_LIST     one module name a line (no path, no .ko), dependencies first; may be empty
+ *   VMM_INIT_MODULE_LIST     one module name a line (no path, no .ko), dependencies first;
+ *                            always there, empty when the kernel needs no module
  */
 #ifndef VMM_BOOT_INITRAMFS_INIT_INIT_ABI_H
 #define VMM_BOOT_INITRAMFS_INIT_INIT_ABI_H
