@@ -1,0 +1,42 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "boot/initramfs/modules.hpp"
+
+namespace vmm::boot {
+
+// What vmm's own initramfs is built from (boot/initramfs/init/init_abi.h has its layout).
+struct InitramfsSpec {
+  std::string release;         // the kernel's (kernel_release): every module must be built for it
+  ModulesDir modules;          // find_modules_dir's answer
+  std::string root_fs_module;  // detect_root_fs_module or rootfstype_module: "ext4", "xfs", ...
+  std::span<const uint8_t> init_program;  // the static /init
+};
+
+// The modules the guest needs, with their dependencies, in load order: virtio_mmio, virtio_blk and
+// `root_fs_module` must be there (built in or as modules); virtio_net, the vsock transport and
+// pvpanic_mmio (so a guest panic reaches vmm's pvpanic device) are taken when the kernel has them.
+std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
+                                            std::string_view root_fs_module);
+
+// The initramfs as an uncompressed newc cpio archive: /init, the mount points and /dev/console,
+// each module uncompressed as VMM_INIT_MODULE_DIR/<name>.ko, and VMM_INIT_MODULE_LIST. Reads each
+// module once; writes nothing to disk.
+std::vector<uint8_t> build_initramfs(const InitramfsSpec& spec);
+
+// Where the modules of kernel `release` are. `given` is --modules DIR: the release's own folder
+// (holding modules.dep), or a folder holding it as <release>/ or lib/modules/<release>/ (a kernel
+// package unpacked); a folder for another release is an error that says which. Without --modules,
+// `system_modules`/<release> when it exists; else an error that says what to pass. `kernel_name`
+// ("--kernel vmlinuz") names the kernel in messages.
+ModulesDir find_modules_dir(const std::optional<std::string>& given, const std::string& release,
+                            const std::string& kernel_name,
+                            const std::string& system_modules = "/lib/modules");
+
+}  // namespace vmm::boot
