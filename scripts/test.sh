@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this). Stages, in order:
-#   deps           scripts/install-deps.sh (Debian's packages)
+#   deps           scripts/install-deps.sh (Debian's packages); the lab's Debian kernels
+#                  (guest-tests/linux/fetch-kernels.sh into build/lab/kernels), which the unit
+#                  tests read through $VMM_LAB_KERNELS
 #   build          vmm, the unit tests and the test guests: GCC, Release (-O3), -Werror (VMM_WERROR)
 #   asan build     the same with ASan+UBSan: GCC, Debug, -Werror
 #   tsan build     the unit test binaries only (tests/CMakeLists.txt's vmm_unit_tests) with
@@ -94,8 +96,19 @@ build() {
     cmake --build "$dir" -j"$jobs" "${targets[@]}"
 }
 
-begin_stage deps "Debian packages"
+begin_stage deps "Debian packages, and the lab's Debian kernels (the unit tests read them too)"
 scripts/install-deps.sh || count 0 1 0
+# The lab stage would fetch them anyway (into the same cache); fetched first, the unit tests check
+# the initramfs builder against their real modules trees ($VMM_LAB_KERNELS; unset, they skip).
+if guest-tests/linux/fetch-kernels.sh build/lab/kernels; then
+  # The ELF vmlinux, as build-l1-initramfs.sh extracts it for the lab.
+  [ -s build/lab/kernels/cloud/vmlinux ] ||
+    guest-tests/linux/extract-vmlinux.sh build/lab/kernels/cloud/vmlinuz build/lab/kernels/cloud/vmlinux
+  export VMM_LAB_KERNELS=$root/build/lab/kernels
+else
+  echo "test.sh: fetching the lab's kernels failed: the unit tests on real kernels will skip" >&2
+  count 0 1 0
+fi
 end_stage
 
 begin_stage build "GCC, Release (-O3)"
