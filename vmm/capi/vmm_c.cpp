@@ -142,6 +142,19 @@ vmm_status null_argument(const char* function, const char* name) {
   return error(VMM_EINVAL, "{}: {} is NULL", function, name);
 }
 
+// Appends a disk to `next`, for vmm_config_add_disk and vmm_config_add_disk_snapshot.
+vmm_status add_disk(const char* function, vmm::MachineConfig& next, const char* path,
+                    bool read_only, const char* serial, vmm::DiskConfig::Snapshot snapshot) {
+  if (path == nullptr) return null_argument(function, "path");
+  vmm::DiskConfig disk;
+  disk.path = path;
+  disk.read_only = read_only;
+  disk.snapshot = snapshot;
+  disk.serial = serial == nullptr ? "" : serial;
+  next.disks.push_back(std::move(disk));
+  return VMM_OK;
+}
+
 // Runs `body` (a call into the machine) if the machine is in one of `allowed` states. The C++ API
 // throws vmm::Error for a call in the wrong state as for any failure; the state tells them apart
 // (another thread, or the guest, may change it between the check and the call).
@@ -288,13 +301,22 @@ vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path) {
 vmm_status vmm_config_add_disk(vmm_config* config, const char* path, bool read_only,
                                const char* serial) {
   return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
-    if (path == nullptr) return null_argument(function, "path");
-    vmm::DiskConfig disk;
-    disk.path = path;
-    disk.read_only = read_only;
-    disk.serial = serial == nullptr ? "" : serial;
-    next.disks.push_back(std::move(disk));
-    return VMM_OK;
+    return add_disk(function, next, path, read_only, serial, vmm::DiskConfig::Snapshot::kOff);
+  });
+}
+
+vmm_status vmm_config_add_disk_snapshot(vmm_config* config, const char* path, const char* serial,
+                                        vmm_disk_snapshot snapshot) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
+    switch (snapshot) {
+      case VMM_DISK_SNAPSHOT_FILE:
+        return add_disk(function, next, path, false, serial, vmm::DiskConfig::Snapshot::kFile);
+      case VMM_DISK_SNAPSHOT_MEMORY:
+        return add_disk(function, next, path, false, serial, vmm::DiskConfig::Snapshot::kMemory);
+    }
+    return error(VMM_EINVAL,
+                 "{}: snapshot {} is neither VMM_DISK_SNAPSHOT_FILE nor VMM_DISK_SNAPSHOT_MEMORY",
+                 function, static_cast<int>(snapshot));
   });
 }
 

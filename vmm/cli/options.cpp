@@ -41,6 +41,8 @@ Disks are virtio-blk devices on virtio-mmio, described in the ACPI DSDT (stock k
 once the virtio_mmio and virtio_blk modules are loaded). --disk PATH takes a raw image or a block
 device; options after the path, comma-separated:
   readonly=on      the guest cannot write (the image is opened read-only on the host)
+  snapshot=on      writes go to a private overlay, discarded at exit (a sparse, unlinked file in
+                   $TMPDIR; mem: in memory); the image is only read: many vmm can boot it at once
   serial=ID        the disk's ID as the guest reads it (/sys/block/vda/serial), up to 20 bytes
   io=MODE          auto (default: io_uring, else a thread pool), io_uring, or threads
 The guest sees size/512 sectors (a trailing partial sector is not visible). An image in use by
@@ -115,12 +117,18 @@ DiskConfig parse_disk(const std::string& text) {
   DiskConfig disk;
   disk.path = parts.front();
   if (disk.path.empty()) {
-    fail("--disk {}: needs a path first (PATH[,readonly=on][,serial=ID])", text);
+    fail("--disk {}: needs a path first (PATH[,readonly=on][,snapshot=on][,serial=ID])", text);
   }
   for (size_t i = 1; i < parts.size(); ++i) {
     const auto [part, key, value] = split_part(parts[i]);
     if (key == "readonly" && (value == "on" || value == "off")) {
       disk.read_only = value == "on";
+    } else if (key == "snapshot" && value == "off") {
+      disk.snapshot = DiskConfig::Snapshot::kOff;
+    } else if (key == "snapshot" && value == "on") {
+      disk.snapshot = DiskConfig::Snapshot::kFile;
+    } else if (key == "snapshot" && value == "mem") {
+      disk.snapshot = DiskConfig::Snapshot::kMemory;
     } else if (key == "serial" && value) {
       disk.serial = *value;
     } else if (key == "io" && value == "auto") {
@@ -131,7 +139,7 @@ DiskConfig parse_disk(const std::string& text) {
       disk.io_engine = DiskConfig::IoEngine::kThreadPool;
     } else {
       fail(
-          "--disk {}: unknown option '{}' (use readonly=on|off, serial=ID, "
+          "--disk {}: unknown option '{}' (use readonly=on|off, snapshot=on|off|mem, serial=ID, "
           "io=auto|io_uring|threads)",
           text, part);
     }

@@ -135,6 +135,18 @@ INSTANTIATE_TEST_SUITE_P(
                    return vmm_config_add_disk(c, "/x.img", true, "an-id-longer-than-20-bytes");
                  },
                  "--disk /x.img: serial=an-id-longer-than-20-bytes is longer than 20 bytes"},
+        BadField{"disk_snapshot_null",
+                 [](vmm_config* c) {
+                   return vmm_config_add_disk_snapshot(c, nullptr, nullptr, VMM_DISK_SNAPSHOT_FILE);
+                 },
+                 "vmm_config_add_disk_snapshot: path is NULL"},
+        BadField{"disk_snapshot_kind",
+                 [](vmm_config* c) {
+                   return vmm_config_add_disk_snapshot(c, "/x.img", nullptr,
+                                                       static_cast<vmm_disk_snapshot>(7));
+                 },
+                 "vmm_config_add_disk_snapshot: snapshot 7 is neither VMM_DISK_SNAPSHOT_FILE nor "
+                 "VMM_DISK_SNAPSHOT_MEMORY"},
         BadField{"too_many_devices", [](vmm_config* c) { return add_disks(c, 19); },
                  "--disk/--net: 19 devices"},
         BadField{"net_null", [](vmm_config* c) { return vmm_config_add_net(c, nullptr, nullptr); },
@@ -205,6 +217,8 @@ TEST(CApi, GoodValuesAreAccepted) {
   EXPECT_EQ(vmm_config_set_timeout(c, 5), VMM_OK);
   EXPECT_EQ(vmm_config_set_seccomp(c, false), VMM_OK);
   EXPECT_EQ(vmm_config_add_disk(c, "/x.img", true, "exactly-20-bytes-id!"), VMM_OK);
+  EXPECT_EQ(vmm_config_add_disk_snapshot(c, "/y.img", "base", VMM_DISK_SNAPSHOT_FILE), VMM_OK);
+  EXPECT_EQ(vmm_config_add_disk_snapshot(c, "/z.img", nullptr, VMM_DISK_SNAPSHOT_MEMORY), VMM_OK);
   EXPECT_EQ(vmm_config_add_net(c, "tap0", "52:54:00:12:34:56"), VMM_OK);
   EXPECT_EQ(vmm_config_add_net(c, "tap1", nullptr), VMM_OK);
   EXPECT_EQ(vmm_config_set_vsock(c, 3, "/tmp/vsock.sock"), VMM_OK);
@@ -214,6 +228,42 @@ TEST(CApi, GoodValuesAreAccepted) {
   EXPECT_EQ(vmm_config_set_console_file(c, "/tmp/console.log"), VMM_OK);
   EXPECT_EQ(vmm_config_set_console_none(c), VMM_OK);
   EXPECT_EQ(vmm_config_set_console_stdio(c), VMM_OK);
+}
+
+// The snapshot reaches the machine, whose disks are opened before the KVM device: a file overlay
+// in a $TMPDIR that does not exist is named; a memory overlay needs none, so KVM comes next.
+TEST(CApi, ASnapshotDiskGetsItsOverlayBeforeKvm) {
+  char image[] = "/tmp/vmm-capi-snapshot-XXXXXX";
+  const int fd = ::mkstemp(image);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
+  ::close(fd);
+  const char* old_tmpdir = std::getenv("TMPDIR");
+  const std::string saved = old_tmpdir == nullptr ? "" : old_tmpdir;
+  ::setenv("TMPDIR", "/nonexistent/tmp", 1);
+  for (const vmm_disk_snapshot snapshot : {VMM_DISK_SNAPSHOT_FILE, VMM_DISK_SNAPSHOT_MEMORY}) {
+    ConfigPtr config = new_config();
+    ASSERT_EQ(vmm_config_set_kernel(config.get(), hello_image().c_str()), VMM_OK);
+    ASSERT_EQ(vmm_config_set_build_initramfs(config.get(), false), VMM_OK);
+    ASSERT_EQ(vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm"), VMM_OK);
+    ASSERT_EQ(vmm_config_add_disk_snapshot(config.get(), image, nullptr, snapshot), VMM_OK);
+    vmm_machine* machine = nullptr;
+    if (snapshot == VMM_DISK_SNAPSHOT_FILE) {
+      EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EINVAL);
+      EXPECT_EQ(vmm_last_error(), std::string("--disk ") + image +
+                                      ": snapshot overlay in $TMPDIR /nonexistent/tmp: No such "
+                                      "file or directory");
+    } else {
+      EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EKVM) << vmm_last_error();
+    }
+    EXPECT_EQ(machine, nullptr);
+  }
+  if (old_tmpdir == nullptr) {
+    ::unsetenv("TMPDIR");
+  } else {
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  }
+  ::unlink(image);
 }
 
 TEST(CApi, AMissingKvmDeviceIsVmmEkvm) {

@@ -90,6 +90,22 @@ TEST(Options, DisksInOrderWithTheirOptions) {
   EXPECT_EQ(disks[2].io_engine, DiskConfig::IoEngine::kIoUring);
 }
 
+TEST(Options, DiskSnapshotOnOffOrInMemory) {
+  auto result = parse({"--kernel", "/k", "--disk", "/base.img,snapshot=on", "--disk",
+                       "/b.img,snapshot=mem", "--disk", "/c.img,snapshot=on,snapshot=off", "--disk",
+                       "/d.img,readonly=on,snapshot=on", "--disk", "/e.img"});
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& disks = result.options->machine.disks;
+  ASSERT_EQ(disks.size(), 5u);
+  EXPECT_EQ(disks[0].snapshot, DiskConfig::Snapshot::kFile);
+  EXPECT_FALSE(disks[0].read_only);
+  EXPECT_EQ(disks[1].snapshot, DiskConfig::Snapshot::kMemory);
+  EXPECT_EQ(disks[2].snapshot, DiskConfig::Snapshot::kOff);  // the last word wins
+  EXPECT_EQ(disks[3].snapshot, DiskConfig::Snapshot::kFile);
+  EXPECT_TRUE(disks[3].read_only);
+  EXPECT_EQ(disks[4].snapshot, DiskConfig::Snapshot::kOff);
+}
+
 TEST(Options, DiskTakesOneValueEach) {
   // A second word after --disk is not another disk: it is an unexpected positional argument.
   auto result = parse({"--kernel", "/k", "--disk", "/a.img", "/b.img"});
@@ -184,6 +200,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{{"--kernel", "/k", "--disk", "/a,cache=none"}, "'cache=none'"},
         BadInput{{"--kernel", "/k", "--disk", "/a,io=aio"}, "'io=aio'"},
         BadInput{{"--kernel", "/k", "--disk", "/a,serial"}, "'serial'"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,snapshot=yes"},
+                 "--disk /a,snapshot=yes: unknown option 'snapshot=yes' (use readonly=on|off, "
+                 "snapshot=on|off|mem"},
+        BadInput{{"--kernel", "/k", "--disk", "/a,snapshot"}, "'snapshot'"},
         BadInput{{"--kernel", "/k", "--net", "tap0"}, "--net tap0: unknown option"},
         BadInput{{"--kernel", "/k", "--net", "mac=02:00:00:00:00:01"}, "needs tap=NAME"},
         BadInput{{"--kernel", "/k", "--net", "tap=t,mac=02:00"}, "mac=02:00 is not"},

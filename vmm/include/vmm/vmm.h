@@ -56,6 +56,12 @@ typedef enum vmm_exit_reason {
   VMM_EXIT_ERROR = 6,      /* the VMM failed or the guest could not be run: status 1 */
 } vmm_exit_reason;
 
+/* Where a snapshot disk keeps the guest's writes (vmm_config_add_disk_snapshot). */
+typedef enum vmm_disk_snapshot {
+  VMM_DISK_SNAPSHOT_FILE = 1,   /* a sparse, unlinked temporary file in $TMPDIR (/tmp without it) */
+  VMM_DISK_SNAPSHOT_MEMORY = 2, /* memory */
+} vmm_disk_snapshot;
+
 typedef struct vmm_exit_info {
   vmm_exit_reason reason;
   int exit_status;     /* what the vmm command exits with for this exit (see the reasons) */
@@ -113,6 +119,11 @@ VMM_API vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* pat
  * (what the guest reads as the disk's ID, at most 20 bytes) may be NULL. */
 VMM_API vmm_status vmm_config_add_disk(vmm_config* config, const char* path, bool read_only,
                                        const char* serial);
+/* A disk as vmm_config_add_disk adds it, whose image is only read (under a shared lock, so many
+ * machines can boot one image at once): the guest's writes go to a private overlay, discarded
+ * when the machine is destroyed (the vmm command's --disk PATH,snapshot=on|mem). */
+VMM_API vmm_status vmm_config_add_disk_snapshot(vmm_config* config, const char* path,
+                                                const char* serial, vmm_disk_snapshot snapshot);
 /* A virtio-net NIC on an existing tap device; `mac` is "52:54:00:12:34:56" or NULL for a stable
  * address derived from the tap's name. */
 VMM_API vmm_status vmm_config_add_net(vmm_config* config, const char* tap, const char* mac);
