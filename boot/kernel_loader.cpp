@@ -60,29 +60,49 @@ LoadedKernel load_vmlinux(const GuestMemory& memory, std::span<const uint8_t> by
 
 }  // namespace
 
+void check_kernel(std::span<const uint8_t> kernel, const std::string& name) {
+  if (looks_like_elf(kernel)) {
+    parse_elf(kernel, name);
+  } else if (looks_like_bzimage(kernel)) {
+    parse_bzimage(kernel, name);
+  } else {
+    fail("{}: not a Linux kernel (neither a bzImage nor an ELF vmlinux)", name);
+  }
+}
+
 BootEntry load_kernel(const GuestMemory& memory, const KernelLoadConfig& config) {
-  const std::string kernel_name = "--kernel " + config.kernel_path;
-  const std::vector<uint8_t> bytes = read_file(config.kernel_path, "--kernel");
+  const std::vector<uint8_t> kernel = read_file(config.kernel_path, "--kernel");
+  std::vector<uint8_t> initrd;
+  if (!config.initrd_path.empty()) initrd = read_file(config.initrd_path, "--initrd");
+  return load_kernel(memory, KernelLoadInput{.kernel = kernel,
+                                             .kernel_name = "--kernel " + config.kernel_path,
+                                             .initrd = initrd,
+                                             .initrd_name = "--initrd " + config.initrd_path,
+                                             .cmdline = config.cmdline,
+                                             .rsdp_address = config.rsdp_address});
+}
+
+BootEntry load_kernel(const GuestMemory& memory, const KernelLoadInput& input) {
+  const std::string& kernel_name = input.kernel_name;
   LoadedKernel kernel;
-  if (looks_like_elf(bytes)) {
-    kernel = load_vmlinux(memory, bytes, kernel_name);
-  } else if (looks_like_bzimage(bytes)) {
-    kernel = load_bzimage(memory, bytes, kernel_name);
+  if (looks_like_elf(input.kernel)) {
+    kernel = load_vmlinux(memory, input.kernel, kernel_name);
+  } else if (looks_like_bzimage(input.kernel)) {
+    kernel = load_bzimage(memory, input.kernel, kernel_name);
   } else {
     fail("{}: not a Linux kernel (neither a bzImage nor an ELF vmlinux)", kernel_name);
   }
 
   BootInfo info;
-  write_cmdline(memory, config.cmdline, kernel.header.cmdline_size);
+  write_cmdline(memory, input.cmdline, kernel.header.cmdline_size);
   info.cmdline_address = layout::kCmdline;
-  info.rsdp_address = config.rsdp_address;
-  if (!config.initrd_path.empty()) {
-    const std::string initrd_name = "--initrd " + config.initrd_path;
-    const std::vector<uint8_t> initrd = read_file(config.initrd_path, "--initrd");
-    info.initrd_address = place_initrd(initrd.size(), kernel.header.initrd_addr_max,
-                                       memory.low_ram_end(), kernel.start, kernel.end, initrd_name);
-    info.initrd_size = initrd.size();
-    memory.write_or_throw(info.initrd_address, initrd, initrd_name);
+  info.rsdp_address = input.rsdp_address;
+  if (!input.initrd.empty()) {
+    info.initrd_address =
+        place_initrd(input.initrd.size(), kernel.header.initrd_addr_max, memory.low_ram_end(),
+                     kernel.start, kernel.end, input.initrd_name);
+    info.initrd_size = input.initrd.size();
+    memory.write_or_throw(info.initrd_address, input.initrd, input.initrd_name);
   }
   info.e820 = build_e820_map(memory);
 

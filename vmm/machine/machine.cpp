@@ -29,7 +29,7 @@
 #include "boot/cpuid.hpp"
 #include "boot/kernel_loader.hpp"
 #include "devices/backends/async_io.hpp"
-#include "devices/backends/raw_file.hpp"
+#include "devices/backends/disk_image.hpp"
 #include "devices/backends/tap.hpp"
 #include "devices/bus.hpp"
 #include "devices/legacy/acpi_power.hpp"
@@ -42,11 +42,12 @@
 #include "devices/virtio/net.hpp"
 #include "devices/virtio/vsock.hpp"
 #include "firmware/acpi/acpi.hpp"
+#include "firmware/mptable.hpp"
 #include "firmware/reset_vector.hpp"
 #include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine/control_socket.hpp"
 #include "vmm/machine/exit_latch.hpp"
-#include "vmm/machine/kernel_cmdline.hpp"
+#include "vmm/machine/host_resources.hpp"
 #include "vmm/machine/kvm_irq_line.hpp"
 #include "vmm/machine/pause_gate.hpp"
 #include "vmm/machine/platform.hpp"
@@ -112,8 +113,10 @@ void set_local_interrupts(kvm::Vcpu& vcpu) {
 // the control socket, if any, has a thread of its own. Pausing parks the vCPUs and the loop thread
 // at the PauseGate, so device work (completions, rx, console input) waits too.
 struct Machine::Impl final : ControlTarget {
-  explicit Impl(const MachineConfig& cfg)
+  // `host` is opened first: bad input is reported before /dev/kvm is looked at.
+  Impl(const MachineConfig& cfg, HostResources host)
       : config_(cfg),
+        host_(std::move(host)),
         kvm(kvm::Kvm::open(cfg.kvm_device)),
         vm(kvm::Vm::create(kvm)),
         memory(GuestMemory::allocate(cfg.memory_bytes)) {}
@@ -147,6 +150,9 @@ struct Machine::Impl final : ControlTarget {
   const MachineConfig& config() const override { return config_; }
 
   MachineConfig config_;
+  // The disk images and taps move into their devices; the disks' files outlive the devices that
+  // do I/O on them.
+  HostResources host_;
   kvm::Kvm kvm;
   kvm::Vm vm;
   GuestMemory memory;
@@ -163,8 +169,6 @@ struct Machine::Impl final : ControlTarget {
   std::unique_ptr<ConsoleOutput> console_output;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
   std::vector<std::unique_ptr<VcpuThread>> threads;
-  // The disk images (their fds and locks) outlive the devices that do I/O on them.
-  std::deque<devices::RawFile> disk_files;
   // The loop thread owns the virtio devices; vCPUs hand work over and wait at the gate.
   LoopDeviceOwner device_owner{loop, gate};
   // After the buses (destroyed before them): unplugging a slot resets its device first.
@@ -224,14 +228,15 @@ void Machine::Impl::assemble() {
   acpi::PlatformDescription platform = platform_description(config_.cpus);
   for (const auto& slot : virtio_slots) platform.devices.push_back(slot->acpi_description());
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
+  firmware::write_mp_table(memory, platform);
   firmware::write_reset_vector(memory, platform.reset_port, platform.reset_value);
 
-  boot::KernelLoadConfig load;
-  load.kernel_path = config_.kernel_path;
-  load.initrd_path = config_.initrd_path;
-  load.cmdline = compose_cmdline(config_);
-  spdlog::info("kernel command line: {}", load.cmdline);
-  load.rsdp_address = rsdp;
+  const boot::KernelLoadInput load{.kernel = host_.kernel,
+                                   .kernel_name = host_.kernel_name,
+                                   .initrd = host_.initrd,
+                                   .initrd_name = host_.initrd_name,
+                                   .cmdline = host_.cmdline,
+                                   .rsdp_address = rsdp};
   spdlog::debug("+{:.3f} ms: devices and ACPI tables ready", ms_since_start());
   const boot::BootEntry entry = boot::load_kernel(memory, load);
   spdlog::debug("+{:.3f} ms: kernel loaded, entry {:#x}", ms_since_start(), entry.entry);
@@ -278,14 +283,10 @@ void Machine::Impl::create_console_output() {
     case SerialConfig::Mode::kCallback:
       console_output = ConsoleOutput::to_callback(loop, *serial, config_.serial.callback);
       return;
-    case SerialConfig::Mode::kFile: {
-      UniqueFd file(::open(config_.serial.path.c_str(),
-                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
-      if (!file) throw_errno("--serial file:" + config_.serial.path);
-      console_output = ConsoleOutput::to_owned_fd(loop, *serial, std::move(file),
+    case SerialConfig::Mode::kFile:
+      console_output = ConsoleOutput::to_owned_fd(loop, *serial, std::move(host_.serial_file),
                                                   "--serial file:" + config_.serial.path);
       return;
-    }
     case SerialConfig::Mode::kNone: break;
   }
   console_output = ConsoleOutput::to_callback(loop, *serial, nullptr);  // discards
@@ -296,20 +297,20 @@ void Machine::Impl::create_disks() {
     const DiskConfig& disk = config_.disks[i];
     // Linux names virtio disks in probe order: vda, vdb, ... (at most 18: no vdaa to worry about).
     const std::string name = fmt::format("vd{}", static_cast<char>('a' + i));
+    const devices::DiskImage& image = host_.disks[i];
     std::unique_ptr<devices::virtio::VirtioBlock> block;
     try {
-      const devices::RawFile& file =
-          disk_files.emplace_back(devices::RawFile::open(disk.path, disk.read_only));
       devices::AsyncIo::ThreadStartHook confine_worker;
       if (config_.seccomp) {
         confine_worker = [] { security::confine_thread(security::ThreadKind::kDiskWorker); };
       }
-      auto io = devices::AsyncIo::create(file.fd(), devices::virtio::VirtioBlock::kQueueSize,
-                                         to_engine(disk.io_engine), std::move(confine_worker));
-      spdlog::debug("{}: {} ({} bytes{}), {}", name, disk.path, file.size(),
-                    disk.read_only ? ", read-only" : "", io->name());
-      devices::virtio::BlockOptions options{disk.read_only, disk.serial};
-      block = std::make_unique<devices::virtio::VirtioBlock>(memory, loop, file.size(),
+      auto io = image.create_io(devices::virtio::VirtioBlock::kQueueSize, to_engine(disk.io_engine),
+                                std::move(confine_worker));
+      const std::string what = image.describe();
+      spdlog::debug("{}: {} ({} bytes{}{}), {}", name, disk.path, image.size(),
+                    what.empty() ? "" : ", ", what, io->name());
+      devices::virtio::BlockOptions options{image.read_only(), disk.serial};
+      block = std::make_unique<devices::virtio::VirtioBlock>(memory, loop, image.size(),
                                                              std::move(io), options, name);
     } catch (const Error& e) {
       fail("--disk {}", e.what());
@@ -325,7 +326,7 @@ void Machine::Impl::create_nics() {
     const MacAddress mac = net.mac.value_or(stable_mac(net.tap));
     std::unique_ptr<devices::virtio::VirtioNet> nic;
     try {
-      auto tap = std::make_unique<devices::Tap>(devices::Tap::open(net.tap));
+      std::unique_ptr<devices::Tap> tap = std::move(host_.taps[i]);
       spdlog::debug("{}: mac {}{}", name, format_mac(mac), tap->created() ? ", tap created" : "");
       nic = std::make_unique<devices::virtio::VirtioNet>(memory, loop, std::move(tap), mac, name);
     } catch (const Error& e) {
@@ -650,7 +651,8 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   } else {
     spdlog::info("seccomp filters are off: the machine's threads may make any system call");
   }
-  auto impl = std::make_unique<Impl>(config);
+  HostResources host = HostResources::open(config);
+  auto impl = std::make_unique<Impl>(config, std::move(host));
   impl->assemble();
   if (!config.api_socket.empty()) {
     impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);

@@ -114,6 +114,12 @@ const char* exit_reason_name(uint32_t reason) {
   }
 }
 
+std::string describe_triple_fault(uint32_t id, const kvm_regs& regs, const kvm_sregs& sregs) {
+  return fmt::format(
+      "vCPU {}: triple fault (the guest is reset) at rip {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}",
+      id, regs.rip, sregs.cr0, sregs.cr3, sregs.cr4);
+}
+
 ExitAction decode_exit(std::span<uint8_t> mapping, const devices::Bus& pio,
                        const devices::Bus& mmio) {
   if (mapping.size() < sizeof(kvm_run)) {
@@ -128,10 +134,13 @@ ExitAction decode_exit(std::span<uint8_t> mapping, const devices::Bus& pio,
     case KVM_EXIT_IO: return port_io(mapping, run, pio);
     case KVM_EXIT_MMIO: return mmio_access(run, mmio);
     case KVM_EXIT_INTR: return ExitAction::resume();  // a signal, not necessarily ours
-    case KVM_EXIT_SHUTDOWN:
-      // A triple fault: what a PC does on reset, and Linux's last-resort reboot method.
-      spdlog::debug("shutdown exit (triple fault)");
-      return ExitAction::guest(GuestRequest::kReboot);
+    case KVM_EXIT_SHUTDOWN: {
+      // A triple fault: a reset on a PC (status 3), and Linux's last-resort reboot method; but
+      // as often a guest that crashed, so the thread logs where it was.
+      ExitAction action = ExitAction::guest(GuestRequest::kReboot);
+      action.triple_fault = true;
+      return action;
+    }
     case KVM_EXIT_SYSTEM_EVENT: return system_event(run);
     case KVM_EXIT_INTERNAL_ERROR:
       if (run.internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {

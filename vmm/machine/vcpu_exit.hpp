@@ -1,5 +1,7 @@
 #pragma once
 
+#include <linux/kvm.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -22,6 +24,8 @@ struct ExitAction {
   // A kFail for an instruction KVM could not emulate: the thread adds where the guest was (its
   // rip, which only the vCPU fd can tell).
   bool add_rip = false;
+  // A triple fault: the thread logs where the vCPU was (describe_triple_fault) at warn level.
+  bool triple_fault = false;
 
   static ExitAction resume() { return {}; }
   static ExitAction guest(devices::GuestRequest request);
@@ -41,6 +45,10 @@ struct ExitAction {
 // own guest requests (the debug-exit port, the i8042's reset) reach the machine through the
 // device's PlatformEvents, not through the result. `run` must be aligned for struct kvm_run.
 ExitAction decode_exit(std::span<uint8_t> run, const devices::Bus& pio, const devices::Bus& mmio);
+
+// The warning for a triple fault on vCPU `id`: a guest that resets this way has usually crashed
+// (a bad page table, an exception with no handler), and rip and the control registers say where.
+std::string describe_triple_fault(uint32_t id, const kvm_regs& regs, const kvm_sregs& sregs);
 
 // A name for a KVM exit reason, for messages ("hlt", "mmio", ...; "unknown reason" otherwise).
 const char* exit_reason_name(uint32_t reason);

@@ -27,7 +27,8 @@ class KvmVcpu final : public VcpuHandle {
     return {reinterpret_cast<uint8_t*>(vcpu_.run_state()), run_size_};
   }
   int run() override { return vcpu_.run(); }
-  uint64_t rip() const override { return vcpu_.regs().rip; }
+  kvm_regs regs() const override { return vcpu_.regs(); }
+  kvm_sregs sregs() const override { return vcpu_.sregs(); }
 
  private:
   kvm::Vcpu& vcpu_;
@@ -163,11 +164,21 @@ void VcpuThread::loop() {
   }
 }
 
+void VcpuThread::log_triple_fault() const {
+  try {
+    spdlog::warn("{}", describe_triple_fault(vcpu_.id(), vcpu_.regs(), vcpu_.sregs()));
+  } catch (const std::exception& e) {
+    spdlog::warn("vCPU {}: triple fault (the guest is reset); its registers: {}", vcpu_.id(),
+                 e.what());
+  }
+}
+
 bool VcpuThread::handle_exit() {
   ExitAction action = decode_exit(vcpu_.run_mapping(), pio_, mmio_);
   switch (action.kind) {
     case ExitAction::Kind::kContinue: return true;
     case ExitAction::Kind::kGuestRequest:
+      if (action.triple_fault) log_triple_fault();
       spdlog::debug("vCPU {}: the guest asks to stop", vcpu_.id());
       latch_.guest_request(action.request, 0);
       return false;
@@ -175,7 +186,7 @@ bool VcpuThread::handle_exit() {
       std::string where;
       if (action.add_rip) {
         try {
-          where = fmt::format(" at rip {:#x}", vcpu_.rip());
+          where = fmt::format(" at rip {:#x}", vcpu_.regs().rip);
         } catch (const std::exception& e) {
           where = fmt::format(" (rip unknown: {})", e.what());
         }

@@ -29,8 +29,9 @@ class VcpuHandle {
   // -EAGAIN) at once when `immediate_exit` is set or a signal is pending, or when a signal arrives
   // while the guest runs; throws on any other failure.
   virtual int run() = 0;
-  // Where the guest is, for an error message.
-  virtual uint64_t rip() const = 0;
+  // Where the guest is, for an error message or a triple fault's warning.
+  virtual kvm_regs regs() const = 0;
+  virtual kvm_sregs sregs() const = 0;
 };
 
 // Runs one vCPU on its own thread: KVM_RUN, then each exit decoded by decode_exit
@@ -74,6 +75,7 @@ class VcpuThread {
   void loop();
   // Carries out the exit KVM_RUN returned with; false if this vCPU must run no more.
   bool handle_exit();
+  void log_triple_fault() const;
   // Sets or clears kvm_run's immediate_exit (shared with KVM and with the threads that kick).
   void set_immediate_exit(bool value);
   // Sends the kick signal, unless the thread has finished (or never started).

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "base/util/error.hpp"
+#include "tests/boot/test_images.hpp"
 
 namespace vmm {
 namespace {
@@ -16,9 +19,22 @@ std::string create_error(const MachineConfig& config) {
   return "(no error)";
 }
 
+// A kernel that passes the host-side checks (which come before KVM is opened).
+const std::string& test_kernel() {
+  static const std::string path = [] {
+    std::string file = ::testing::TempDir() + "/vmm_machine_test_bzImage";
+    const std::vector<uint8_t> image = boot::test_images::make_bzimage();
+    std::ofstream(file, std::ios::binary)
+        .write(reinterpret_cast<const char*>(image.data()),
+               static_cast<std::streamsize>(image.size()));
+    return file;
+  }();
+  return path;
+}
+
 MachineConfig config_with_device(const std::string& device) {
   MachineConfig config;
-  config.kernel_path = "/nonexistent/bzImage";
+  config.kernel_path = test_kernel();
   config.kvm_device = device;
   return config;
 }
@@ -32,6 +48,19 @@ TEST(MachineCreate, MissingKvmDeviceSaysKvmIsNotAvailable) {
 TEST(MachineCreate, SomethingElseThanKvmIsRefused) {
   EXPECT_EQ(create_error(config_with_device("/dev/null")).rfind("/dev/null: not a KVM device", 0),
             0u);
+}
+
+TEST(MachineCreate, HostFilesAreCheckedBeforeKvmIsOpened) {
+  MachineConfig config = config_with_device("/nonexistent/kvm");
+  config.kernel_path = "/nonexistent/bzImage";
+  EXPECT_EQ(create_error(config), "--kernel /nonexistent/bzImage: No such file or directory");
+  config = config_with_device("/nonexistent/kvm");
+  config.disks.emplace_back().path = "/nonexistent/disk.img";
+  EXPECT_EQ(create_error(config), "--disk /nonexistent/disk.img: No such file or directory");
+  config = config_with_device("/nonexistent/kvm");
+  config.api_socket = "/nonexistent/api.sock";
+  EXPECT_EQ(create_error(config),
+            "--api-socket /nonexistent/api.sock: /nonexistent: No such file or directory");
 }
 
 TEST(MachineCreate, ConfigIsValidatedBeforeKvmIsOpened) {

@@ -230,6 +230,19 @@ TEST_F(VcpuExit, ATripleFaultIsAReboot) {
   const ExitAction action = decode();
   EXPECT_EQ(action.kind, ExitAction::Kind::kGuestRequest);
   EXPECT_EQ(action.request, GuestRequest::kReboot);
+  EXPECT_TRUE(action.triple_fault);
+}
+
+TEST(TripleFault, TheWarningSaysWhereTheVcpuWas) {
+  kvm_regs regs{};
+  regs.rip = 0xffffffff81000123;
+  kvm_sregs sregs{};
+  sregs.cr0 = 0x80050033;
+  sregs.cr3 = 0x1a2b000;
+  sregs.cr4 = 0x3606f0;
+  EXPECT_EQ(describe_triple_fault(1, regs, sregs),
+            "vCPU 1: triple fault (the guest is reset) at rip 0xffffffff81000123, cr0 0x80050033, "
+            "cr3 0x1a2b000, cr4 0x3606f0");
 }
 
 TEST_F(VcpuExit, SystemEventsBecomeGuestRequests) {

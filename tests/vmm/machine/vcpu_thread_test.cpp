@@ -6,6 +6,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <cerrno>
@@ -49,7 +51,12 @@ class ScriptedVcpu final : public VcpuHandle {
   std::span<uint8_t> run_mapping() const override {
     return {reinterpret_cast<uint8_t*>(storage_.data()), 3 * kPage};
   }
-  uint64_t rip() const override { return 0x1234; }
+  kvm_regs regs() const override {
+    kvm_regs regs{};
+    regs.rip = 0x1234;
+    return regs;
+  }
+  kvm_sregs sregs() const override { return {}; }
 
   int run() override {
     // The way into the kernel takes a while too: a kick that lands meanwhile is handled here, in
@@ -346,6 +353,11 @@ TEST(VcpuThread, AnEmulationFailureSaysWhereTheGuestWas) {
 }
 
 TEST(VcpuThread, ATripleFaultIsAReboot) {
+  // The warning with where the vCPU was, captured from the default logger (restored after).
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(8);
+  sink->set_pattern("%l: %v");
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink));
   Rig rig;
   ScriptedVcpu& vcpu = rig.add(std::make_unique<ScriptedVcpu>(
       0, std::vector<ScriptedVcpu::Step>{exit_reason(KVM_EXIT_SHUTDOWN), mmio_read()}, 0));
@@ -355,6 +367,13 @@ TEST(VcpuThread, ATripleFaultIsAReboot) {
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(exit->reason, MachineExit::Reason::kReboot);
   EXPECT_EQ(vcpu.entries_after_request(), 0);
+  spdlog::set_default_logger(previous);
+  const std::vector<std::string> lines = sink->last_formatted();
+  EXPECT_NE(std::find(lines.begin(), lines.end(),
+                      "warning: vCPU 0: triple fault (the guest is reset) at rip 0x1234, cr0 0x0, "
+                      "cr3 0x0, cr4 0x0\n"),
+            lines.end())
+      << fmt::format("{}", fmt::join(lines, ""));
 }
 
 }  // namespace
