@@ -36,7 +36,7 @@ enum {
 static void say(const char* format, ...) __attribute__((format(printf, 1, 2)));
 static void die(const char* format, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-static void say_list(const char* format, va_list args) {
+static void vsay(const char* format, va_list args) {
   char message[1024];
   vsnprintf(message, sizeof message, format, args);
   dprintf(STDERR_FILENO, "vmm-init: %s\n", message);
@@ -45,7 +45,7 @@ static void say_list(const char* format, va_list args) {
 static void say(const char* format, ...) {
   va_list args;
   va_start(args, format);
-  say_list(format, args);
+  vsay(format, args);
   va_end(args);
 }
 
@@ -54,7 +54,7 @@ static void say(const char* format, ...) {
 static void die(const char* format, ...) {
   va_list args;
   va_start(args, format);
-  say_list(format, args);
+  vsay(format, args);
   va_end(args);
   if (ioperm(VMM_INIT_PVPANIC_PORT, 1, 1) == 0) outb(kPvpanicPanicked, VMM_INIT_PVPANIC_PORT);
   reboot(RB_POWER_OFF);
