@@ -29,6 +29,7 @@ using Engine = AsyncIo::Engine;
 using testing::buffer;
 using testing::pattern;
 using testing::read_request;
+using testing::reap_all;
 using testing::run;
 using testing::write_request;
 
@@ -276,15 +277,8 @@ TEST_P(AsyncIoTest, CancelAllCompletesEachRequestOnceCancelledOrDone) {
     if (i == kDepth / 2) io_->flush_submissions();
   }
   io_->cancel_all();
-  std::map<uint64_t, int64_t> results;
-  while (results.size() < kDepth) {
-    pollfd pfd{io_->completion_fd(), POLLIN, 0};
-    ASSERT_EQ(::poll(&pfd, 1, 10000), 1) << results.size() << " of " << kDepth << " completed";
-    io_->reap([&](const IoCompletion& c) {
-      EXPECT_TRUE(results.emplace(c.cookie, c.result).second) << "cookie " << c.cookie << " twice";
-    });
-  }
-  EXPECT_EQ(io_->in_flight(), 0u);
+  const std::map<uint64_t, int64_t> results = reap_all(*io_, kDepth);
+  ASSERT_EQ(results.size(), kDepth);
   const std::vector<uint8_t> file = file_contents();
   for (unsigned i = 0; i < kDepth; ++i) {
     const int64_t result = results.at(i);

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@ using ::testing::ElementsAre;
 using ::testing::Pair;
 using testing::pattern;
 using testing::read_request;
+using testing::reap_all;
 using testing::run;
 using testing::write_request;
 
@@ -175,6 +175,19 @@ class DiskImageSnapshotTest : public ::testing::TestWithParam<Setup> {
     }
   }
 
+  // Four reads of 64 alternately written sectors (64 parts each) into `reads`, on a new engine with
+  // room for four requests, and so eight parts: most parts must wait for room.
+  std::vector<IoRequest> reads_with_more_parts_than_room(std::vector<std::vector<uint8_t>>& reads) {
+    write_odd_sectors(0, 256);
+    io_ = create_io(4);
+    reads.assign(4, std::vector<uint8_t>(64 * kSector));
+    std::vector<IoRequest> requests;
+    for (uint64_t i = 0; i < reads.size(); ++i) {
+      requests.push_back(read_request(i * 64 * kSector, {buffer(reads[i])}, i));
+    }
+    return requests;
+  }
+
   void expect_disk_reads_as_expected() {
     EXPECT_TRUE(read(0, kDiskSize) == expected_) << "the guest's view of the disk";
   }
@@ -280,14 +293,8 @@ TEST_P(DiskImageSnapshotTest, ModifyingRequestsMustCoverWholeSectorsOfTheDisk) {
 // A request may take more parts than the engine has room for: they wait their turn.
 TEST_P(DiskImageSnapshotTest, ReadsWithMorePartsThanTheEngineHasRoomFor) {
   SKIP_IF_UNAVAILABLE();
-  write_odd_sectors(0, 256);
-  io_ = create_io(4);
-  std::vector<std::vector<uint8_t>> reads(4, std::vector<uint8_t>(64 * kSector));
-  std::vector<IoRequest> requests;
-  for (uint64_t i = 0; i < reads.size(); ++i) {
-    requests.push_back(read_request(i * 64 * kSector, {buffer(reads[i])}, i));
-  }
-  const auto results = run(*io_, std::move(requests));
+  std::vector<std::vector<uint8_t>> reads;
+  const auto results = run(*io_, reads_with_more_parts_than_room(reads));
   for (uint64_t i = 0; i < reads.size(); ++i) {
     EXPECT_EQ(results.at(i), static_cast<int64_t>(64 * kSector));
     EXPECT_TRUE(std::equal(reads[i].begin(), reads[i].end(),
@@ -318,15 +325,8 @@ TEST_P(DiskImageSnapshotTest, CancelAllCompletesEachRequestOnceCancelledOrDone) 
     if (i == kDepth / 2) io_->flush_submissions();
   }
   io_->cancel_all();
-  std::map<uint64_t, int64_t> results;
-  while (results.size() < kDepth) {
-    pollfd pfd{io_->completion_fd(), POLLIN, 0};
-    ASSERT_EQ(::poll(&pfd, 1, 10000), 1) << results.size() << " of " << kDepth << " completed";
-    io_->reap([&](const IoCompletion& c) {
-      EXPECT_TRUE(results.emplace(c.cookie, c.result).second) << "cookie " << c.cookie << " twice";
-    });
-  }
-  EXPECT_EQ(io_->in_flight(), 0u);
+  const std::map<uint64_t, int64_t> results = reap_all(*io_, kDepth);
+  ASSERT_EQ(results.size(), kDepth);
   size_t cancelled = 0;
   for (unsigned i = 0; i < kDepth; ++i) {
     const int64_t result = results.at(i);
@@ -345,12 +345,8 @@ TEST_P(DiskImageSnapshotTest, CancelAllCompletesEachRequestOnceCancelledOrDone) 
 
 TEST_P(DiskImageSnapshotTest, WaitAllAndTheDestructorFinishEverySubmittedRequest) {
   SKIP_IF_UNAVAILABLE();
-  write_odd_sectors(0, 256);
-  io_ = create_io(4);
-  std::vector<std::vector<uint8_t>> reads(4, std::vector<uint8_t>(64 * kSector));
-  for (uint64_t i = 0; i < reads.size(); ++i) {
-    io_->submit(read_request(i * 64 * kSector, {buffer(reads[i])}, i));
-  }
+  std::vector<std::vector<uint8_t>> reads;
+  for (IoRequest& read : reads_with_more_parts_than_room(reads)) io_->submit(std::move(read));
   std::set<uint64_t> cookies;
   io_->wait_all([&](const IoCompletion& c) {
     EXPECT_EQ(c.result, static_cast<int64_t>(64 * kSector));

@@ -32,12 +32,9 @@ inline std::vector<uint8_t> pattern(size_t size, uint32_t seed) {
   return bytes;
 }
 
-// Submits `requests` as one batch and reaps until all have completed, waiting on completion_fd()
-// as the event loop would. Returns the results by cookie.
-inline std::map<uint64_t, int64_t> run(AsyncIo& io, std::vector<IoRequest> requests) {
-  const size_t count = requests.size();
-  for (IoRequest& request : requests) io.submit(std::move(request));
-  io.flush_submissions();
+// Reaps until `count` requests have completed, waiting on completion_fd() as the event loop
+// would. Returns the results by cookie.
+inline std::map<uint64_t, int64_t> reap_all(AsyncIo& io, size_t count) {
   std::map<uint64_t, int64_t> results;
   while (results.size() < count) {
     pollfd pfd{io.completion_fd(), POLLIN, 0};
@@ -52,6 +49,14 @@ inline std::map<uint64_t, int64_t> run(AsyncIo& io, std::vector<IoRequest> reque
   }
   EXPECT_EQ(io.in_flight(), 0u);
   return results;
+}
+
+// Submits `requests` as one batch and reaps them all.
+inline std::map<uint64_t, int64_t> run(AsyncIo& io, std::vector<IoRequest> requests) {
+  const size_t count = requests.size();
+  for (IoRequest& request : requests) io.submit(std::move(request));
+  io.flush_submissions();
+  return reap_all(io, count);
 }
 
 }  // namespace vmm::devices::testing
