@@ -9,7 +9,11 @@
 
 #include "base/util/error.hpp"
 #include "base/util/file.hpp"
+#include "boot/initramfs/init_program.hpp"
+#include "boot/initramfs/initramfs.hpp"
+#include "boot/initramfs/root_fs.hpp"
 #include "boot/kernel_loader.hpp"
+#include "boot/kernel_release.hpp"
 #include "vmm/machine/kernel_cmdline.hpp"
 
 namespace vmm {
@@ -35,6 +39,75 @@ void check_socket_directory(const std::string& option, const std::string& socket
   if (::stat(directory.c_str(), &st) != 0) throw_errno(what);
   if (!S_ISDIR(st.st_mode)) fail("{}: not a directory", what);
   if (::access(directory.c_str(), W_OK | X_OK) != 0) throw_errno(what);
+}
+
+// The root filesystem's module for the built initramfs: rootfstype='s, else what the superblock
+// of the disk root= names says.
+std::string root_fs_module(const MachineConfig& config, const std::string& cmdline) {
+  if (const std::string type = cmdline_value(cmdline, "rootfstype"); !type.empty()) {
+    return boot::rootfstype_module(type);
+  }
+  const std::string root = cmdline_value(cmdline, "root");
+  constexpr std::string_view kDiskPrefix = "/dev/vd";
+  size_t index = config.disks.size();
+  if (root.size() == kDiskPrefix.size() + 1 && root.starts_with(kDiskPrefix)) {
+    index = static_cast<size_t>(root.back() - 'a');
+  }
+  if (index >= config.disks.size()) {
+    fail(
+        "root={}: not one of the disks (/dev/vda, ...); add rootfstype=TYPE to --append so that "
+        "vmm knows which filesystem module the initramfs needs",
+        root);
+  }
+  const std::string& path = config.disks[index].path;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) throw_errno("--disk " + path);
+  const auto module = boot::detect_root_fs_module(fd.get(), "--disk " + path);
+  if (!module) {
+    fail(
+        "--disk {}: no ext4, xfs or btrfs filesystem at its start (a partitioned disk?): add "
+        "rootfstype=TYPE to --append",
+        path);
+  }
+  return *module;
+}
+
+// A stock distribution kernel has virtio and often its root filesystem as modules: with a disk
+// and no initrd, vmm builds the initramfs that loads them. A kernel without a release string
+// (vmm's test guests) boots the disk directly.
+void build_initramfs(const MachineConfig& config, HostResources& resources) {
+  const bool wanted = config.build_initramfs && config.initrd_path.empty() && !config.disks.empty();
+  if (!wanted) {
+    if (!config.modules_dir.empty()) {
+      spdlog::warn(
+          "--modules {}: unused (vmm builds an initramfs only for a --disk without an "
+          "--initrd)",
+          config.modules_dir);
+    }
+    return;
+  }
+  const std::optional<std::string> release = boot::kernel_release(resources.kernel);
+  if (!release) {
+    spdlog::info(
+        "{}: no release string (not a distribution kernel): the disk boots without an "
+        "initramfs",
+        resources.kernel_name);
+    return;
+  }
+  const std::optional<std::string> given =
+      config.modules_dir.empty() ? std::nullopt : std::optional(config.modules_dir);
+  const boot::InitramfsSpec spec{
+      .release = *release,
+      .modules = boot::find_modules_dir(given, *release, resources.kernel_name),
+      .root_fs_module = root_fs_module(config, resources.cmdline),
+      .init_program = boot::init_program()};
+  const boot::Initramfs initramfs(spec);
+  resources.initrd = initramfs.bytes();
+  resources.initrd_name = "the initramfs built from " + spec.modules.path;
+  std::string names;
+  for (const boot::KernelModule& module : initramfs.modules()) names += " " + module.name;
+  spdlog::info("initramfs: {} KiB, modules from {}:{}", resources.initrd.size() >> 10,
+               spec.modules.path, names.empty() ? " none (all built in)" : names);
 }
 
 }  // namespace
@@ -78,6 +151,7 @@ HostResources HostResources::open(const MachineConfig& config) {
   }
   resources.cmdline = compose_cmdline(config);
   spdlog::info("kernel command line: {}", resources.cmdline);
+  build_initramfs(config, resources);
   return resources;
 }
 
