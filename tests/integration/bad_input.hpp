@@ -33,9 +33,15 @@ class BadInput : public ::testing::Test {
     return path;
   }
 
-  // Runs vmm and expects `status` with exactly one stderr line containing `fragment`.
-  void expect_error(std::vector<std::string> args, int status, const std::string& fragment) {
+  // Runs vmm (with `environment`'s NAME=VALUE settings added to its environment) and expects
+  // `status` with exactly one stderr line containing `fragment`.
+  void expect_error(std::vector<std::string> args, int status, const std::string& fragment,
+                    const std::vector<std::string>& environment = {}) {
     args.insert(args.begin(), VMM_BINARY);
+    if (!environment.empty()) {
+      args.insert(args.begin(), environment.begin(), environment.end());
+      args.insert(args.begin(), "/usr/bin/env");
+    }
     const ProcessResult r = run_process(args, kDeadline);
     ASSERT_TRUE(r.exited) << describe(r);
     EXPECT_EQ(r.exit_status, status) << describe(r);
