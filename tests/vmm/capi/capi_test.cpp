@@ -19,6 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include "boot/setup_header.hpp"
+#include "tests/boot/test_images.hpp"
+
 namespace {
 
 using ::testing::HasSubstr;
@@ -197,7 +200,8 @@ TEST(CApi, SettersRefuseANullConfig) {
 
 TEST(CApi, AFailedSetterLeavesTheConfigAsItWas) {
   ConfigPtr config = new_config();
-  ASSERT_EQ(vmm_config_set_kernel(config.get(), "/nonexistent/bzImage"), VMM_OK);
+  // A real kernel file: the host's files are checked before the KVM device is opened.
+  ASSERT_EQ(vmm_config_set_kernel(config.get(), hello_image().c_str()), VMM_OK);
   ASSERT_EQ(vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm"), VMM_OK);
   ASSERT_EQ(vmm_config_add_disk(config.get(), "", false, nullptr), VMM_EINVAL);
   // Had the empty disk stayed, create would refuse it before opening the KVM device.
@@ -268,12 +272,58 @@ TEST(CApi, ASnapshotDiskGetsItsOverlayBeforeKvm) {
 
 TEST(CApi, AMissingKvmDeviceIsVmmEkvm) {
   ConfigPtr config = new_config();
-  vmm_config_set_kernel(config.get(), "/nonexistent/bzImage");
+  vmm_config_set_kernel(config.get(), hello_image().c_str());
   vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm");
   vmm_machine* machine = nullptr;
   EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_EKVM);
   EXPECT_EQ(machine, nullptr);
   EXPECT_THAT(vmm_last_error(), StartsWith("/nonexistent/kvm: No such file or directory"));
+}
+
+TEST(CApi, AMissingKernelIsReportedBeforeKvm) {
+  ConfigPtr config = new_config();
+  vmm_config_set_kernel(config.get(), "/nonexistent/bzImage");
+  vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm");
+  vmm_machine* machine = nullptr;
+  EXPECT_NE(vmm_machine_create(config.get(), &machine), VMM_OK);
+  EXPECT_STREQ(vmm_last_error(), "--kernel /nonexistent/bzImage: No such file or directory");
+}
+
+TEST(CApi, ModulesAndInitramfsSettersReachTheMachine) {
+  // A kernel that names its release (6.1.0-capi) and an ext4-looking disk: a machine builds an
+  // initramfs for them, from the folder vmm_config_set_modules names, before it opens KVM.
+  std::vector<uint8_t> kernel = vmm::boot::test_images::make_bzimage();
+  const std::string version = "6.1.0-capi (test@vmm) #1";
+  std::copy(version.begin(), version.end(), kernel.begin() + 0x400);
+  vmm::boot::test_images::edit_header(kernel,
+                                      [](vmm::boot::SetupHeader& h) { h.kernel_version = 0x200; });
+  const std::string dir = ::testing::TempDir() + "/vmm_capi_" + std::to_string(::getpid());
+  const std::string kernel_path = dir + "-bzImage";
+  const std::string disk_path = dir + "-root.img";
+  std::ofstream(kernel_path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(kernel.data()),
+             static_cast<std::streamsize>(kernel.size()));
+  std::vector<char> disk(1 << 20, 0);
+  disk[1024 + 56] = 0x53;  // ext4's superblock magic, 0xEF53
+  disk[1024 + 57] = static_cast<char>(0xef);
+  std::ofstream(disk_path, std::ios::binary)
+      .write(disk.data(), static_cast<std::streamsize>(disk.size()));
+
+  ConfigPtr config = new_config();
+  vmm_config* c = config.get();
+  ASSERT_EQ(vmm_config_set_kernel(c, kernel_path.c_str()), VMM_OK);
+  ASSERT_EQ(vmm_config_add_disk(c, disk_path.c_str(), false, nullptr), VMM_OK);
+  ASSERT_EQ(vmm_config_set_kvm_device(c, "/nonexistent/kvm"), VMM_OK);
+  ASSERT_EQ(vmm_config_set_append(c, "quiet"), VMM_OK);
+  ASSERT_EQ(vmm_config_set_modules(c, "/nonexistent/modules"), VMM_OK);
+  vmm_machine* machine = nullptr;
+  EXPECT_NE(vmm_machine_create(c, &machine), VMM_OK);
+  EXPECT_THAT(vmm_last_error(), HasSubstr("/nonexistent/modules"));
+  // Without the initramfs the folder is not read: creating gets as far as the KVM device.
+  ASSERT_EQ(vmm_config_set_build_initramfs(c, false), VMM_OK);
+  EXPECT_EQ(vmm_machine_create(c, &machine), VMM_EKVM);
+  ::unlink(kernel_path.c_str());
+  ::unlink(disk_path.c_str());
 }
 
 TEST(CApi, MachineCallsRefuseANullMachine) {
