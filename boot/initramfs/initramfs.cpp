@@ -2,7 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -33,10 +32,6 @@ std::string entry_name(std::string_view abi_path) {
   return std::string(abi_path.substr(1));
 }
 
-std::span<const uint8_t> as_bytes(std::string_view text) {
-  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
-}
-
 // Adds the folders above `name` that the archive does not have yet, outermost first.
 void add_parent_folders(CpioWriter& cpio, std::set<std::string>& added, std::string_view name) {
   for (size_t slash = name.find('/'); slash != std::string_view::npos;
@@ -61,8 +56,8 @@ std::set<std::string> releases_below(const fs::path& folder) {
   std::set<std::string> releases;
   for (const fs::path& parent : {folder, folder / "lib" / "modules"}) {
     std::error_code error;
-    for (const auto& entry : fs::directory_iterator(parent, error)) {
-      if (has_modules_dep(entry.path())) releases.insert(entry.path().filename().string());
+    for (fs::directory_iterator it(parent, error), end; !error && it != end; it.increment(error)) {
+      if (has_modules_dep(it->path())) releases.insert(it->path().filename().string());
     }
   }
   return releases;
@@ -84,43 +79,57 @@ std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
   return tree.load_order(required, kWantedModules);
 }
 
-std::vector<uint8_t> build_initramfs(const InitramfsSpec& spec) {
-  const ModuleTree tree = ModuleTree::load(spec.modules);
-  const std::vector<KernelModule> modules = initramfs_modules(tree, spec.root_fs_module);
-  std::vector<ModuleImage> images;
-  images.reserve(modules.size());
-  std::string load_list;
-  for (const KernelModule& module : modules) {
-    const ModuleImage& image = images.emplace_back(ModuleImage::load(module));
-    // The check a folder's name can't give: modules of another build would not load.
-    const auto built_for = module_vermagic_release(image.bytes());
-    if (built_for && *built_for != spec.release) {
-      fail("{}: {} is built for {}, not for the kernel's {}", spec.modules.name, module.name,
-           *built_for, spec.release);
-    }
-    load_list += module.name + "\n";
+Initramfs::Initramfs(const InitramfsSpec& spec)
+    : modules_(initramfs_modules(ModuleTree::load(spec.modules), spec.root_fs_module)) {
+  files_.reserve(modules_.size());
+  for (const KernelModule& module : modules_) {
+    files_.push_back(ModuleFile::open(module));
+    load_list_.insert(load_list_.end(), module.name.begin(), module.name.end());
+    load_list_.push_back('\n');
   }
 
-  CpioWriter cpio;
   std::set<std::string> folders;
-  cpio.add_file("init", kInitPermissions, spec.init_program);
-  add_parent_folders(cpio, folders, "dev/console");
-  cpio.add_char_device("dev/console", kConsolePermissions, kConsoleMajor, kConsoleMinor);
+  cpio_.add_file("init", kInitPermissions, spec.init_program);
+  add_parent_folders(cpio_, folders, "dev/console");
+  cpio_.add_char_device("dev/console", kConsolePermissions, kConsoleMajor, kConsoleMinor);
   for (std::string_view mount_point : kMountPoints) {
-    cpio.add_directory(mount_point, kFolderPermissions);
+    cpio_.add_directory(mount_point, kFolderPermissions);
   }
   const std::string module_dir = entry_name(VMM_INIT_MODULE_DIR);
   // The folder itself too (its trailing '/' makes it a parent): it is there even when empty.
-  add_parent_folders(cpio, folders, module_dir + "/");
-  for (size_t i = 0; i < modules.size(); ++i) {
-    const std::string file = module_dir + "/" + modules[i].name + ".ko";
-    add_parent_folders(cpio, folders, file);
-    cpio.add_file(file, kFilePermissions, images[i].bytes());
+  add_parent_folders(cpio_, folders, module_dir + "/");
+  for (size_t i = 0; i < modules_.size(); ++i) {
+    const std::string file = module_dir + "/" + modules_[i].name + ".ko";
+    add_parent_folders(cpio_, folders, file);
+    // Points into files_, whose storage stays put when this moves.
+    const ModuleFile* module_file = &files_[i];
+    cpio_.add_file(file, kFilePermissions, module_file->size(),
+                   [module_file, name = modules_[i].name, release = spec.release,
+                    tree = spec.modules.name](std::span<uint8_t> out) {
+                     module_file->copy_to(out);
+                     // The check a folder's name can't give: modules of another build won't load.
+                     const auto built_for = module_vermagic_release(out);
+                     if (built_for && *built_for != release) {
+                       fail("{}: {} is built for {}, not for the kernel's {}", tree, name,
+                            *built_for, release);
+                     }
+                   });
   }
   const std::string list = entry_name(VMM_INIT_MODULE_LIST);
-  add_parent_folders(cpio, folders, list);
-  cpio.add_file(list, kFilePermissions, as_bytes(load_list));
-  return cpio.finish();
+  add_parent_folders(cpio_, folders, list);
+  cpio_.add_file(list, kFilePermissions, load_list_);
+}
+
+void Initramfs::write_to(std::span<uint8_t> out) const {
+  cpio_.write_to(out);
+}
+
+std::vector<uint8_t> Initramfs::bytes() const {
+  return cpio_.archive();
+}
+
+std::vector<uint8_t> build_initramfs(const InitramfsSpec& spec) {
+  return Initramfs(spec).bytes();
 }
 
 ModulesDir find_modules_dir(const std::optional<std::string>& given, const std::string& release,

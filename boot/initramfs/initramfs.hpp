@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "boot/initramfs/cpio.hpp"
 #include "boot/initramfs/modules.hpp"
 
 namespace vmm::boot {
@@ -25,9 +26,35 @@ struct InitramfsSpec {
 std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
                                             std::string_view root_fs_module);
 
-// The initramfs as an uncompressed newc cpio archive: /init, the mount points and /dev/console,
-// each module uncompressed as VMM_INIT_MODULE_DIR/<name>.ko, and VMM_INIT_MODULE_LIST. Reads each
-// module once; writes nothing to disk.
+// vmm's initramfs, an uncompressed newc cpio archive (init_abi.h has its layout): /init, the mount
+// points and /dev/console, each module uncompressed as VMM_INIT_MODULE_DIR/<name>.ko, and
+// VMM_INIT_MODULE_LIST. Made in two steps so that each module is copied once, straight to where
+// the archive goes (guest memory): constructing it reads the modules tree, resolves the modules
+// and opens them (decompressing compressed ones), so a bad tree or a missing module fails here;
+// write_to then copies. Nothing is written to disk.
+class Initramfs {
+ public:
+  explicit Initramfs(const InitramfsSpec& spec);
+  // Movable: the archive's description points into vectors, which keep their storage in a move.
+  Initramfs(Initramfs&&) = default;
+  Initramfs& operator=(Initramfs&&) = default;
+
+  const std::vector<KernelModule>& modules() const { return modules_; }
+  size_t size() const { return cpio_.size(); }
+  // Writes the archive into `out` (exactly size() bytes). A module built for another release than
+  // the kernel's (its vermagic, which a .ko shows only once read) is an error here.
+  void write_to(std::span<uint8_t> out) const;
+  // The archive in a vector of its own.
+  std::vector<uint8_t> bytes() const;
+
+ private:
+  std::vector<KernelModule> modules_;
+  std::vector<ModuleFile> files_;
+  std::vector<uint8_t> load_list_;
+  CpioWriter cpio_;
+};
+
+// Initramfs(spec).bytes().
 std::vector<uint8_t> build_initramfs(const InitramfsSpec& spec);
 
 // Where the modules of kernel `release` are. `given` is --modules DIR: the release's own folder

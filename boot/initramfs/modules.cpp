@@ -3,18 +3,17 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <lzma.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 
 #include "base/util/error.hpp"
 #include "base/util/file.hpp"
-#include "base/util/unique_fd.hpp"
 
 namespace vmm::boot {
 
@@ -60,9 +59,9 @@ bool exists(const std::string& path) {
 }
 
 void check_output_bound(size_t used, const std::string& path) {
-  if (used > ModuleImage::kMaxModuleSize) {
+  if (used > ModuleFile::kMaxModuleSize) {
     fail("{}: decompresses to more than {} MiB (not a kernel module)", path,
-         ModuleImage::kMaxModuleSize >> 20);
+         ModuleFile::kMaxModuleSize >> 20);
   }
 }
 
@@ -70,7 +69,7 @@ void check_output_bound(size_t used, const std::string& path) {
 // output reaching that byte proves the module too large.
 void grow_output(std::vector<uint8_t>& out, size_t used, const std::string& path) {
   check_output_bound(used, path);
-  out.resize(std::min(std::max(out.size() * 2, kFirstOutputSize), ModuleImage::kMaxModuleSize + 1));
+  out.resize(std::min(std::max(out.size() * 2, kFirstOutputSize), ModuleFile::kMaxModuleSize + 1));
 }
 
 std::vector<uint8_t> decompress_xz(std::span<const uint8_t> input, const std::string& path) {
@@ -252,40 +251,50 @@ std::vector<KernelModule> ModuleTree::load_order(std::span<const std::string_vie
   return resolver.take();
 }
 
-void ModuleImage::Unmap::operator()(const uint8_t* mapping) const {
-  ::munmap(const_cast<uint8_t*>(mapping), size);
-}
-
-ModuleImage ModuleImage::load(const KernelModule& module) {
-  const std::string& path = module.path;
-  ModuleImage image;
+ModuleFile ModuleFile::open(const KernelModule& module) {
+  ModuleFile file;
+  file.path_ = module.path;
+  const std::string& path = file.path_;
+  uint8_t magic[SELFMAG] = {};
   if (path.ends_with(".ko")) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_errno(path);
+    file.file_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!file.file_) throw_errno(path);
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) throw_errno(path);
+    if (::fstat(file.file_.get(), &st) != 0) throw_errno(path);
     if (!S_ISREG(st.st_mode)) fail("{}: not a regular file", path);
-    const auto size = static_cast<uint64_t>(st.st_size);
-    if (size > kMaxModuleSize) fail("{}: {} bytes, more than a module has", path, size);
-    if (size >= SELFMAG) {
-      // Populated up front: the archive copies every page of it straight away.
-      void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
-      if (mapping == MAP_FAILED) throw_errno(path);
-      image.mapping_ = {static_cast<const uint8_t*>(mapping), Unmap{size}};
-      image.bytes_ = {image.mapping_.get(), size};
-    }
+    file.size_ = static_cast<uint64_t>(st.st_size);
+    if (file.size_ > kMaxModuleSize) fail("{}: {} bytes, more than a module has", path, file.size_);
+    if (file.size_ >= SELFMAG) file.copy_to({magic, SELFMAG});
   } else if (path.ends_with(".ko.xz") || path.ends_with(".ko.zst")) {
     const std::vector<uint8_t> compressed = read_file(path, "", kMaxModuleSize);
-    image.decompressed_ =
+    file.decompressed_ =
         path.ends_with(".xz") ? decompress_xz(compressed, path) : decompress_zstd(compressed, path);
-    image.bytes_ = image.decompressed_;
+    file.size_ = file.decompressed_.size();
+    std::memcpy(magic, file.decompressed_.data(), std::min(file.size_, size_t{SELFMAG}));
   } else {
     fail("{}: gzip-compressed modules are not supported (vmm reads .ko, .ko.xz and .ko.zst)", path);
   }
-  if (image.bytes_.size() < SELFMAG || std::memcmp(image.bytes_.data(), ELFMAG, SELFMAG) != 0) {
+  if (file.size_ < SELFMAG || std::memcmp(magic, ELFMAG, SELFMAG) != 0) {
     fail("{}: not a kernel module (no ELF header)", path);
   }
-  return image;
+  return file;
+}
+
+void ModuleFile::copy_to(std::span<uint8_t> out) const {
+  if (out.size() > size_) fail("{}: {} bytes asked of a {}-byte module", path_, out.size(), size_);
+  if (!file_) {
+    std::memcpy(out.data(), decompressed_.data(), out.size());
+    return;
+  }
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(file_.get(), out.data() + done, out.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(path_);
+    if (n == 0) fail("{}: shorter than when it was opened (changed while vmm read it)", path_);
+    done += static_cast<size_t>(n);
+  }
 }
 
 std::optional<std::string_view> module_vermagic_release(std::span<const uint8_t> module) {

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -9,6 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include "base/util/unique_fd.hpp"
 
 namespace vmm::boot {
 
@@ -61,26 +62,24 @@ class ModuleTree {
   std::unordered_set<std::string> builtin_;
 };
 
-// A module's bytes, uncompressed: a .ko is mapped read-only (so copying it into the archive is
-// its only copy); a .ko.xz (liblzma) or .ko.zst (libzstd) is decompressed into memory, at most
-// kMaxModuleSize bytes. Each must be an ELF file.
-class ModuleImage {
+// A module ready to go into the archive, uncompressed: a .ko is read from its file straight into
+// its place when copied (no mapping, no buffer in between); a .ko.xz (liblzma) or .ko.zst (libzstd)
+// is decompressed into memory when opened, at most kMaxModuleSize bytes. Each must be an ELF file.
+class ModuleFile {
  public:
   static constexpr size_t kMaxModuleSize = size_t{64} << 20;
 
-  static ModuleImage load(const KernelModule& module);
+  static ModuleFile open(const KernelModule& module);
 
-  std::span<const uint8_t> bytes() const { return bytes_; }
+  size_t size() const { return size_; }
+  // Writes the uncompressed module's first out.size() bytes (at most size()) into `out`.
+  void copy_to(std::span<uint8_t> out) const;
 
  private:
-  struct Unmap {
-    size_t size;
-    void operator()(const uint8_t* mapping) const;
-  };
-
-  std::unique_ptr<const uint8_t, Unmap> mapping_{nullptr, Unmap{0}};
-  std::vector<uint8_t> decompressed_;
-  std::span<const uint8_t> bytes_;
+  std::string path_;
+  UniqueFd file_;                      // a .ko's
+  std::vector<uint8_t> decompressed_;  // a .ko.xz's or .ko.zst's
+  size_t size_ = 0;
 };
 
 // The release a module was built for: the first word of its "vermagic=" modinfo string

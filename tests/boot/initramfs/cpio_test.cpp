@@ -25,15 +25,14 @@ std::vector<uint8_t> bytes_of(std::string_view text) {
   return {text.begin(), text.end()};
 }
 
-// A small archive with every kind of entry, and files whose sizes need 0 to 3 bytes of padding.
-std::vector<uint8_t> sample_archive() {
+// Every kind of entry, and files whose sizes need 0 to 3 bytes of padding.
+void add_sample_entries(CpioWriter& cpio) {
   static const std::vector<uint8_t> program = bytes_of(
       "\x7f"
       "ELF and the rest");
   static const std::vector<uint8_t> one = bytes_of("1");
   static const std::vector<uint8_t> four = bytes_of("four");
   static const std::vector<uint8_t> seven = bytes_of("seven!!");
-  CpioWriter cpio;
   cpio.add_file("init", 0755, program);
   cpio.add_directory("dev", 0755);
   cpio.add_char_device("dev/console", 0600, 5, 1);
@@ -42,7 +41,12 @@ std::vector<uint8_t> sample_archive() {
   cpio.add_file("a/four", 0600, four);
   cpio.add_file("a/seven", 0644, seven);
   cpio.add_file("a/empty", 0644, {});
-  return cpio.finish();
+}
+
+std::vector<uint8_t> sample_archive() {
+  CpioWriter cpio;
+  add_sample_entries(cpio);
+  return cpio.archive();
 }
 
 // Runs a shell command; its standard output, or nullopt when it fails.
@@ -102,18 +106,32 @@ TEST(CpioWriterTest, SameInputSameBytes) {
 
 TEST(CpioWriterTest, AnEmptyArchiveIsJustTheTrailer) {
   CpioWriter cpio;
-  const auto archive = cpio.finish();
+  const auto archive = cpio.archive();
   const auto parsed = read_cpio(archive);
   EXPECT_TRUE(parsed.has_trailer);
   EXPECT_TRUE(parsed.entries.empty());
   EXPECT_EQ(archive.size(), 124u);  // header 110 + "TRAILER!!!\0" 11, padded to 4
+  EXPECT_EQ(cpio.size(), 124u);
 }
 
-TEST(CpioWriterTest, FinishLeavesTheWriterEmpty) {
+TEST(CpioWriterTest, AFillerWritesItsFileInPlace) {
   CpioWriter cpio;
-  cpio.add_directory("x", 0755);
-  EXPECT_EQ(read_cpio(cpio.finish()).entries.size(), 1u);
-  EXPECT_TRUE(read_cpio(cpio.finish()).entries.empty());
+  cpio.add_file("filled", 0644, 5, [](std::span<uint8_t> out) {
+    ASSERT_EQ(out.size(), 5u);
+    std::memcpy(out.data(), "hello", 5);
+  });
+  EXPECT_EQ(read_cpio(cpio.archive()).find("filled")->text(), "hello");
+}
+
+// Guest memory is not known to be zero: every byte of the archive is written, padding included.
+TEST(CpioWriterTest, WriteToFillsTheWholeBuffer) {
+  CpioWriter cpio;
+  add_sample_entries(cpio);
+  std::vector<uint8_t> buffer(cpio.size(), 0xa5);
+  cpio.write_to(buffer);
+  EXPECT_EQ(buffer, sample_archive());
+  std::vector<uint8_t> wrong(cpio.size() + 1);
+  EXPECT_THAT(error_of([&] { cpio.write_to(wrong); }), HasSubstr("bytes of room for a"));
 }
 
 TEST(CpioWriterTest, RefusesAbsoluteAndEmptyNames) {

@@ -106,6 +106,20 @@ TEST_F(InitramfsTest, TheRootFilesystemsModuleIsLoadedLast) {
             "virtio\nvirtio_mmio\nvirtio_blk\nxfs\npvpanic_mmio\n");
 }
 
+// As vmm uses it: opened first, moved into place, then written straight into (guest) memory that
+// is not known to be zero.
+TEST_F(InitramfsTest, WritesIntoTheCallersMemoryAfterAMove) {
+  Initramfs opened(spec());
+  const Initramfs initramfs(std::move(opened));
+  ASSERT_EQ(initramfs.modules().size(), 4u);
+  EXPECT_EQ(initramfs.modules()[2].path, path("kernel/drivers/block/virtio_blk.ko.xz"));
+  std::vector<uint8_t> memory(initramfs.size(), 0xa5);
+  initramfs.write_to(memory);
+  EXPECT_EQ(memory, build_initramfs(spec()));
+  EXPECT_EQ(read_cpio(memory).find("vmm/modules/virtio_blk.ko")->data,
+            fake_module("virtio_blk", kRelease));
+}
+
 TEST_F(InitramfsTest, AKernelWithEverythingBuiltInGetsAnEmptyList) {
   write_file(path("modules.dep"), "");
   write_file(path("modules.builtin"),

@@ -1,6 +1,7 @@
 #include "boot/initramfs/root_fs.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -70,7 +71,7 @@ TEST_F(RootFsTest, Mke2fsImages) {
   if (std::system("command -v mke2fs >/dev/null") != 0) GTEST_SKIP() << "mke2fs is not installed";
   for (const std::string type : {"ext2", "ext4"}) {
     const std::string image = dir_.file(type + ".img");
-    ASSERT_EQ(std::system(("mke2fs -q -F -t " + type + " " + image + " 4M").c_str()), 0);
+    ASSERT_EQ(std::system(fmt::format("mke2fs -q -F -t {} {} 4M", type, image).c_str()), 0);
     EXPECT_EQ(detect_file(image), "ext4") << type;
   }
 }
