@@ -173,7 +173,73 @@ ModuleTree ModuleTree::load(const ModulesDir& dir) {
       if (auto name = module_name_of_path(line)) tree.builtin_.insert(std::move(*name));
     });
   }
+  tree.load_soft_dependencies();
   return tree;
+}
+
+// "softdep ext4 pre: crypto-crc32c post: x": the "pre:" names, each a module or an alias.
+void ModuleTree::load_soft_dependencies() {
+  const std::string softdep_path = dir_.path + "/modules.softdep";
+  if (!exists(softdep_path)) return;
+  const std::vector<uint8_t> text = read_file(softdep_path, "");
+  std::vector<std::pair<std::string, std::string>> wanted;  // (module, name or alias)
+  for_each_line(as_text(text), [&](std::string_view line, size_t) {
+    std::vector<std::string_view> words;
+    for_each_word(line, [&](std::string_view word) { words.push_back(word); });
+    if (words.size() < 3 || words[0] != "softdep") return;
+    const std::string module = normalized_module_name(words[1]);
+    bool pre = false;
+    for (size_t i = 2; i < words.size(); ++i) {
+      if (words[i].ends_with(':')) {
+        pre = words[i] == "pre:";
+      } else if (pre) {
+        wanted.emplace_back(module, std::string(words[i]));
+      }
+    }
+  });
+  std::unordered_map<std::string, std::vector<std::string>> aliases;  // read only if needed
+  bool aliases_read = false;
+  for (const auto& [module, name] : wanted) {
+    std::vector<std::string> providers{normalized_module_name(name)};
+    if (!builtin_.contains(providers.front()) && !modules_.contains(providers.front())) {
+      if (!aliases_read) {
+        aliases = read_aliases();
+        aliases_read = true;
+      }
+      const auto found = aliases.find(name);
+      providers = found == aliases.end() ? std::vector<std::string>{} : found->second;
+    }
+    // Built in: nothing to load. Else a generic implementation first: it runs on any CPU, where
+    // an accelerated one (crc32c_intel) fails to load without its instructions.
+    if (std::any_of(providers.begin(), providers.end(),
+                    [&](const std::string& p) { return builtin_.contains(p); })) {
+      continue;
+    }
+    std::stable_partition(providers.begin(), providers.end(),
+                          [](const std::string& p) { return p.ends_with("_generic"); });
+    for (const std::string& provider : providers) {
+      if (modules_.contains(provider)) {
+        soft_dependencies_[module].push_back(provider);
+        break;
+      }
+    }
+  }
+}
+
+// modules.alias: "alias crypto-crc32c crc32c_generic", an alias to each module providing it.
+std::unordered_map<std::string, std::vector<std::string>> ModuleTree::read_aliases() const {
+  std::unordered_map<std::string, std::vector<std::string>> aliases;
+  const std::string alias_path = dir_.path + "/modules.alias";
+  if (!exists(alias_path)) return aliases;
+  const std::vector<uint8_t> text = read_file(alias_path, "");
+  for_each_line(as_text(text), [&](std::string_view line, size_t) {
+    std::vector<std::string_view> words;
+    for_each_word(line, [&](std::string_view word) { words.push_back(word); });
+    if (words.size() == 3 && words[0] == "alias") {
+      aliases[std::string(words[1])].push_back(normalized_module_name(words[2]));
+    }
+  });
+  return aliases;
 }
 
 bool ModuleTree::is_builtin(std::string_view module) const {
@@ -196,6 +262,13 @@ class ModuleTree::Resolver {
       fail("{}: modules.dep has a dependency cycle: {}", tree_.dir_.name, cycle_to(name));
     }
     chain_.push_back(name);
+    if (const auto soft = tree_.soft_dependencies_.find(name);
+        soft != tree_.soft_dependencies_.end()) {
+      // A soft dependency already on the way (a soft cycle) is no error: modprobe ignores it too.
+      for (const std::string& dependency : soft->second) {
+        if (!done_.contains(dependency)) visit(dependency, tree_.modules_.at(dependency));
+      }
+    }
     for_each_word(entry.dependencies, [&](std::string_view dependency_path) {
       const auto dependency = module_name_of_path(dependency_path);
       if (!dependency) {

@@ -37,15 +37,19 @@ std::string normalized_module_name(std::string_view name);
 // One kernel's modules: its modules.dep and modules.builtin, parsed once.
 class ModuleTree {
  public:
-  // Reads `dir`'s modules.dep (which must exist) and modules.builtin (when there is one).
+  // Reads `dir`'s modules.dep (which must exist), modules.builtin and modules.softdep (when there
+  // are), and modules.alias when a soft dependency names an alias.
   static ModuleTree load(const ModulesDir& dir);
 
   bool is_builtin(std::string_view module) const;
   bool contains(std::string_view module) const;
 
-  // The modules to load, dependencies first, each once, builtins left out. A `required` module
-  // that is neither builtin nor in the tree is an error naming it; a `wanted` one is taken only
-  // when the kernel has it. A dependency missing from the tree, or a cycle, is an error.
+  // The modules to load, dependencies first, each once, builtins left out. A module's soft
+  // dependencies ("softdep ext4 pre: crypto-crc32c": what it asks the kernel for by name, which
+  // only modprobe would load) come before it when the tree has them: an alias goes to the module
+  // providing it (a *_generic one first, as it runs on any CPU), and none is fine. A `required`
+  // module that is neither builtin nor in the tree is an error naming it; a `wanted` one is taken
+  // only when the kernel has it. A dependency missing from the tree, or a cycle, is an error.
   std::vector<KernelModule> load_order(std::span<const std::string_view> required,
                                        std::span<const std::string_view> wanted) const;
 
@@ -56,10 +60,16 @@ class ModuleTree {
   };
   class Resolver;
 
+  void load_soft_dependencies();
+  std::unordered_map<std::string, std::vector<std::string>> read_aliases() const;
+
   ModulesDir dir_;
   std::vector<uint8_t> dep_text_;  // modules.dep; the entries point into it
   std::unordered_map<std::string, Entry> modules_;
   std::unordered_set<std::string> builtin_;
+  // A module's soft "pre:" dependencies, each resolved to a module name (or dropped: builtin or
+  // not there).
+  std::unordered_map<std::string, std::vector<std::string>> soft_dependencies_;
 };
 
 // A module ready to go into the archive, uncompressed: a .ko is read from its file straight into

@@ -136,6 +136,36 @@ TEST_F(ModuleTreeTest, WithoutModulesBuiltinNothingIsBuiltin) {
               HasSubstr("no module builtin_one"));
 }
 
+TEST_F(ModuleTreeTest, SoftDependenciesComeFirstThroughTheirAliases) {
+  write_dep(
+      "kernel/fs.ko: kernel/c.ko\n"
+      "kernel/c.ko:\n"
+      "kernel/sum_fast.ko:\n"
+      "kernel/sum-generic.ko:\n"
+      "kernel/helper.ko:\n");
+  write_file(dir_.file("modules.softdep"),
+             "# Soft dependencies extracted from modules themselves.\n"
+             "softdep fs pre: crypto-sum helper post: c\n"
+             "softdep helper pre: fs\n"    // a soft cycle: no error
+             "softdep c pre: nowhere\n");  // an alias nobody provides: nothing
+  write_file(dir_.file("modules.alias"),
+             "alias crypto-sum sum_fast\n"
+             "alias crypto-sum sum_generic\n"
+             "alias pci:v00001AF4d* c\n");
+  const std::string_view required[] = {"fs"};
+  EXPECT_THAT(names_of(load().load_order(required, {})),
+              ElementsAre("sum_generic", "helper", "c", "fs"));
+}
+
+TEST_F(ModuleTreeTest, ABuiltinSoftDependencyNeedsNothing) {
+  write_dep("kernel/fs.ko:\nkernel/sum_generic.ko:\n");
+  write_file(dir_.file("modules.builtin"), "kernel/crypto/crc.ko\n");
+  write_file(dir_.file("modules.softdep"), "softdep fs pre: crypto-sum\n");
+  write_file(dir_.file("modules.alias"), "alias crypto-sum crc\nalias crypto-sum sum_generic\n");
+  const std::string_view required[] = {"fs"};
+  EXPECT_THAT(names_of(load().load_order(required, {})), ElementsAre("fs"));
+}
+
 class ModuleFileTest : public ::testing::Test {
  protected:
   // Writes `bytes` as the module file `name`, opens it and copies it out whole.
@@ -258,9 +288,13 @@ TEST_F(RealModuleTreeTest, GenericKernelHasExt4AsAModuleWithItsDependencies) {
   const auto position = [&](std::string_view name) {
     return std::find(names.begin(), names.end(), name) - names.begin();
   };
-  for (const char* dependency : {"jbd2", "mbcache", "crc16"}) {
+  // crc32c_generic: ext4's and jbd2's soft dependency (crypto-crc32c, an alias), never the
+  // accelerated crc32c_intel, which fails to load on a CPU without SSE 4.2.
+  for (const char* dependency : {"jbd2", "mbcache", "crc16", "crc32c_generic"}) {
     EXPECT_LT(position(dependency), position("ext4")) << dependency;
   }
+  EXPECT_LT(position("crc32c_generic"), position("jbd2"));
+  EXPECT_THAT(names, ::testing::Not(::testing::Contains("crc32c_intel")));
   EXPECT_LT(position("ext4"), static_cast<long>(names.size()));
   EXPECT_LT(position("virtio_ring"), position("virtio_blk"));
   EXPECT_THAT(names, ::testing::Contains("pvpanic_mmio"));
