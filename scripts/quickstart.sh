@@ -3,14 +3,15 @@
 #   1. installs the build and lab dependencies (Debian packages, scripts/install-deps.sh),
 #   2. configures and builds vmm (build/),
 #   3. fetches Debian 12's cloud kernel (apt-get download, unpacked under build/lab, nothing installed),
-#   4. builds the guest's root disk (a small ext4 image with busybox, guest-tests/linux/build-rootfs.sh)
-#      and the initramfs that loads the kernel's virtio disk modules and switch_roots to it,
-#   5. boots them with vmm (--disk: the image is the guest's /dev/vda and its root filesystem):
-#      directly if this host's KVM can run a stock kernel, else in the nested lab (QEMU L1 with
-#      kvm-amd; see guest-tests/linux/run-lab.sh).
-# On a terminal you get a shell from the disk's /sbin/init ('poweroff -f' leaves). Without one (CI, a
-# pipe), the guest writes a file to its root disk and powers off, the script reads the file back from
-# the image, and its status says whether all that worked (the lab's disk-root scenario).
+#   4. builds the guest's root disk (a small ext4 image with busybox, guest-tests/linux/build-rootfs.sh),
+#   5. boots it with the one-liner, `vmm --kernel vmlinuz --disk root.img --modules PKG` (PKG: the
+#      unpacked kernel package; vmm builds the initramfs that loads its virtio modules and mounts
+#      the disk, and adds root=/dev/vda rw): directly if this host's KVM can run a stock kernel,
+#      else in the nested lab (QEMU L1 with kvm-amd; see guest-tests/linux/run-lab.sh).
+# On a terminal you get a shell from the disk's /sbin/init ('poweroff -f' leaves; --append
+# vmmtest=shell asks the test image's init for it). Without one (CI, a pipe), the disk's init writes a
+# file to its root disk and powers off, the script reads the file back from the image, and its status
+# says whether all that worked (the lab's oneline-cloud scenario).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -31,7 +32,7 @@ vmm=$build/vmm/vmm
 step "fetching Debian's kernels into $lab/kernels"
 "$linux/fetch-kernels.sh" "$lab/kernels"
 
-step "building the guest's root disk image and initramfs in $lab"
+step "building the guest's root disk image in $lab"
 # shellcheck source=guest-tests/linux/lib.sh
 . "$linux/lib.sh"
 lab_build_l2 "$lab/kernels" "$lab" cloud
@@ -52,17 +53,16 @@ interactive=0
 
 if [ $native -eq 1 ]; then
   step "booting Debian's $(cat "$lab/kernels/cloud/version") with vmm, root on $lab/root-cloud.img"
-  args=(--kernel "$lab/kernels/cloud/vmlinuz" --initrd "$lab/l2-cloud-disk.cpio.gz" --cpus 2 --memory 512M)
+  args=(--kernel "$lab/kernels/cloud/vmlinuz" --modules "$lab/kernels/cloud")
   if [ $interactive -eq 1 ]; then
-    exec "$vmm" "${args[@]}" --disk "$lab/root-cloud.img" --cmdline "console=ttyS0 panic=-1 quiet root=/dev/vda rw vmmtest=shell"
+    exec "$vmm" "${args[@]}" --disk "$lab/root-cloud.img" --append "quiet vmmtest=shell"
   fi
   # A fresh copy of the image, so that the file read back can only come from this boot.
   disk=$lab/quickstart-root.img
   cp "$lab/root-cloud.img" "$disk"
   log=$lab/quickstart-console.log
   status=0
-  "$vmm" "${args[@]}" --disk "$disk" --cmdline "console=ttyS0 panic=-1 root=/dev/vda rw vmmtest=disk-root" \
-    --timeout 120 </dev/null | tee "$log" || status=$?
+  "$vmm" "${args[@]}" --disk "$disk" --timeout 120 </dev/null | tee "$log" || status=$?
   written=$(debugfs -R "cat /lab-disk-root.txt" "$disk" 2>/dev/null || true)
   if [ $status -eq 0 ] && grep -q VMM-L2-DISK-SYNCED "$log" && [ -n "$written" ]; then
     echo "quickstart: vmm booted Debian's kernel from its disk; the guest wrote '$written' to it"
@@ -77,4 +77,4 @@ echo "this host's /dev/kvm can't run a stock kernel natively ($why); booting in 
 if [ $interactive -eq 1 ]; then
   exec "$linux/run-lab.sh" --vmm "$vmm" --out "$lab" --shell
 fi
-exec "$linux/run-lab.sh" --vmm "$vmm" --out "$lab" --only disk-root
+exec "$linux/run-lab.sh" --vmm "$vmm" --out "$lab" --only oneline-cloud

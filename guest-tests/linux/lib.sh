@@ -93,14 +93,13 @@ lab_module_path() {
     }' "$moddir/modules.dep"
 }
 
-# Copies the named modules and everything they depend on (modules.dep) from MODDIR into
-# ROOT/lib/modules, decompressed, and appends them to ROOT/lib/modules/load-order in an order insmod
-# can follow (dependencies first). Built-in modules (modules.builtin) are skipped.
-lab_add_modules() {
-  local root=$1 moddir=$2; shift 2
+# Prints the module files (relative to MODDIR) of the named modules and of everything they depend on
+# (modules.dep), each once, dependencies first: an order insmod can follow. Built-in modules
+# (modules.builtin) are skipped.
+lab_module_closure() {
+  local moddir=$1; shift
   local -A seen=()
-  local name
-  _lab_add_one() {
+  _lab_closure_one() {
     local name=${1//-/_} rel deps dep base
     [ -z "${seen[$name]:-}" ] || return 0
     seen[$name]=1
@@ -110,8 +109,19 @@ lab_add_modules() {
     deps=$(awk -F': *' -v m="$rel" '$1 == m {print $2; exit}' "$moddir/modules.dep")
     for dep in $deps; do
       base=${dep##*/}
-      _lab_add_one "${base%%.ko*}"
+      _lab_closure_one "${base%%.ko*}"
     done
+    echo "$rel"
+  }
+  for name in "$@"; do _lab_closure_one "$name"; done
+}
+
+# Copies the named modules and everything they depend on from MODDIR into ROOT/lib/modules,
+# decompressed, and appends them to ROOT/lib/modules/load-order in an order insmod can follow.
+lab_add_modules() {
+  local root=$1 moddir=$2 rel base; shift 2
+  touch "$root/lib/modules/load-order"
+  while read -r rel; do
     base=${rel##*/}
     case $base in
       *.ko.xz) xz -dc "$moddir/$rel" >"$root/lib/modules/${base%.xz}" ;;
@@ -120,9 +130,20 @@ lab_add_modules() {
       *) cp "$moddir/$rel" "$root/lib/modules/$base" ;;
     esac
     echo "${base%%.ko*}.ko" >>"$root/lib/modules/load-order"
-  }
-  touch "$root/lib/modules/load-order"
-  for name in "$@"; do _lab_add_one "$name"; done
+  done < <(lab_module_closure "$moddir" "$@")
+}
+
+# lab_copy_module_tree MODDIR DEST NAME...: a kernel package's modules folder cut down to the named
+# modules and their dependencies, at their places, with modules.dep, .builtin, .softdep and .alias:
+# what vmm's --modules reads (the whole tree would not fit in L1's memory).
+lab_copy_module_tree() {
+  local moddir=$1 dest=$2 rel; shift 2
+  mkdir -p "$dest"
+  cp "$moddir/modules.dep" "$moddir/modules.builtin" "$moddir/modules.softdep" "$moddir/modules.alias" "$dest/"
+  while read -r rel; do
+    mkdir -p "$dest/$(dirname "$rel")"
+    cp "$moddir/$rel" "$dest/$rel"
+  done < <(lab_module_closure "$moddir" "$@")
 }
 
 # Packs ROOT into a newc cpio archive OUT (the format the kernel unpacks as an initramfs), gzip'd if
@@ -276,7 +297,8 @@ case $scenario in
     halt_with poweroff -f ;;
   cpus)
     echo "VMM-L2-CPUS=$(grep -c '^processor' /proc/cpuinfo)"
-    halt_with poweroff -f ;;
+    # Without ACPI (acpi=off) a PC has no way to power off: it reboots instead.
+    if [ -d /sys/firmware/acpi ]; then halt_with poweroff -f; else halt_with reboot -f; fi ;;
   poweroff)
     halt_with poweroff -f ;;
   reboot)
@@ -299,13 +321,21 @@ case $scenario in
   rtc)
     echo "VMM-L2-RTC=$(cat /sys/class/rtc/rtc0/since_epoch 2>/dev/null)"
     halt_with poweroff -f ;;
-  disk-root)
-    # Run from the root image's /sbin/init: writes a file the lab reads back from the image, then
+  disk-root | "")
+    # Run from the root image's /sbin/init; with no vmmtest= at all, booted as a user would (vmm
+    # --kernel K --disk IMG). Read-write: writes a file the lab reads back from the image, then
     # remounts / read-only, which checkpoints ext4's journal: the image is clean at power-off.
-    echo "VMM-L2-ROOT=$(awk '$2 == "/" && $1 != "rootfs" { print $1 "," $3 "," substr($4, 1, 2) }' /proc/mounts | tail -n1)"
-    echo "vmm-lab disk-root: written by the L2 guest" >/lab-disk-root.txt
-    sync
-    mount -o remount,ro / && echo VMM-L2-DISK-SYNCED
+    # Read-only: the write must be refused.
+    root=$(awk '$2 == "/" && $1 != "rootfs" { print $1 "," $3 "," substr($4, 1, 2) }' /proc/mounts | tail -n1)
+    echo "VMM-L2-ROOT=$root"
+    case $root in
+      *,ro)
+        if echo x 2>/dev/null >/lab-disk-root.txt; then echo VMM-L2-ROOT-WRITE=accepted; else echo VMM-L2-ROOT-WRITE=refused; fi ;;
+      *)
+        echo "vmm-lab disk-root: written by the L2 guest" >/lab-disk-root.txt
+        sync
+        mount -o remount,ro / && echo VMM-L2-DISK-SYNCED ;;
+    esac
     halt_with poweroff -f ;;
   disks)
     wait_for_block /dev/vda

@@ -7,10 +7,12 @@
 #                   [--vmm-args ARGS] [--repeat N] [--host-tests LIST]... [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
-#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot
-#                          panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping
-#                          net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
-#                          the last three are vmm's alone: skipped for QEMU)
+#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi
+#                          poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic
+#                          disk-snapshot oneline-cloud oneline-generic oneline-readonly net-ping net-tcp
+#                          net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
+#                          disk-snapshot, the oneline ones and the last three are vmm's alone:
+#                          skipped for QEMU)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)
@@ -30,7 +32,7 @@ repo=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 
 out=${VMM_LAB_OUT:-$repo/build/lab} vmm="" vmm_args="" only="" repeat=1 qemu_ref=0 shell=0 host_tests=()
-usage() { sed -n '6,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,/^# Prints every/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;

@@ -28,12 +28,14 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
 # command line; and more vmm arguments (the vmm-only scenarios: --vsock, --api-socket).
-L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_NETS="" L2_APPEND="" L2_VMM_EXTRA=""
+# L2_ONELINE: boot as a user would type it, `vmm --kernel K --disk D --modules PKG` (the one-line
+# scenarios).
+L2_INITRD=initrd.cpio.gz L2_DISKS="" L2_NETS="" L2_APPEND="" L2_VMM_EXTRA="" L2_ONELINE=""
 
 # Selects the VMM under test: its exit statuses for the guest's poweroff, reboot and panic, and its
 # timeout, and the prefix of its result names. QEMU runs with -no-reboot (a reboot exits 0 like a
@@ -87,6 +89,13 @@ l2_run() {
   # shellcheck disable=SC2086 # LAB_VMM_ARGS, disk_args, net_args, L2_VMM_EXTRA are lists of words (no spaces inside)
   case $vmm_kind in
     vmm)
+      if [ -n "$L2_ONELINE" ]; then
+        # As a user types it: vmm builds the initramfs (from the kernel package's modules) and the
+        # command line (root=/dev/vda); the guest's init, given no vmmtest=, does its one-line check.
+        with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
+          $disk_args --modules "$LAB_L2/$flavour/package" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS
+        return
+      fi
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
         --initrd "$LAB_L2/$flavour/$L2_INITRD" --cpus "$cpus" --memory "$L2_MEMORY" \
         --cmdline "$cmdline" --timeout "$L2_TIMEOUT" $disk_args $net_args $L2_VMM_EXTRA $LAB_VMM_ARGS ;;
@@ -171,7 +180,17 @@ scenario_boot_pvh() {
   kernel_file=vmlinuz
 }
 scenario_boot_generic() { run_simple boot-generic generic 1 marker "$status_poweroff" VMM-L2-MARKER "reboot: Power down"; }
-scenario_cpus_2() { run_simple cpus-2 cloud 2 cpus "$status_poweroff" VMM-L2-CPUS=2; }
+# Two vCPUs, seen through the MADT; then with acpi=off through the MP table alone, which only the
+# generic kernel reads (CONFIG_X86_MPPARSE, not set in the cloud kernel). Without ACPI the guest
+# can't power off: it reboots, by a triple fault (reboot=t), the one reset QEMU's microvm has
+# without ACPI (no i8042: Linux's other ways hang there until the timeout).
+run_cpus_2() { # run_cpus_2 NAME FLAVOUR APPEND EXPECTED_STATUS
+  L2_APPEND=$3
+  run_simple "$1" "$2" 2 cpus "$4" VMM-L2-CPUS=2
+  L2_APPEND=""
+}
+scenario_cpus_2() { run_cpus_2 cpus-2 cloud "" "$status_poweroff"; }
+scenario_cpus_2_noacpi() { run_cpus_2 cpus-2-noacpi generic "acpi=off reboot=t" "$status_reboot"; }
 scenario_poweroff() { run_simple poweroff cloud 1 poweroff "$status_poweroff" "reboot: Power down"; }
 scenario_reboot() { run_simple reboot cloud 1 reboot "$status_reboot" "reboot: Restarting system"; }
 
@@ -230,12 +249,27 @@ scenario_rtc() {
 
 # --- disks (virtio-blk on virtio-mmio) ---
 # Disk images live in L1's /tmp (RAM); each scenario makes fresh ones.
-unpack_root_image() { # unpack_root_image FLAVOUR DEST: build-rootfs.sh's image for that kernel
-  gunzip -c "$LAB_L2/$1/root.img.gz" >"$2"
+unpack_root_image() { # unpack_root_image NAME FLAVOUR DEST: build-rootfs.sh's image for that kernel; NAME fails if it can't
+  gunzip -c "$LAB_L2/$2/root.img.gz" >"$3" && return 0
+  result "$1" FAIL "cannot unpack $LAB_L2/$2/root.img.gz"
+  return 1
 }
 sectors_of() { echo $(($(stat -c %s "$1") / 512)); }
 with_disks() { # with_disks INITRD DISKS APPEND: the next l2_run's disk setup ("" "" "" to reset)
   L2_INITRD=${1:-initrd.cpio.gz} L2_DISKS=$2 L2_APPEND=$3
+}
+
+# check_root_written NAME IMG: the result of a disk-root run that booted well: the guest's file must
+# be in the image (debugfs) and the filesystem clean (e2fsck -fn).
+check_root_written() {
+  if ! content=$(debugfs -R "cat /lab-disk-root.txt" "$2" 2>/dev/null) ||
+    [ "$content" != "vmm-lab disk-root: written by the L2 guest" ]; then
+    result "$1" FAIL "the guest's file is not in the image (debugfs: '$content'); $timing"
+  elif ! e2fsck -fn "$2" >"/tmp/$1.fsck" 2>&1; then
+    result "$1" FAIL "e2fsck -fn: $(grep -v '^e2fsck\|^Pass' "/tmp/$1.fsck" | head -n3 | paste -sd' ' -); $timing"
+  else
+    result "$1" PASS "status=$status file read back, e2fsck clean; $timing"
+  fi
 }
 
 # The root filesystem on a virtio disk: the initramfs switch_roots to it, its /sbin/init writes a
@@ -243,37 +277,60 @@ with_disks() { # with_disks INITRD DISKS APPEND: the next l2_run's disk setup ("
 # filesystem clean (e2fsck -fn).
 run_disk_root() {
   name=$1 flavour=$2 img=/tmp/$1.img
-  if ! unpack_root_image "$flavour" "$img"; then
-    result "$name" FAIL "cannot unpack $LAB_L2/$flavour/root.img.gz"
-    return
-  fi
+  unpack_root_image "$name" "$flavour" "$img" || return
   with_disks initrd-disk.cpio.gz "$img" "root=/dev/vda rw"
   run_l2 "$name" "$flavour" 1 disk-root
   with_disks "" "" ""
   if ! verify "$name" "$status" "$status_poweroff" "$wall" "VMM-L2-SWITCH-ROOT /dev/vda (rw)" \
     "VMM-L2-ROOTFS-UP /dev/vda,ext4,rw" VMM-L2-ROOT=/dev/vda,ext4,rw VMM-L2-DISK-SYNCED "reboot: Power down"; then
     result "$name" FAIL "$why; $timing"
-  elif ! content=$(debugfs -R "cat /lab-disk-root.txt" "$img" 2>/dev/null) ||
-    [ "$content" != "vmm-lab disk-root: written by the L2 guest" ]; then
-    result "$name" FAIL "the guest's file is not in the image (debugfs: '$content'); $timing"
-  elif ! e2fsck -fn "$img" >"/tmp/$name.fsck" 2>&1; then
-    result "$name" FAIL "e2fsck -fn: $(grep -v '^e2fsck\|^Pass' "/tmp/$name.fsck" | head -n3 | paste -sd' ' -); $timing"
   else
-    result "$name" PASS "status=$status file read back, e2fsck clean; $timing"
+    check_root_written "$name" "$img"
   fi
   rm -f "$img"
 }
 scenario_disk_root() { run_disk_root disk-root cloud; }
+
+# The one-line boot: `vmm --kernel vmlinuz --disk root.img --modules PKG` and nothing else. vmm reads
+# the kernel's release, builds an initramfs from the package's modules (the generic kernel's ext4 is
+# one), adds root=/dev/vda rw (ro for a readonly=on disk); its init mounts the disk and runs the
+# image's /sbin/init. vmm's alone: QEMU boots no disk without an initramfs.
+run_oneline() { # run_oneline NAME FLAVOUR [readonly]
+  name=$1 flavour=$2 img=/tmp/$1.img
+  vmm_only "$name" "vmm builds the initramfs; QEMU needs one given" || return
+  unpack_root_image "$name" "$flavour" "$img" || return
+  before=$(sha256sum <"$img")
+  disk=$img mode=rw
+  [ "${3:-}" = readonly ] && disk=$img,readonly=on mode=ro
+  L2_ONELINE=1 L2_DISKS=$disk
+  run_l2 "$name" "$flavour" 1 none
+  L2_ONELINE="" L2_DISKS=""
+  if ! verify "$name" "$status" "$status_poweroff" "$wall" "VMM-L2-ROOTFS-UP /dev/vda,ext4,$mode" \
+    "VMM-L2-UP scenario=none" "VMM-L2-ROOT=/dev/vda,ext4,$mode" "reboot: Power down"; then
+    result "$name" FAIL "$why; $timing"
+  elif [ $mode = ro ]; then
+    if ! grep -qF VMM-L2-ROOT-WRITE=refused "$(logfile "$name")"; then
+      result "$name" FAIL "the read-only root took a write; $timing"
+    elif [ "$(sha256sum <"$img")" != "$before" ]; then
+      result "$name" FAIL "the image changed (sha256); $timing"
+    else
+      result "$name" PASS "status=$status root mounted read-only, write refused, image unchanged; $timing"
+    fi
+  else
+    check_root_written "$name" "$img"
+  fi
+  rm -f "$img"
+}
+scenario_oneline_cloud() { run_oneline oneline-cloud cloud; }
+scenario_oneline_generic() { run_oneline oneline-generic generic; }
+scenario_oneline_readonly() { run_oneline oneline-readonly cloud readonly; }
 # The generic kernel has ext4 as a module: the initramfs loads it (and crc32c) before the mount.
 scenario_disk_generic() { run_disk_root disk-generic generic; }
 
 # A read-only disk: the guest sees it read-only, its write is refused, the image is unchanged.
 scenario_disk_readonly() {
   img=/tmp/disk-readonly.img
-  if ! unpack_root_image cloud "$img"; then
-    result disk-readonly FAIL "cannot unpack $LAB_L2/cloud/root.img.gz"
-    return
-  fi
+  unpack_root_image disk-readonly cloud "$img" || return
   before=$(sha256sum <"$img")
   with_disks initrd-disk.cpio.gz "$img,readonly=on" ""
   run_l2 disk-readonly cloud 1 disk-ro
@@ -303,6 +360,40 @@ scenario_disk_two() {
     "VMM-L2-DISK vda sectors=$(sectors_of "$a") ro=0 serial=lab-disk-a" \
     "VMM-L2-DISK vdb sectors=$(sectors_of "$b") ro=0 serial=lab-disk-b"
   rm -f "$a" "$b"
+}
+
+# --disk PATH,snapshot=on: two guests boot one base image at the same time, each writes the
+# disk-root file to its root filesystem (its own overlay) and powers off; the image is unchanged.
+# vmm's alone: QEMU's -snapshot is what it follows, not what the lab checks.
+scenario_disk_snapshot() {
+  vmm_only disk-snapshot "it checks vmm's overlays (QEMU's -snapshot is their model)" || return
+  img=/tmp/disk-snapshot.img
+  unpack_root_image disk-snapshot cloud "$img" || return
+  before=$(md5sum <"$img")
+  with_disks initrd-disk.cpio.gz "$img,snapshot=on" "root=/dev/vda rw"
+  start=$(now)
+  l2_run cloud 1 disk-root </dev/null >"$(logfile disk-snapshot)" 2>&1 &
+  first=$!
+  l2_run cloud 1 disk-root </dev/null >"$(logfile disk-snapshot-2)" 2>&1 &
+  second=$!
+  wait $first
+  status=$(normalize_status $?)
+  wait $second
+  status_2=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_disks "" "" ""
+  set -- "VMM-L2-SWITCH-ROOT /dev/vda (rw)" VMM-L2-ROOT=/dev/vda,ext4,rw VMM-L2-DISK-SYNCED "reboot: Power down"
+  if ! verify disk-snapshot "$status" "$status_poweroff" "$wall" "$@"; then
+    result disk-snapshot FAIL "first guest: $why; $timing"
+  elif ! verify disk-snapshot-2 "$status_2" "$status_poweroff" "$wall" "$@"; then
+    show_console "disk-snapshot's second guest" "$(logfile disk-snapshot-2)"
+    result disk-snapshot FAIL "second guest: $why; $timing"
+  elif [ "$(md5sum <"$img")" != "$before" ]; then
+    result disk-snapshot FAIL "the base image changed (md5sum); $timing"
+  else
+    result disk-snapshot PASS "two guests at once, status=$status and $status_2, each wrote its root filesystem, image unchanged; $timing"
+  fi
+  rm -f "$img"
 }
 
 # --- network (virtio-net on virtio-mmio, each guest on a tap of a bridge in L1) ---
@@ -707,7 +798,7 @@ if [ "$LAB_MODE" = shell ]; then
   use_vmm "${kinds%% *}"
   L2_TIMEOUT=0
   # Its root filesystem is build-rootfs.sh's image on a virtio disk (a copy in L1's RAM).
-  unpack_root_image cloud /tmp/shell-root.img
+  unpack_root_image shell cloud /tmp/shell-root.img
   with_disks initrd-disk.cpio.gz /tmp/shell-root.img "root=/dev/vda rw"
   echo "LAB-SHELL booting Debian's cloud kernel with $vmm_kind inside L1, root on a virtio disk"
   l2_run cloud 1 shell
