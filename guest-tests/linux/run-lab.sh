@@ -9,8 +9,8 @@
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
 #   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi
 #                          poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic
-#                          disk-snapshot oneline-cloud oneline-generic oneline-readonly net-ping net-tcp
-#                          net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
+#                          disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping
+#                          net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
 #                          disk-snapshot, the oneline ones and the last three are vmm's alone:
 #                          skipped for QEMU)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);

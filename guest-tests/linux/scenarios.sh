@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -93,7 +93,7 @@ l2_run() {
         # As a user types it: vmm builds the initramfs (from the kernel package's modules) and the
         # command line (root=/dev/vda); the guest's init, given no vmmtest=, does its one-line check.
         with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
-          $disk_args --modules "$LAB_L2/$flavour/package" --timeout "$L2_TIMEOUT" $LAB_VMM_ARGS
+          $disk_args --modules "$LAB_L2/$flavour/package" --timeout "$L2_TIMEOUT" $L2_VMM_EXTRA $LAB_VMM_ARGS
         return
       fi
       with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" --kernel "$LAB_L2/$flavour/$kernel_file" \
@@ -319,6 +319,17 @@ run_oneline() { # run_oneline NAME FLAVOUR [readonly]
   else
     check_root_written "$name" "$img"
   fi
+  rm -f "$img"
+}
+# vmm's init, when it can't go on: it says what failed on the console and reports a panic (status 4).
+scenario_oneline_badinit() {
+  name=oneline-badinit img=/tmp/oneline-badinit.img
+  vmm_only "$name" "vmm builds the initramfs; QEMU needs one given" || return
+  unpack_root_image "$name" cloud "$img" || return
+  L2_ONELINE=1 L2_DISKS=$img L2_VMM_EXTRA="--append init=/sbin/nowhere"
+  run_l2 "$name" cloud 1 none
+  L2_ONELINE="" L2_DISKS="" L2_VMM_EXTRA=""
+  check "$name" "$status" "$status_panic" "$wall" "vmm-init: init=/sbin/nowhere: No such file or directory"
   rm -f "$img"
 }
 scenario_oneline_cloud() { run_oneline oneline-cloud cloud; }

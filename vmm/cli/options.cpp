@@ -79,8 +79,9 @@ Exit status:
   0    the guest powered off (ACPI S5, e.g. 'poweroff')
   1    vmm failed (bad input, KVM error, or the guest could not be run)
   2    bad command line
-  3    the guest rebooted ('reboot', i8042 or ACPI reset, triple fault)
-  4    the guest panicked (reported through pvpanic; use panic=-1 so it also resets)
+  3    the guest rebooted ('reboot', i8042 or ACPI reset, triple fault: logged with its registers)
+  4    the guest panicked (reported through pvpanic; use panic=-1 so it also resets), or the
+       init of the initramfs vmm built could not mount the root (it says why on the console)
   5    stopped by the host (the control API's "stop")
   124  --timeout expired
   V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
