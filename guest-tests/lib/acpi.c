@@ -3,6 +3,7 @@
 #include <stdbool.h>
 
 #include "boot_params.h"
+#include "checksum.h"
 #include "console.h"
 #include "mem.h"
 
@@ -27,12 +28,6 @@ static uint64_t get_u64(const uint8_t* p) {
   uint64_t v;
   memcpy(&v, p, sizeof(v));
   return v;
-}
-
-static bool checksum_ok(const uint8_t* p, uint32_t length) {
-  uint8_t sum = 0;
-  for (uint32_t i = 0; i < length; ++i) sum += p[i];
-  return sum == 0;
 }
 
 static const uint8_t* find_rsdp(const void* boot_params) {

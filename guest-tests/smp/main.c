@@ -1,6 +1,7 @@
 /* Brings up every CPU the MADT lists through INIT/SIPI/SIPI. Each AP bumps a shared counter with a
  * locked add and reports its APIC ID; the BSP waits (bounded) for each in turn. Exits 0 when all
- * are up (and, given "cpus=N" on the command line, N were listed), 1 otherwise. */
+ * are up (given "cpus=N" on the command line, N were listed) and the MP table lists the same CPUs
+ * with this one as the boot processor, 1 otherwise. */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -10,6 +11,7 @@
 #include "exit.h"
 #include "guest.h"
 #include "lapic.h"
+#include "mptable.h"
 #include "smp.h"
 #include "x86.h"
 
@@ -23,6 +25,24 @@ static volatile uint32_t aps_up;
 static void ap_main(void) {
   kprintf("smp: cpu with APIC ID %u is up\n", lapic_id());
   __atomic_fetch_add(&aps_up, 1, __ATOMIC_SEQ_CST);
+}
+
+/* True when the MP table lists the MADT's CPUs (the same count, every APIC ID). */
+static bool mp_table_agrees(const uint32_t* madt_ids, const uint32_t* mp_ids, int cpus,
+                            int mp_cpus) {
+  if (mp_cpus != cpus) {
+    kprintf("smp: the MP table lists %d cpus, the MADT %d\n", mp_cpus, cpus);
+    return false;
+  }
+  for (int i = 0; i < cpus; ++i) {
+    bool listed = false;
+    for (int j = 0; j < cpus; ++j) listed |= mp_ids[j] == madt_ids[i];
+    if (!listed) {
+      kprintf("smp: APIC ID %u is in the MADT, not in the MP table\n", madt_ids[i]);
+      return false;
+    }
+  }
+  return true;
 }
 
 static bool wait_for_aps(uint32_t expected) {
@@ -49,12 +69,22 @@ int guest_main(const void* boot_params) {
     kprintf("smp: this guest starts at most %d cpus\n", MAX_CPUS);
     return EXIT_FAIL;
   }
+  uint32_t mp_apic_ids[MAX_CPUS];
+  uint32_t mp_boot_apic_id = 0;
+  const int mp_cpus = mptable_cpus(mp_apic_ids, MAX_CPUS, &mp_boot_apic_id);
+  if (mp_cpus < 0) return EXIT_FAIL;
+  kprintf("smp: MP table lists %d cpus\n", mp_cpus);
+  if (!mp_table_agrees(apic_ids, mp_apic_ids, cpus, mp_cpus)) return EXIT_FAIL;
   if (!lapic_init()) return EXIT_FAIL;
   const uint32_t bsp = lapic_id();
   bool bsp_listed = false;
   for (int i = 0; i < cpus; ++i) bsp_listed |= apic_ids[i] == bsp;
   if (!bsp_listed) {
     kprintf("smp: the boot cpu's APIC ID %u is not in the MADT\n", bsp);
+    return EXIT_FAIL;
+  }
+  if (mp_boot_apic_id != bsp) {
+    kprintf("smp: the MP table's boot processor is APIC ID %u, not %u\n", mp_boot_apic_id, bsp);
     return EXIT_FAIL;
   }
 

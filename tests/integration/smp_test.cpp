@@ -1,4 +1,6 @@
-// Boots guest-tests/smp: the MADT lists every vCPU and each one starts through INIT/SIPI/SIPI.
+// Boots guest-tests/smp: the MADT and the MP table list every vCPU (the guest fails when the MP
+// table is missing, malformed or disagrees with the MADT) and each one starts through
+// INIT/SIPI/SIPI.
 #include <gtest/gtest.h>
 
 #include <fmt/core.h>
@@ -24,6 +26,8 @@ TEST_P(SmpGuest, StartsEveryCpu) {
   ASSERT_TRUE(r.exited) << describe(r);
   EXPECT_EQ(r.exit_status, 0) << describe(r);
   EXPECT_NE(r.out.find(fmt::format("smp: MADT lists {} cpus", cpus)), std::string::npos)
+      << describe(r);
+  EXPECT_NE(r.out.find(fmt::format("smp: MP table lists {} cpus", cpus)), std::string::npos)
       << describe(r);
   for (uint32_t apic_id = 1; apic_id < cpus; ++apic_id) {
     EXPECT_NE(r.out.find(fmt::format("cpu with APIC ID {} is up", apic_id)), std::string::npos)
