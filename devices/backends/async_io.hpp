@@ -30,6 +30,11 @@ struct IoRequest {
   int fd = -1;          // the file to work on; -1: the engine's own (create()'s `fd`)
 };
 
+// Runs `request` with its blocking system call (preadv, pwritev, fdatasync, fallocate), on
+// `request.fd`, or on `engine_fd` when it has none: the thread pool's workers do this. Returns
+// what an IoCompletion reports (bytes, 0, or -errno); EINTR is retried.
+int64_t execute_blocking(int engine_fd, const IoRequest& request);
+
 struct IoCompletion {
   uint64_t cookie;
   // Bytes transferred for kRead/kWrite (a short transfer is reported as such, not retried), 0 for

@@ -104,7 +104,7 @@ void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
       request = std::move(pending_.front());
       pending_.pop_front();
     }
-    const int64_t result = execute(request);
+    const int64_t result = execute_blocking(fd_, request);
     MutexLock lock(mutex_);
     finished_.push_back({request.cookie, result});
     // Signalled under the lock: once wait_all() has taken the last completion, no signal for it
@@ -114,8 +114,8 @@ void ThreadPoolIo::run_worker(const ThreadStartHook& on_worker_start) {
   }
 }
 
-int64_t ThreadPoolIo::execute(const IoRequest& request) const {
-  const int fd = request.fd >= 0 ? request.fd : fd_;
+int64_t execute_blocking(int engine_fd, const IoRequest& request) {
+  const int fd = request.fd >= 0 ? request.fd : engine_fd;
   const auto vecs = static_cast<int>(request.buffers.size());
   const auto offset = static_cast<off_t>(request.offset);
   const auto length = static_cast<off_t>(request.length);

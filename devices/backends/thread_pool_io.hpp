@@ -37,7 +37,6 @@ class ThreadPoolIo final : public AsyncIo {
  private:
   void run_worker(const ThreadStartHook& on_worker_start);
   void stop_workers();
-  int64_t execute(const IoRequest& request) const;
   // Reports finished requests one at a time, each taken under the lock and reported without it.
   size_t drain(const std::function<void(const IoCompletion&)>& on_complete);
 

@@ -5,7 +5,8 @@
  * "tick" prints a numbered line now and then, forever (a guest that visibly runs, for pause and
  * resume); "echo" writes back every byte it reads from COM1 until it reads a '.', then exits.
  * "burst" makes two exit requests back to back, as issue 11 (item 5) saw hang: one byte on COM1,
- * the debug-exit write (the status of "exit=N", else 0), an i8042 reset pulse, then hlt. */
+ * the debug-exit write (the status of "exit=N", else 0), an i8042 reset pulse, then hlt.
+ * "triplefault" loads an empty IDT and raises an exception: a PC resets (issue 12: vmm logs it). */
 #include <stdint.h>
 
 #include "boot_params.h"
@@ -51,6 +52,16 @@ int guest_main(const void* boot_params) {
   if (cmdline_has_word(cmdline, "reboot")) {
     kprintf("hello: resetting through the i8042\n");
     outb(0x64, 0xfe); /* pulse the reset line: the FADT's reset register */
+    halt_forever();
+  }
+  if (cmdline_has_word(cmdline, "triplefault")) {
+    kprintf("hello: faulting with no IDT\n");
+    static const struct __attribute__((packed)) {
+      uint16_t limit;
+      uint64_t base;
+    } no_idt = {0, 0};
+    /* int3 finds no gate (#GP), nor does the #GP (#DF), nor the #DF: a triple fault. */
+    __asm__ volatile("lidt %0\n\tint3" : : "m"(no_idt));
     halt_forever();
   }
   if (cmdline_has_word(cmdline, "poweroff")) {

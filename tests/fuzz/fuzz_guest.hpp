@@ -297,24 +297,8 @@ class SyncIo final : public devices::AsyncIo {
 
  private:
   int64_t execute(const devices::IoRequest& request) {
-    using Op = devices::IoRequest::Op;
-    int64_t result = 0;
-    const auto iov_count = static_cast<int>(request.buffers.size());
-    const auto offset = static_cast<off_t>(request.offset);
-    const auto length = static_cast<off_t>(request.length);
-    switch (request.op) {
-      case Op::kRead: result = preadv(fd_, request.buffers.data(), iov_count, offset); break;
-      case Op::kWrite: result = pwritev(fd_, request.buffers.data(), iov_count, offset); break;
-      case Op::kFlush: result = fdatasync(fd_); break;
-      case Op::kPunchHole:
-        result = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-        break;
-      case Op::kZeroRange:
-        result = fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
-        break;
-    }
-    if (result < 0) result = -errno;
-    if (next_result) result = *std::exchange(next_result, std::nullopt);
+    const int64_t result = devices::execute_blocking(fd_, request);
+    if (next_result) return *std::exchange(next_result, std::nullopt);
     return result;
   }
 

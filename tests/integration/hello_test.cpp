@@ -79,10 +79,23 @@ TEST_P(HelloPlatformExit, EndsVmmWithItsStatus) {
   EXPECT_EQ(r.out.find("exiting with status"), std::string::npos) << describe(r);
 }
 
+// A triple fault is a reset, as on a PC, and vmm says so at warn level with the vCPU's registers
+// (read on the vCPU thread: its seccomp filter allows that).
+TEST_F(HelloGuest, ATripleFaultIsAResetThatVmmLogs) {
+  const ProcessResult r = run_vmm(hello("triplefault"));
+  ASSERT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_status, 3) << describe(r);
+  EXPECT_NE(r.err.find("vmm: warning: vCPU 0: triple fault (the guest is reset) at rip 0x"),
+            std::string::npos)
+      << describe(r);
+  EXPECT_NE(r.err.find(", cr0 0x"), std::string::npos) << describe(r);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, HelloPlatformExit,
                          ::testing::Values(PlatformExit{"reboot", 3, "resetting through the i8042"},
                                            PlatformExit{"poweroff", 0, "entering ACPI S5"},
-                                           PlatformExit{"panic", 4, "reporting a panic"}),
+                                           PlatformExit{"panic", 4, "reporting a panic"},
+                                           PlatformExit{"triplefault", 3, "faulting with no IDT"}),
                          [](const auto& info) { return std::string(info.param.word); });
 
 }  // namespace

@@ -115,9 +115,16 @@ const char* exit_reason_name(uint32_t reason) {
 }
 
 std::string describe_triple_fault(uint32_t id, const kvm_regs& regs, const kvm_sregs& sregs) {
+  // AMD's KVM reinitialises the vCPU at a shutdown (the VMCB is undefined after one), so there the
+  // registers read back are the reset state's, not the fault's: say so rather than mislead.
+  constexpr uint64_t kResetRip = 0xfff0;
+  constexpr uint64_t kCr0ProtectionEnable = 1;
+  const bool reset_state = regs.rip == kResetRip && (sregs.cr0 & kCr0ProtectionEnable) == 0;
   return fmt::format(
-      "vCPU {}: triple fault (the guest is reset) at rip {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}",
-      id, regs.rip, sregs.cr0, sregs.cr3, sregs.cr4);
+      "vCPU {}: triple fault (the guest is reset) at rip {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}{}",
+      id, regs.rip, sregs.cr0, sregs.cr3, sregs.cr4,
+      reset_state ? " (the reset state: this host's KVM reset the vCPU, where it faulted is lost)"
+                  : "");
 }
 
 ExitAction decode_exit(std::span<uint8_t> mapping, const devices::Bus& pio,

@@ -126,6 +126,7 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
     case ThreadKind::kVcpu:
       policy.allow_ioctls({KVM_RUN,
                            KVM_GET_REGS,    // the rip of an instruction KVM failed to emulate
+                           KVM_GET_SREGS,   // with the rip, the control registers at a triple fault
                            KVM_IRQ_LINE});  // the UART's and the i8042's interrupt lines
       // Nothing else: a driver's status write hands the device's activation or reset to the event
       // loop (and waits on a futex), a queue notification signals an eventfd; the devices' fds,

@@ -128,30 +128,10 @@ class FakeIo final : public AsyncIo {
 
  private:
   int64_t execute(const IoRequest& request) {
-    int64_t result = 0;
-    const auto iov_count = static_cast<int>(request.buffers.size());
-    const auto offset = static_cast<off_t>(request.offset);
-    const auto length = static_cast<off_t>(request.length);
-    switch (request.op) {
-      case IoRequest::Op::kRead:
-        result = preadv(fd_, request.buffers.data(), iov_count, offset);
-        break;
-      case IoRequest::Op::kWrite:
-        result = pwritev(fd_, request.buffers.data(), iov_count, offset);
-        break;
-      case IoRequest::Op::kFlush: result = fdatasync(fd_); break;
-      case IoRequest::Op::kPunchHole:
-        if (punch_hole_unsupported) return -EOPNOTSUPP;
-        result = fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-        break;
-      case IoRequest::Op::kZeroRange:
-        if (zero_range_unsupported) return -EOPNOTSUPP;
-        result = fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
-        break;
-      case IoRequest::Op::kNop: break;
-    }
-    if (result < 0) result = -errno;
-    if (next_result) result = *std::exchange(next_result, std::nullopt);
+    if (request.op == IoRequest::Op::kPunchHole && punch_hole_unsupported) return -EOPNOTSUPP;
+    if (request.op == IoRequest::Op::kZeroRange && zero_range_unsupported) return -EOPNOTSUPP;
+    const int64_t result = execute_blocking(fd_, request);
+    if (next_result) return *std::exchange(next_result, std::nullopt);
     return result;
   }
 

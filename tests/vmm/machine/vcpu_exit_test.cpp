@@ -243,6 +243,13 @@ TEST(TripleFault, TheWarningSaysWhereTheVcpuWas) {
   EXPECT_EQ(describe_triple_fault(1, regs, sregs),
             "vCPU 1: triple fault (the guest is reset) at rip 0xffffffff81000123, cr0 0x80050033, "
             "cr3 0x1a2b000, cr4 0x3606f0");
+  regs.rip = 0xfff0;
+  sregs.cr0 = 0x60000010;
+  sregs.cr3 = 0;
+  sregs.cr4 = 0;
+  EXPECT_EQ(describe_triple_fault(0, regs, sregs),
+            "vCPU 0: triple fault (the guest is reset) at rip 0xfff0, cr0 0x60000010, cr3 0x0, "
+            "cr4 0x0 (the reset state: this host's KVM reset the vCPU, where it faulted is lost)");
 }
 
 TEST_F(VcpuExit, SystemEventsBecomeGuestRequests) {
