@@ -101,7 +101,7 @@ class BadInitramfsInput : public BadInput {
 
   // A modules tree for `release` with virtio built in and `builtin` (one per line) too.
   std::string modules_tree(const std::string& release, const std::string& builtin) {
-    const std::string dir = modules_ + "/lib/modules/" + release;
+    std::string dir = modules_ + "/lib/modules/" + release;
     std::filesystem::create_directories(dir);
     std::ofstream(dir + "/modules.dep") << "";
     std::ofstream(dir + "/modules.builtin")
