@@ -6,7 +6,7 @@ packages=(
   # build
   cmake g++ make ninja-build ccache pkg-config acpica-tools
   libfmt-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev liburing-dev nlohmann-json3-dev
-  libseccomp-dev liblzma-dev libzstd-dev
+  libseccomp-dev liblzma-dev libzstd-dev zlib1g-dev
   # tooling: formatting, lint, sanitizer and fuzzer runtimes
   clang clang-format clang-tidy libclang-rt-14-dev
   # the nested lab and the guest payloads it boots

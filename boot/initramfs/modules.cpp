@@ -5,6 +5,7 @@
 #include <lzma.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -20,7 +21,6 @@ namespace vmm::boot {
 namespace {
 
 constexpr std::string_view kModuleSuffix = ".ko";
-// .gz is a module too, so that loading one says plainly that gzip is not supported.
 constexpr std::array<std::string_view, 4> kCompressionSuffixes = {"", ".xz", ".zst", ".gz"};
 constexpr std::string_view kVermagic = "vermagic=";
 // What a decompressor's output starts at, and grows by doubling up to the bound.
@@ -96,6 +96,38 @@ std::vector<uint8_t> decompress_xz(std::span<const uint8_t> input, const std::st
   }
   check_output_bound(stream.total_out, path);
   out.resize(stream.total_out);
+  return out;
+}
+
+// Alpine's kernels compress their modules with gzip.
+std::vector<uint8_t> decompress_gzip(std::span<const uint8_t> input, const std::string& path) {
+  z_stream stream{};
+  constexpr int kGzipOnly = 16 + MAX_WBITS;  // zlib's way to ask for the gzip wrapper
+  if (inflateInit2(&stream, kGzipOnly) != Z_OK) fail("{}: cannot start the gzip decoder", path);
+  const std::unique_ptr<z_stream, decltype(&inflateEnd)> owner(&stream, &inflateEnd);
+  stream.next_in = const_cast<Bytef*>(input.data());  // zlib's API is not const-correct
+  stream.avail_in = static_cast<uInt>(input.size());  // at most kMaxModuleSize: fits
+  std::vector<uint8_t> out;
+  size_t used = 0;
+  while (true) {
+    if (used == out.size()) grow_output(out, used, path);
+    stream.next_out = out.data() + used;
+    stream.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - used, UINT32_MAX));
+    const int status = inflate(&stream, Z_NO_FLUSH);
+    used = out.size() - stream.avail_out;
+    if (status == Z_STREAM_END) {
+      if (stream.avail_in == 0) break;
+      // Concatenated members, as gzip allows: one stream's end is the next one's start.
+      if (inflateReset(&stream) != Z_OK) fail("{}: corrupt gzip data", path);
+      continue;
+    }
+    if (status == Z_BUF_ERROR && stream.avail_in == 0) fail("{}: truncated gzip data", path);
+    if (status != Z_OK && status != Z_BUF_ERROR) {
+      fail("{}: corrupt gzip data ({})", path, stream.msg != nullptr ? stream.msg : "zlib error");
+    }
+  }
+  check_output_bound(used, path);
+  out.resize(used);
   return out;
 }
 
@@ -338,14 +370,17 @@ ModuleFile ModuleFile::open(const KernelModule& module) {
     file.size_ = static_cast<uint64_t>(st.st_size);
     if (file.size_ > kMaxModuleSize) fail("{}: {} bytes, more than a module has", path, file.size_);
     if (file.size_ >= SELFMAG) file.copy_to({magic, SELFMAG});
-  } else if (path.ends_with(".ko.xz") || path.ends_with(".ko.zst")) {
+  } else {
     const std::vector<uint8_t> compressed = read_file(path, "", kMaxModuleSize);
-    file.decompressed_ =
-        path.ends_with(".xz") ? decompress_xz(compressed, path) : decompress_zstd(compressed, path);
+    if (path.ends_with(".xz")) {
+      file.decompressed_ = decompress_xz(compressed, path);
+    } else if (path.ends_with(".zst")) {
+      file.decompressed_ = decompress_zstd(compressed, path);
+    } else {
+      file.decompressed_ = decompress_gzip(compressed, path);
+    }
     file.size_ = file.decompressed_.size();
     std::memcpy(magic, file.decompressed_.data(), std::min(file.size_, size_t{SELFMAG}));
-  } else {
-    fail("{}: gzip-compressed modules are not supported (vmm reads .ko, .ko.xz and .ko.zst)", path);
   }
   if (file.size_ < SELFMAG || std::memcmp(magic, ELFMAG, SELFMAG) != 0) {
     fail("{}: not a kernel module (no ELF header)", path);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <lzma.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include <cstdint>
@@ -51,6 +52,22 @@ inline std::vector<uint8_t> xz_compressed(std::span<const uint8_t> data) {
                                     out.data(), &size, out.size()),
             LZMA_OK);
   out.resize(size);
+  return out;
+}
+
+// gzip's format (zlib's deflate with the gzip wrapper), as gzip -c writes it.
+inline std::vector<uint8_t> gzip_compressed(std::span<const uint8_t> data) {
+  z_stream stream{};
+  EXPECT_EQ(deflateInit2(&stream, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
+            Z_OK);
+  std::vector<uint8_t> out(deflateBound(&stream, data.size()));
+  stream.next_in = const_cast<Bytef*>(data.data());
+  stream.avail_in = static_cast<uInt>(data.size());
+  stream.next_out = out.data();
+  stream.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
   return out;
 }
 
