@@ -83,18 +83,23 @@ bench_lab_setup() {
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
 }
-# bench_l1_root ROOT L2_INITRD [MODULE...]: the start of an L1 initramfs in ROOT: busybox, the kvm
-# modules (and MODULEs), each vmm binary as /usr/local/bin/<its kind> (vmm as /usr/local/bin/vmm),
-# and the L2 guest: the lab's cloud kernel as /bench/l2/vmlinuz, L2_INITRD as
-# /bench/l2/initrd.cpio.gz.
-bench_l1_root() {
-  local root=$1 initrd=$2 i
-  shift 2
+# bench_l1_base ROOT [MODULE...]: the start of an L1 initramfs in ROOT: busybox, the kvm modules (and
+# MODULEs), each vmm binary as /usr/local/bin/<its kind> (vmm as /usr/local/bin/vmm).
+bench_l1_base() {
+  local root=$1 i
+  shift
   lab_busybox_root "$root"
   lab_add_modules "$root" "$lab/kernels/cloud/modules" "${lab_l1_modules[@]}" "$@"
   for i in "${!vmm_kinds[@]}"; do
     lab_add_binary "$root" "${vmm_paths[i]}" "/usr/local/bin/${vmm_kinds[i]}"
   done
+}
+# bench_l1_root ROOT L2_INITRD [MODULE...]: bench_l1_base, and the L2 guest: the lab's cloud kernel
+# as /bench/l2/vmlinuz, L2_INITRD as /bench/l2/initrd.cpio.gz.
+bench_l1_root() {
+  local root=$1 initrd=$2
+  shift 2
+  bench_l1_base "$root" "$@"
   mkdir -p "$root/bench/l2"
   cp "$lab/kernels/cloud/vmlinuz" "$root/bench/l2/vmlinuz"
   cp "$initrd" "$root/bench/l2/initrd.cpio.gz"
@@ -254,13 +259,13 @@ median() {
 med() { field "$1" "$2" | median; }
 # ratio A B: A / B to two decimals, "-" if either is missing ("-" or empty) or B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-# bench_table WIDTH COLUMN... -- NAME:LABEL...: a header line, then a line per NAME: its LABEL (WIDTH
-# wide) and a cell per COLUMN, under its heading. A COLUMN is KIND=HEADING, the median of NAME over
-# KIND's boots, or KIND_A/KIND_B=HEADING, A's median over B's; a cell is as wide as its heading, and
-# at least 10.
+# bench_table WIDTH COLUMN... -- NAME:LABEL[:FORMAT]...: a header line, then a line per NAME: its
+# LABEL (WIDTH wide) and a cell per COLUMN, under its heading. A COLUMN is KIND=HEADING, the median
+# of NAME over KIND's boots (printed with printf's FORMAT if given: %.0f), or KIND_A/KIND_B=HEADING,
+# A's median over B's; a cell is as wide as its heading, and at least 10.
 # shellcheck disable=SC2059 # printf's format is built from the headings
 bench_table() {
-  local width=$1 format spec row cells specs=() heads=()
+  local width=$1 format spec row name label value_format value cells specs=() heads=()
   shift
   while [ "$1" != -- ]; do specs+=("${1%%=*}") heads+=("${1#*=}"); shift; done
   shift
@@ -269,15 +274,19 @@ bench_table() {
   format+="\n"
   printf "$format" "" "${heads[@]}"
   for row; do
+    name=${row%%:*} label=${row#*:} value_format=%s
+    if [[ $label == *:* ]]; then value_format=${label##*:} label=${label%:*}; fi
     cells=()
     for spec in "${specs[@]}"; do
       if [[ $spec == */* ]]; then
-        cells+=("$(ratio "$(med "${spec%/*}" "${row%%:*}")" "$(med "${spec#*/}" "${row%%:*}")")")
+        cells+=("$(ratio "$(med "${spec%/*}" "$name")" "$(med "${spec#*/}" "$name")")")
       else
-        cells+=("$(med "$spec" "${row%%:*}")")
+        value=$(med "$spec" "$name")
+        [ "$value" = - ] || printf -v value "$value_format" "$value"
+        cells+=("$value")
       fi
     done
-    printf "$format" "${row#*:}" "${cells[@]}"
+    printf "$format" "$label" "${cells[@]}"
   done
 }
 # bench_vmm_columns REF HEAD SHORT: sets columns, bench_table's COLUMNs that compare the vmms
@@ -305,14 +314,81 @@ bench_all_counted() {
   local kind
   for kind in "${vmm_kinds[@]}" "$1"; do [ "$(count_ok "$kind")" -gt 0 ] || return 1; done
 }
-# bench_per_boot PREFIX LOG: the table's end: each boot's line (from $results), then the failed
-# boots' console tails from L1's console LOG, if any.
+# bench_per_boot PREFIX LOG: the table's end: each boot's line (from $results), marked * if it is
+# one of $skewed's (bench_watch_other_qemu), then the failed boots' console tails from L1's console
+# LOG, if any.
 bench_per_boot() {
   echo "per boot:"
-  sed "s/^$1-RESULT /  /" "$results"
+  awk -v prefix="$1-RESULT " -v skewed=" ${skewed:-} " 'index($0, prefix) == 1 {
+      $0 = substr($0, length(prefix) + 1); id = $1 "/" substr($2, 5)
+      print (index(skewed, " " id " ") ? "* " : "  ") $0
+    }' "$results"
   if grep -q '^--- ' "$2"; then
     echo
     echo "failed boots:"
     grep -E '^(--- |  \| )' "$2"
   fi
+}
+
+# --- boots timed by tools/stamp (boot_time.sh, disk_boot.sh) ---
+# bench_l1_add_stamp ROOT: tools/stamp, compiled into $out, as ROOT/bench/stamp, and the L1 side's
+# helpers for a boot under it, lab_stamp.sh, as ROOT/bench/lab_stamp.sh.
+bench_l1_add_stamp() {
+  gcc -O2 -static -Wall -Wextra -o "$out/stamp" "$here/tools/stamp.c"
+  mkdir -p "$1/bench"
+  cp "$out/stamp" "$1/bench/stamp"
+  cp "$here/lab_stamp.sh" "$1/bench/lab_stamp.sh"
+}
+# bench_watch_other_qemu: lab_boot_l1's hooks (and bench_boot_l1's) that note the boots during which
+# another QEMU ran on this machine: such a boot shared the cores. Sets skewed, those boots as
+# KIND/RUN ("qemu/2 vmm/2"), each known by the BENCH-RESULT line that ends it, and other_pids, those
+# QEMUs' pids.
+# shellcheck disable=SC2317 # the hooks are called by lab_boot_l1 and bench_boot_l1
+bench_watch_other_qemu() {
+  bench_l1_start() { skewed="" other_pids="" seen_other=0; }
+  lab_l1_poll() {
+    local pids
+    pids=$(lab_other_qemu | { grep -vx "$l1_pid" || true; } | xargs)
+    if [ -n "$pids" ]; then
+      seen_other=1
+      case " $other_pids " in *" $pids "*) ;; *) other_pids="${other_pids:+$other_pids }$pids" ;; esac
+    fi
+  }
+  lab_l1_line() {
+    echo "  $1"
+    case $1 in
+      BENCH-RESULT*)
+        # This boot ran since the previous result line (within one 2 s poll).
+        [ "$seen_other" -eq 0 ] || skewed="${skewed:+$skewed }$(echo "$1" | awk '{ sub("run=", "", $3); print $2 "/" $3 }')"
+        seen_other=0 ;;
+    esac
+  }
+}
+# bench_stamp_counts KIND...: field (above) for stamp's result lines, "BENCH-RESULT KIND run=N
+# NAME=VALUE ...": a boot counts when it exited 0 and reached the marker, and is not in $exclude
+# ("qemu/2 vmm/2"; a value of -1 was not measured). Sets exclude to $skewed when each KIND still has
+# a boot that counts without them, and skew_note, what the table says about the skewed boots
+# (empty if none).
+bench_stamp_counts() {
+  local kind
+  exclude="" skew_note=""
+  field() {
+    awk -v kind="$1" -v name="$2" -v exclude=" $exclude " '
+      $2 == kind && !index(exclude, " " $2 "/" substr($3, 5) " ") {
+        delete f
+        for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        if (f["status"] == "0" && f["marker_ms"] + 0 >= 0 && (name in f) && f[name] + 0 >= 0) print f[name]
+      }' "$results"
+  }
+  [ -n "${skewed:-}" ] || return 0
+  skew_note="another QEMU (pid $other_pids) shared the cores during the boots marked * ($skewed)"
+  exclude=$skewed
+  for kind; do
+    if [ "$(count_ok "$kind")" -eq 0 ]; then
+      exclude=""
+      skew_note="$skew_note: no clean boot left for a VMM, so the medians include them and are skewed"
+      return 0
+    fi
+  done
+  skew_note="$skew_note: the medians leave them out"
 }

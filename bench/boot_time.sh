@@ -28,14 +28,13 @@ if [ ! -s "$l2" ]; then
   "$lab_scripts/build-l2-initramfs.sh" --kernel-dir "$lab/kernels/cloud" --out "$l2"
 fi
 kernel=$lab/kernels/cloud/vmlinuz
-gcc -O2 -static -Wall -Wextra -o "$out/stamp" "$here/tools/stamp.c"
 
 # --- the L1 initramfs ---
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 bench_l1_root "$root" "$l2"
 bench_l1_add_qemu "$root"
-cp "$out/stamp" "$root/bench/stamp"
+bench_l1_add_stamp "$root"
 cp "$here/lab_bench_init.sh" "$root/bench/lab_bench_init.sh"
 bench_l1_init "$root" /bench/lab_bench_init.sh benchruns=BENCH_RUNS
 l1_cpio=$out/l1-bench.cpio
@@ -52,61 +51,21 @@ bench_l1_command "$kernel" "$l1_cpio" "benchruns=$runs"
 l1_timeout=$((180 + 2 * runs * 95))
 l1_stall_limit=180
 log=$out/l1-console.log
-# Boots during which another QEMU was running ("qemu/2 vmm/2"), and those QEMUs' pids: such a boot
-# shared the cores, so the table flags it. bench_boot_l1 (bench_lib.sh) and lab_boot_l1 (lib.sh)
-# call these hooks.
-bench_l1_start() { skewed="" other_pids="" seen_other=0; }
-lab_l1_poll() {
-  local pids
-  pids=$(lab_other_qemu | { grep -vx "$l1_pid" || true; } | xargs)
-  if [ -n "$pids" ]; then
-    seen_other=1
-    case " $other_pids " in *" $pids "*) ;; *) other_pids="${other_pids:+$other_pids }$pids" ;; esac
-  fi
-}
-lab_l1_line() {
-  echo "  $1"
-  case $1 in
-    BENCH-RESULT*)
-      # This boot ran since the previous result line (within one 2 s poll).
-      [ $seen_other -eq 1 ] && skewed="${skewed:+$skewed }$(echo "$1" | awk '{ sub("run=", "", $3); print $2 "/" $3 }')"
-      seen_other=0 ;;
-  esac
-}
+# Boots that shared the cores with another QEMU are flagged in the table (bench_lib.sh).
+bench_watch_other_qemu
 bench_boot_l1 "$log" BENCH-END '^BENCH-' "$l1_timeout" "$l1_stall_limit" "$runs boots per VMM" "${l1_command[@]}"
 grep -A40 '^--- ' "$log" | grep -E '^(--- |  \| )' >"$out/failures.txt" || true
 results=$out/results.txt
 grep '^BENCH-RESULT ' "$log" >"$results" || true
 
 # --- the table ---
-# field KIND NAME: that field of every successful boot (status 0, marker seen), one per line;
-# boots in $exclude ("qemu/2 vmm/2") are left out.
-exclude=""
-field() {
-  awk -v kind="$1" -v name="$2" -v exclude=" $exclude " '
-    $2 == kind && !index(exclude, " " $2 "/" substr($3, 5) " ") {
-      delete f
-      for (i = 4; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      if (f["status"] == "0" && f["marker_ms"] + 0 >= 0 && (name in f) && f[name] + 0 >= 0) print f[name]
-    }' "$results"
-}
+# Boots that shared the cores with another QEMU are left out of the medians if each VMM still has
+# a clean one.
+bench_stamp_counts vmm qemu
 kib_to_mib() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f", v / 1024 }'; }
 ms() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }'; }
 secs() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
 
-# Boots that shared the cores with another QEMU are left out of the medians if each VMM still has
-# a clean one.
-skew_note=""
-if [ -n "$skewed" ]; then
-  skew_note="another QEMU (pid $other_pids) shared the cores during the boots marked * ($skewed)"
-  exclude=$skewed
-  if [ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]; then
-    skew_note="$skew_note: the medians leave them out"
-  else
-    exclude=""
-    skew_note="$skew_note: no clean boot left for a VMM, so the medians include them and are skewed"
-  fi
-fi
 bench_describe
 l2_kernel=$(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?')
 qemu_version=$("$qemu" --version | head -n1)
@@ -142,16 +101,7 @@ qemu_version=$("$qemu" --version | head -n1)
   echo "time is its own -vv log (static init to KVM_RUN)."
   grep '^BENCH-FIRST-LINE ' "$log" | sed 's/^BENCH-FIRST-LINE /first console line, /' || true
   echo
-  echo "per boot:"
-  awk -v skewed=" $skewed " '{
-      sub(/^BENCH-RESULT /, ""); id = $1 "/" substr($2, 5)
-      print (index(skewed, " " id " ") ? "* " : "  ") $0
-    }' "$results"
-  if [ -s "$out/failures.txt" ]; then
-    echo
-    echo "failed boots:"
-    cat "$out/failures.txt"
-  fi
+  bench_per_boot BENCH "$log"
 } | tee "$out/boot_time.txt"
 exclude=""
 [ "$(count_ok vmm)" -gt 0 ] && [ "$(count_ok qemu)" -gt 0 ]

@@ -12,25 +12,22 @@
 #
 # Environment: BENCH_RUNS (default 3). Paths are where boot_time.sh puts things in the L1 initramfs.
 
+# shellcheck source=bench/lab_stamp.sh
+. /bench/lab_stamp.sh
 BENCH_RUNS=${BENCH_RUNS:-3}
-STAMP=/bench/stamp
 VMM=/usr/local/bin/vmm
 QEMU=/usr/bin/qemu-system-x86_64
 KERNEL=/bench/l2/vmlinuz
 INITRD=/bench/l2/initrd.cpio.gz
 CMDLINE="console=ttyS0 panic=-1 vmmtest=marker"
 MARKER="VMM-L2-MARKER"
-EARLY_MARKER="Linux version" # the kernel's first printk: the same point in the boot for both VMMs
 MEM_MIB=256
-L2_TIMEOUT=60                      # vmm --timeout
-STAMP_TIMEOUT=$((L2_TIMEOUT + 30)) # stamp kills the VMM (SIGKILL) past this, QEMU included
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
-# run_one KIND RUN: one L2 boot under stamp; its console and stderr are kept in /tmp.
+# run_one KIND RUN: one L2 boot under stamp (lab_stamp.sh); its console and stderr are kept in /tmp.
 run_one() {
   kind=$1 run=$2
-  console=/tmp/$kind-$run.console errlog=/tmp/$kind-$run.stderr result=/tmp/$kind-$run.stamp
   case $kind in
     vmm)
       set -- "$VMM" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${MEM_MIB}M" \
@@ -40,34 +37,16 @@ run_one() {
         -no-user-config -display none -serial stdio -no-reboot \
         -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" ;;
   esac
-  "$STAMP" --marker "$MARKER" --early-marker "$EARLY_MARKER" --guest-mem "$MEM_MIB" \
-    --log "$console" --timeout "$STAMP_TIMEOUT" -- "$@" </dev/null >"$result" 2>"$errlog"
-  fields=$(sed -n 's/^STAMP //p' "$result")
+  stamp_boot "$kind" "$run" "$MARKER" "$MEM_MIB" "$@"
   # The guest kernel's own clock when /init ran: tells guest-side boot time from the VMM's share.
   up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$console" | head -n1)
   extra=" l2_uptime_s=${up:--1}"
-  if [ "$kind" = vmm ]; then
-    vcpu=$(sed -n 's/.*debug: +\([0-9.]*\) ms: starting [0-9]* vCPU.*/\1/p' "$errlog" | head -n1)
-    extra="$extra vcpu_start_ms=${vcpu:--1}"
-  fi
-  if [ -z "$fields" ]; then
-    echo "BENCH-RESULT $kind run=$run stamp-failed"
-  else
-    echo "BENCH-RESULT $kind run=$run $fields$extra"
-  fi
+  [ "$kind" = vmm ] && extra="$extra vcpu_start_ms=$(vmm_vcpu_start_ms)"
   # What "first output" was, once per VMM: the console's first line, printable characters only.
   if [ "$run" = 1 ]; then
     echo "BENCH-FIRST-LINE $kind: $(head -n1 "$console" 2>/dev/null | sed 's/[^ -~]//g' | cut -c1-100)"
   fi
-  # A boot that did not reach the marker or exit 0 is reported with its evidence.
-  case " $fields " in
-    *" status=0 "*) grep -q "$MARKER" "$console" && return 0 ;;
-  esac
-  echo "--- $kind run $run: last lines of the L2 console ---"
-  tail -n 25 "$console" 2>/dev/null | sed 's/^/  | /'
-  echo "--- $kind run $run: last lines of its stderr ---"
-  tail -n 15 "$errlog" 2>/dev/null | sed 's/^/  | /'
-  echo "--- end ---"
+  stamp_report "$extra"
 }
 
 echo "BENCH-START runs=$BENCH_RUNS l1-uptime=$(uptime_s) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
