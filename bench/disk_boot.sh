@@ -31,9 +31,6 @@ done
 bench_lab_setup
 command -v gcc >/dev/null || lab_die "gcc not found"
 
-# The modules the one-line boot's --modules folder keeps (the lab's own choice, build-l1-initramfs.sh):
-# what vmm's built initramfs takes, and crc32c, which ext4 asks the crypto API for by name.
-oneline_modules=(virtio_mmio virtio_blk virtio_net vmw_vsock_virtio_transport pvpanic_mmio ext4 crc32c_generic)
 
 # --- inputs: the lab's kernels, busybox disk initramfs and root images ---
 "$lab_scripts/fetch-kernels.sh" "$lab/kernels" >/dev/null
@@ -53,7 +50,7 @@ for flavour in "${flavours[@]}"; do
   cp "$lab/l2-$flavour-disk.cpio.gz" "$l2/initrd-disk.cpio.gz"
   cp "$lab/root-$flavour.img.gz" "$l2/root.img.gz"
   lab_copy_module_tree "$lab/kernels/$flavour/modules" \
-    "$l2/package/lib/modules/$(cat "$lab/kernels/$flavour/version")" "${oneline_modules[@]}"
+    "$l2/package/lib/modules/$(cat "$lab/kernels/$flavour/version")" "${lab_oneline_modules[@]}"
 done
 cp "$here/lab_disk_boot.sh" "$root/bench/lab_disk_boot.sh"
 bench_l1_init "$root" /bench/lab_disk_boot.sh benchruns=BENCH_RUNS benchkernels=BENCH_KERNELS

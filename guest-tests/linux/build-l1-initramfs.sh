@@ -59,11 +59,10 @@ for flavour in cloud generic; do
   cp "$l2/l2-$flavour-net.cpio.gz" "$root/lab/l2/$flavour/initrd-net.cpio.gz"
   cp "$l2/l2-$flavour-vsock.cpio.gz" "$root/lab/l2/$flavour/initrd-vsock.cpio.gz"
   cp "$l2/root-$flavour.img.gz" "$root/lab/l2/$flavour/root.img.gz"
-  # The one-line boot's --modules: the kernel package's lib/modules/<release>, cut down to what
-  # vmm's built initramfs takes (ext4 asks the crypto API for crc32c by name).
+  # The one-line boot's --modules: the kernel package's lib/modules/<release>, cut down.
   release=$(cat "$kernels/$flavour/version")
   lab_copy_module_tree "$kernels/$flavour/modules" "$root/lab/l2/$flavour/package/lib/modules/$release" \
-    virtio_mmio virtio_blk virtio_net vmw_vsock_virtio_transport pvpanic_mmio ext4 crc32c_generic
+    "${lab_oneline_modules[@]}"
 done
 # The disk scenarios read back what the guest wrote to its disk, and check the filesystem.
 for tool in debugfs e2fsck; do
