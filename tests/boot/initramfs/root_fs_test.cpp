@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -26,7 +27,7 @@ class RootFsTest : public ::testing::Test {
   // An image of `size` zero bytes with `magic` at `offset`.
   std::optional<std::string> detect(size_t size, size_t offset = 0, std::string_view magic = "") {
     std::vector<uint8_t> image(size);
-    std::memcpy(image.data() + offset, magic.data(), magic.size());
+    std::copy(magic.begin(), magic.end(), image.begin() + static_cast<ptrdiff_t>(offset));
     write_file(dir_.file("disk.img"), image);
     return detect_file(dir_.file("disk.img"));
   }
