@@ -380,7 +380,7 @@ ModuleFile ModuleFile::open(const KernelModule& module) {
       file.decompressed_ = decompress_gzip(compressed, path);
     }
     file.size_ = file.decompressed_.size();
-    std::memcpy(magic, file.decompressed_.data(), std::min(file.size_, size_t{SELFMAG}));
+    std::copy_n(file.decompressed_.begin(), std::min(file.size_, size_t{SELFMAG}), magic);
   }
   if (file.size_ < SELFMAG || std::memcmp(magic, ELFMAG, SELFMAG) != 0) {
     fail("{}: not a kernel module (no ELF header)", path);
@@ -391,7 +391,7 @@ ModuleFile ModuleFile::open(const KernelModule& module) {
 void ModuleFile::copy_to(std::span<uint8_t> out) const {
   if (out.size() > size_) fail("{}: {} bytes asked of a {}-byte module", path_, out.size(), size_);
   if (!file_) {
-    std::memcpy(out.data(), decompressed_.data(), out.size());
+    std::copy_n(decompressed_.begin(), out.size(), out.begin());
     return;
   }
   size_t done = 0;
