@@ -307,16 +307,22 @@ vmm_status vmm_config_add_disk(vmm_config* config, const char* path, bool read_o
 
 vmm_status vmm_config_add_disk_snapshot(vmm_config* config, const char* path, const char* serial,
                                         vmm_disk_snapshot snapshot) {
+  // A C caller may pass any int: read it as one, since loading a C++ enum outside its values is
+  // undefined.
+  static_assert(sizeof(snapshot) == sizeof(int));
+  int kind = 0;
+  std::memcpy(&kind, &snapshot, sizeof(kind));
   return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
-    switch (snapshot) {
+    switch (kind) {
       case VMM_DISK_SNAPSHOT_FILE:
         return add_disk(function, next, path, false, serial, vmm::DiskConfig::Snapshot::kFile);
       case VMM_DISK_SNAPSHOT_MEMORY:
         return add_disk(function, next, path, false, serial, vmm::DiskConfig::Snapshot::kMemory);
+      default: break;
     }
     return error(VMM_EINVAL,
                  "{}: snapshot {} is neither VMM_DISK_SNAPSHOT_FILE nor VMM_DISK_SNAPSHOT_MEMORY",
-                 function, static_cast<int>(snapshot));
+                 function, kind);
   });
 }
 
