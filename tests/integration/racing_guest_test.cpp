@@ -36,6 +36,7 @@
 #include "tests/integration/console_capture.hpp"
 #include "tests/integration/guest_run.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/machine/control_protocol.hpp"
 
 namespace vmm::testing {
 namespace {
@@ -57,16 +58,6 @@ constexpr uint64_t kQueueSize = 16;
 constexpr auto kRace = 300ms;
 
 using Console = ConsoleCapture;
-
-const char* state_name(MachineState state) {
-  switch (state) {
-    case MachineState::kCreated: return "created";
-    case MachineState::kRunning: return "running";
-    case MachineState::kPaused: return "paused";
-    case MachineState::kStopped: return "stopped";
-  }
-  return "?";
-}
 
 class RacingGuestMachine : public ::testing::Test {
  protected:
