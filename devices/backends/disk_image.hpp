@@ -30,6 +30,8 @@ class DiskImage {
 
   const std::string& path() const { return file_.path(); }
   uint64_t size() const { return file_.size(); }
+  // The image itself (a snapshot's base), for reading what it holds before the guest runs.
+  int image_fd() const { return file_.fd(); }
   // Whether the guest may write (an overlay takes writes though the image is opened read-only).
   bool read_only() const { return read_only_; }
   // For logs: "read-only", "snapshot overlay in /tmp", "" for a plain writable image.

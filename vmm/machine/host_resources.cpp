@@ -43,7 +43,8 @@ void check_socket_directory(const std::string& option, const std::string& socket
 
 // The root filesystem's module for the built initramfs: rootfstype='s, else what the superblock
 // of the disk root= names says.
-std::string root_fs_module(const MachineConfig& config, const std::string& cmdline) {
+std::string root_fs_module(const MachineConfig& config, const HostResources& resources) {
+  const std::string& cmdline = resources.cmdline;
   if (const std::string type = cmdline_value(cmdline, "rootfstype"); !type.empty()) {
     return boot::rootfstype_module(type);
   }
@@ -60,9 +61,9 @@ std::string root_fs_module(const MachineConfig& config, const std::string& cmdli
         root);
   }
   const std::string& path = config.disks[index].path;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd) throw_errno("--disk " + path);
-  const auto module = boot::detect_root_fs_module(fd.get(), "--disk " + path);
+  // The disk vmm opened (and locked) already.
+  const auto module =
+      boot::detect_root_fs_module(resources.disks[index].image_fd(), "--disk " + path);
   if (!module) {
     fail(
         "--disk {}: no ext4, xfs or btrfs filesystem at its start (a partitioned disk?): add "
@@ -99,7 +100,7 @@ void build_initramfs(const MachineConfig& config, HostResources& resources) {
   const boot::InitramfsSpec spec{
       .release = *release,
       .modules = boot::find_modules_dir(given, *release, resources.kernel_name),
-      .root_fs_module = root_fs_module(config, resources.cmdline),
+      .root_fs_module = root_fs_module(config, resources),
       .init_program = boot::init_program()};
   const boot::Initramfs initramfs(spec);
   resources.initrd = initramfs.bytes();
