@@ -2,14 +2,16 @@
 # Builds the initramfs of the nested lab's L1 (Debian's cloud kernel under QEMU/TCG with an SVM CPU):
 # busybox, kvm + kvm-amd from the cloud kernel's modules, tun + bridge (the network scenarios' taps and
 # bridge, set up by /lab/l1-net.sh), the L2 VMM(s), the L2 kernels and initramfs, the uds tool (the
-# host side of vmm's vsock and control sockets), and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
+# host side of vmm's vsock and control sockets), kvm-hold (an idle VM held open: tools/kvm-hold.c),
+# and scenarios.sh, which /init runs. /init reads from the L1 kernel command line:
 #   labvmm=vmm,qemu   which VMMs boot the L2 guests, in turn (default: vmm if present, else qemu)
 #   labonly=a,b,...   run only these scenarios (default: all)
 #   labvmmargs=a,b    extra arguments for vmm, comma-separated ("--log-level,debug")
 #   labdone=vmm/a,... results already had from an L1 that crashed: those scenarios are not rerun
 #   labrepeat=N       run each scenario N times in a row (default 1): for chasing a rare failure
 #   labmode=scenarios|shell   shell: boot one L2 interactively (quickstart) instead of the scenarios
-#   labhost=skip      the host tests (--host-tests) already ran in an L1 that crashed later: skip them
+#   labhost=N         start the host tests (--host-tests) at their N-th program: the ones before it
+#                     ran in an L1 that crashed (default 1; past the last, none)
 # With --host-tests, /init first runs the host's "kvm" tests (host-tests.sh), then the scenarios.
 #
 # usage: build-l1-initramfs.sh --kernels DIR --l2 DIR --out FILE [--vmm PATH] [--with-qemu]
@@ -19,7 +21,7 @@
 #              l2-<flavour>-disk.cpio.gz, l2-<flavour>-net.cpio.gz, l2-<flavour>-vsock.cpio.gz
 #              (build-l2-initramfs.sh, --with-disk, --with-net, --with-vsock) and
 #              root-<flavour>.img.gz (build-rootfs.sh's image, gzip'd: mostly zeros); and
-#              tools/uds (lib.sh's lab_build_tools)
+#              tools/uds and tools/kvm-hold (lib.sh's lab_build_tools)
 #   --vmm      the vmm binary to test (its shared libraries come along)
 #   --with-qemu  also add qemu-system-x86_64 (for the -M microvm reference runs)
 #   --host-tests a build's lab_host_tests.txt (tests/CMakeLists.txt): its files go in at the paths
@@ -79,6 +81,8 @@ cp "$here/scenarios.sh" "$root/lab/scenarios.sh"
 [ -x "$l2/tools/uds" ] || lab_die "$l2/tools/uds: missing (lib.sh's lab_build_tools builds it)"
 mkdir -p "$root/usr/local/bin"
 cp "$l2/tools/uds" "$root/usr/local/bin/uds"
+[ -x "$l2/tools/kvm-hold" ] || lab_die "$l2/tools/kvm-hold: missing (lib.sh's lab_build_tools builds it)"
+cp "$l2/tools/kvm-hold" "$root/usr/local/bin/kvm-hold"
 lab_write_l1_net "$root/lab/l1-net.sh"
 if [ -n "$vmm" ]; then
   lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
@@ -125,8 +129,13 @@ lab_write_l1_init_start "$root"
 cat >>"$root/init" <<'INIT'
 # The firmware leaves the cursor mid-line (escape sequences); the lab's lines must start a line.
 echo
+# A heartbeat on the second serial port (lib.sh's lab_boot_l1 gives L1 one, into a file), apart from
+# the console: when it stops, L1 itself is stuck, whatever runs in it.
+if [ -c /dev/ttyS1 ]; then
+  (while :; do cut -d' ' -f1 /proc/uptime; sleep 5; done >/dev/ttyS1) &
+fi
 echo "LAB-L1-UP uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"
-LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE="" LAB_REPEAT=1 LAB_HOST=run
+LAB_VMM="" LAB_ONLY="" LAB_MODE="" LAB_VMM_ARGS="" LAB_DONE="" LAB_REPEAT=1 LAB_HOST=1
 for word in $(cat /proc/cmdline); do
   case $word in
     labvmm=*) LAB_VMM=${word#*=} ;;
@@ -144,10 +153,13 @@ fi
 if [ ! -c /dev/kvm ]; then
   echo "LAB-ERROR L1 has no /dev/kvm (kvm-amd did not load: does the L1 CPU model have svm?)"
   grep -o -m1 -w svm /proc/cpuinfo || echo "LAB-ERROR no svm flag in L1's /proc/cpuinfo"
+else
+  # An idle VM held open all along: L1 wedges less (tools/kvm-hold.c says why).
+  /usr/local/bin/kvm-hold &
 fi
 export LAB_VMM LAB_ONLY LAB_MODE LAB_VMM_ARGS LAB_DONE LAB_REPEAT
-if [ -s /lab/host-tests.txt ] && [ "$LAB_HOST" = run ] && [ "$LAB_MODE" != shell ]; then
-  sh /lab/host-tests.sh /lab/host-tests.txt
+if [ -s /lab/host-tests.txt ] && [ "$LAB_MODE" != shell ]; then
+  sh /lab/host-tests.sh /lab/host-tests.txt "$LAB_HOST"
 fi
 sh /lab/scenarios.sh
 poweroff -f

@@ -51,11 +51,12 @@ lab_build_l2() {
 # OUTDIR, each compiled only if missing or older than its source or tools/relay.h:
 #   vsockio  nc for vsock, in the L2 guests (--with-vsock initramfs)
 #   uds      the host side of vmm's --vsock and --api-socket Unix sockets, in L1
+#   kvm-hold holds an idle VM open in L1 while the lab runs (why: its source)
 lab_build_tools() {
   local outdir=$1 tool
   command -v gcc >/dev/null || lab_die "gcc not found (apt-get install gcc libc6-dev)"
   mkdir -p "$outdir"
-  for tool in vsockio uds; do
+  for tool in vsockio uds kvm-hold; do
     if lab_stale "$outdir/$tool" "$lab_here/tools/$tool.c" "$lab_here/tools/relay.h"; then
       gcc -O2 -static -pthread -Wall -Wextra -Werror -o "$outdir/$tool.tmp" "$lab_here/tools/$tool.c" ||
         lab_die "cannot compile tools/$tool.c"
@@ -529,21 +530,51 @@ NET
 # its console, carriage returns removed, in LOG, and polls it every 2 s: each new console line that
 # matches the extended regex LINES goes to lab_l1_line. L1 is stopped when it runs for TIMEOUT
 # seconds, or goes STALL seconds without such a line: a wedged L1 (seen: an L1 CPU in a soft lockup
-# inside its KVM, where no signal reaches the stuck VMM). If the calling script is stopped, so is L1.
+# inside its KVM, where no signal reaches the stuck VMM; and both its CPUs looping in its kernel with
+# interrupts off). L1's second serial port writes to LOG.alive: an L1 whose /init beats there (the
+# lab's: its uptime every 5 s) and then stops for 60 s is stuck too, and stopped at once. If the
+# calling script is stopped, so is L1.
 # Sets l1_pid, l1_status (QEMU's exit status) and l1_killed (why it was stopped; empty if it ended
 # by itself). The caller may redefine the hooks after sourcing this file:
 #   lab_l1_line LINE   each new matching line (default: printed)
 #   lab_l1_poll        at every poll, before the lines (default: nothing)
 lab_l1_line() { echo "$1"; }
 lab_l1_poll() { :; }
+# lab_l1_diagnose MONITOR OUT: before a stalled L1 is stopped, what its QEMU was doing, written to OUT:
+# each thread's state and CPU ticks, twice, 2 s apart (spinning vCPU threads, or a QEMU that sleeps),
+# then three times, 1 s apart, where each vCPU is, as QEMU's monitor (the FIFOs MONITOR.in and
+# MONITOR.out, read into MONITOR) sees it. No answer at all: QEMU's main loop itself is stuck.
+lab_l1_diagnose() {
+  local monitor=$1 out=$2 round t
+  {
+    echo "--- lab: L1 stalled; its QEMU (pid $l1_pid) at $(date -u +%T): thread, state, user and system ticks"
+    for round in 1 2; do
+      for t in /proc/"$l1_pid"/task/*; do
+        echo "---   $(cat "$t/comm" 2>/dev/null) $(cut -d')' -f2 "$t/stat" 2>/dev/null | awk '{ print $1, $12, $13 }')"
+      done
+      [ "$round" = 1 ] && sleep 2 && echo "---   (2 s later)"
+    done
+  } >"$out"
+  for round in 1 2 3; do
+    printf 'info registers -a\n' >"$monitor.in" &
+    sleep 1
+  done
+  echo "--- lab: QEMU's monitor, info registers -a three times (nothing: it did not answer):" >>"$out"
+  grep -aE '^CPU#|^RIP|^CS |^CR0|^EFER' "$monitor" | sed 's/^/---   /' >>"$out" || true
+}
 lab_boot_l1() {
   local log=$1 lines=$2 timeout=$3 stall=$4; shift 4
-  local start=$SECONDS last=$SECONDS shown=0 n line
+  local start=$SECONDS last=$SECONDS shown=0 n line monitor_reader beats=0 beat=$SECONDS size
   l1_killed=""
   : >"$log"
-  "$@" </dev/null >"$log.raw" 2>&1 &
+  # QEMU's monitor on two FIFOs (QEMU opens both read-write, so nothing blocks): lab_l1_diagnose's.
+  rm -f "$log.stall" "$log.monitor" "$log.monitor.in" "$log.monitor.out" "$log.alive"
+  mkfifo "$log.monitor.in" "$log.monitor.out"
+  "$@" -monitor "pipe:$log.monitor" -serial stdio -serial "file:$log.alive" </dev/null >"$log.raw" 2>&1 &
   l1_pid=$!
-  trap 'kill "$l1_pid" 2>/dev/null' EXIT
+  cat "$log.monitor.out" >"$log.monitor" &
+  monitor_reader=$!
+  trap 'kill "$l1_pid" "$monitor_reader" 2>/dev/null' EXIT
   while :; do
     sleep 2
     tr -d '\r' <"$log.raw" >"$log"
@@ -559,17 +590,25 @@ lab_boot_l1() {
     elif [ $((SECONDS - last)) -ge "$stall" ]; then
       l1_killed="L1 printed no lab line for ${stall}s"
       if grep -q 'soft lockup' "$log"; then l1_killed="$l1_killed, its console reports a soft lockup"; fi
+    elif [ "$beats" -gt 0 ] && [ $((SECONDS - beat)) -ge 60 ]; then
+      l1_killed="L1's heartbeat stopped for 60 s (its kernel is stuck)"
     fi
+    size=$(stat -c %s "$log.alive" 2>/dev/null || echo 0)
+    [ "$size" -gt "$beats" ] && beats=$size beat=$SECONDS
     if [ -n "$l1_killed" ]; then
+      lab_l1_diagnose "$log.monitor" "$log.stall"
       kill "$l1_pid" 2>/dev/null || true
       break
     fi
   done
   l1_status=0
   wait "$l1_pid" || l1_status=$?
+  kill "$monitor_reader" 2>/dev/null || true
+  wait "$monitor_reader" 2>/dev/null || true
   trap - EXIT
   tr -d '\r' <"$log.raw" >"$log"
-  rm -f "$log.raw"
+  [ -e "$log.stall" ] && cat "$log.stall" >>"$log"
+  rm -f "$log.raw" "$log.stall" "$log.monitor" "$log.monitor.in" "$log.monitor.out" "$log.alive"
 }
 
 # lab_l1_crash_reason LOG END: why an L1 whose console LOG lacks the END line did not get there.

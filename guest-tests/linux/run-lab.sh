@@ -23,8 +23,8 @@
 #                          (its root filesystem on a virtio disk: build-rootfs.sh's image)
 # Prints every LAB-RESULT line and ends with "N passed, M failed[, K skipped]"; exits 0 only if no
 # scenario failed and at least one passed. An L1 crash (its kernel panics, or its QEMU dies, before
-# LAB-END, or goes silent) is not a vmm failure: L1 is booted once more, for the scenarios that had
-# no result yet.
+# LAB-END, or goes silent) is not a vmm failure: L1 is booted again, at most twice, for what had no
+# result yet (the scenarios without one, the host-test programs from the one cut short).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -120,8 +120,8 @@ lab_lines='^(LAB-|--- |  \| )'
 l1_stall_limit=270
 # A host test prints its line when it ends. Their own liveness bounds are 4 minutes there
 # (host-tests.sh), so a test that hangs fails by itself before L1 counts as wedged; the scenarios'
-# 240 s must still fit too. (Now and then L1 does wedge while host tests run, silent, no kernel
-# message either; the second boot then ran everything.)
+# 240 s must still fit too. (An L1 that wedges with both CPUs stuck stops its heartbeat and is
+# stopped sooner: lib.sh's lab_boot_l1.)
 [ ${#host_tests[@]} -gt 0 ] && l1_stall_limit=300
 # Runs L1 once with kernel command line APPEND, logging its console to $log and showing the lab's own
 # lines as they come (lib.sh's lab_boot_l1).
@@ -132,33 +132,37 @@ boot_l1() {
   echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
 }
 l1_finished() { grep -q '^LAB-END' "$log"; }
-# The results that stand from an L1 that crashed ($log.1): its host results only if it finished them.
-first_l1_results() {
-  [ -e "$log.1" ] || return 0
-  if grep -q '^LAB-HOST-TESTS-END' "$log.1"; then
-    grep '^LAB-RESULT ' "$log.1"
-  else
-    grep '^LAB-RESULT ' "$log.1" | grep -v '^LAB-RESULT host/'
-  fi
+# The results of a crashed L1's console log that stand: each scenario's, and the host tests' of each
+# program that ended (its LAB-HOST-DONE line); a program cut short runs again, whole.
+kept_results() {
+  awk '/^LAB-RESULT host\// { pending = pending $0 "\n"; next }
+       /^LAB-HOST-DONE / { printf "%s", pending; pending = ""; next }
+       /^LAB-RESULT / { print }' "$1"
 }
-l1_crash_reason() { lab_l1_crash_reason "$log" LAB-END; }
+# The lines that are the lab's bookkeeping, not results, are not shown.
+lab_l1_line() { case $1 in LAB-HOST-DONE*) ;; *) echo "$1" ;; esac; }
 
-rm -f "$log.1"
+# An L1 that crashes is booted again, at most twice, for what has no result yet. (It happens: now and
+# then L1 goes silent with vmm's tests or scenarios running, its vCPUs busy and nothing on its console;
+# lib.sh's lab_l1_diagnose records what QEMU was doing at the end of its log.)
+max_boots=3
+boots=1
+rm -f "$log".[0-9]
 boot_l1 "$append"
-if ! l1_finished; then
-  echo "lab: L1 kernel crashed (not a vmm failure), retrying once ($(l1_crash_reason); log kept in $log.1)"
-  mv "$log" "$log.1"
-  # Results the crashed L1 did report stand; the new L1 runs the rest. Keys: <vmm>/<scenario>. The
-  # host tests stand only all together (too many to name on L1's command line): else they rerun.
-  # (The crashed L1's log stays whole; its host results are dropped only from the count, below.)
-  host_done=""
-  grep -q '^LAB-HOST-TESTS-END' "$log.1" && host_done=" labhost=skip"
-  done_keys=$(awk '/^LAB-RESULT / && $2 !~ /^host\// { n = $2; if (n !~ /\//) n = "vmm/" n; print n }' "$log.1" | paste -sd, -)
-  [ -n "$done_keys$host_done" ] && echo "lab: keeping the $(first_l1_results | grep -c .) results L1 reported before it crashed"
-  boot_l1 "$append${done_keys:+ labdone=$done_keys}$host_done"
-fi
+while ! l1_finished && [ $boots -lt $max_boots ]; do
+  reason=$(l1_crash_reason)
+  mv "$log" "$log.$boots"
+  kept=$(for ((i = 1; i <= boots; i++)); do kept_results "$log.$i"; done)
+  # Keys: <vmm>/<scenario>. The host tests start at the first program that has not ended.
+  done_keys=$(echo "$kept" | awk '/^LAB-RESULT / && $2 !~ /^host\// { n = $2; if (n !~ /\//) n = "vmm/" n; print n }' | paste -sd, -)
+  host_from=$(cat "$log".[0-9] | awk '/^LAB-HOST-DONE / && $2 > last { last = $2 } END { print last + 1 }')
+  echo "lab: L1 crashed (not a vmm failure: $reason; log kept in $log.$boots); booting it again for" \
+    "what has no result yet, keeping the $(echo "$kept" | grep -c '^LAB-RESULT') results it reported"
+  boots=$((boots + 1))
+  boot_l1 "$append${done_keys:+ labdone=$done_keys} labhost=$host_from"
+done
 
-results=$({ first_l1_results; cat "$log"; } 2>/dev/null | grep '^LAB-RESULT ' || true)
+results=$({ for ((i = 1; i < boots; i++)); do kept_results "$log.$i"; done; cat "$log"; } 2>/dev/null | grep '^LAB-RESULT ' || true)
 passed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* PASS' || true)
 failed=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* FAIL' || true)
 skipped=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* SKIP' || true)
@@ -167,7 +171,7 @@ if [ ${#host_tests[@]} -gt 0 ]; then
   echo "lab: host tests: $(host_count PASS) passed, $(host_count FAIL) failed, $(host_count SKIP) skipped"
 fi
 if ! l1_finished; then
-  echo "lab: L1 crashed again ($(l1_crash_reason)); the scenarios without a result did not run; see $log"
+  echo "lab: L1 crashed $boots times, the last: $(l1_crash_reason); what had no result did not run; see $log"
   failed=$((failed + 1))
 fi
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then

@@ -34,9 +34,8 @@ std::chrono::milliseconds liveness_bound(std::chrono::milliseconds bound) {
   return bound * positive_from_env("VMM_TEST_TIME_SCALE", 1);
 }
 
-std::string create_destroy_loop_unavailable_reason() {
-  const char* why = std::getenv("VMM_TEST_NO_CREATE_DESTROY");
-  return why == nullptr ? "" : why;
+long create_destroy_rounds() {
+  return positive_from_env("VMM_TEST_CREATE_DESTROY_ROUNDS", 1000);
 }
 
 std::string test_guest_image(const std::string& name) {
