@@ -6,7 +6,11 @@
 #   gtest NAME PROGRAM   each GoogleTest test is one result: LAB-RESULT host/NAME/<Suite.Test> ...
 #   run NAME COMMAND...  one result, LAB-RESULT host/NAME: status 0 passes, 77 skips, else fails
 # A failure shows the test's own output below its result line ("  | "). A program that crashes or
-# overruns HOST_TEST_TIMEOUT fails the test it was in (or, between tests, host/NAME). Ends with
+# overruns HOST_TEST_TIMEOUT fails the test it was in (or, between tests, host/NAME). A GoogleTest
+# test that fails is first reported as LAB-RETRY host/NAME/<Suite.Test> FAIL (with its output) and run
+# once more alone; that second run gives its result, "on a second try" if it passes. Why: L1 glitches
+# now and then under TCG (seen once: the hello guest triple-faulted halfway through a line it prints,
+# in a test that passed in every other run), and one glitch should not fail the whole suite. Ends with
 # LAB-HOST-TESTS-END <passed> <failed> <skipped>. After each program's results: LAB-HOST-DONE <its
 # number in LIST>, so that a new L1 after one that crashed can start at the next (FIRST).
 # Usage: host-tests.sh LIST [FIRST]
@@ -18,18 +22,26 @@ HOST_TEST_TIMEOUT=${HOST_TEST_TIMEOUT:-900}
 export VMM_TEST_TIME_SCALE=4
 export VMM_TEST_CREATE_DESTROY_ROUNDS=200
 
-# to_results KIND NAME: the program's output, then "HOST-TEST-EXIT <status>", turned into result
+# to_results KIND NAME TRY: the program's output, then "HOST-TEST-EXIT <status>", turned into result
 # lines as they come (KIND gtest: one per test; run: one for the program). Busybox's timeout leaves
-# its child killed by SIGTERM: status 143.
+# its child killed by SIGTERM: status 143. On TRY 1, a failed GoogleTest test is a LAB-RETRY line and
+# its name goes to $retry; on TRY 2 (that test alone), a pass says so.
+retry=${TMPDIR:-/tmp}/host-tests.retry
 to_results() {
-  awk -v kind="$1" -v name="$2" -v limit="$HOST_TEST_TIMEOUT" '
+  awk -v kind="$1" -v name="$2" -v try="$3" -v retry="$retry" -v limit="$HOST_TEST_TIMEOUT" '
     function show(   i, from) {
       from = n > 40 ? n - 39 : 1
       if (from > 1) print "  | (" from - 1 " earlier lines left out)"
       for (i = from; i <= n; i++) print "  | " out[i]
     }
-    function result(test, verdict, detail) {
-      print "LAB-RESULT host/" name (test == "" ? "" : "/" test) " " verdict (detail == "" ? "" : " " detail)
+    function result(test, verdict, detail,   tag) {
+      tag = "LAB-RESULT"
+      if (verdict == "FAIL" && test != "" && try == 1) {
+        tag = "LAB-RETRY"
+        print test >retry
+      }
+      if (verdict == "PASS" && try == 2) detail = detail " on a second try"
+      print tag " host/" name (test == "" ? "" : "/" test) " " verdict (detail == "" ? "" : " " detail)
       fflush()
       count[verdict]++
     }
@@ -61,11 +73,12 @@ to_results() {
   '
 }
 
-results=/tmp/host-tests.results
+results=${TMPDIR:-/tmp}/host-tests.results
 : >"$results"
 echo "LAB-HOST-TESTS-START $(grep -cE '^(gtest|run) ' "$list") programs"
 program=0
 while read -r kind name command; do
+  # shellcheck disable=SC2086 # the command is a list of words
   case $kind in
     gtest) set -- $command --gtest_color=no ;;
     run) set -- $command ;;
@@ -73,9 +86,14 @@ while read -r kind name command; do
   esac
   program=$((program + 1))
   [ "$program" -ge "$first" ] || continue
-  # shellcheck disable=SC2086 # the command is a list of words
+  : >"$retry"
   { timeout "$HOST_TEST_TIMEOUT" "$@" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
-    to_results "$kind" "$name" | tee -a "$results"
+    to_results "$kind" "$name" 1 | tee -a "$results"
+  # (A later --gtest_filter overrides the list's own.)
+  while read -r test; do
+    { timeout "$HOST_TEST_TIMEOUT" "$@" --gtest_filter="$test" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
+      to_results "$kind" "$name" 2 | tee -a "$results"
+  done <"$retry"
   echo "LAB-HOST-DONE $program"
 done <"$list"
 count() { grep -c "^LAB-RESULT [^ ]* $1" "$results"; }
