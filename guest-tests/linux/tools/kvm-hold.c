@@ -2,14 +2,15 @@
 // starts it before any test), so that the VMs the tests create and destroy never take KVM's static
 // keys from 0 to 1 and back.
 //
-// Why: each such flip patches L1's kernel text with INT3s (text_poke_bp) while both its CPUs run, and
-// under QEMU's multi-threaded TCG that cross-modifying code now and then leaves both L1 CPUs looping
-// for good in the INT3 handler (seen: every vCPU at asm_exc_int3, exc_int3 or __schedule with
-// interrupts off, after a few hundred VM create/destroy cycles; L1 goes silent). The keys are the
-// LAPIC's: one counts software-disabled APICs (every new vCPU's), one hardware-disabled APICs. So the
-// VM has the in-kernel irqchip, as vmm's have, and two vCPUs that never run: one as created, one with
-// its APIC base MSR's enable bit cleared. Holding a VM also keeps virtualization enabled on every CPU,
-// which KVM otherwise switches on and off with IPIs as the count of VMs leaves and returns to 0.
+// Why: each such flip patches L1's kernel text with INT3s (text_poke_bp) while both its CPUs run,
+// and under QEMU's multi-threaded TCG that cross-modifying code now and then leaves both L1 CPUs
+// looping for good in the INT3 handler (seen: every vCPU at asm_exc_int3, exc_int3 or __schedule
+// with interrupts off, after a few hundred VM create/destroy cycles; L1 goes silent). The keys are
+// the LAPIC's: one counts software-disabled APICs (every new vCPU's), one hardware-disabled APICs.
+// So the VM has the in-kernel irqchip, as vmm's have, and two vCPUs that never run: one as created,
+// one with its APIC base MSR's enable bit cleared. Holding a VM also keeps virtualization enabled
+// on every CPU, which KVM otherwise switches on and off with IPIs as the count of VMs leaves and
+// returns to 0.
 //
 // Usage: kvm-hold (runs until killed). Exit status 1, said on stderr, if it can't set that up.
 #include <fcntl.h>
@@ -19,7 +20,8 @@
 #include <unistd.h>
 
 enum { kApicBaseMsr = 0x1b };
-static const unsigned long long kApicBaseDisabled = 0xfee00000ULL;  // the default base, enable bit clear
+static const unsigned long long kApicBaseDisabled =
+    0xfee00000ULL;  // the default base, enable bit clear
 
 static int fail(const char* what) {
   perror(what);
@@ -39,6 +41,7 @@ int main(void) {
     struct kvm_msrs header;
     struct kvm_msr_entry entry;
   } msrs = {.header = {.nmsrs = 1}, .entry = {.index = kApicBaseMsr, .data = kApicBaseDisabled}};
-  if (ioctl(hw_disabled, KVM_SET_MSRS, &msrs) != 1) return fail("kvm-hold: KVM_SET_MSRS (APIC base)");
+  if (ioctl(hw_disabled, KVM_SET_MSRS, &msrs) != 1)
+    return fail("kvm-hold: KVM_SET_MSRS (APIC base)");
   for (;;) pause();
 }
