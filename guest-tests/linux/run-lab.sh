@@ -132,6 +132,7 @@ boot_l1() {
   echo "lab: L1 ran $((SECONDS - start))s, QEMU exit status $l1_status${l1_killed:+ (stopped: $l1_killed)}"
 }
 l1_finished() { grep -q '^LAB-END' "$log"; }
+l1_crash_reason() { lab_l1_crash_reason "$log" LAB-END; }
 # The results of a crashed L1's console log that stand: each scenario's, and the host tests' of each
 # program that ended (its LAB-HOST-DONE line); a program cut short runs again, whole.
 kept_results() {
@@ -169,9 +170,9 @@ skipped=$(echo "$results" | grep -c '^LAB-RESULT [^ ]* SKIP' || true)
 if [ ${#host_tests[@]} -gt 0 ]; then
   host_count() { echo "$results" | grep -c "^LAB-RESULT host/[^ ]* $1" || true; }
   echo "lab: host tests: $(host_count PASS) passed, $(host_count FAIL) failed, $(host_count SKIP) skipped"
-  # (host-tests.sh runs a failed test once more: what L1 glitched, not vmm, passes then.)
-  echo "$results" | grep ' on a second try$' | sed 's/^LAB-RESULT \([^ ]*\) .*/lab: \1 failed once (LAB-RETRY, above) and passed on a second try/' || true
 fi
+# (host-tests.sh and scenarios.sh run a failed test once more: what L1 glitched, not vmm, passes then.)
+echo "$results" | grep ' on a second try$' | sed 's/^LAB-RESULT \([^ ]*\) .*/lab: \1 failed once (LAB-RETRY, above) and passed on a second try/' || true
 if ! l1_finished; then
   echo "lab: L1 crashed $boots times, the last: $(l1_crash_reason); what had no result did not run; see $log"
   failed=$((failed + 1))
