@@ -9,12 +9,18 @@
 #include <type_traits>
 #include <vector>
 
+#include "base/util/unique_fd.hpp"
+
 namespace vmm {
 
-// An anonymous private host mapping, unmapped on destruction. Never executable on the host.
+// A host mapping of guest RAM from a file, on a 2 MiB boundary, unmapped on destruction. Never
+// executable on the host.
 class MemoryMapping {
  public:
-  static MemoryMapping anonymous(uint64_t size);
+  // kShared: the RAM's own memfd, whose pages others (a vhost-user backend) may map too.
+  // kPrivate: a copy-on-write view of a snapshot's memory file, which the guest never changes.
+  enum class Sharing { kShared, kPrivate };
+  static MemoryMapping of_file(int fd, uint64_t file_offset, uint64_t size, Sharing sharing);
   MemoryMapping(const MemoryMapping&) = delete;
   MemoryMapping& operator=(const MemoryMapping&) = delete;
   MemoryMapping(MemoryMapping&& other) noexcept;
@@ -39,11 +45,21 @@ class GuestMemory {
     uint64_t guest_base;
     uint64_t size;
     uint8_t* host;
+    // Where the region lies in the memory file's layout (the regions in guest-address order, back
+    // to back): in fd() when there is one, and in the file save() writes.
+    uint64_t file_offset = 0;
   };
 
-  // RAM of `ram_size` bytes laid out around the 32-bit MMIO hole (see layout.hpp).
+  // RAM of `ram_size` bytes laid out around the 32-bit MMIO hole (see layout.hpp), mapped shared
+  // from one memfd (fd()) so that another process can map the same RAM.
   static GuestMemory allocate(uint64_t ram_size);
-  // Wraps caller-owned buffers (tests and fuzzers). Regions must not overlap.
+  // A restored guest's RAM: each region mapped copy-on-write from the memory file at `path` (as
+  // save() wrote it), which must be exactly `ram_size` bytes. Nothing is read up front, and guests
+  // restored from one file share its unmodified pages through the page cache; the file must stay
+  // unchanged while they run. fd() is -1.
+  static GuestMemory map_file(const std::string& path, uint64_t ram_size);
+  // Wraps caller-owned buffers (tests and fuzzers). Regions must not overlap; their file offsets
+  // are set to the memory file's layout.
   static GuestMemory from_regions(std::vector<Region> regions);
 
   GuestMemory(GuestMemory&&) noexcept = default;
@@ -78,7 +94,14 @@ class GuestMemory {
   // Throwing variant for setup code (loaders, firmware): `what` names the payload in the error.
   void write_or_throw(uint64_t gpa, std::span<const uint8_t> in, const std::string& what) const;
 
+  // Writes the RAM to `out_fd`, a regular file, in the memory file's layout (its size is the RAM
+  // size), sparse: a page the guest never wrote, or that is all zeros, is a hole. `what` names the
+  // file in errors. The guest must not run meanwhile.
+  void save(int out_fd, const std::string& what) const;
+
   const std::vector<Region>& regions() const { return regions_; }
+  // The memfd the RAM is mapped from (see Region::file_offset), or -1 when there is none.
+  int fd() const { return memfd_.get(); }
   // Total RAM in bytes.
   uint64_t ram_size() const;
   // End of the RAM region that starts at guest address 0 (the usable 32-bit RAM).
@@ -86,8 +109,12 @@ class GuestMemory {
 
  private:
   explicit GuestMemory(std::vector<Region> regions) : regions_(std::move(regions)) {}
+  // The regions of `ram_size` bytes of RAM, each mapped from `fd` at its file offset.
+  static GuestMemory map_layout(int fd, uint64_t ram_size, MemoryMapping::Sharing sharing);
+
   std::vector<Region> regions_;
   std::vector<MemoryMapping> mappings_;
+  UniqueFd memfd_;
 };
 
 }  // namespace vmm
