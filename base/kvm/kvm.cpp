@@ -34,8 +34,7 @@ Kvm Kvm::open(const std::string& path) {
 }
 
 int Kvm::check_extension(long capability) const {
-  const int ret = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
-  return ret < 0 ? 0 : ret;
+  return kvm::check_extension(fd_.get(), capability);
 }
 
 void Kvm::require_extension(long capability, const char* name) const {
@@ -53,20 +52,36 @@ size_t Kvm::vcpu_mmap_size() const {
 }
 
 std::vector<kvm_cpuid_entry2> Kvm::supported_cpuid() const {
-  for (uint32_t count = 128; count <= 4096; count *= 2) {
-    std::vector<kvm_cpuid_entry2> entries(count);
-    auto buffer = flex_buffer(CpuidHeader{count, 0}, std::span<const kvm_cpuid_entry2>(entries));
-    if (::ioctl(fd_.get(), kGetSupportedCpuid, buffer.data()) == 0) {
-      CpuidHeader header;
-      std::memcpy(&header, buffer.data(), sizeof(header));
-      entries.resize(std::min(header.nent, count));
-      std::memcpy(entries.data(), reinterpret_cast<uint8_t*>(buffer.data()) + sizeof(header),
-                  entries.size() * sizeof(kvm_cpuid_entry2));
-      return entries;
+  return read_cpuid(fd_.get(), kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID");
+}
+
+namespace {
+
+std::vector<uint32_t> read_msr_index_list(int fd) {
+  // A first call with no room answers E2BIG and how many there are; the list can't change after.
+  MsrListHeader header{0};
+  if (::ioctl(fd, kGetMsrIndexList, &header) == 0) return {};
+  if (errno != E2BIG) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  const std::vector<uint32_t> room(header.nmsrs);
+  auto buffer = flex_buffer(header, std::span<const uint32_t>(room));
+  checked_ioctl(fd, kGetMsrIndexList, "KVM_GET_MSR_INDEX_LIST", buffer.data());
+  std::memcpy(&header, buffer.data(), sizeof(header));
+  return flex_entries<MsrListHeader, uint32_t>(buffer, header.nmsrs);
+}
+
+}  // namespace
+
+const std::vector<uint32_t>& Kvm::msrs_to_save() const {
+  static const std::vector<uint32_t> indices = [fd = fd_.get()] {
+    // The TSC and kvmclock's MSRs lead, whether or not the host lists them: a guest's time hangs on
+    // them.
+    std::vector<uint32_t> list{kMsrIa32Tsc, kMsrKvmSystemTimeNew, kMsrKvmWallClockNew};
+    for (const uint32_t index : read_msr_index_list(fd)) {
+      if (std::find(list.begin(), list.end(), index) == list.end()) list.push_back(index);
     }
-    if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
-  }
-  fail("KVM_GET_SUPPORTED_CPUID: too many entries");
+    return list;
+  }();
+  return indices;
 }
 
 }  // namespace vmm::kvm

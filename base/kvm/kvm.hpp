@@ -10,6 +10,12 @@
 
 namespace vmm::kvm {
 
+// MSRs whose saving and restoring vmm orders by hand.
+inline constexpr uint32_t kMsrIa32Tsc = 0x10;
+inline constexpr uint32_t kMsrIa32TscDeadline = 0x6e0;
+inline constexpr uint32_t kMsrKvmWallClockNew = 0x4b564d00;
+inline constexpr uint32_t kMsrKvmSystemTimeNew = 0x4b564d01;
+
 // The /dev/kvm system handle.
 class Kvm {
  public:
@@ -23,6 +29,10 @@ class Kvm {
   int max_vcpus() const;
   size_t vcpu_mmap_size() const;
   std::vector<kvm_cpuid_entry2> supported_cpuid() const;
+  // The MSRs a snapshot saves: the TSC, kvmclock's and the rest of KVM_GET_MSR_INDEX_LIST. The
+  // host's list never changes, so it is read once per process, at the first call: call it before
+  // the threads that take snapshots confine themselves.
+  const std::vector<uint32_t>& msrs_to_save() const;
 
  private:
   explicit Kvm(UniqueFd fd) : fd_(std::move(fd)) {}

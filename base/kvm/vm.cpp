@@ -1,5 +1,9 @@
 #include "base/kvm/vm.hpp"
 
+#include <time.h>
+
+#include <limits>
+
 #include "base/kvm/ioctl.hpp"
 
 namespace vmm::kvm {
@@ -89,16 +93,62 @@ void Vm::unregister_irqfd(int event_fd, uint32_t gsi) {
   VMM_IOCTL(fd_.get(), KVM_IRQFD, &irqfd);
 }
 
-uint64_t Vm::clock() const {
+kvm_clock_data Vm::clock_data() const {
   kvm_clock_data data{};
   VMM_IOCTL(fd_.get(), KVM_GET_CLOCK, &data);
-  return data.clock;
+  return data;
+}
+
+uint64_t Vm::clock() const {
+  return clock_data().clock;
 }
 
 void Vm::set_clock(uint64_t nanoseconds) {
   kvm_clock_data data{};
   data.clock = nanoseconds;
   VMM_IOCTL(fd_.get(), KVM_SET_CLOCK, &data);
+}
+
+namespace {
+
+kvm_irqchip read_irqchip(int vm_fd, uint32_t chip_id) {
+  kvm_irqchip chip{};
+  chip.chip_id = chip_id;
+  VMM_IOCTL(vm_fd, KVM_GET_IRQCHIP, &chip);
+  return chip;
+}
+
+uint64_t realtime_now_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(now.tv_nsec);
+}
+
+}  // namespace
+
+VmState Vm::save_state() const {
+  VmState state;
+  state.pic_master = read_irqchip(fd_.get(), KVM_IRQCHIP_PIC_MASTER);
+  state.pic_slave = read_irqchip(fd_.get(), KVM_IRQCHIP_PIC_SLAVE);
+  state.ioapic = read_irqchip(fd_.get(), KVM_IRQCHIP_IOAPIC);
+  VMM_IOCTL(fd_.get(), KVM_GET_PIT2, &state.pit);
+  const kvm_clock_data clock = clock_data();
+  state.clock_ns = clock.clock;
+  // Newer kernels read the host's real time together with the clock; older ones leave it to us.
+  state.realtime_ns = (clock.flags & KVM_CLOCK_REALTIME) != 0 ? clock.realtime : realtime_now_ns();
+  return state;
+}
+
+void Vm::restore_state(const VmState& state, uint64_t clock_advance_ns) {
+  if (clock_advance_ns > std::numeric_limits<uint64_t>::max() - state.clock_ns) {
+    fail("the saved guest clock ({} ns) overflows when advanced by {} ns", state.clock_ns,
+         clock_advance_ns);
+  }
+  VMM_IOCTL(fd_.get(), KVM_SET_PIT2, &state.pit);
+  set_clock(state.clock_ns + clock_advance_ns);
+  VMM_IOCTL(fd_.get(), KVM_SET_IRQCHIP, &state.pic_master);
+  VMM_IOCTL(fd_.get(), KVM_SET_IRQCHIP, &state.pic_slave);
+  VMM_IOCTL(fd_.get(), KVM_SET_IRQCHIP, &state.ioapic);
 }
 
 }  // namespace vmm::kvm

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "base/kvm/kvm.hpp"
+#include "base/kvm/vm_state.hpp"
 #include "base/util/unique_fd.hpp"
 
 namespace vmm::kvm {
@@ -37,7 +38,16 @@ class Vm {
   uint64_t clock() const;
   void set_clock(uint64_t nanoseconds);
 
+  // The PICs, IOAPIC, PIT and clock, with the machine paused.
+  VmState save_state() const;
+  // Puts `state` back into a fresh VM with its irqchip and PIT (before its vCPUs' states), the
+  // clock `clock_advance_ns` (the real time since the save) ahead of the saved one, so the guest's
+  // clock jumps forward as after a suspend.
+  void restore_state(const VmState& state, uint64_t clock_advance_ns);
+
  private:
+  kvm_clock_data clock_data() const;
+
   explicit Vm(UniqueFd fd) : fd_(std::move(fd)) {}
   UniqueFd fd_;
 };
