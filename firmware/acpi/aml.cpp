@@ -24,6 +24,11 @@ constexpr uint8_t kExtOpPrefix = 0x5b;
 constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
 constexpr uint8_t kRootChar = '\\';
 constexpr uint8_t kParentPrefixChar = '^';
+constexpr uint8_t kArg0Op = 0x68;
+constexpr uint8_t kMaxArg = 6;
+constexpr uint8_t kNotifyOp = 0x86;
+constexpr uint8_t kLEqualOp = 0x93;
+constexpr uint8_t kIfOp = 0xa0;
 constexpr uint8_t kReturnOp = 0xa4;
 
 // Resource descriptor tags (ACPI 6.3, section 6.4).
@@ -237,6 +242,26 @@ Bytes method(std::string_view name, uint8_t arg_count, std::span<const uint8_t> 
 Bytes return_value(std::span<const uint8_t> value) {
   const uint8_t opcode[] = {kReturnOp};
   return concat({opcode, value});
+}
+
+Bytes if_then(std::span<const uint8_t> predicate, std::span<const uint8_t> body) {
+  const uint8_t opcode[] = {kIfOp};
+  return with_pkg_length(opcode, concat({predicate, body}));
+}
+
+Bytes equal(std::span<const uint8_t> left, std::span<const uint8_t> right) {
+  const uint8_t opcode[] = {kLEqualOp};
+  return concat({opcode, left, right});
+}
+
+Bytes arg(uint8_t index) {
+  if (index > kMaxArg) fail("AML Arg{} does not exist (Arg0-Arg{})", index, kMaxArg);
+  return {static_cast<uint8_t>(kArg0Op + index)};
+}
+
+Bytes notify(std::string_view object, std::span<const uint8_t> value) {
+  const uint8_t opcode[] = {kNotifyOp};
+  return concat({opcode, name_string(object), value});
 }
 
 Bytes io_port(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length) {

@@ -45,6 +45,15 @@ Bytes device(std::string_view name, std::span<const uint8_t> body);
 // A NotSerialized method; `body` is its TermList (e.g. return_value(integer(0xf))).
 Bytes method(std::string_view name, uint8_t arg_count, std::span<const uint8_t> body);
 Bytes return_value(std::span<const uint8_t> value);
+// If (predicate) { body }, with no Else.
+Bytes if_then(std::span<const uint8_t> predicate, std::span<const uint8_t> body);
+// LEqual (left, right): an Integer comparison, true as Ones.
+Bytes equal(std::span<const uint8_t> left, std::span<const uint8_t> right);
+// ArgN, a method's N-th argument (0-6).
+Bytes arg(uint8_t index);
+// Notify (object, value): queues a notification (0x80 and up: device-specific) for the OS's
+// driver of `object`, a path such as "\\_SB_.VGEN".
+Bytes notify(std::string_view object, std::span<const uint8_t> value);
 
 // Resource descriptors for a ResourceTemplate.
 // I/O port range with 16-bit decode (small descriptor 0x47).

@@ -60,6 +60,32 @@ void validate_device(const DeviceDescription& device) {
   }
 }
 
+void validate_vm_generation_id(const PlatformDescription& platform) {
+  const VmGenerationId& id = *platform.vm_generation_id;
+  // As QEMU and Firecracker place it: each 64-bit half of the ID is then one aligned, untorn read.
+  if (id.id_address % 8 != 0) {
+    fail("ACPI: VM Generation ID address {:#x} is not 8-byte aligned", id.id_address);
+  }
+  for (const auto& device : platform.devices) {
+    if (device.name == kVmGenerationIdDeviceName || device.name == kGenericEventDeviceName) {
+      fail("ACPI device {}: the name is taken by the VM Generation ID", device.name);
+    }
+    // The Generic Event Device holds its interrupt exclusively.
+    for (const auto& irq : device.interrupts) {
+      if (irq.gsi == id.notify_gsi) {
+        fail("ACPI device {}: GSI {} is the VM Generation ID's notification interrupt", device.name,
+             irq.gsi);
+      }
+    }
+  }
+  for (const auto& over : platform.interrupt_overrides) {
+    if (over.gsi == id.notify_gsi) {
+      fail("ACPI: GSI {} is both ISA IRQ {}'s and the VM Generation ID's notification interrupt",
+           over.gsi, over.isa_irq);
+    }
+  }
+}
+
 }  // namespace
 
 void validate(const PlatformDescription& platform) {
@@ -95,6 +121,7 @@ void validate(const PlatformDescription& platform) {
       fail("ACPI: ISA IRQ {} is overridden twice", over.isa_irq);
     }
   }
+  if (platform.vm_generation_id) validate_vm_generation_id(platform);
 }
 
 }  // namespace vmm::acpi

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,20 @@ struct InterruptOverride {
   bool active_low;
 };
 
+// The VM Generation ID (Microsoft's "Virtual Machine Generation ID" interface, which Linux's
+// vmgenid driver implements): a 16-byte ID in guest memory that the host changes whenever the VM
+// may have been duplicated (restored from a snapshot, cloned). The DSDT describes it as \_SB_.VGEN,
+// whose ADDR gives the ID's address, and a Generic Event Device (\_SB_.GED_, ACPI0013) whose
+// interrupt, on this GSI, makes the guest re-read the ID: the only event source a
+// hardware-reduced platform has.
+struct VmGenerationId {
+  uint64_t id_address;  // guest-physical, 8-byte aligned, in RAM the e820 map reserves
+  uint32_t notify_gsi;  // edge-triggered, active high, used by no other device
+};
+// The names of its two devices in \_SB_, which no described device may take.
+inline constexpr char kVmGenerationIdDeviceName[] = "VGEN";
+inline constexpr char kGenericEventDeviceName[] = "GED_";
+
 struct PlatformDescription {
   uint32_t cpu_count;  // APIC IDs 0..cpu_count-1
   uint64_t lapic_address;
@@ -60,6 +75,7 @@ struct PlatformDescription {
   uint8_t rtc_century_register;
   std::vector<DeviceDescription> devices;
   std::vector<InterruptOverride> interrupt_overrides;
+  std::optional<VmGenerationId> vm_generation_id;
 };
 
 // The largest CPU count the MADT describes: KVM's x86 vCPU ID limit.
@@ -67,7 +83,8 @@ inline constexpr uint32_t kMaxCpus = 4096;
 
 // Throws vmm::Error naming the first problem: a CPU count outside 1..kMaxCpus, an APIC address
 // above 4 GiB, a missing sleep or reset port, a bad device name/HID, a duplicate device name,
-// or a resource an ACPI descriptor cannot express.
+// a resource an ACPI descriptor cannot express, or a VM Generation ID that is misaligned, shares
+// its GSI or takes the name of a described device.
 void validate(const PlatformDescription& platform);
 
 }  // namespace vmm::acpi

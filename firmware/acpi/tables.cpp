@@ -3,6 +3,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstring>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -259,6 +260,36 @@ Bytes device_aml(const DeviceDescription& device) {
                    aml::name("_CRS", aml::resource_template(resources))}));
 }
 
+// \_SB_.VGEN. Its _HID is vmm's own (no driver matches it); Linux's vmgenid driver (5.18 on)
+// matches the _CID, "VMGENCTR", Hyper-V's. ADDR gives the ID's address as a package of its low and
+// high 32 bits.
+Bytes vm_generation_id_aml(const VmGenerationId& id) {
+  const Bytes address_halves[] = {aml::integer(id.id_address & 0xffffffff),
+                                  aml::integer(id.id_address >> 32)};
+  return aml::device(
+      kVmGenerationIdDeviceName,
+      aml::concat({aml::name("_HID", hid("VMM0001")), aml::name("_CID", aml::string("VMGENCTR")),
+                   aml::method("ADDR", 0, aml::return_value(aml::package(address_halves)))}));
+}
+
+// \_SB_.GED_: on its interrupt, Linux's GED driver runs _EVT with the GSI, which notifies VGEN; the
+// vmgenid driver then reads the ID again and, if it changed, reseeds the guest's RNG.
+Bytes generic_event_device_aml(const VmGenerationId& id) {
+  constexpr uint64_t kNotifyIdChanged = 0x80;
+  const uint32_t gsi[] = {id.notify_gsi};
+  const Bytes resources[] = {
+      aml::extended_interrupt(aml::Trigger::kEdge, aml::Polarity::kActiveHigh, gsi)};
+  const Bytes on_event =
+      aml::if_then(aml::equal(aml::arg(0), aml::integer(id.notify_gsi)),
+                   aml::notify(std::string("\\_SB_.") + kVmGenerationIdDeviceName,
+                               aml::integer(kNotifyIdChanged)));
+  return aml::device(
+      kGenericEventDeviceName,
+      aml::concat({aml::name("_HID", hid("ACPI0013")), aml::name("_UID", aml::integer(0)),
+                   aml::name("_CRS", aml::resource_template(resources)),
+                   aml::method("_EVT", 1, on_event)}));
+}
+
 }  // namespace
 
 uint8_t checksum(std::span<const uint8_t> bytes) {
@@ -368,6 +399,10 @@ Bytes build_dsdt(const PlatformDescription& platform) {
   for (const auto& device : platform.devices) {
     Bytes encoded = device_aml(device);
     devices.insert(devices.end(), encoded.begin(), encoded.end());
+  }
+  if (platform.vm_generation_id) {
+    devices = aml::concat({devices, vm_generation_id_aml(*platform.vm_generation_id),
+                           generic_event_device_aml(*platform.vm_generation_id)});
   }
   // \_S5_ {SLP_TYPa, SLP_TYPb, reserved, reserved}: only SLP_TYPa matters on a
   // hardware-reduced platform.

@@ -31,7 +31,8 @@ Bytes build_fadt(const PlatformDescription& platform, uint64_t dsdt_address);
 // MADT: a local APIC (or x2APIC for IDs >= 255) per CPU, the I/O APIC, LINT1 as NMI, and the
 // described interrupt source overrides.
 Bytes build_madt(const PlatformDescription& platform);
-// DSDT: one \_SB_ device per described device, and \_S5_ for soft-off.
+// DSDT: one \_SB_ device per described device, the VM Generation ID's VGEN and GED_ when there is
+// one, and \_S5_ for soft-off.
 Bytes build_dsdt(const PlatformDescription& platform);
 
 }  // namespace vmm::acpi

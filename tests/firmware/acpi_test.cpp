@@ -43,7 +43,8 @@ class AcpiTablesTest : public ::testing::Test {
   }
 };
 
-// What the machine describes: two CPUs, COM1, RTC, i8042, pvpanic and two virtio-mmio devices.
+// What the machine describes: two CPUs, COM1, RTC, i8042, pvpanic, two virtio-mmio devices and the
+// VM Generation ID.
 PlatformDescription machine_platform() {
   PlatformDescription platform = testing::sample_platform();
   platform.cpu_count = 2;
@@ -85,6 +86,7 @@ PlatformDescription machine_platform() {
        .mmio = {{layout::kVirtioMmioStart + layout::kVirtioMmioStride, 0x200}},
        .interrupts = {{6, false, false}}},
   };
+  platform.vm_generation_id = VmGenerationId{.id_address = 0xfd000, .notify_gsi = 3};
   return platform;
 }
 
@@ -246,6 +248,13 @@ TEST_F(AcpiTablesTest, IaslDisassemblesDsdt) {
   EXPECT_THAT(text, HasSubstr("IO (Decode16,\n                    0x03F8,"));
   EXPECT_THAT(text, HasSubstr("Memory32Fixed (ReadWrite,\n                    0xD0000000,"));
   EXPECT_THAT(text, HasSubstr("Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, )"));
+  EXPECT_THAT(text, HasSubstr("Name (_CID, \"VMGENCTR\")"));
+  EXPECT_THAT(text, HasSubstr("Method (ADDR, 0, NotSerialized)"));
+  EXPECT_THAT(text, HasSubstr("Name (_HID, \"ACPI0013\" /* Generic Event Device */)"));
+  EXPECT_THAT(text, HasSubstr("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )"));
+  EXPECT_THAT(text, HasSubstr("Method (_EVT, 1, NotSerialized)"));
+  EXPECT_THAT(text, HasSubstr("If ((Arg0 == 0x03))"));
+  EXPECT_THAT(text, HasSubstr("Notify (\\_SB.VGEN, 0x80)"));
   EXPECT_THAT(text, HasSubstr("Name (_S5, Package (0x04)"));
   EXPECT_THAT(log.str(), ::testing::Not(HasSubstr("Error")));
 }

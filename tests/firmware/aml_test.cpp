@@ -123,6 +123,24 @@ TEST(AmlObjects, MethodReturningConstant) {
   EXPECT_THROW(method("_STA", 8, return_value(integer(0))), Error);
 }
 
+TEST(AmlObjects, EventMethodNotifiesDevice) {
+  // Method (_EVT, 1, NotSerialized) { If (LEqual (Arg0, 3)) { Notify (\_SB.VGEN, 0x80) } }
+  // (iasl -on: the notified path kept whole)
+  EXPECT_THAT(
+      method("_EVT", 1, if_then(equal(arg(0), integer(3)), notify("\\_SB_.VGEN", integer(0x80)))),
+      ElementsAreArray<uint8_t>({0x14, 0x19, '_',  'E',  'V',  'T', 0x01,  // Method
+                                 0xa0, 0x12,                               // If
+                                 0x93, 0x68, 0x0a, 0x03,                   // LEqual
+                                 0x86, '\\', 0x2e, '_',  'S',  'B', '_',   // Notify
+                                 'V',  'G',  'E',  'N',  0x0a, 0x80}));
+}
+
+TEST(AmlObjects, MethodArguments) {
+  EXPECT_THAT(arg(0), ElementsAre(0x68));
+  EXPECT_THAT(arg(6), ElementsAre(0x6e));
+  EXPECT_THROW(arg(7), Error);
+}
+
 TEST(AmlResources, SerialPortTemplate) {
   // Name (_CRS, ResourceTemplate () {
   //   IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)

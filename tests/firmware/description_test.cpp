@@ -84,5 +84,47 @@ TEST(AcpiDescription, RejectsBadInterruptOverrides) {
       "ISA IRQ 0 is overridden twice");
 }
 
+TEST(AcpiDescription, AcceptsVmGenerationId) {
+  auto platform = valid();
+  platform.vm_generation_id = VmGenerationId{.id_address = 0x1'0000'0008, .notify_gsi = 3};
+  EXPECT_NO_THROW(validate(platform));
+}
+
+TEST(AcpiDescription, RejectsBadVmGenerationId) {
+  auto with_id = [](PlatformDescription& p) {
+    p.vm_generation_id = VmGenerationId{.id_address = 0xfd000, .notify_gsi = 3};
+  };
+  expect_invalid(
+      [&](auto& p) {
+        with_id(p);
+        p.vm_generation_id->id_address = 0xfd004;
+      },
+      "VM Generation ID address 0xfd004 is not 8-byte aligned");
+  expect_invalid(
+      [&](auto& p) {
+        with_id(p);
+        p.devices[0].interrupts[0].gsi = 3;
+      },
+      "ACPI device COM1: GSI 3 is the VM Generation ID's notification interrupt");
+  expect_invalid(
+      [&](auto& p) {
+        with_id(p);
+        p.interrupt_overrides = {{0, 3, false, false}};
+      },
+      "GSI 3 is both ISA IRQ 0's and the VM Generation ID's");
+  expect_invalid(
+      [&](auto& p) {
+        with_id(p);
+        p.devices[1].name = "GED_";
+      },
+      "ACPI device GED_: the name is taken by the VM Generation ID");
+  expect_invalid(
+      [&](auto& p) {
+        with_id(p);
+        p.devices[1].name = "VGEN";
+      },
+      "ACPI device VGEN");
+}
+
 }  // namespace
 }  // namespace vmm::acpi

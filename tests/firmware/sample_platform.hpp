@@ -33,6 +33,7 @@ inline PlatformDescription sample_platform() {
                    .mmio = {{0xd0000000, 0x200}},
                    .interrupts = {{5, true, false}}}},
       .interrupt_overrides = {},
+      .vm_generation_id = std::nullopt,
   };
 }
 

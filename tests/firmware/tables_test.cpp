@@ -214,5 +214,61 @@ TEST(AcpiDsdt, DevicesAndS5) {
   EXPECT_TRUE(std::equal(std::begin(s5), std::end(s5), body.end() - sizeof(s5)));
 }
 
+TEST(AcpiDsdt, VmGenerationIdAndItsEventDevice) {
+  auto p = platform();
+  EXPECT_FALSE(contains(build_dsdt(p), "VGEN"));
+  EXPECT_FALSE(contains(build_dsdt(p), "ACPI0013"));
+
+  p.vm_generation_id = VmGenerationId{.id_address = 0xfd000, .notify_gsi = 3};
+  Bytes dsdt = build_dsdt(p);
+  expect_header(dsdt, "DSDT", 2);
+  // iasl -on output for
+  //   Device (VGEN) {
+  //     Name (_HID, EisaId ("VMM0001"))
+  //     Name (_CID, "VMGENCTR")
+  //     Method (ADDR, 0, NotSerialized) { Return (Package () { 0x000FD000, 0 }) } }
+  //   Device (GED_) {
+  //     Name (_HID, "ACPI0013")
+  //     Name (_UID, 0)
+  //     Name (_CRS, ResourceTemplate () {
+  //       Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {3} })
+  //     Method (_EVT, 1, NotSerialized) {
+  //       If (LEqual (Arg0, 3)) { Notify (\_SB.VGEN, 0x80) } } }
+  const uint8_t devices[] = {
+      0x5b, 0x82, 0x2f, 'V',  'G',  'E',  'N',                          // Device (VGEN)
+      0x08, '_',  'H',  'I',  'D',  0x0c, 0x59, 0xad, 0x00, 0x01,       // _HID VMM0001
+      0x08, '_',  'C',  'I',  'D',  0x0d, 'V',  'M',  'G',  'E',  'N',  // _CID
+      'C',  'T',  'R',  0x00,                                           //
+      0x14, 0x10, 'A',  'D',  'D',  'R',  0x00,                         // Method (ADDR, 0)
+      0xa4, 0x12, 0x08, 0x02, 0x0c, 0x00, 0xd0, 0x0f, 0x00, 0x00,       // Return (Package)
+      0x5b, 0x82, 0x49, 0x04, 'G',  'E',  'D',  '_',                    // Device (GED_)
+      0x08, '_',  'H',  'I',  'D',  0x0d, 'A',  'C',  'P',  'I',  '0',  // _HID ACPI0013
+      '0',  '1',  '3',  0x00,                                           //
+      0x08, '_',  'U',  'I',  'D',  0x00,                               // _UID 0
+      0x08, '_',  'C',  'R',  'S',  0x11, 0x0e, 0x0a, 0x0b,             // _CRS
+      0x89, 0x06, 0x00, 0x03, 0x01, 0x03, 0x00, 0x00, 0x00,             // Interrupt {3}
+      0x79, 0x00,                                                       // end tag
+      0x14, 0x19, '_',  'E',  'V',  'T',  0x01,                         // Method (_EVT, 1)
+      0xa0, 0x12, 0x93, 0x68, 0x0a, 0x03,                               // If (LEqual)
+      0x86, '\\', 0x2e, '_',  'S',  'B',  '_',  'V',  'G',  'E',  'N',  // Notify
+      0x0a, 0x80};
+  EXPECT_TRUE(contains(dsdt, devices));
+  // Inside \_SB_, whose PkgLength covers them, before \_S5_.
+  auto body = std::span<const uint8_t>(dsdt).subspan(36);
+  ASSERT_EQ(body[0], 0x10);
+  const uint64_t scope_length = (body[1] & 0x0f) | (uint64_t{body[2]} << 4);
+  ASSERT_EQ(body[1] >> 6, 1);  // two-byte PkgLength
+  auto scope = body.subspan(1, scope_length);
+  EXPECT_TRUE(std::equal(std::begin(devices), std::end(devices), scope.end() - sizeof(devices)));
+}
+
+TEST(AcpiDsdt, VmGenerationIdAboveFourGiB) {
+  auto p = platform();
+  p.vm_generation_id = VmGenerationId{.id_address = 0x1'2345'6788, .notify_gsi = 3};
+  // Return (Package () { 0x23456788, One })
+  const uint8_t address[] = {0xa4, 0x12, 0x08, 0x02, 0x0c, 0x88, 0x67, 0x45, 0x23, 0x01};
+  EXPECT_TRUE(contains(build_dsdt(p), address));
+}
+
 }  // namespace
 }  // namespace vmm::acpi
