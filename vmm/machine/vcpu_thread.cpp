@@ -143,6 +143,7 @@ void VcpuThread::loop() {
   try {
     while (true) {
       if (gate_.pause_requested()) {
+        if (!settle()) return;
         if (!gate_.checkpoint()) return;  // the machine is stopping
         // The kick that brought us here left immediate_exit set. Both are seq_cst, so this store
         // is ordered before the loads of stopping_, the latch and the gate below: a stop() or
@@ -162,6 +163,22 @@ void VcpuThread::loop() {
   } catch (const std::exception& e) {
     latch_.fail(fmt::format("vCPU {}: {}", vcpu_.id(), e.what()));
   }
+}
+
+// KVM finishes the instruction behind a port-I/O or MMIO exit (an IN's result into RAX, a string
+// op's next element) only at the next KVM_RUN: until then the registers are mid-instruction
+// ("Documentation/virt/kvm/api.rst": KVM_RUN with immediate_exit completes it and returns EINTR
+// before entering the guest). A parked vCPU's state must be whole, since a snapshot saves it.
+bool VcpuThread::settle() {
+  set_immediate_exit(true);
+  while (vcpu_.run() == 0) {
+    // A fragment of a split MMIO access exits again.
+    if (!handle_exit()) {
+      stopping_.store(true);
+      return false;
+    }
+  }
+  return true;
 }
 
 void VcpuThread::log_triple_fault() const {

@@ -75,6 +75,9 @@ class VcpuThread {
   void loop();
   // Carries out the exit KVM_RUN returned with; false if this vCPU must run no more.
   bool handle_exit();
+  // Before parking: completes the exit last handled, so the registers hold no half-done
+  // instruction; false if this vCPU must run no more.
+  bool settle();
   void log_triple_fault() const;
   // Sets or clears kvm_run's immediate_exit (shared with KVM and with the threads that kick).
   void set_immediate_exit(bool value);
