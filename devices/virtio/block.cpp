@@ -1,6 +1,7 @@
 #include "devices/virtio/block.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -8,9 +9,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <optional>
 #include <utility>
+
+#include "base/util/error.hpp"
 
 namespace vmm::devices::virtio {
 
@@ -306,6 +310,16 @@ std::optional<uint8_t> VirtioBlock::advance(InFlight& request, int64_t result) {
 }
 
 void VirtioBlock::on_completions() {
+  reap_completions();
+  if (reset_done_) {
+    finish_reset_if_idle();
+    return;
+  }
+  start_available();
+  notify_driver();
+}
+
+void VirtioBlock::reap_completions() {
   io_->reap([this](const IoCompletion& completion) {
     auto it = in_flight_.find(completion.cookie);
     if (it == in_flight_.end()) return;  // a request from before a reset
@@ -319,16 +333,48 @@ void VirtioBlock::on_completions() {
     complete(std::move(request.chain), request.status_offset, request.data_written, *status);
     in_flight_.erase(it);
   });
-  if (reset_done_) {
-    finish_reset_if_idle();
-    return;
-  }
-  // Follow-up stages are submitted after reap(), not from inside its callback.
+  // Follow-up stages are submitted after reap(), not from inside its callback (none during a
+  // reset: its completions find no request).
   for (IoRequest& io : pending_) io_->submit(std::move(io));
   pending_.clear();
   io_->flush_submissions();
-  start_available();
+}
+
+void VirtioBlock::quiesce(std::chrono::steady_clock::time_point deadline) {
+  // What is in flight (a reset's cancelled requests included) runs to its end; nothing new is
+  // popped: the chains the driver made available wait in the ring, which the snapshot holds.
+  while (io_->in_flight() > 0) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      fail("virtio-blk {}: {} request(s) still in flight when the wait for them ran out", name_,
+           io_->in_flight());
+    }
+    pollfd completions{.fd = io_->completion_fd(), .events = POLLIN, .revents = 0};
+    if (::poll(&completions, 1, static_cast<int>(std::min<int64_t>(left.count(), INT_MAX))) < 0 &&
+        errno != EINTR) {
+      throw_errno(fmt::format("virtio-blk {}: waiting for the requests in flight", name_));
+    }
+    reap_completions();
+    if (reset_done_) finish_reset_if_idle();
+  }
   notify_driver();
+  // Chains may wait in the ring for the room just made: the loop looks once it runs again.
+  if (queue_ != nullptr) resume_.signal();
+}
+
+void VirtioBlock::save_state(StateWriter& out) const {
+  if (!in_flight_.empty()) {
+    fail("virtio-blk {}: {} request(s) in flight: a snapshot quiesces the device first", name_,
+         in_flight_.size());
+  }
+  // None held: the restore checks that the queue has no chain in use either.
+  SplitQueue::save_chains(out, {});
+}
+
+void VirtioBlock::restore_state(StateReader& in) {
+  queue_failed_ = queue_->broken();  // reported before the snapshot
+  queue_->restore_chains(in, 0);
 }
 
 void VirtioBlock::complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <bitset>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -77,6 +78,10 @@ static_assert(sizeof(VirtioBlkConfig) == 60);
 // starts at most one queue's worth of chains and, if more wait, signals the resume eventfd, so
 // the loop serves everything else in between. reset() asks the engine to cancel what is in flight
 // and reports done once the last request has completed, without blocking the loop.
+//
+// Snapshot: quiesce() waits on the calling thread, up to its deadline, for the requests in flight
+// and completes them; the saved state then holds no request, only the queue (restored by the
+// transport).
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = kBlkQueueSize;
@@ -98,6 +103,9 @@ class VirtioBlock final : public VirtioDevice {
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
   void reset(ResetDone done) override;
+  void quiesce(std::chrono::steady_clock::time_point deadline) override;
+  void save_state(StateWriter& out) const override;
+  void restore_state(StateReader& in) override;
 
   std::string debug_state() const override;
   uint64_t capacity_sectors() const { return config_.capacity; }
@@ -124,6 +132,9 @@ class VirtioBlock final : public VirtioDevice {
   };
 
   void on_completions();
+  // Reaps the engine's completions: completes the requests that are done and submits the next
+  // stage of the others.
+  void reap_completions();
   // Starts the chains the driver made available, as many as there is room for in flight and at
   // most one queue's worth; signals resume_ if it stopped with chains left for the budget's sake.
   void start_available();

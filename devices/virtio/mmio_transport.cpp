@@ -50,6 +50,9 @@ constexpr uint32_t kInterruptConfigChange = 2;
 constexpr uint32_t kDriverStatusBits =
     kStatusAcknowledge | kStatusDriver | kStatusDriverOk | kStatusFeaturesOk | kStatusFailed;
 
+// A device's own saved state (a staged packet and a few chains' heads at most).
+constexpr size_t kMaxDeviceStateBytes = size_t{1} << 20;
+
 void set_low(uint64_t& field, uint32_t value) {
   field = (field & ~uint64_t{0xffffffff}) | value;
 }
@@ -325,31 +328,41 @@ bool MmioTransport::write_status(uint32_t value) {
   return false;
 }
 
+std::vector<QueueConfig> MmioTransport::queue_configs() const {
+  std::vector<QueueConfig> queues;
+  for (const QueueRegisters& registers : queue_registers_) {
+    queues.push_back(registers.ready ? queue_config(registers) : QueueConfig{});
+  }
+  return queues;
+}
+
 void MmioTransport::post_activation() {
   if (needs_reset_.load()) {
     spdlog::warn("{}: DRIVER_OK while the device needs a reset: not activated", name_);
     return;
   }
-  std::vector<QueueConfig> queues;
-  for (const QueueRegisters& registers : queue_registers_) {
-    queues.push_back(registers.ready ? queue_config(registers) : QueueConfig{});
-  }
-  owner_.post([this, features = driver_features_, queues = std::move(queues)] {
+  owner_.post([this, features = driver_features_, queues = queue_configs()] {
     activate_device(features, queues);
   });
 }
 
+Activation MmioTransport::activation(uint64_t driver_features) {
+  Activation activation{.driver_features = driver_features, .queues = {}, .interrupt = this};
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    activation.queues.push_back(queues_[i].get());
+    activation.notify_fds.push_back(notifiers_[i]->fd());
+  }
+  return activation;
+}
+
 void MmioTransport::activate_device(uint64_t driver_features,
                                     const std::vector<QueueConfig>& queues) {
-  Activation activation{.driver_features = driver_features, .queues = {}, .interrupt = this};
   try {
     for (size_t i = 0; i < queues_.size(); ++i) {
       // A queue the driver left out stays not ready; the others passed the same check already.
       if (queues[i].size != 0) queues_[i]->activate(queues[i]);
-      activation.queues.push_back(queues_[i].get());
-      activation.notify_fds.push_back(notifiers_[i]->fd());
     }
-    device_->activate(activation);
+    device_->activate(activation(driver_features));
     activated_ = true;
   } catch (const std::exception& error) {
     spdlog::warn("{}: activation failed: {}; the device needs a reset", name_, error.what());
@@ -373,6 +386,10 @@ void MmioTransport::reset_and_wait() {
   // leaves the transport resetting, which is all its remaining life.
   if (!owner_.wait([this] { return reset_done_.load(); })) return;
   MutexLock lock(registers_mutex_);
+  reset_registers();
+}
+
+void MmioTransport::reset_registers() {
   for (size_t i = 0; i < queue_registers_.size(); ++i) {
     queue_registers_[i] = QueueRegisters{.size = queue_max_sizes_[i]};
   }
@@ -400,6 +417,155 @@ void MmioTransport::finish_reset() {
   needs_reset_.store(false);
   reset_done_.store(true);
   owner_.wake();
+}
+
+void MmioTransport::quiesce(std::chrono::steady_clock::time_point deadline) {
+  device_->quiesce(deadline);
+}
+
+void MmioTransport::save_state(StateWriter& out) const {
+  bool active;
+  {
+    MutexLock lock(registers_mutex_);
+    out.put(device_->device_id());
+    out.put(static_cast<uint32_t>(queue_registers_.size()));
+    out.put(driver_status_);
+    out.put(device_features_sel_);
+    out.put(driver_features_sel_);
+    out.put(driver_features_);
+    out.put_bool(driver_features_beyond_64_);
+    out.put(queue_sel_);
+    for (const QueueRegisters& registers : queue_registers_) {
+      out.put(registers.size);
+      out.put(registers.desc_table);
+      out.put(registers.avail_ring);
+      out.put(registers.used_ring);
+      out.put_bool(registers.ready);
+    }
+    // A vCPU waits for the device's reset (posted to the parked loop, or waiting for I/O): the
+    // restore completes it, and the device, about to be reset, has no state worth keeping.
+    out.put_bool(resetting_);
+    active = activated_ && !resetting_;
+  }
+  out.put(interrupt_status_.load());
+  out.put_bool(needs_reset_.load());
+  out.put(config_generation_.load());
+  out.put_bool(active);
+  for (const auto& queue : queues_) queue->save_state(out);
+  StateWriter device;
+  if (active) device_->save_state(device);
+  out.put_bytes(device.bytes());
+}
+
+void MmioTransport::check_restored_registers(const StateReader& in) const {
+  if (driver_status_ & ~kDriverStatusBits) {
+    in.corrupt(fmt::format("status {:#x} has bits a driver cannot set", driver_status_));
+  }
+  const bool features_ok = (driver_status_ & kStatusFeaturesOk) != 0;
+  if ((driver_status_ & kStatusDriverOk) && !features_ok) {
+    in.corrupt("status has DRIVER_OK without FEATURES_OK");
+  }
+  if (features_ok && ((driver_features_ & ~device_features_) != 0 || driver_features_beyond_64_ ||
+                      (driver_features_ & kFeatureVersion1) == 0)) {
+    in.corrupt(fmt::format("driver features {:#x} are not a modern subset of the device's {:#x}",
+                           driver_features_, device_features_));
+  }
+  for (size_t i = 0; i < queue_registers_.size(); ++i) {
+    const QueueRegisters& registers = queue_registers_[i];
+    if (!registers.ready) continue;
+    if (!features_ok) in.corrupt(fmt::format("queue {} is ready before FEATURES_OK", i));
+    try {
+      if (registers.size > std::numeric_limits<uint16_t>::max()) {
+        fail("virtqueue size {} is out of range", registers.size);
+      }
+      SplitQueue::check(memory_, queue_max_sizes_[i], queue_config(registers));
+    } catch (const Error& error) {
+      in.corrupt(fmt::format("queue {}: {}", i, error.what()));
+    }
+  }
+}
+
+void MmioTransport::restore_state(StateReader& in) {
+  if (activated_ || status() != 0) fail("{}: restore into a transport already in use", name_);
+  const auto device_id = in.get<uint32_t>();
+  if (device_id != device_->device_id()) {
+    in.corrupt(fmt::format("saved from virtio device type {}, restored into type {}", device_id,
+                           device_->device_id()));
+  }
+  if (const auto count = in.get<uint32_t>(); count != queues_.size()) {
+    in.corrupt(fmt::format("saved with {} queue(s), the device has {}", count, queues_.size()));
+  }
+  bool resetting;
+  bool driver_ok;
+  uint64_t driver_features;
+  std::vector<QueueConfig> configs;
+  {
+    MutexLock lock(registers_mutex_);
+    driver_status_ = in.get<uint32_t>();
+    device_features_sel_ = in.get<uint32_t>();
+    driver_features_sel_ = in.get<uint32_t>();
+    driver_features_ = in.get<uint64_t>();
+    driver_features_beyond_64_ = in.get_bool();
+    queue_sel_ = in.get<uint32_t>();
+    for (QueueRegisters& registers : queue_registers_) {
+      registers.size = in.get<uint32_t>();
+      registers.desc_table = in.get<uint64_t>();
+      registers.avail_ring = in.get<uint64_t>();
+      registers.used_ring = in.get<uint64_t>();
+      registers.ready = in.get_bool();
+    }
+    resetting = in.get_bool();
+    check_restored_registers(in);
+    driver_ok = (driver_status_ & kStatusDriverOk) != 0;
+    driver_features = driver_features_;
+    configs = queue_configs();
+  }
+  const auto interrupt_status =
+      in.get_at_most<uint32_t>(kInterruptUsedBuffer | kInterruptConfigChange, "InterruptStatus");
+  const bool needs_reset = in.get_bool();
+  const auto config_generation = in.get<uint32_t>();
+  const bool active = in.get_bool();
+  for (auto& queue : queues_) queue->restore_state(in);
+  const std::vector<uint8_t> device_state = in.get_bytes(kMaxDeviceStateBytes);
+
+  if (active && (resetting || !driver_ok)) {
+    in.corrupt("the device is active without DRIVER_OK, or while being reset");
+  }
+  if (!active && !device_state.empty()) in.corrupt("state of a device that was not active");
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    // Queues become ready with the device, as their registers say.
+    if (queues_[i]->ready() ? queues_[i]->config() != configs[i] : active && configs[i].size != 0) {
+      in.corrupt(fmt::format("queue {} does not match its registers", i));
+    }
+  }
+  interrupt_status_.store(interrupt_status);
+  needs_reset_.store(needs_reset);
+  config_generation_.store(config_generation);
+
+  if (resetting) {
+    // The vCPU that wrote status 0 has seen its write done: so is the reset.
+    for (auto& queue : queues_) queue->reset();
+    interrupt_status_.store(0);
+    needs_reset_.store(false);
+    MutexLock lock(registers_mutex_);
+    reset_registers();
+    return;
+  }
+  if (active) {
+    device_->activate(activation(driver_features));
+    activated_ = true;
+    StateReader device_in(device_state, in.what());
+    device_->restore_state(device_in);
+    device_in.expect_end();
+  } else if (driver_ok && !needs_reset) {
+    // DRIVER_OK whose activation had not reached the owner thread: it does now.
+    activate_device(driver_features, configs);
+  }
+  if (activated_) {
+    for (auto& notifier : notifiers_) notifier->signal();
+  }
+  // The old process's edge may not have reached the guest, whose driver has not acknowledged it.
+  if (interrupt_status != 0) irq_.pulse();
 }
 
 void MmioTransport::signal_used() {

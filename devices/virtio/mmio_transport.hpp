@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -10,6 +11,7 @@
 #include "base/memory/guest_memory.hpp"
 #include "base/memory/layout.hpp"
 #include "base/util/event_fd.hpp"
+#include "base/util/state_stream.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
@@ -35,6 +37,8 @@ namespace vmm::devices::virtio {
 //   device watches. InterruptStatus, InterruptAck and ConfigGeneration are atomics: no lock.
 // - The owner thread (the event loop) owns the device and the SplitQueues: activation, reset and
 //   everything the device does.
+// - Snapshot and restore (below) stand in for the owner thread: a snapshot on the thread that
+//   paused the machine (the vCPUs and the loop parked), a restore on the thread that builds it.
 class MmioTransport final : public BusDevice, private DeviceInterrupt {
  public:
   static constexpr uint64_t kWindowSize = layout::kVirtioMmioStride;
@@ -76,6 +80,25 @@ class MmioTransport final : public BusDevice, private DeviceInterrupt {
   // the owner thread, or once it has stopped.
   std::string debug_state() const VMM_EXCLUDES(registers_mutex_);
 
+  // Snapshot, of a paused machine, on the thread that paused it. First, on every device before
+  // anything of the machine is saved (its completions raise interrupts, which the saved interrupt
+  // controllers must hold): VirtioDevice::quiesce, which throws if the device's work is still
+  // under way at `deadline`.
+  void quiesce(std::chrono::steady_clock::time_point deadline);
+  // Every register, InterruptStatus, NEEDS_RESET, the config generation, whether the device is
+  // active, the queues, then the device's own state (VirtioDevice::save_state). A reset under way
+  // is saved as such and completed by the restore.
+  void save_state(StateWriter& out) const VMM_EXCLUDES(registers_mutex_);
+  // Restore, into a transport fresh from construction with the same kind of device, on the thread
+  // that builds the machine, before its loop and vCPUs run (and after its interrupt controllers
+  // are restored: a pending interrupt is raised again). Checks every value (vmm::Error via
+  // StateReader::corrupt, and the device's own errors): a bad one leaves the transport to be
+  // destroyed, not used. A device that was active is activated again with the restored queues,
+  // directly (it registers its fds with the loop), given its own state, and notified on every
+  // queue once the loop runs (the old process's pending notifications are gone). The caller
+  // checks that `in` ends there.
+  void restore_state(StateReader& in) VMM_EXCLUDES(registers_mutex_);
+
  private:
   // What the driver wrote to a queue's registers.
   struct QueueRegisters {
@@ -95,13 +118,21 @@ class MmioTransport final : public BusDevice, private DeviceInterrupt {
   // The selected queue if it exists and its registers may still be written, else nullptr.
   QueueRegisters* writable_queue(const char* what) VMM_REQUIRES(registers_mutex_);
   QueueConfig queue_config(const QueueRegisters& registers) const VMM_REQUIRES(registers_mutex_);
+  // The queues' configurations from their registers (not ready: QueueConfig{}), for activation.
+  std::vector<QueueConfig> queue_configs() const VMM_REQUIRES(registers_mutex_);
   // DRIVER_OK: hands the activation to the owner thread.
   void post_activation() VMM_REQUIRES(registers_mutex_);
   // Status 0, on the vCPU thread that wrote it.
   void reset_and_wait() VMM_EXCLUDES(registers_mutex_);
+  // The registers as a reset leaves them.
+  void reset_registers() VMM_REQUIRES(registers_mutex_);
+  // restore_state()'s checks of the registers it read.
+  void check_restored_registers(const StateReader& in) const VMM_REQUIRES(registers_mutex_);
 
   // The owner thread.
   void activate_device(uint64_t driver_features, const std::vector<QueueConfig>& queues);
+  // The Activation of the device over queues_ as they are.
+  Activation activation(uint64_t driver_features);
   void reset_device();
   void finish_reset();
 

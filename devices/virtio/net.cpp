@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <utility>
@@ -76,8 +77,19 @@ uint64_t VirtioNet::features() const {
 void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
   std::fill(data.begin(), data.end(), 0);
   if (offset >= sizeof(config_)) return;
-  const size_t bytes = std::min<uint64_t>(data.size(), sizeof(config_) - offset);
-  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, bytes);
+  VirtioNetConfig config = config_;
+  if (link_down_until_read_.load()) {
+    config.status = 0;
+    constexpr uint64_t kStatusOffset = offsetof(VirtioNetConfig, status);
+    const bool reads_status =
+        offset < kStatusOffset + sizeof(config.status) && offset + data.size() > kStatusOffset;
+    // The driver has seen the link down: it is up again, and the driver is told.
+    if (reads_status && link_down_until_read_.exchange(false)) {
+      link_interrupt_->signal_config_change();
+    }
+  }
+  const size_t bytes = std::min<uint64_t>(data.size(), sizeof(config) - offset);
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, bytes);
 }
 
 void VirtioNet::activate(const Activation& activation) {
@@ -132,6 +144,7 @@ void VirtioNet::reset(ResetDone done) {
   rx_failed_ = false;
   tx_failed_ = false;
   rx_out_of_buffers_ = false;
+  link_down_until_read_.store(false);  // the next driver reads the status at its probe
   try {
     backend_->set_offload(0);
   } catch (const std::exception& e) {
@@ -139,6 +152,38 @@ void VirtioNet::reset(ResetDone done) {
   }
   // Every write into guest memory happens inside a handler: none is left to wait for.
   done();
+}
+
+void VirtioNet::save_state(StateWriter& out) const {
+  SplitQueue::save_chains(out, rx_chains_);
+  SplitQueue::save_chains(out, held(tx_waiting_));
+  out.put_bytes({staging_.data(), staged_});
+}
+
+void VirtioNet::restore_state(StateReader& in) {
+  // A queue broken before the snapshot was reported then.
+  rx_failed_ = rx_queue_->broken();
+  tx_failed_ = tx_queue_->broken();
+  rx_chains_ = rx_queue_->restore_chains(in, kQueueSize);
+  std::vector<DescriptorChain> tx = tx_queue_->restore_chains(in, 1);
+  if (!tx.empty()) tx_waiting_ = std::move(tx.front());
+  // A full staging buffer is a truncated packet, never kept.
+  const std::vector<uint8_t> staged = in.get_bytes(kStagingBytes - 1);
+  if (!staged.empty() && staged.size() < kNetHdrSize) {
+    in.corrupt(
+        fmt::format("the staged packet of {} bytes is shorter than a header", staged.size()));
+  }
+  std::copy(staged.begin(), staged.end(), staging_.begin());
+  staged_ = staged.size();
+  check_broken(rx_queue_, rx_failed_, "receive");
+  check_broken(tx_queue_, tx_failed_, "transmit");
+  update_interest();
+  if ((driver_features_ & kNetFeatureStatus) != 0) {
+    // A new backend (a clone's tap): the driver sees the link go down and up (above).
+    link_interrupt_ = interrupt_;
+    link_down_until_read_.store(true);
+    interrupt_->signal_config_change();
+  }
 }
 
 std::string VirtioNet::debug_state() const {

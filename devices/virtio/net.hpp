@@ -5,6 +5,7 @@
 #include <spdlog/common.h>
 
 #include <array>
+#include <atomic>
 #include <bitset>
 #include <cstdint>
 #include <memory>
@@ -92,11 +93,23 @@ const char* net_error_name(NetError error);
 // staging buffer is dropped too, because it was received under the old offloads and the next
 // driver may negotiate fewer.
 //
+// Snapshot: the chains the device holds (receive chains popped for the next packet, a transmit
+// chain waiting for the backend) are saved by their heads, a staged packet by its bytes; a restore
+// reads the chains again and carries on with them, on its own backend (a clone's new tap). If the
+// driver negotiated VIRTIO_NET_F_STATUS, the restored link reads down, announced by a
+// configuration-change interrupt, until the driver has read the status once; then it reads up,
+// announced by another. Linux's virtio_net acts on a config change only when the link bit changed
+// (virtnet_config_changed_work), so it turns the carrier off, then on: its ARP entries go
+// (neigh_carrier_down), IPv6 restarts DAD and router solicitation, and userspace (networkd,
+// NetworkManager) sees the link go down and up and configures it again (a new DHCP lease). The
+// MAC stays the one the driver read at probe: the config's MAC reaches it only at its next probe.
+//
 // Threading: owned by the event loop thread (VirtioDevice). From activation to reset it watches
 // both queues' notify fds, the backend's fd and a resume eventfd of its own. Each wake-up moves at
 // most a budget of packets and chains (kRxBudget received packets, one queue's worth of transmit
 // chains or of too-small receive chains) and signals the resume eventfd when it stopped early, so
-// the loop serves everything else in between.
+// the loop serves everything else in between. read_config() runs on vCPU threads: the driver's
+// read of the status after a restore brings the link up and signals the change from there.
 class VirtioNet final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
@@ -116,6 +129,8 @@ class VirtioNet final : public VirtioDevice {
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
   void reset(ResetDone done) override;
+  void save_state(StateWriter& out) const override;
+  void restore_state(StateReader& in) override;
 
   // On the owner thread.
   NetCounters counters() const { return counters_; }
@@ -156,7 +171,11 @@ class VirtioNet final : public VirtioDevice {
   EventLoop& loop_;
   const std::unique_ptr<PacketBackend> backend_;
   const std::string name_;
-  VirtioNetConfig config_{};
+  VirtioNetConfig config_{};  // the status in it is the link's when not bouncing (below)
+  // After a restore: the link reads down until the driver reads the status, which brings it up
+  // and signals the change through link_interrupt_ (set before, read after, this flag).
+  mutable std::atomic<bool> link_down_until_read_{false};
+  DeviceInterrupt* link_interrupt_ = nullptr;
 
   EventFd resume_;                  // a wake-up stopped at its budget: come back
   WatchedFds watched_{loop_};       // the notify fds and resume_, while active

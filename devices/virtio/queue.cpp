@@ -19,6 +19,9 @@ namespace {
 constexpr uint64_t kRingIdx = 2;
 constexpr uint64_t kRingEntries = 4;
 
+// A broken queue's reason is one line of ours; a longer one in saved state is corrupt.
+constexpr size_t kMaxBrokenReason = 1024;
+
 bool is_power_of_two(uint32_t value) {
   return value != 0 && (value & (value - 1)) == 0;
 }
@@ -236,6 +239,97 @@ bool SplitQueue::needs_notification() {
   const uint16_t old_idx = static_cast<uint16_t>(new_idx - added);
   return static_cast<uint16_t>(new_idx - *used_event - 1) <
          static_cast<uint16_t>(new_idx - old_idx);
+}
+
+void SplitQueue::save_state(StateWriter& out) const {
+  out.put_bool(ready_);
+  out.put(config_.size);
+  out.put(config_.desc_table);
+  out.put(config_.avail_ring);
+  out.put(config_.used_ring);
+  out.put_bool(config_.event_idx);
+  out.put_bool(config_.indirect_desc);
+  out.put_bool(broken_);
+  out.put_string(broken_reason_);
+  out.put(next_avail_);
+  out.put(next_used_);
+  out.put(published_used_);
+  out.put(added_since_notify_);
+}
+
+void SplitQueue::restore_state(StateReader& in) {
+  reset();
+  const bool ready = in.get_bool();
+  QueueConfig config;
+  config.size = in.get<uint16_t>();
+  config.desc_table = in.get<uint64_t>();
+  config.avail_ring = in.get<uint64_t>();
+  config.used_ring = in.get<uint64_t>();
+  config.event_idx = in.get_bool();
+  config.indirect_desc = in.get_bool();
+  const bool broken = in.get_bool();
+  std::string broken_reason = in.get_string(kMaxBrokenReason);
+  const auto next_avail = in.get<uint16_t>();
+  const auto next_used = in.get<uint16_t>();
+  const auto published_used = in.get<uint16_t>();
+  const auto added_since_notify = in.get<uint32_t>();
+
+  if (!ready) {
+    // reset() leaves nothing behind, and only a ready queue moves.
+    if (config != QueueConfig{} || broken || !broken_reason.empty() || next_avail != 0 ||
+        next_used != 0 || published_used != 0 || added_since_notify != 0) {
+      in.corrupt("a queue that is not ready has a configuration or indices");
+    }
+    return;
+  }
+  try {
+    check(memory_, max_size_, config);
+  } catch (const Error& error) {
+    in.corrupt(error.what());
+  }
+  if (broken != !broken_reason.empty()) in.corrupt("a queue's broken flag and reason disagree");
+  // Filled entries are published in the same handler; popped chains are at most a ring's worth
+  // for every device at rest.
+  if (static_cast<uint16_t>(next_used - published_used) > config.size) {
+    in.corrupt(fmt::format("used entries filled ahead of used->idx ({} to {}) exceed the size {}",
+                           published_used, next_used, config.size));
+  }
+  if (static_cast<uint16_t>(next_avail - next_used) > config.size) {
+    in.corrupt(fmt::format("chains in use ({} popped, {} returned) exceed the size {}", next_avail,
+                           next_used, config.size));
+  }
+  config_ = config;
+  ready_ = true;
+  broken_ = broken;
+  broken_reason_ = std::move(broken_reason);
+  next_avail_ = next_avail;
+  next_used_ = next_used;
+  published_used_ = published_used;
+  added_since_notify_ = added_since_notify;
+}
+
+void SplitQueue::save_chains(StateWriter& out, std::span<const DescriptorChain> chains) {
+  std::vector<uint16_t> heads;
+  for (const DescriptorChain& chain : chains) heads.push_back(chain.head());
+  out.put_vector(heads);
+}
+
+std::vector<DescriptorChain> SplitQueue::restore_chains(StateReader& in, size_t max_chains) {
+  const auto heads = in.get_vector<uint16_t>(max_chains);
+  // A broken queue writes no used entry, so its count of chains in use says nothing.
+  if (broken_) return {};
+  if (heads.size() != chains_in_use()) {
+    in.corrupt(fmt::format("the device holds {} chain(s) of a queue with {} in use", heads.size(),
+                           chains_in_use()));
+  }
+  std::vector<DescriptorChain> chains;
+  for (const uint16_t head : heads) {
+    if (head >= config_.size) in.corrupt(fmt::format("held chain head {} is out of range", head));
+    auto chain = read_chain(head);
+    if (!chain) break;
+    chains.push_back(std::move(*chain));
+  }
+  return chains;
 }
 
 std::string SplitQueue::debug_state() const {

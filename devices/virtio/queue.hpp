@@ -2,9 +2,12 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "base/memory/guest_memory.hpp"
+#include "base/util/state_stream.hpp"
 #include "devices/virtio/descriptor_chain.hpp"
 
 namespace vmm::devices::virtio {
@@ -49,6 +52,8 @@ struct QueueConfig {
   uint64_t used_ring = 0;
   bool event_idx = false;      // VIRTIO_F_RING_EVENT_IDX
   bool indirect_desc = false;  // VIRTIO_F_RING_INDIRECT_DESC
+
+  bool operator==(const QueueConfig&) const = default;
 };
 
 // The device side of one split virtqueue.
@@ -61,7 +66,9 @@ struct QueueConfig {
 // Threading: not synchronised. A queue belongs to the thread that owns its device (the machine's
 // event loop): activate(), reset() and everything in between run there. The guest's vCPUs
 // write the rings concurrently; the fences in pop() and publish_used() order our accesses against
-// theirs as the spec's memory barriers require.
+// theirs as the spec's memory barriers require. A snapshot saves it on the thread that paused the
+// machine, standing in for the owner; a restore runs on the thread that builds the machine,
+// before its loop and vCPUs run.
 class SplitQueue {
  public:
   // `memory` must outlive the queue and every chain popped from it. `max_size` is what the
@@ -117,6 +124,25 @@ class SplitQueue {
   // "size 256, avail idx 12 (popped 12), used idx 10" (or "not ready", ", broken: ..."), for logs.
   std::string debug_state() const;
 
+  // Chains popped and not yet returned.
+  uint16_t chains_in_use() const { return static_cast<uint16_t>(next_avail_ - next_used_); }
+
+  // Snapshot: the configuration, whether ready and broken (and why), and the ring indices.
+  void save_state(StateWriter& out) const;
+  // Restore, into a queue of the same max_size(): reset(), then what save_state() wrote, with the
+  // configuration checked against guest memory as activate() checks it and the indices checked
+  // for consistency; throws vmm::Error (StateReader::corrupt) on a bad value.
+  void restore_state(StateReader& in);
+
+  // The chains a device holds across a snapshot (popped, not yet returned), saved by their heads
+  // in the device's state.
+  static void save_chains(StateWriter& out, std::span<const DescriptorChain> chains);
+  // Reads them back, after restore_state(), and reads each chain again from the descriptor table
+  // with pop()'s checks (a chain the guest spoiled meanwhile breaks the queue, as pop() would, and
+  // ends the list). They must be the chains in use, at most `max_chains`; a broken queue returns
+  // none (it completes nothing). Throws vmm::Error (StateReader::corrupt) on a bad count or head.
+  std::vector<DescriptorChain> restore_chains(StateReader& in, size_t max_chains);
+
  private:
   void mark_broken(std::string reason);
   // Entries the driver has made available beyond next_avail_, or nullopt if that breaks the queue.
@@ -135,5 +161,10 @@ class SplitQueue {
   uint32_t added_since_notify_ = 0;
   uint64_t generation_ = 0;
 };
+
+// The chain a device holds in `chain`, if any, as save_chains() takes it.
+inline std::span<const DescriptorChain> held(const std::optional<DescriptorChain>& chain) {
+  return chain ? std::span<const DescriptorChain>(&*chain, 1) : std::span<const DescriptorChain>();
+}
 
 }  // namespace vmm::devices::virtio

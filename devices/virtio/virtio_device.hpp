@@ -1,11 +1,13 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "base/util/state_stream.hpp"
 #include "devices/virtio/queue.hpp"
 
 namespace vmm::devices::virtio {
@@ -61,7 +63,7 @@ class DeviceOwner {
 struct Activation {
   uint64_t driver_features;         // as negotiated (a subset of features())
   std::vector<SplitQueue*> queues;  // one per queue_max_sizes() entry; not-ready ones included
-  DeviceInterrupt* interrupt;       // valid until reset() is called
+  DeviceInterrupt* interrupt;  // used until reset() is called; the transport outlives the device
   // One eventfd per queue, signalled when the driver notifies it (an ioeventfd, or the transport
   // on a QueueNotify write that reached it): the device watches them on its event loop from
   // activate() until reset(), and calls notify() itself. Empty when a test calls notify().
@@ -76,7 +78,12 @@ struct Activation {
 // reset() and debug_state() run there, as do the handlers of every fd the device watches (its
 // notify fds, its backend's, its completions'), so the device needs no lock. The transport hands
 // the driver's register writes over from vCPU threads (DeviceOwner). vCPU threads call only the
-// const methods below that describe the device, which read what was fixed at construction.
+// const methods below that describe the device, which read what was fixed at construction (and
+// read_config(), which reads atomics where the config changes).
+// Snapshot and restore stand in for the owner thread: quiesce() and save_state() run on the
+// thread that paused the machine (its vCPUs and its loop parked: the pause gate orders everything
+// the loop did before them), restore_state() on the thread that builds the machine, before its
+// loop and vCPUs run.
 class VirtioDevice {
  public:
   // Called when reset() has finished: nothing the device started still writes into guest memory.
@@ -92,8 +99,8 @@ class VirtioDevice {
   // The maximum size of each queue (QueueNumMax), powers of two; the number of queues. Any thread.
   virtual std::vector<uint16_t> queue_max_sizes() const = 0;
   // Device-specific configuration space; `offset` is relative to its start. Reads past its end
-  // return zeros. It is fixed at construction (no device here changes it or lets the driver write
-  // it), so any thread may read it without a lock.
+  // return zeros. No device here lets the driver write it, and all but virtio-net's link status
+  // (atomic) is fixed at construction, so any thread may read it without a lock.
   virtual void read_config(uint64_t offset, std::span<uint8_t> data) const = 0;
 
   // The driver set DRIVER_OK.
@@ -112,6 +119,21 @@ class VirtioDevice {
   // machine stops without the guest's consent; empty if there is nothing beyond the queues. On
   // the owner thread, or once it has stopped.
   virtual std::string debug_state() const { return {}; }
+
+  // Snapshot (threading above). Before anything is saved: finishes what the device has under way
+  // that a snapshot cannot hold (virtio-blk's requests in flight), completing it as usual (status,
+  // used ring, interrupt), and starts nothing new. Throws vmm::Error if it is still under way at
+  // `deadline`; the device stays consistent and carries on once the machine resumes.
+  virtual void quiesce(std::chrono::steady_clock::time_point /*deadline*/) {}
+  // The device's own state beyond the transport's (which holds the queues), of an active device
+  // after quiesce(): the chains it holds (SplitQueue::save_chains), what it has staged. Default:
+  // none.
+  virtual void save_state(StateWriter& /*out*/) const {}
+  // Reads what save_state() wrote into a device of the same configuration that the transport has
+  // just activated with the restored queues, and tells the driver what the restore changed (a new
+  // link, lost connections). Every value is checked: a bad one throws vmm::Error
+  // (StateReader::corrupt).
+  virtual void restore_state(StateReader& /*in*/) {}
 };
 
 }  // namespace vmm::devices::virtio

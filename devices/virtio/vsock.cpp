@@ -60,6 +60,7 @@ void VirtioVsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
 void VirtioVsock::activate(const Activation& activation) {
   rx_queue_ = activation.queues.at(0);
   tx_queue_ = activation.queues.at(1);
+  event_queue_ = activation.queues.at(2);
   interrupt_ = activation.interrupt;
   muxer_.activate();
   watch(activation.notify_fds);
@@ -79,9 +80,12 @@ void VirtioVsock::reset(ResetDone done) {
   rx_chain_.reset();
   rx_queue_ = nullptr;
   tx_queue_ = nullptr;
+  event_queue_ = nullptr;
   interrupt_ = nullptr;
   rx_failed_ = false;
   tx_failed_ = false;
+  event_failed_ = false;
+  transport_reset_pending_ = false;
   rx_out_of_buffers_ = false;
   // Every write into guest memory happens inside a handler: none is left to wait for.
   done();
@@ -101,8 +105,9 @@ void VirtioVsock::notify(uint16_t index) {
     rx_out_of_buffers_ = false;  // the driver added receive buffers
   } else if (index == 1) {
     process_tx();
+  } else if (index == 2) {
+    send_events();
   }
-  // Queue 2 (events): we never send any, so its buffers just wait.
   process_rx();
   notify_driver();
 }
@@ -111,15 +116,42 @@ void VirtioVsock::on_resume() {
   resume_.consume();
   if (!active()) return;
   process_tx();
+  send_events();
   process_rx();
   notify_driver();
 }
 
+void VirtioVsock::save_state(StateWriter& out) const {
+  SplitQueue::save_chains(out, held(rx_chain_));
+  // None held: the restore checks that these queues have no chain in use either.
+  SplitQueue::save_chains(out, {});
+  SplitQueue::save_chains(out, {});
+}
+
+void VirtioVsock::restore_state(StateReader& in) {
+  // A queue broken before the snapshot was reported then.
+  rx_failed_ = rx_queue_->broken();
+  tx_failed_ = tx_queue_->broken();
+  event_failed_ = event_queue_->broken();
+  std::vector<DescriptorChain> rx = rx_queue_->restore_chains(in, 1);
+  if (!rx.empty()) rx_chain_ = std::move(rx.front());
+  tx_queue_->restore_chains(in, 0);
+  event_queue_->restore_chains(in, 0);
+  check_broken(rx_queue_, rx_failed_, "receive");
+  check_broken(tx_queue_, tx_failed_, "transmit");
+  check_broken(event_queue_, event_failed_, "event");
+  // The connections stayed with the old process: the driver drops its own.
+  transport_reset_pending_ = true;
+  send_events();
+  notify_driver();
+}
+
 void VirtioVsock::notify_driver() {
-  // Both calls, so that each queue's event index moves on.
+  // Every call, so that each queue's event index moves on.
   const bool rx = rx_queue_->needs_notification();
   const bool tx = tx_queue_->needs_notification();
-  if (rx || tx) interrupt_->signal_used();
+  const bool event = event_queue_->needs_notification();
+  if (rx || tx || event) interrupt_->signal_used();
 }
 
 void VirtioVsock::check_broken(SplitQueue* queue, bool& failed, const char* what) {
@@ -174,6 +206,33 @@ void VirtioVsock::drop_tx(const DescriptorChain& chain, Verdict verdict,
               "virtio-vsock {}: dropped transmit chain {} ({} readable bytes): {}{}", name_,
               chain.head(), chain.readable_bytes(), vsock::to_string(verdict),
               first ? "; further ones are counted, logged at debug level" : "");
+}
+
+// ---- Events ----
+
+void VirtioVsock::send_events() {
+  if (!transport_reset_pending_ || event_failed_ || !event_queue_->ready()) return;
+  // A chain too small for the event is returned empty: at most a queue's worth per wake-up.
+  for (uint32_t budget = event_queue_->config().size; budget > 0; --budget) {
+    auto chain = event_queue_->pop();
+    if (!chain) {
+      check_broken(event_queue_, event_failed_, "event");
+      return;
+    }
+    if (chain->writable_bytes() < vsock::kEventSize) {
+      spdlog::debug("virtio-vsock {}: event chain {} has {} writable bytes; returned empty", name_,
+                    chain->head(), chain->writable_bytes());
+      event_queue_->add_used(std::move(*chain), 0);
+      continue;
+    }
+    const uint32_t event = vsock::kEventTransportReset;
+    chain->write(0, {reinterpret_cast<const uint8_t*>(&event), sizeof(event)});
+    // Linux handles an event whose used length is exactly the event's size.
+    event_queue_->add_used(std::move(*chain), vsock::kEventSize);
+    transport_reset_pending_ = false;
+    return;
+  }
+  resume_.signal();
 }
 
 // ---- Receive: packets for the guest ----

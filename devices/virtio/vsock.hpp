@@ -54,9 +54,15 @@ struct VsockCounters {
 // Teardown: the guest's SHUTDOWN shuts the socket's matching direction (its SEND after the
 // buffered data); the socket's EOF becomes a SHUTDOWN to the guest (RCV too once the socket hung
 // up entirely). A connection both of whose directions are finished ends with an RST to the
-// guest. A device reset closes every socket. The event queue is unused: no
-// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET is sent (the guest cid never changes while it runs, and the
-// driver's own reset already drops its connections).
+// guest. A device reset closes every socket (the driver's own reset already drops its
+// connections).
+//
+// Snapshot and restore: the host's connections stay with the old process; the restored device
+// starts with none (its muxer is new) and sends the driver a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on
+// the event queue (virtio 1.2, 5.10.6.4; Firecracker does the same), on which Linux resets every
+// connected socket (ECONNRESET) and reads the guest cid again (a clone's own). That event is the
+// only one the device sends; it waits for an event buffer if the driver has given none. The
+// receive chain the device held is saved by its head and read again.
 //
 // Limits: kMaxConnections connections, kMaxPendingClients host programs that have not yet
 // written their CONNECT line; no timeouts (a guest that never answers a REQUEST, or a program
@@ -93,6 +99,8 @@ class VirtioVsock final : public VirtioDevice {
   void activate(const Activation& activation) override;
   void notify(uint16_t index) override;
   void reset(ResetDone done) override;
+  void save_state(StateWriter& out) const override;
+  void restore_state(StateReader& in) override;
 
   // On the owner thread.
   VsockCounters counters() const;
@@ -116,6 +124,9 @@ class VirtioVsock final : public VirtioDevice {
   void process_rx();
   std::optional<DescriptorChain> pop_rx_chain();
 
+  // Writes the pending transport reset into an event chain, if the driver has given one.
+  void send_events();
+
   void check_broken(SplitQueue* queue, bool& failed, const char* what);
   void notify_driver();
   bool active() const { return rx_queue_ != nullptr; }
@@ -127,11 +138,14 @@ class VirtioVsock final : public VirtioDevice {
   WatchedFds watched_{loop_};       // the notify fds and resume_, while active
   SplitQueue* rx_queue_ = nullptr;  // while active
   SplitQueue* tx_queue_ = nullptr;
+  SplitQueue* event_queue_ = nullptr;
   DeviceInterrupt* interrupt_ = nullptr;
   bool rx_failed_ = false;
   bool tx_failed_ = false;
-  bool rx_out_of_buffers_ = false;  // until the driver notifies queue 0
-  uint32_t rx_skip_budget_ = 0;     // too-small receive chains this wake-up may still return
+  bool event_failed_ = false;
+  bool transport_reset_pending_ = false;  // restored: the driver is still to be told
+  bool rx_out_of_buffers_ = false;        // until the driver notifies queue 0
+  uint32_t rx_skip_budget_ = 0;           // too-small receive chains this wake-up may still return
   std::optional<DescriptorChain> rx_chain_;
   VsockCounters counters_;  // the device's own; the muxer counts credit_overruns and rsts_dropped
   std::bitset<vsock::kVerdictKinds> reported_;  // the verdicts logged at their level already

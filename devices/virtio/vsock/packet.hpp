@@ -42,6 +42,10 @@ inline constexpr uint16_t kOpCreditRequest = 7;
 inline constexpr uint32_t kShutdownRcv = 1;
 inline constexpr uint32_t kShutdownSend = 2;
 
+// struct virtio_vsock_event (virtio 1.2, 5.10.6.4): a le32 id, of which there is one.
+inline constexpr uint32_t kEventTransportReset = 0;
+inline constexpr uint32_t kEventSize = sizeof(uint32_t);
+
 // The largest RW payload accepted from the driver (Linux sends at most 64 KiB per packet).
 inline constexpr uint32_t kMaxPayload = 64 * 1024;
 

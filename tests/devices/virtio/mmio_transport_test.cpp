@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -71,6 +72,10 @@ struct DeviceLog {
   bool defer_reset_done = false;
   VirtioDevice::ResetDone pending_reset_done;
   EventLoop* loop = nullptr;  // where the device watches its notify fds
+  uint32_t own_state = 0;     // what the device saves of its own
+  // What restore_state() read, and how many activations it found done.
+  std::optional<uint32_t> restored_own_state;
+  size_t activations_at_restore = 0;
 };
 
 class FakeDevice final : public VirtioDevice {
@@ -109,6 +114,11 @@ class FakeDevice final : public VirtioDevice {
     while (auto chain = queue.pop()) queue.add_used(std::move(*chain), 1);
     if (queue.needs_notification()) activation.interrupt->signal_used();
     if (queue.broken()) activation.interrupt->signal_needs_reset();
+  }
+  void save_state(StateWriter& out) const override { out.put(log_.own_state); }
+  void restore_state(StateReader& in) override {
+    log_.restored_own_state = in.get<uint32_t>();
+    log_.activations_at_restore = log_.activations.size();
   }
   void reset(ResetDone done) override {
     ++log_.resets;
@@ -703,6 +713,285 @@ TEST_F(MmioTransportTest, SurvivesHostileRegisterFuzz) {
   EXPECT_FALSE(log.activations.empty());
   EXPECT_FALSE(log.notifications.empty());
   devices::testing::hammer(*transport, MmioTransport::kWindowSize);
+}
+
+// ---- Snapshot and restore ----
+
+// A DeviceOwner whose loop may be parked: posted work runs at once, unless held (a pause parked
+// the loop before it ran), and a vCPU does not wait for what is held.
+class ParkableOwner final : public DeviceOwner {
+ public:
+  void post(std::function<void()> work) override {
+    if (hold) {
+      held.push_back(std::move(work));
+    } else {
+      work();
+    }
+  }
+  bool wait(const std::function<bool()>& done) override { return done(); }
+  void wake() override {}
+
+  bool hold = false;
+  std::vector<std::function<void()>> held;
+};
+
+// A fresh machine's transport over a copy of the snapshot's RAM, with its own device and loop.
+struct RestoredTransport {
+  explicit RestoredTransport(const std::vector<uint8_t>& snapshot_ram) : ram(snapshot_ram) {
+    log.loop = &loop;
+    log.complete_on_notify = true;
+  }
+  uint32_t r32(uint64_t offset) {
+    uint32_t value = 0xdeadbeef;
+    transport.read(offset, {reinterpret_cast<uint8_t*>(&value), sizeof(value)});
+    return value;
+  }
+  void restore(const std::vector<uint8_t>& bytes) {
+    StateReader in(bytes, "virtio-fake vdz");
+    transport.restore_state(in);
+    in.expect_end();
+  }
+
+  std::vector<uint8_t> ram;
+  GuestMemory memory = GuestMemory::from_regions({{0, kRamSize, ram.data()}});
+  EventLoop loop;
+  devices::testing::InlineDeviceOwner owner{loop};
+  DeviceLog log;
+  FakeInterruptLine irq;
+  MmioTransport transport{memory, std::make_unique<FakeDevice>(log), irq, owner, "virtio-fake vdz"};
+};
+
+template <typename T>
+void patch(std::vector<uint8_t>& bytes, size_t offset, T value) {
+  std::memcpy(bytes.data() + offset, &value, sizeof(value));
+}
+
+// Offsets in MmioTransport::save_state's layout, for the fake's two queues.
+constexpr size_t kSavedDeviceId = 0, kSavedQueueCount = 4, kSavedStatus = 8,
+                 kSavedDriverFeatures = 20, kSavedQueue0Desc = 37, kSavedQueue1Ready = 90,
+                 kSavedResetting = 91, kSavedInterruptStatus = 92, kSavedActive = 101;
+
+class MmioTransportStateTest : public MmioTransportTest {
+ protected:
+  std::vector<uint8_t> saved() const {
+    StateWriter out;
+    transport->save_state(out);
+    return out.take();
+  }
+
+  // The Status, selectors, features and queue registers as the driver reads them.
+  static std::vector<uint32_t> registers(const std::function<uint32_t(uint64_t)>& read,
+                                         const std::function<void(uint64_t, uint32_t)>& write) {
+    std::vector<uint32_t> values = {read(kStatus),           read(kInterruptStatus),
+                                    read(kConfigGeneration), read(kDeviceFeatures),
+                                    read(kQueueNumMax),      read(kQueueReady)};
+    for (uint32_t queue = 0; queue < 2; ++queue) {
+      write(kQueueSel, queue);
+      values.push_back(read(kQueueReady));
+    }
+    return values;
+  }
+  std::vector<uint32_t> registers() {
+    return registers([&](uint64_t offset) { return r32(offset); },
+                     [&](uint64_t offset, uint32_t value) { w32(offset, value); });
+  }
+  static std::vector<uint32_t> registers(RestoredTransport& restored) {
+    return registers(
+        [&](uint64_t offset) { return restored.r32(offset); },
+        [&](uint64_t offset, uint32_t value) {
+          restored.transport.write(offset, {reinterpret_cast<const uint8_t*>(&value), 4});
+        });
+  }
+
+  void expect_corrupt(const std::vector<uint8_t>& bytes, const std::string& reason) {
+    RestoredTransport restored(ram);
+    try {
+      restored.restore(bytes);
+      ADD_FAILURE() << "accepted, expected: " << reason;
+    } catch (const Error& error) {
+      EXPECT_THAT(error.what(), ::testing::HasSubstr(reason));
+    }
+  }
+};
+
+TEST_F(MmioTransportStateTest, AnActiveTransportWithAPendingInterruptCarriesOnAfterARestore) {
+  log.complete_on_notify = true;
+  log.own_state = 0x5eed;
+  initialize(kFeatureVersion1 | kFeatureRingEventIdx | kDeviceFeatureBit0);
+  virtio::testing::Driver driver(memory, log.activations[0].queues[1]->config());
+  driver.desc(0, 0x80000, 64, kVirtqDescFWrite);
+  driver.publish(0);
+  ioeventfd_notify(1);
+  log.activations[0].interrupt->signal_config_change();
+  ASSERT_EQ(r32(kInterruptStatus), 3u);  // not acknowledged: the guest has yet to see it
+  w32(kDeviceFeaturesSel, 1);
+  w32(kQueueSel, 1);
+  const std::vector<uint8_t> bytes = saved();
+
+  RestoredTransport restored(ram);
+  restored.restore(bytes);
+  // The device was activated with the restored queues before it read its own state.
+  ASSERT_EQ(restored.log.activations.size(), 1u);
+  EXPECT_EQ(restored.log.activations_at_restore, 1u);
+  EXPECT_EQ(restored.log.restored_own_state, 0x5eedu);
+  const Activation& activation = restored.log.activations[0];
+  EXPECT_EQ(activation.driver_features, log.activations[0].driver_features);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(activation.queues[i]->debug_state(), log.activations[0].queues[i]->debug_state());
+  }
+  // The interrupt is raised again, once.
+  EXPECT_EQ(restored.irq.rising_edges(), 1);
+  EXPECT_EQ(registers(restored), registers());
+  // Once its loop runs, the device is notified on every queue: the old ones' notifications are
+  // gone with the old process.
+  devices::testing::run_until_idle(restored.loop);
+  EXPECT_THAT(restored.log.notifications, ElementsAre(0, 1));
+
+  // The next request: the same used ring on both, and an interrupt from each.
+  virtio::testing::Driver restored_driver(restored.memory, activation.queues[1]->config());
+  restored_driver.set_avail_idx(1);
+  for (virtio::testing::Driver* d : {&driver, &restored_driver}) {
+    d->desc(1, 0x80100, 32, kVirtqDescFWrite);
+    d->publish(1);
+    d->set_used_event(1);  // EVENT_IDX: an interrupt for this entry
+  }
+  ioeventfd_notify(1);
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(restored.transport.notify_fd(1), &one, 8), 8);
+  devices::testing::run_until_idle(restored.loop);
+  EXPECT_EQ(restored_driver.used_idx(), 2);
+  EXPECT_EQ(restored_driver.used(1).id, driver.used(1).id);
+  EXPECT_EQ(restored.irq.rising_edges(), 2);
+  EXPECT_EQ(restored.r32(kInterruptStatus), r32(kInterruptStatus));
+  // And both reset alike.
+  const uint32_t zero = 0;
+  restored.transport.write(kStatus, {reinterpret_cast<const uint8_t*>(&zero), 4});
+  EXPECT_EQ(restored.log.resets, 1);
+  EXPECT_EQ(restored.r32(kStatus), 0u);
+}
+
+TEST_F(MmioTransportStateTest, ATransportMidNegotiationIsRestoredInactiveAndFinishesItsSetUp) {
+  ASSERT_TRUE(negotiate(kFeatureVersion1 | kDeviceFeatureBit0));
+  setup_queue(0, 16);
+  RestoredTransport restored(ram);
+  restored.restore(saved());
+  EXPECT_TRUE(restored.log.activations.empty());
+  EXPECT_FALSE(restored.log.restored_own_state.has_value());
+  EXPECT_EQ(restored.irq.rising_edges(), 0);
+  EXPECT_EQ(registers(restored), registers());
+  auto write = [&](uint64_t offset, uint32_t value) {
+    restored.transport.write(offset, {reinterpret_cast<const uint8_t*>(&value), 4});
+  };
+  write(kQueueSel, 1);
+  write(kQueueNum, 8);
+  write(kQueueDescLow, static_cast<uint32_t>(desc_table(1)));
+  write(kQueueAvailLow, static_cast<uint32_t>(avail_ring(1)));
+  write(kQueueUsedLow, static_cast<uint32_t>(used_ring(1)));
+  write(kQueueReady, 1);
+  write(kStatus, restored.r32(kStatus) | kStatusDriverOk);
+  ASSERT_EQ(restored.log.activations.size(), 1u);
+  EXPECT_EQ(restored.log.activations[0].driver_features, kFeatureVersion1 | kDeviceFeatureBit0);
+  EXPECT_EQ(restored.log.activations[0].queues[0]->config().desc_table, desc_table(0));
+}
+
+// DRIVER_OK reached the transport, but the pause parked the loop before the activation ran.
+TEST_F(MmioTransportStateTest, AnActivationTheLoopHadNotRunIsRunByTheRestore) {
+  ParkableOwner parkable;
+  transport = std::make_unique<MmioTransport>(memory, std::make_unique<FakeDevice>(log), irq,
+                                              parkable, "virtio-fake vdz");
+  ASSERT_TRUE(negotiate(kOffered));
+  setup_queue(0, 16);
+  setup_queue(1, 8);
+  parkable.hold = true;
+  driver_ok();
+  EXPECT_TRUE(log.activations.empty());
+  RestoredTransport restored(ram);
+  restored.restore(saved());
+  ASSERT_EQ(restored.log.activations.size(), 1u);
+  EXPECT_FALSE(restored.log.restored_own_state.has_value());  // it had none yet
+  EXPECT_TRUE(restored.log.activations[0].queues[1]->ready());
+  devices::testing::run_until_idle(restored.loop);
+  EXPECT_THAT(restored.log.notifications, ElementsAre(0, 1));
+  transport.reset();
+}
+
+// A vCPU wrote status 0 and waits for the device's reset, which the parked loop had not run: the
+// vCPU saw its write done, so the restore completes the reset.
+TEST_F(MmioTransportStateTest, AResetUnderWayIsCompletedByTheRestore) {
+  ParkableOwner parkable;
+  transport = std::make_unique<MmioTransport>(memory, std::make_unique<FakeDevice>(log), irq,
+                                              parkable, "virtio-fake vdz");
+  initialize();
+  log.activations[0].interrupt->signal_used();
+  parkable.hold = true;
+  w32(kStatus, 0);
+  ASSERT_NE(r32(kStatus), 0u);  // not reset yet
+  RestoredTransport restored(ram);
+  restored.restore(saved());
+  EXPECT_TRUE(restored.log.activations.empty());
+  EXPECT_EQ(restored.r32(kStatus), 0u);
+  EXPECT_EQ(restored.r32(kInterruptStatus), 0u);
+  EXPECT_EQ(restored.irq.rising_edges(), 0);
+  for (uint32_t queue = 0; queue < 2; ++queue) {
+    const uint32_t value = queue;
+    restored.transport.write(kQueueSel, {reinterpret_cast<const uint8_t*>(&value), 4});
+    EXPECT_EQ(restored.r32(kQueueReady), 0u);
+  }
+  transport.reset();
+}
+
+TEST_F(MmioTransportStateTest, TruncatedStateThrows) {
+  initialize();
+  const std::vector<uint8_t> bytes = saved();
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    expect_corrupt({bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(size)}, "truncated");
+  }
+}
+
+TEST_F(MmioTransportStateTest, CorruptValuesThrow) {
+  initialize(kFeatureVersion1 | kFeatureRingEventIdx);
+  const std::vector<uint8_t> good = saved();
+  auto with = [&](auto change) {
+    std::vector<uint8_t> bytes = good;
+    change(bytes);
+    return bytes;
+  };
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedDeviceId, kDeviceIdNet); }),
+                 "saved from virtio device type 1, restored into type 2");
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedQueueCount, 3); }),
+                 "saved with 3 queue(s), the device has 2");
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedStatus, 0x10f); }),
+                 "bits a driver cannot set");
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedStatus, kStatusDriverOk | 3); }),
+                 "DRIVER_OK without FEATURES_OK");
+  expect_corrupt(
+      with([](auto& b) { patch<uint64_t>(b, kSavedDriverFeatures, kFeatureVersion1 | 2); }),
+      "are not a modern subset");
+  expect_corrupt(with([](auto& b) { patch<uint64_t>(b, kSavedDriverFeatures, 1); }),
+                 "are not a modern subset");
+  expect_corrupt(with([](auto& b) { patch<uint64_t>(b, kSavedQueue0Desc, kRamSize); }),
+                 "queue 0: virtqueue descriptor table");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedQueue1Ready, 0); }),
+                 "queue 1 does not match its registers");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedResetting, 1); }),
+                 "active without DRIVER_OK, or while being reset");
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedInterruptStatus, 4); }),
+                 "InterruptStatus is out of range");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedActive, 0); }),
+                 "state of a device that was not active");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedActive, 3); }), "neither 0 nor 1");
+  // The queue's own state: its size no longer matches the registers'.
+  expect_corrupt(with([](auto& b) { patch<uint16_t>(b, kSavedActive + 2, 8); }),
+                 "queue 0 does not match its registers");
+  expect_corrupt(with([](auto& b) { b.push_back(0); }), "1 unexpected bytes at the end");
+}
+
+TEST_F(MmioTransportStateTest, OnlyAFreshTransportIsRestored) {
+  initialize();
+  const std::vector<uint8_t> bytes = saved();
+  StateReader in(bytes, "virtio-fake vdz");
+  EXPECT_THAT([&] { transport->restore_state(in); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("already in use")));
 }
 
 }  // namespace

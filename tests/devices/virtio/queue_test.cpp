@@ -47,9 +47,10 @@ class SplitQueueTest : public ::testing::Test {
   }
 
   // Pops a chain that must be there.
-  DescriptorChain pop_one() {
-    auto chain = queue.pop();
-    if (!chain) throw std::runtime_error("no chain to pop: " + queue.broken_reason());
+  DescriptorChain pop_one() { return pop_from(queue); }
+  static DescriptorChain pop_from(SplitQueue& from) {
+    auto chain = from.pop();
+    if (!chain) throw std::runtime_error("no chain to pop: " + from.broken_reason());
     return std::move(*chain);
   }
 
@@ -692,6 +693,225 @@ TEST(SplitQueueRandomTest, HostileRingsStayInsideRam) {
   EXPECT_GT(popped, 800);
   EXPECT_GT(multi, 100);
   EXPECT_GT(broke, 2000);
+}
+
+// ---- Snapshot and restore ----
+
+// A copy of the guest's RAM, as a restore maps the snapshot's memory file.
+struct RestoredRam {
+  explicit RestoredRam(const std::vector<uint8_t>& from) : ram(from) {}
+  std::vector<uint8_t> ram;
+  GuestMemory memory = GuestMemory::from_regions({{0, kRamSize, ram.data()}});
+};
+
+template <typename T>
+void patch(std::vector<uint8_t>& bytes, size_t offset, T value) {
+  std::memcpy(bytes.data() + offset, &value, sizeof(value));
+}
+
+// Offsets in SplitQueue::save_state's layout (an empty broken reason).
+constexpr size_t kSavedReady = 0, kSavedSize = 1, kSavedDescTable = 3, kSavedEventIdx = 27,
+                 kSavedBroken = 29, kSavedNextAvail = 34, kSavedPublishedUsed = 38,
+                 kSavedBytes = 44;
+
+class SplitQueueStateTest : public SplitQueueTest {
+ protected:
+  // The queue mid-use, with EVENT_IDX: chains 0, 1, 2 made available, 0 and 1 popped, 0 returned.
+  // Returns the chain still held (1).
+  DescriptorChain mid_use() {
+    QueueConfig config = default_config();
+    config.event_idx = true;
+    activate(config);
+    for (uint16_t head = 0; head < 3; ++head) {
+      driver.desc(head, kData + 0x100 * head, 0x40, kVirtqDescFWrite);
+      driver.publish(head);
+    }
+    queue.add_used(pop_one(), 7);
+    EXPECT_TRUE(queue.needs_notification());
+    return pop_one();
+  }
+
+  std::vector<uint8_t> saved() const {
+    StateWriter out;
+    queue.save_state(out);
+    return out.take();
+  }
+
+  // Restores `bytes` into `restored`, which must read all of them.
+  static void restore(SplitQueue& restored, const std::vector<uint8_t>& bytes) {
+    StateReader in(bytes, "queue 0");
+    restored.restore_state(in);
+    in.expect_end();
+  }
+
+  void expect_corrupt(const std::vector<uint8_t>& bytes, const std::string& reason) {
+    SplitQueue restored(memory, kMaxSize);
+    try {
+      restore(restored, bytes);
+      ADD_FAILURE() << "accepted, expected: " << reason;
+    } catch (const Error& error) {
+      EXPECT_THAT(error.what(), ::testing::StartsWith("queue 0: corrupt state: "));
+      EXPECT_THAT(error.what(), HasSubstr(reason));
+    }
+  }
+};
+
+TEST_F(SplitQueueStateTest, AQueueMidUseCarriesOnTheSameAfterARestore) {
+  DescriptorChain held = mid_use();
+  const std::vector<uint8_t> bytes = saved();
+  StateWriter chains;
+  SplitQueue::save_chains(chains, std::span<const DescriptorChain>(&held, 1));
+
+  RestoredRam copy(ram);
+  SplitQueue restored(copy.memory, kMaxSize);
+  restore(restored, bytes);
+  EXPECT_EQ(restored.debug_state(), queue.debug_state());
+  EXPECT_EQ(restored.config(), queue.config());
+  EXPECT_EQ(restored.chains_in_use(), 1);
+  StateReader chains_in(chains.bytes(), "queue 0");
+  std::vector<DescriptorChain> reclaimed = restored.restore_chains(chains_in, 4);
+  chains_in.expect_end();
+  ASSERT_EQ(reclaimed.size(), 1u);
+  EXPECT_EQ(reclaimed[0].head(), 1);
+  EXPECT_THAT(buffers(reclaimed[0]), ElementsAre(Buffer{kData + 0x100, 0x40, true}));
+
+  // The same driver steps on both copies of RAM, the same device steps on both queues.
+  Driver restored_driver(copy.memory, queue.config());
+  restored_driver.set_avail_idx(3);
+  for (Driver* d : {&driver, &restored_driver}) {
+    d->desc(3, kData + 0x300, 0x40, kVirtqDescFWrite);
+    d->publish(3);
+    d->set_used_event(2);
+  }
+  for (SplitQueue* q : {&queue, &restored}) {
+    DescriptorChain two = pop_from(*q);
+    DescriptorChain three = pop_from(*q);
+    EXPECT_EQ(two.head(), 2);
+    EXPECT_EQ(three.head(), 3);
+    EXPECT_FALSE(q->pop().has_value());
+    q->add_used(std::move(two), 5);
+    q->add_used(std::move(three), 9);
+  }
+  queue.add_used(std::move(held), 3);
+  restored.add_used(std::move(reclaimed[0]), 3);
+  EXPECT_TRUE(queue.needs_notification());  // used_event 2 lies in [1, 4)
+  EXPECT_TRUE(restored.needs_notification());
+  EXPECT_EQ(restored_driver.used_idx(), 4);
+  EXPECT_EQ(restored_driver.used(3).id, 1u);
+  EXPECT_EQ(restored_driver.used(3).len, 3u);
+  const auto used_ring = [](const std::vector<uint8_t>& bytes) {
+    return std::vector<uint8_t>(bytes.begin() + kUsedRing,
+                                bytes.begin() + kUsedRing + used_ring_bytes(kMaxSize));
+  };
+  EXPECT_EQ(used_ring(copy.ram), used_ring(ram));
+}
+
+TEST_F(SplitQueueStateTest, NotReadyAndBrokenQueuesRoundTrip) {
+  SplitQueue restored(memory, kMaxSize);
+  restore(restored, saved());
+  EXPECT_FALSE(restored.ready());
+
+  activate(default_config());
+  driver.desc(0, kData, 8, kVirtqDescFNext, 40);
+  driver.publish(0);
+  EXPECT_FALSE(queue.pop().has_value());
+  ASSERT_TRUE(queue.broken());
+  restore(restored, saved());
+  EXPECT_TRUE(restored.broken());
+  EXPECT_EQ(restored.broken_reason(), queue.broken_reason());
+  EXPECT_FALSE(restored.pop().has_value());
+  // A broken queue completes nothing: the chains held are moot, whatever their count.
+  StateWriter chains;
+  SplitQueue::save_chains(chains, {});
+  StateReader chains_in(chains.bytes(), "queue 0");
+  EXPECT_TRUE(restored.restore_chains(chains_in, 1).empty());
+}
+
+TEST_F(SplitQueueStateTest, ARestoreStartsAfresh) {
+  DescriptorChain held = mid_use();
+  // Over the queue in use: its chains are stale, as after reset().
+  restore(queue, saved());
+  queue.add_used(std::move(held), 1);
+  EXPECT_EQ(driver.used_idx(), 1);
+  EXPECT_EQ(queue.chains_in_use(), 1);
+}
+
+TEST_F(SplitQueueStateTest, TruncatedStateThrows) {
+  DescriptorChain held = mid_use();
+  const std::vector<uint8_t> bytes = saved();
+  queue.add_used(std::move(held), 0);
+  ASSERT_EQ(bytes.size(), kSavedBytes);
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    expect_corrupt({bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(size)}, "truncated");
+  }
+}
+
+TEST_F(SplitQueueStateTest, CorruptValuesThrow) {
+  DescriptorChain held = mid_use();
+  const std::vector<uint8_t> good = saved();
+  queue.add_used(std::move(held), 0);
+  auto with = [&](auto change) {
+    std::vector<uint8_t> bytes = good;
+    change(bytes);
+    return bytes;
+  };
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedReady, 2); }), "neither 0 nor 1");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedEventIdx, 7); }), "neither 0 nor 1");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedReady, 0); }),
+                 "a queue that is not ready has a configuration or indices");
+  expect_corrupt(with([](auto& b) { patch<uint16_t>(b, kSavedSize, 12); }),
+                 "virtqueue size 12 is not a power of two");
+  expect_corrupt(with([](auto& b) { patch<uint16_t>(b, kSavedSize, 32); }), "virtqueue size 32");
+  expect_corrupt(with([](auto& b) { patch<uint64_t>(b, kSavedDescTable, kRamSize - 16); }),
+                 "outside guest memory");
+  expect_corrupt(with([](auto& b) { patch<uint64_t>(b, kSavedDescTable, kDescTable + 8); }),
+                 "not 16-byte aligned");
+  expect_corrupt(with([](auto& b) { patch<uint8_t>(b, kSavedBroken, 1); }),
+                 "broken flag and reason disagree");
+  expect_corrupt(with([](auto& b) { patch<uint16_t>(b, kSavedPublishedUsed, 0xfff0); }),
+                 "used entries filled ahead of used->idx");
+  expect_corrupt(with([](auto& b) { patch<uint16_t>(b, kSavedNextAvail, 40); }),
+                 "chains in use (40 popped, 1 returned) exceed the size 16");
+  expect_corrupt(with([](auto& b) { patch<uint32_t>(b, kSavedBroken + 1, 4096); }),
+                 "exceeds its limit");
+}
+
+TEST_F(SplitQueueStateTest, HeldChainsMustBeTheChainsInUse) {
+  DescriptorChain held = mid_use();
+  const std::vector<uint8_t> bytes = saved();
+  auto restore_heads = [&](const std::vector<uint16_t>& heads, size_t max) {
+    SplitQueue restored(memory, kMaxSize);
+    restore(restored, bytes);
+    StateWriter out;
+    out.put_vector(heads);
+    StateReader in(out.bytes(), "queue 0");
+    return restored.restore_chains(in, max);
+  };
+  EXPECT_THAT([&] { restore_heads({}, 4); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("holds 0 chain(s) of a queue with 1")));
+  EXPECT_THAT(
+      [&] {
+        restore_heads({1, 2}, 4);
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("holds 2 chain(s)")));
+  EXPECT_THAT(
+      [&] {
+        restore_heads({1, 2}, 1);
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("exceeds its limit")));
+  EXPECT_THAT([&] { restore_heads({16}, 4); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("held chain head 16 is out of range")));
+  // The guest spoiled the held chain's descriptor meanwhile: the queue breaks, as pop() would.
+  driver.desc(1, kData, 8, kVirtqDescFNext, 40);
+  SplitQueue restored(memory, kMaxSize);
+  restore(restored, bytes);
+  StateWriter out;
+  SplitQueue::save_chains(out, std::span<const DescriptorChain>(&held, 1));
+  StateReader in(out.bytes(), "queue 0");
+  EXPECT_TRUE(restored.restore_chains(in, 4).empty());
+  EXPECT_TRUE(restored.broken());
+  EXPECT_THAT(restored.broken_reason(), HasSubstr("next index 40"));
+  queue.add_used(std::move(held), 0);
 }
 
 }  // namespace
