@@ -151,27 +151,4 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(const std::vector<kvm_cpuid_entry2>& s
   return out;
 }
 
-CpuIdentity cpu_identity(const std::vector<kvm_cpuid_entry2>& entries) {
-  CpuIdentity identity;
-  for (const kvm_cpuid_entry2& entry : entries) {
-    if (entry.function == 0 && entry.index == 0) {
-      char vendor[12];
-      std::memcpy(vendor, &entry.ebx, 4);
-      std::memcpy(vendor + 4, &entry.edx, 4);
-      std::memcpy(vendor + 8, &entry.ecx, 4);
-      identity.vendor.assign(vendor, sizeof(vendor));
-    } else if (entry.function == 1 && entry.index == 0) {
-      const uint32_t base_family = (entry.eax >> 8) & 0xf;
-      const uint32_t base_model = (entry.eax >> 4) & 0xf;
-      identity.family = base_family;
-      identity.model = base_model;
-      if (base_family == 0xf) identity.family += (entry.eax >> 20) & 0xff;
-      if (base_family == 0xf || base_family == 0x6) {
-        identity.model |= ((entry.eax >> 16) & 0xf) << 4;
-      }
-    }
-  }
-  return identity;
-}
-
 }  // namespace vmm::boot

@@ -3,7 +3,6 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
 namespace vmm::boot {
@@ -17,19 +16,3 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(const std::vector<kvm_cpuid_entry2>& s
 
 }  // namespace vmm::boot
 
-namespace vmm::boot {
-
-// Which CPU a CPUID table describes: what a snapshot must match to be restored (a guest's kernel
-// chose its code paths, errata and features for this CPU).
-struct CpuIdentity {
-  std::string vendor;  // leaf 0: "AuthenticAMD", "GenuineIntel"
-  uint32_t family = 0;
-  uint32_t model = 0;
-  bool operator==(const CpuIdentity&) const = default;
-};
-
-// Family and model as the SDM/APM combine them (the extended fields count from family 0xf on,
-// the extended model also for Intel's family 6).
-CpuIdentity cpu_identity(const std::vector<kvm_cpuid_entry2>& entries);
-
-}  // namespace vmm::boot

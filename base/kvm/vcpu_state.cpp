@@ -33,6 +33,10 @@ const kvm_cpuid_entry2& cpuid_leaf(const std::vector<kvm_cpuid_entry2>& entries,
 }  // namespace
 
 CpuIdentity VcpuState::cpu_identity() const {
+  return kvm::cpu_identity(cpuid);
+}
+
+CpuIdentity cpu_identity(const std::vector<kvm_cpuid_entry2>& cpuid) {
   const kvm_cpuid_entry2& leaf0 = cpuid_leaf(cpuid, 0);
   CpuIdentity identity;
   for (const uint32_t word : {leaf0.ebx, leaf0.edx, leaf0.ecx}) {

@@ -19,7 +19,12 @@ struct CpuIdentity {
   std::string vendor;   // leaf 0: "GenuineIntel", "AuthenticAMD", ...
   uint32_t family = 0;  // leaf 1, with the extended family and model folded in
   uint32_t model = 0;
+  bool operator==(const CpuIdentity&) const = default;
 };
+
+// Which CPU a CPUID table describes (leaves 0 and 1; throws vmm::Error without them): what a
+// snapshot must match to be restored, since the guest's kernel chose its code paths for it.
+CpuIdentity cpu_identity(const std::vector<kvm_cpuid_entry2>& cpuid);
 
 // The XSAVE area as KVM_GET_XSAVE(2) writes it: at least 4 KiB, more with AMX and the like.
 using XsaveArea = std::vector<uint8_t>;

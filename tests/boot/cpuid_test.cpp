@@ -171,28 +171,3 @@ TEST(CpuidTest, RejectsImpossibleTopology) {
 
 }  // namespace
 }  // namespace vmm::boot
-
-namespace vmm::boot {
-namespace {
-
-TEST(CpuIdentity, CombinesExtendedFamilyAndModel) {
-  kvm_cpuid_entry2 vendor{};
-  std::memcpy(&vendor.ebx, "Auth", 4);
-  std::memcpy(&vendor.edx, "enti", 4);
-  std::memcpy(&vendor.ecx, "cAMD", 4);
-  kvm_cpuid_entry2 signature{};
-  signature.function = 1;
-  // AMD EPYC 7xx2 (Zen 2): family 0xf + 0x8 = 0x17, model 0x3 | 0x3 << 4 = 0x31.
-  signature.eax = 0x00830f10;
-  EXPECT_EQ(cpu_identity({vendor, signature}), (CpuIdentity{"AuthenticAMD", 0x17, 0x31}));
-
-  // Intel family 6 uses the extended model too: 0x906ea is family 6, model 0x9e.
-  std::memcpy(&vendor.ebx, "Genu", 4);
-  std::memcpy(&vendor.edx, "ineI", 4);
-  std::memcpy(&vendor.ecx, "ntel", 4);
-  signature.eax = 0x000906ea;
-  EXPECT_EQ(cpu_identity({vendor, signature}), (CpuIdentity{"GenuineIntel", 6, 0x9e}));
-}
-
-}  // namespace
-}  // namespace vmm::boot

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "vmm/cli/control_client.hpp"
 #include "vmm/cli/options.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/security/seccomp_filter.hpp"
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
     return parsed.exit_status;
   }
   const auto& options = *parsed.options;
+  if (options.snapshot) {
+    return vmm::cli::request_snapshot(options.snapshot->api_socket, options.snapshot->directory,
+                                      options.snapshot->stay_paused);
+  }
 
   auto logger = spdlog::stderr_color_mt("vmm");
   logger->set_pattern("vmm: %^%l%$: %v");
@@ -41,9 +46,10 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.log_level));
 
   try {
-    auto machine = vmm::Machine::create(options.machine);
+    auto machine = options.restore ? vmm::Machine::restore(*options.restore)
+                                   : vmm::Machine::create(options.machine);
     machine->start();
-    confine_main_thread(options.machine);
+    confine_main_thread(machine->config());
     const vmm::MachineExit exit = *machine->wait();
     if (exit.reason == vmm::MachineExit::Reason::kError) {
       std::fprintf(stderr, "vmm: %s\n", exit.message.c_str());

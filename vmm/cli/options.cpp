@@ -70,8 +70,19 @@ runs (Ctrl-C ends vmm). Log messages go to stderr.
 
 --api-socket PATH serves a control API on a Unix socket: one JSON request per line, one JSON
 response per line. {"command":"status"} answers {"ok":true,"state":"running","uptime_ms":N};
-"pause", "resume" and "stop" change the state; "config" shows the configuration. Try:
+"pause", "resume" and "stop" change the state; "config" shows the configuration;
+{"command":"snapshot","path":DIR} writes a snapshot (below). Try:
   echo '{"command":"status"}' | socat - UNIX-CONNECT:PATH
+
+Snapshots: vmm snapshot --api-socket PATH [--paused] DIR asks the vmm serving PATH to write its
+guest to DIR (created): manifest.json, the RAM as a sparse file, every vCPU's and device's state.
+The guest pauses for it (after its disk requests in flight complete) and goes on afterwards, or
+stays paused with --paused. vmm --restore DIR continues it in a new process, RAM mapped
+copy-on-write from DIR/memory (many restores share one page cache). The disks must be as they
+were at the snapshot (snapshot with --paused and stop that vmm, or give the disks snapshot=on).
+--restore takes --disk, --net, --vsock (each list as long as the snapshot's), --serial,
+--api-socket, --timeout and --seccomp; the CPUs, memory and kernel come from the snapshot, and a
+snapshot restores only into the same vmm version on the same CPU model.
 A paused guest's vCPUs and devices are held and its clock stops; --timeout counts wall time,
 paused time included.
 
@@ -203,8 +214,44 @@ std::optional<SerialConfig> parse_serial(const std::string& text) {
   return serial;
 }
 
-ParseResult parse_command_line(const std::vector<std::string>& args) {
+namespace {
+
+// `vmm snapshot --api-socket PATH [--paused] DIR`.
+ParseResult parse_snapshot_command(const std::vector<std::string>& args) {
+  SnapshotRequest request;
+  CLI::App app("vmm snapshot: asks a running vmm (its --api-socket) to write a snapshot to DIR.\n",
+               "vmm snapshot");
+  app.add_option("--api-socket", request.api_socket, "The running vmm's control socket")
+      ->type_name("PATH")
+      ->required();
+  app.add_flag("--paused", request.stay_paused, "Leave the guest paused afterwards");
+  app.add_option("directory", request.directory, "Where to write it (created)")
+      ->type_name("DIR")
+      ->required();
+  ParseResult result;
+  std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    result.output = app.help();
+    return result;
+  } catch (const CLI::ParseError& e) {
+    result.exit_status = kExitStatusUsage;
+    result.error = fmt::format("snapshot: {} (see vmm snapshot --help)", e.what());
+    return result;
+  }
   Options options;
+  options.snapshot = std::move(request);
+  result.options = std::move(options);
+  return result;
+}
+
+}  // namespace
+
+ParseResult parse_command_line(const std::vector<std::string>& args) {
+  if (!args.empty() && args.front() == "snapshot") return parse_snapshot_command(args);
+  Options options;
+  std::string restore;
   std::string memory = "512M";
   std::string serial = "stdio";
   std::vector<std::string> disks;
@@ -259,9 +306,12 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
       ->type_name("SECONDS")
       ->capture_default_str();
   app.add_option("--api-socket", options.machine.api_socket,
-                 "Serve the control API (JSON lines: status, pause, resume, stop, config) on this "
-                 "Unix socket")
+                 "Serve the control API (JSON lines: status, pause, resume, stop, snapshot, "
+                 "config) on this Unix socket")
       ->type_name("PATH");
+  app.add_option("--restore", restore,
+                 "Continue the guest of a snapshot (vmm snapshot) instead of booting a kernel")
+      ->type_name("DIR");
   app.add_option("--seccomp", seccomp,
                  "Confine vmm's threads to the system calls they need (off: for debugging)")
       ->type_name("on|off")
@@ -295,8 +345,17 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
     result.error = std::move(message);
     return result;
   };
-  if (options.machine.kernel_path.empty()) {
-    return usage_error("--kernel is required (see vmm --help)");
+  if (!restore.empty()) {
+    for (const char* name :
+         {"--kernel", "--initrd", "--append", "--cmdline", "--modules", "--cpus", "--memory"}) {
+      if (app.get_option(name)->count() > 0) {
+        return usage_error(
+            fmt::format("--restore {}: {} comes from the snapshot; leave it out (see vmm --help)",
+                        restore, name));
+      }
+    }
+  } else if (options.machine.kernel_path.empty()) {
+    return usage_error("--kernel is required (or --restore DIR; see vmm --help)");
   }
   const auto bytes = parse_size(memory);
   if (!bytes) {
@@ -332,6 +391,19 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   }
   static constexpr const char* kLevels[] = {"info", "debug", "trace"};
   if (verbosity > 0) options.log_level = kLevels[std::min(verbosity, 3) - 1];
+  if (!restore.empty()) {
+    const MachineConfig& machine = options.machine;
+    RestoreConfig config;
+    config.snapshot_dir = restore;
+    if (!machine.disks.empty()) config.disks = machine.disks;
+    if (!machine.nets.empty()) config.nets = machine.nets;
+    config.vsock = machine.vsock;
+    config.serial = machine.serial;
+    config.api_socket = machine.api_socket;
+    config.timeout_seconds = machine.timeout_seconds;
+    config.seccomp = machine.seccomp;
+    options.restore = std::move(config);
+  }
   result.options = std::move(options);
   return result;
 }

@@ -8,8 +8,18 @@
 
 namespace vmm::cli {
 
+// `vmm snapshot --api-socket PATH [--paused] DIR`: asks a running vmm for a snapshot.
+struct SnapshotRequest {
+  std::string api_socket;
+  std::string directory;
+  bool stay_paused = false;
+};
+
 struct Options {
   MachineConfig machine;
+  // --restore DIR: the machine comes from a snapshot; `machine` is unused.
+  std::optional<RestoreConfig> restore;
+  std::optional<SnapshotRequest> snapshot;
   std::string log_level = "warn";
 };
 

@@ -125,6 +125,22 @@ std::string handle_control_request(std::string_view line, ControlTarget& target)
       target.stop();
       return to_line(state_response(target));
     }
+    if (name == "snapshot") {
+      const auto path = request.find("path");
+      if (path == request.end() || !path->is_string() ||
+          path->get_ref<const std::string&>().empty()) {
+        return error_response("snapshot needs \"path\": the directory to write");
+      }
+      const auto paused = request.find("paused");
+      if (paused != request.end() && !paused->is_boolean()) {
+        return error_response("\"paused\" must be true or false");
+      }
+      const std::string& dir = path->get_ref<const std::string&>();
+      target.snapshot(dir, paused != request.end() && paused->get<bool>());
+      json response = state_response(target);
+      response["path"] = dir;
+      return to_line(response);
+    }
     if (name == "config") {
       return to_line(json{{"ok", true}, {"config", config_to_json(target.config())}});
     }
@@ -132,7 +148,7 @@ std::string handle_control_request(std::string_view line, ControlTarget& target)
     return error_response(e.what());
   }
   return error_response(
-      fmt::format("unknown command \"{}\" (status, pause, resume, stop, config)", name));
+      fmt::format("unknown command \"{}\" (status, pause, resume, stop, snapshot, config)", name));
 }
 
 }  // namespace vmm

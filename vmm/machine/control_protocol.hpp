@@ -19,6 +19,8 @@ class ControlTarget {
   virtual void pause() = 0;
   virtual void resume() = 0;
   virtual void stop() = 0;
+  // Machine::snapshot.
+  virtual void snapshot(const std::string& path, bool stay_paused) = 0;
   virtual const MachineConfig& config() const = 0;
 };
 
@@ -31,6 +33,7 @@ inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
 //   {"command":"status"}  -> {"ok":true,"state":"running","uptime_ms":1234}
 //   {"command":"pause"}, "resume", "stop" -> {"ok":true,"state":"paused"}
 //   {"command":"config"}  -> {"ok":true,"config":{...}}
+//   {"command":"snapshot","path":DIR[,"paused":true]} -> {"ok":true,"state":"running","path":DIR}
 std::string handle_control_request(std::string_view line, ControlTarget& target);
 // The error response for a line over kMaxControlRequestBytes.
 std::string oversized_request_response();

@@ -114,14 +114,26 @@ void build_initramfs(const MachineConfig& config, HostResources& resources) {
 }  // namespace
 
 HostResources HostResources::open(const MachineConfig& config) {
-  HostResources resources;
-  resources.kernel_name = "--kernel " + config.kernel_path;
-  resources.kernel = read_file(config.kernel_path, "--kernel");
-  boot::check_kernel(resources.kernel, resources.kernel_name);
+  std::vector<uint8_t> kernel = read_file(config.kernel_path, "--kernel");
+  const std::string kernel_name = "--kernel " + config.kernel_path;
+  boot::check_kernel(kernel, kernel_name);
+  std::vector<uint8_t> initrd;
+  if (!config.initrd_path.empty()) initrd = read_file(config.initrd_path, "--initrd");
+  HostResources resources = open_devices(config);
+  resources.kernel = std::move(kernel);
+  resources.kernel_name = kernel_name;
   if (!config.initrd_path.empty()) {
+    resources.initrd = std::move(initrd);
     resources.initrd_name = "--initrd " + config.initrd_path;
-    resources.initrd = read_file(config.initrd_path, "--initrd");
   }
+  resources.cmdline = compose_cmdline(config);
+  spdlog::info("kernel command line: {}", resources.cmdline);
+  build_initramfs(config, resources);
+  return resources;
+}
+
+HostResources HostResources::open_devices(const MachineConfig& config) {
+  HostResources resources;
   for (const DiskConfig& disk : config.disks) {
     try {
       resources.disks.push_back(
@@ -150,9 +162,6 @@ HostResources HostResources::open(const MachineConfig& config) {
                                        O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
     if (!resources.serial_file) throw_errno("--serial file:" + config.serial.path);
   }
-  resources.cmdline = compose_cmdline(config);
-  spdlog::info("kernel command line: {}", resources.cmdline);
-  build_initramfs(config, resources);
   return resources;
 }
 

@@ -30,6 +30,9 @@ struct HostResources {
   // Throws vmm::Error naming the option and the file ("--disk /x.img: No such file or
   // directory"). `config` must have passed validate_config().
   static HostResources open(const MachineConfig& config);
+  // What a restored machine takes: the disks, taps, console file and sockets' folders, but no
+  // kernel or initrd (the guest's RAM holds them).
+  static HostResources open_devices(const MachineConfig& config);
 };
 
 }  // namespace vmm

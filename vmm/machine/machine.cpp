@@ -24,6 +24,7 @@
 #include "base/memory/layout.hpp"
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "base/util/state_archive.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "base/util/unique_fd.hpp"
 #include "boot/cpuid.hpp"
@@ -51,6 +52,7 @@
 #include "vmm/machine/kvm_irq_line.hpp"
 #include "vmm/machine/pause_gate.hpp"
 #include "vmm/machine/platform.hpp"
+#include "vmm/machine/snapshot_files.hpp"
 #include "vmm/machine/terminal.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
 #include "vmm/machine/virtio_mmio_slot.hpp"
@@ -114,21 +116,29 @@ void set_local_interrupts(kvm::Vcpu& vcpu) {
 // at the PauseGate, so device work (completions, rx, console input) waits too.
 struct Machine::Impl final : ControlTarget {
   // `host` is opened first: bad input is reported before /dev/kvm is looked at.
-  Impl(const MachineConfig& cfg, HostResources host)
+  // `ram`: fresh (GuestMemory::allocate) or a snapshot's (GuestMemory::map_file).
+  Impl(const MachineConfig& cfg, HostResources host, GuestMemory ram)
       : config_(cfg),
         host_(std::move(host)),
         kvm(kvm::Kvm::open(cfg.kvm_device)),
         vm(kvm::Vm::create(kvm)),
-        memory(GuestMemory::allocate(cfg.memory_bytes)) {}
+        memory(std::move(ram)) {}
 
+  // A new guest: the VM, its devices, the firmware tables and the kernel.
   void assemble();
+  // A snapshot's guest: the VM and its devices as assemble() makes them, then their saved state
+  // (the tables and the kernel are in the restored RAM).
+  void assemble_restored(const StateArchive& state, uint64_t clock_advance_ns);
+  void set_up_vm();
+  void create_all_devices();
   void create_devices();
   void create_disks();
   void create_nics();
   void create_vsock();
   // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
   void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
-  void create_vcpus(const boot::BootCpuState& boot_state);
+  // Without `boot_state`: bare vCPUs, whose state a restore sets.
+  void create_vcpus(const boot::BootCpuState* boot_state);
   void create_console_output();
   void watch_console();
   void feed_console_input();
@@ -141,6 +151,15 @@ struct Machine::Impl final : ControlTarget {
   void send_console_input(std::span<const uint8_t> bytes);
   // Stops the machine and releases its threads (the control socket's first, as it calls in).
   void shut_down();
+
+  void snapshot(const std::string& path, bool stay_paused) override;
+  // Pauses and resumes with transition_mutex held; pause_locked() returns false if the machine
+  // was paused already.
+  bool pause_locked() VMM_REQUIRES(transition_mutex);
+  void resume_locked() VMM_REQUIRES(transition_mutex);
+  void write_snapshot(const std::string& path);
+  // Also records vCPU 0's CPUID in `manifest`.
+  StateArchive save_state(SnapshotManifest& manifest);
 
   MachineState state() const override;
   std::chrono::milliseconds uptime() const override;
@@ -165,6 +184,8 @@ struct Machine::Impl final : ControlTarget {
   ExitLatch latch{[this] { gate.close(); }};
   std::vector<std::unique_ptr<KvmIrqLine>> irq_lines;
   std::shared_ptr<devices::Serial16550> serial;
+  std::shared_ptr<devices::I8042> i8042;
+  std::shared_ptr<devices::CmosRtc> rtc;
   // The console sink: drains the UART's output buffer on the loop thread.
   std::unique_ptr<ConsoleOutput> console_output;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
@@ -202,7 +223,7 @@ struct Machine::Impl final : ControlTarget {
   std::unique_ptr<ControlServer> control;
 };
 
-void Machine::Impl::assemble() {
+void Machine::Impl::set_up_vm() {
   spdlog::debug("+{:.3f} ms: KVM opened, VM created, {} MiB of guest memory mapped",
                 ms_since_start(), config_.memory_bytes >> 20);
   require_capabilities(kvm);
@@ -221,10 +242,20 @@ void Machine::Impl::assemble() {
   }
 
   spdlog::debug("+{:.3f} ms: irqchip, PIT and memory slots set up", ms_since_start());
+  // Read once per process, here, before any thread is confined: a snapshot saves these MSRs.
+  kvm.msrs_to_save();
+}
+
+void Machine::Impl::create_all_devices() {
   create_devices();
   create_disks();
   create_nics();
   create_vsock();
+}
+
+void Machine::Impl::assemble() {
+  set_up_vm();
+  create_all_devices();
   acpi::PlatformDescription platform = platform_description(config_.cpus);
   for (const auto& slot : virtio_slots) platform.devices.push_back(slot->acpi_description());
   const uint64_t rsdp = acpi::write_acpi_tables(memory, platform);
@@ -240,8 +271,38 @@ void Machine::Impl::assemble() {
   spdlog::debug("+{:.3f} ms: devices and ACPI tables ready", ms_since_start());
   const boot::BootEntry entry = boot::load_kernel(memory, load);
   spdlog::debug("+{:.3f} ms: kernel loaded, entry {:#x}", ms_since_start(), entry.entry);
-  create_vcpus(boot::boot_cpu_state(memory, entry));
+  const boot::BootCpuState boot_state = boot::boot_cpu_state(memory, entry);
+  create_vcpus(&boot_state);
   spdlog::debug("+{:.3f} ms: {} vCPU(s) created", ms_since_start(), config_.cpus);
+}
+
+void Machine::Impl::assemble_restored(const StateArchive& state, uint64_t clock_advance_ns) {
+  set_up_vm();
+  create_all_devices();
+  create_vcpus(nullptr);
+  // The interrupt controllers first: the devices' restores raise what was pending. Then each
+  // vCPU before its first KVM_RUN.
+  {
+    StateReader in = state.reader("vm");
+    vm.restore_state(kvm::VmState::load(in), clock_advance_ns);
+  }
+  for (const auto& vcpu : vcpus) {
+    StateReader in = state.reader(fmt::format("vcpu{}", vcpu->id()));
+    vcpu->restore_state(kvm::VcpuState::load(in));
+  }
+  auto restore_device = [&state](const std::string& name, auto& device) {
+    StateReader in = state.reader(name);
+    device.restore_state(in);
+    in.expect_end();
+  };
+  restore_device("serial", *serial);
+  restore_device("i8042", *i8042);
+  restore_device("rtc", *rtc);
+  for (size_t i = 0; i < virtio_slots.size(); ++i) {
+    restore_device(fmt::format("virtio{}", i), *virtio_slots[i]);
+  }
+  spdlog::debug("+{:.3f} ms: {} vCPU(s) and {} virtio device(s) restored", ms_since_start(),
+                vcpus.size(), virtio_slots.size());
 }
 
 void Machine::Impl::create_devices() {
@@ -257,10 +318,10 @@ void Machine::Impl::create_devices() {
   serial->set_input_notifier([this] { serial_refill.signal(); });
   pio.insert(devices::Serial16550::kCom1Base, devices::Serial16550::kPortCount, serial);
 
-  pio.insert(devices::I8042::kPortBase, devices::I8042::kPortCount,
-             std::make_shared<devices::I8042>(latch, &line(kKeyboardGsi)));
-  pio.insert(devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount,
-             std::make_shared<devices::CmosRtc>());
+  i8042 = std::make_shared<devices::I8042>(latch, &line(kKeyboardGsi));
+  pio.insert(devices::I8042::kPortBase, devices::I8042::kPortCount, i8042);
+  rtc = std::make_shared<devices::CmosRtc>();
+  pio.insert(devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount, rtc);
   pio.insert(devices::DebugExit::kPortBase, devices::DebugExit::kPortCount,
              std::make_shared<devices::DebugExit>(latch));
   pio.insert(devices::AcpiPower::kPortBase, devices::AcpiPower::kPortCount,
@@ -355,18 +416,20 @@ void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> d
       vm, device_owner, mmio, memory, index, virtio_gsi(index), std::move(device), name));
 }
 
-void Machine::Impl::create_vcpus(const boot::BootCpuState& boot_state) {
+void Machine::Impl::create_vcpus(const boot::BootCpuState* boot_state) {
   const auto supported = kvm.supported_cpuid();
   const size_t mmap_size = kvm.vcpu_mmap_size();
   for (uint32_t id = 0; id < config_.cpus; ++id) {
     auto vcpu = std::make_unique<kvm::Vcpu>(vm, id, mmap_size);
-    vcpu->set_cpuid(boot::guest_cpuid(supported, id, config_.cpus));
-    set_local_interrupts(*vcpu);
-    if (id == 0) {
-      vcpu->set_msrs(boot_state.msrs);
-      vcpu->set_sregs(boot_state.sregs);
-      vcpu->set_regs(boot_state.regs);
-      vcpu->set_fpu(boot_state.fpu);
+    if (boot_state) {
+      vcpu->set_cpuid(boot::guest_cpuid(supported, id, config_.cpus));
+      set_local_interrupts(*vcpu);
+    }
+    if (boot_state && id == 0) {
+      vcpu->set_msrs(boot_state->msrs);
+      vcpu->set_sregs(boot_state->sregs);
+      vcpu->set_regs(boot_state->regs);
+      vcpu->set_fpu(boot_state->fpu);
     }
     vcpus.push_back(std::move(vcpu));
   }
@@ -565,11 +628,15 @@ std::optional<MachineExit> Machine::Impl::wait(std::optional<std::chrono::millis
 
 void Machine::Impl::pause() {
   MutexLock transition(transition_mutex);
+  pause_locked();
+}
+
+bool Machine::Impl::pause_locked() {
   {
     MutexLock lock(mutex);
     if (finished || latch.result()) fail("the machine has stopped");
     if (!started) fail("the machine has not been started");
-    if (paused) return;
+    if (paused) return false;
   }
   if (!gate.request()) fail("the machine has stopped");
   for (auto& thread : threads) thread->kick();
@@ -585,10 +652,15 @@ void Machine::Impl::pause() {
   }
   MutexLock lock(mutex);
   paused = true;
+  return true;
 }
 
 void Machine::Impl::resume() {
   MutexLock transition(transition_mutex);
+  resume_locked();
+}
+
+void Machine::Impl::resume_locked() {
   {
     MutexLock lock(mutex);
     if (finished || latch.result()) fail("the machine has stopped");
@@ -621,6 +693,71 @@ void Machine::Impl::stop() {
   if (never_started) finished_cv.notify_all();
 }
 
+void Machine::Impl::snapshot(const std::string& path, bool stay_paused) {
+  MutexLock transition(transition_mutex);
+  const bool paused_here = pause_locked();
+  const auto begin = Clock::now();
+  try {
+    write_snapshot(path);
+  } catch (const Error& e) {
+    if (paused_here) resume_locked();
+    fail("snapshot {}", e.what());
+  }
+  spdlog::info("snapshot {}: written in {:.1f} ms{}", path,
+               std::chrono::duration<double, std::milli>(Clock::now() - begin).count(),
+               paused_here && stay_paused ? "; the machine stays paused" : "");
+  if (paused_here && !stay_paused) resume_locked();
+}
+
+// With the machine paused: every vCPU parked outside KVM_RUN, its last exit completed
+// (VcpuThread::settle), and the loop thread parked, which makes this thread the devices' owner
+// until the resume.
+StateArchive Machine::Impl::save_state(SnapshotManifest& manifest) {
+  // The disks' requests in flight complete first: their interrupts then sit in the interrupt
+  // controllers' saved state, and nothing lands in RAM after it is written.
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  for (const auto& slot : virtio_slots) slot->quiesce(deadline);
+  StateArchive archive;
+  auto save = [&archive](const std::string& name, const auto& device) {
+    StateWriter out;
+    device.save_state(out);
+    archive.add(name, out.take());
+  };
+  {
+    StateWriter out;
+    vm.save_state().save(out);
+    archive.add("vm", out.take());
+  }
+  for (const auto& vcpu : vcpus) {
+    const kvm::VcpuState vcpu_state = vcpu->save_state(kvm.msrs_to_save());
+    if (vcpu->id() == 0) manifest.cpuid = vcpu_state.cpuid;
+    StateWriter out;
+    vcpu_state.save(out);
+    archive.add(fmt::format("vcpu{}", vcpu->id()), out.take());
+  }
+  save("serial", *serial);
+  save("i8042", *i8042);
+  save("rtc", *rtc);
+  for (size_t i = 0; i < virtio_slots.size(); ++i)
+    save(fmt::format("virtio{}", i), *virtio_slots[i]);
+  return archive;
+}
+
+void Machine::Impl::write_snapshot(const std::string& path) {
+  SnapshotManifest manifest;
+  manifest.created_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+  const StateArchive state = save_state(manifest);
+  manifest.vmm_version = vmm_build_version();
+  manifest.cpu = host_cpu_identity();
+  manifest.machine = config_;
+  // A restored machine's config has the command line its snapshot recorded.
+  if (!host_.cmdline.empty()) manifest.machine.cmdline = host_.cmdline;
+  for (const devices::DiskImage& disk : host_.disks) manifest.disk_sizes.push_back(disk.size());
+  write_snapshot_files(path, memory, state.serialize(), std::move(manifest));
+}
+
 void Machine::Impl::send_console_input(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;
   {
@@ -642,8 +779,42 @@ Machine::~Machine() {
   impl_->shut_down();
 }
 
-std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
-  validate_config(config);
+namespace {
+
+// The snapshot's machine with the restoring process's choices.
+MachineConfig restored_config(const RestoreConfig& restore, const SnapshotManifest& manifest) {
+  MachineConfig config = manifest.machine;
+  const std::string option = "--restore " + restore.snapshot_dir;
+  if (restore.disks) {
+    if (restore.disks->size() != config.disks.size()) {
+      fail("{}: {} --disk given; the snapshot's guest has {}", option, restore.disks->size(),
+           config.disks.size());
+    }
+    config.disks = *restore.disks;
+  }
+  if (restore.nets) {
+    if (restore.nets->size() != config.nets.size()) {
+      fail("{}: {} --net given; the snapshot's guest has {}", option, restore.nets->size(),
+           config.nets.size());
+    }
+    config.nets = *restore.nets;
+  }
+  if (restore.vsock) {
+    if (!config.vsock) fail("{}: --vsock given; the snapshot's guest has no vsock device", option);
+    config.vsock = restore.vsock;
+  }
+  config.serial = restore.serial;
+  config.api_socket = restore.api_socket;
+  config.timeout_seconds = restore.timeout_seconds;
+  config.seccomp = restore.seccomp;
+  config.kvm_device = restore.kvm_device;
+  // Nothing is booted: the kernel and initramfs are in the restored RAM.
+  config.build_initramfs = false;
+  config.initrd_path.clear();
+  return config;
+}
+
+void prepare_seccomp(const MachineConfig& config) {
   // The filters are compiled here, where a failure can still be reported; each thread installs
   // its own once set up (the caller's thread is left alone).
   if (config.seccomp) {
@@ -651,8 +822,52 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   } else {
     spdlog::info("seccomp filters are off: the machine's threads may make any system call");
   }
+}
+
+}  // namespace
+
+std::unique_ptr<Machine> Machine::restore(const RestoreConfig& restore) {
+  const auto begin = Clock::now();
+  const std::string option = "--restore " + restore.snapshot_dir;
+  SnapshotFiles files = read_snapshot_files(restore.snapshot_dir, "--restore");
+  const MachineConfig config = restored_config(restore, files.manifest);
+  validate_config(config);
+  prepare_seccomp(config);
+  HostResources host = HostResources::open_devices(config);
+  for (size_t i = 0; i < host.disks.size(); ++i) {
+    if (host.disks[i].size() != files.manifest.disk_sizes[i]) {
+      fail("--disk {}: {} bytes; the snapshot's guest had a disk of {} bytes there",
+           config.disks[i].path, host.disks[i].size(), files.manifest.disk_sizes[i]);
+    }
+  }
+  GuestMemory ram = GuestMemory::map_file(files.memory_path, config.memory_bytes);
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const uint64_t advance = now_ns > files.manifest.created_unix_ns
+                               ? static_cast<uint64_t>(now_ns - files.manifest.created_unix_ns)
+                               : 0;
+  auto impl = std::make_unique<Impl>(config, std::move(host), std::move(ram));
+  try {
+    impl->assemble_restored(files.state, advance);
+  } catch (const Error& e) {
+    fail("{}: {}", option, e.what());
+  }
+  if (!config.api_socket.empty()) {
+    impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);
+  }
+  spdlog::info("{}: restored in {:.1f} ms (the guest's clock moves {:.1f} s forward)", option,
+               std::chrono::duration<double, std::milli>(Clock::now() - begin).count(),
+               static_cast<double>(advance) / 1e9);
+  return std::unique_ptr<Machine>(new Machine(std::move(impl)));
+}
+
+std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
+  validate_config(config);
+  prepare_seccomp(config);
   HostResources host = HostResources::open(config);
-  auto impl = std::make_unique<Impl>(config, std::move(host));
+  auto impl =
+      std::make_unique<Impl>(config, std::move(host), GuestMemory::allocate(config.memory_bytes));
   impl->assemble();
   if (!config.api_socket.empty()) {
     impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);
@@ -683,6 +898,10 @@ void Machine::resume() {
 
 void Machine::stop() {
   impl_->stop();
+}
+
+void Machine::snapshot(const std::string& path, bool stay_paused) {
+  impl_->snapshot(path, stay_paused);
 }
 
 MachineState Machine::state() const {

@@ -283,7 +283,7 @@ SnapshotManifest parse_manifest(std::string_view text, const std::string& what) 
 }
 
 void check_restorable(const SnapshotManifest& manifest, std::string_view vmm_version,
-                      const boot::CpuIdentity& host, const std::string& what) {
+                      const kvm::CpuIdentity& host, const std::string& what) {
   if (manifest.vmm_version != vmm_version) {
     fail(
         "{}: the snapshot was made by vmm {}; this is vmm {} (a snapshot restores only into the "

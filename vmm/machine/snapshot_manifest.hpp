@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "boot/cpuid.hpp"
+#include "base/kvm/vcpu_state.hpp"
 #include "vmm/machine_config.hpp"
 
 namespace vmm {
@@ -23,7 +23,7 @@ struct SnapshotManifest {
   static constexpr const char* kStateFileName = "state";
 
   std::string vmm_version;
-  boot::CpuIdentity cpu;
+  kvm::CpuIdentity cpu;
   // What vCPU 0 was given (each vCPU's own table is in its saved state).
   std::vector<kvm_cpuid_entry2> cpuid;
   // The machine as it ran: CPUs, memory, kernel and command line (for the record), disks, NICs,
@@ -45,7 +45,7 @@ SnapshotManifest parse_manifest(std::string_view json, const std::string& what);
 // Throws vmm::Error (one line, naming `what`) unless a snapshot from `manifest` can be restored
 // by this vmm (`vmm_version`) on this CPU (`host`).
 void check_restorable(const SnapshotManifest& manifest, std::string_view vmm_version,
-                      const boot::CpuIdentity& host, const std::string& what);
+                      const kvm::CpuIdentity& host, const std::string& what);
 
 // This build's version, as manifests record it.
 const char* vmm_build_version();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -51,6 +52,11 @@ class VirtioMmioSlot {
   acpi::DeviceDescription acpi_description() const;
   const std::string& name() const { return name_; }
   std::string debug_state() const { return transport_->debug_state(); }
+
+  // Snapshot and restore (devices::virtio::MmioTransport's, which say on which thread and when).
+  void quiesce(std::chrono::steady_clock::time_point deadline) { transport_->quiesce(deadline); }
+  void save_state(StateWriter& out) const { transport_->save_state(out); }
+  void restore_state(StateReader& in) { transport_->restore_state(in); }
 
  private:
   kvm::Vm& vm_;

@@ -24,10 +24,16 @@ class FakeTarget : public ControlTarget {
   }
   void resume() override { state_ = MachineState::kRunning; }
   void stop() override { state_ = MachineState::kStopped; }
+  void snapshot(const std::string& path, bool stay_paused) override {
+    if (path == "/unwritable") fail("snapshot /unwritable: Permission denied");
+    snapshots_.emplace_back(path, stay_paused);
+    if (stay_paused) state_ = MachineState::kPaused;
+  }
   const MachineConfig& config() const override { return config_; }
 
   MachineState state_ = MachineState::kRunning;
   MachineConfig config_;
+  std::vector<std::pair<std::string, bool>> snapshots_;
 };
 
 json respond(std::string_view line, FakeTarget& target) {
@@ -46,6 +52,26 @@ void expect_error(std::string_view line, const std::string& fragment) {
   EXPECT_NE(response["error"].get<std::string>().find(fragment), std::string::npos)
       << response["error"];
   EXPECT_EQ(target.state_, MachineState::kRunning) << "a bad request changed the machine";
+}
+
+TEST(ControlProtocol, SnapshotWritesTheDirectoryAndResumesUnlessAskedToStayPaused) {
+  FakeTarget target;
+  EXPECT_EQ(respond(R"({"command":"snapshot","path":"/snap/a"})", target),
+            json::parse(R"({"ok":true,"state":"running","path":"/snap/a"})"));
+  EXPECT_EQ(respond(R"({"command":"snapshot","path":"/snap/b","paused":true})", target),
+            json::parse(R"({"ok":true,"state":"paused","path":"/snap/b"})"));
+  const std::vector<std::pair<std::string, bool>> want{{"/snap/a", false}, {"/snap/b", true}};
+  EXPECT_EQ(target.snapshots_, want);
+  EXPECT_EQ(respond(R"({"command":"snapshot","path":"/unwritable"})", target),
+            json::parse(R"({"ok":false,"error":"snapshot /unwritable: Permission denied"})"));
+}
+
+TEST(ControlProtocol, SnapshotNeedsAPathAndABooleanPaused) {
+  expect_error(R"({"command":"snapshot"})", "snapshot needs \"path\"");
+  expect_error(R"({"command":"snapshot","path":""})", "snapshot needs \"path\"");
+  expect_error(R"({"command":"snapshot","path":7})", "snapshot needs \"path\"");
+  expect_error(R"({"command":"snapshot","path":"/s","paused":"yes"})",
+               "\"paused\" must be true or false");
 }
 
 TEST(ControlProtocol, StatusReportsStateAndUptime) {

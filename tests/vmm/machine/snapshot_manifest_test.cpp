@@ -127,7 +127,7 @@ TEST(SnapshotManifest, RefusesCorruptManifestsNamingTheField) {
 
 TEST(SnapshotManifest, RestoresOnlyIntoTheSameVmmAndCpu) {
   const SnapshotManifest manifest = sample();
-  const boot::CpuIdentity same{"AuthenticAMD", 0x17, 0x31};
+  const kvm::CpuIdentity same{"AuthenticAMD", 0x17, 0x31};
   EXPECT_NO_THROW(check_restorable(manifest, "0.1.0", same, "snap"));
   try {
     check_restorable(manifest, "0.2.0", same, "snap");

@@ -55,6 +55,13 @@ class Machine {
   // Throws vmm::Error (a std::runtime_error) with a one-line message naming the bad input if
   // anything can't be set up.
   static std::unique_ptr<Machine> create(const MachineConfig& config);
+  // A machine that continues the guest of a snapshot where it stopped (kCreated: start() runs
+  // it). Its RAM is mapped copy-on-write from the snapshot's memory file, so it takes the same
+  // time for any RAM size, and every machine restored from one snapshot shares the pages none of
+  // them wrote. The guest's clock jumps forward by the time since the snapshot, as after a
+  // suspend. Throws vmm::Error (one line) and starts nothing for a snapshot from another vmm
+  // version or CPU, a corrupt or truncated file, or a disk of the wrong size.
+  static std::unique_ptr<Machine> restore(const RestoreConfig& config);
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -76,6 +83,14 @@ class Machine {
   // Stops the machine (MachineExit::Reason::kStopped unless it already stopped for another
   // reason); returns at once, wait() tells when it is done. No-op once stopped.
   void stop();
+
+  // Writes a snapshot of the guest to directory `path` (created; it must not hold one already):
+  // manifest.json, the guest's RAM (a sparse file: holes where the guest never wrote) and the
+  // state of every vCPU and device. The machine is paused for it, once its disk requests in
+  // flight have completed, and resumes afterwards unless `stay_paused` (or it was paused before).
+  // The disks are not copied: restore with the same disk content (stay paused, or snapshot disks).
+  // Throws vmm::Error naming the file unless the machine is running or paused.
+  void snapshot(const std::string& path, bool stay_paused = false);
 
   MachineState state() const;
   const MachineConfig& config() const;

@@ -102,6 +102,25 @@ struct MachineConfig {
   std::string kvm_device = "/dev/kvm";
 };
 
+// What Machine::restore() needs: a snapshot directory (Machine::snapshot) and what the restoring
+// process chooses for itself. The CPUs, memory, devices and their order come from the snapshot.
+struct RestoreConfig {
+  std::string snapshot_dir;
+  // Replacements for the snapshot's devices; unset keeps the snapshot's. Each list must have as
+  // many entries as the snapshot's (the guest's devices can't change under it): a clone gets its
+  // own disk overlay, tap and MAC, vsock CID and socket. A disk must have the snapshot's size, and
+  // the content it had then (vmm checks the size only).
+  std::optional<std::vector<DiskConfig>> disks;
+  std::optional<std::vector<NetConfig>> nets;
+  std::optional<VsockConfig> vsock;
+  // As in MachineConfig; never taken from the snapshot.
+  SerialConfig serial;
+  std::string api_socket;
+  uint32_t timeout_seconds = 0;
+  bool seccomp = true;
+  std::string kvm_device = "/dev/kvm";
+};
+
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).

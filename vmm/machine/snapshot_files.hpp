@@ -1,0 +1,35 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/kvm/vcpu_state.hpp"
+#include "base/memory/guest_memory.hpp"
+#include "base/util/state_archive.hpp"
+#include "vmm/machine/snapshot_manifest.hpp"
+
+namespace vmm {
+
+// Writes a snapshot directory: creates `dir` (or takes an empty one; one that holds a manifest is
+// refused, since guests restored from it may still map its memory file), writes the memory file
+// (sparse) and the state file, then the manifest, last and atomically (a temporary file renamed),
+// each synced: a directory without manifest.json is an unfinished snapshot. `manifest`'s file
+// sizes and checksum are filled in here. Errors name the file.
+void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
+                          const std::vector<uint8_t>& state, SnapshotManifest manifest);
+
+// A snapshot directory, read and checked: the manifest (this vmm's version and this host's CPU),
+// the state file (its size and checksum against the manifest, then its sections).
+struct SnapshotFiles {
+  SnapshotManifest manifest;
+  StateArchive state;
+  std::string memory_path;
+};
+// `option` names the source in errors ("--restore DIR"). Throws vmm::Error, one line.
+SnapshotFiles read_snapshot_files(const std::string& dir, const std::string& option);
+
+// The CPU this process runs on, from the CPUID instruction: what a snapshot must have been made on.
+kvm::CpuIdentity host_cpu_identity();
+
+}  // namespace vmm
