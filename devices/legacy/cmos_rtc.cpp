@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <cstdint>
+
 #include "devices/legacy/port_io.hpp"
 
 namespace vmm::devices {
@@ -32,6 +35,18 @@ constexpr uint8_t kRegB24Hour = 0x02;
 constexpr uint8_t kRegBDefault = kRegB24Hour;  // BCD, 24 hours
 constexpr uint8_t kRegDValidRam = 0x80;        // battery good
 constexpr uint8_t kHourPm = 0x80;
+
+// Limits on restored values: far beyond what register writes reach (years up to about 26000), and
+// small enough that no sum with the host clock, timegm() or gmtime_r() over them overflows. A
+// staged time within kMaxStagedField sets an offset well within kMaxClockOffset, so whatever a
+// restored device does, its next snapshot restores.
+constexpr int32_t kMaxStagedField = 1'000'000;
+constexpr int64_t kMaxClockOffset = int64_t{1} << 50;  // seconds: about 35 million years
+
+// The fields of a staged time the device reads or timegm() uses, in the order they are saved.
+constexpr std::array kStagedFields = {&std::tm::tm_sec,  &std::tm::tm_min, &std::tm::tm_hour,
+                                      &std::tm::tm_mday, &std::tm::tm_mon, &std::tm::tm_year,
+                                      &std::tm::tm_wday};
 
 }  // namespace
 
@@ -64,6 +79,43 @@ void CmosRtc::write(uint64_t offset, std::span<const uint8_t> data) {
                   write_register(index_, value);
                 }
               });
+}
+
+void CmosRtc::save_state(StateWriter& out) const {
+  MutexLock lock(mutex_);
+  out.put(index_);
+  out.put(ram_);
+  out.put(static_cast<int64_t>(offset_));
+  // Present exactly while register B's SET bit is, which is how restore_state() knows to read it.
+  if (staged_) {
+    for (const auto field : kStagedFields) out.put(static_cast<int32_t>((*staged_).*field));
+  }
+}
+
+void CmosRtc::restore_state(StateReader& in) {
+  const auto index = in.get_at_most<uint8_t>(kIndexMask, "the CMOS index");
+  const auto ram = in.get<decltype(ram_)>();
+  const auto offset = in.get<int64_t>();
+  if (offset < -kMaxClockOffset || offset > kMaxClockOffset) {
+    in.corrupt("the RTC's offset from the host clock is out of range");
+  }
+  std::optional<std::tm> staged;
+  if (ram[kRegB] & kRegBSet) {
+    staged.emplace();
+    for (const auto field : kStagedFields) {
+      const auto value = in.get<int32_t>();
+      if (value < -kMaxStagedField || value > kMaxStagedField) {
+        in.corrupt("a time field staged under SET is out of range");
+      }
+      (*staged).*field = value;
+    }
+  }
+
+  MutexLock lock(mutex_);
+  index_ = index;
+  ram_ = ram;
+  offset_ = offset;
+  staged_ = staged;
 }
 
 uint8_t CmosRtc::read_register(uint8_t index) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 
+#include "base/util/state_stream.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 
@@ -41,6 +42,15 @@ class CmosRtc final : public BusDevice {
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // Snapshot, while the machine is paused: the index register, the CMOS RAM (status registers
+  // included), the guest's offset from the host clock and a time staged under SET. Not the time
+  // itself: a restored clock reads the new host clock plus the guest's offset, so it jumps forward
+  // as after a suspend. (The NMI mask, index bit 7, is not kept, so there is none to save.)
+  void save_state(StateWriter& out) const;
+  // On a freshly constructed device, before the guest runs. Every value is checked first: a bad
+  // one throws vmm::Error and leaves the device untouched.
+  void restore_state(StateReader& in);
 
  private:
   uint8_t read_register(uint8_t index) VMM_REQUIRES(mutex_);

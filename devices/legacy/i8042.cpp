@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <vector>
+
 #include "devices/legacy/port_io.hpp"
 
 namespace vmm::devices {
@@ -49,6 +51,12 @@ constexpr uint8_t kKeyboardResend = 0xfe;
 constexpr uint8_t kOutputPortReset = 0x01;  // active low: clearing it resets the CPU
 constexpr uint8_t kOutputPortA20 = 0x02;
 
+// Commands whose parameter follows as the next write to the data port.
+constexpr bool takes_data_byte(uint8_t command) {
+  return (command >= kCmdWriteRamFirst && command <= kCmdWriteRamLast) ||
+         (command >= kCmdWriteOutputPort && command <= kCmdWriteAuxDevice);
+}
+
 }  // namespace
 
 I8042::I8042(PlatformEvents& events, InterruptLine* keyboard_irq)
@@ -78,6 +86,36 @@ void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
   }
   // Outside the lock: the machine may stop or reset devices in response.
   if (reset) events_.guest_request(GuestRequest::kReboot);
+}
+
+void I8042::save_state(StateWriter& out) const {
+  MutexLock lock(mutex_);
+  out.put(ram_);
+  out.put_bytes(std::vector<uint8_t>(output_.begin(), output_.end()));
+  out.put(output_port_);  // any value: a cleared reset bit already rebooted the machine
+  out.put(pending_command_);
+  out.put_bool(last_write_was_command_);
+}
+
+void I8042::restore_state(StateReader& in) {
+  const auto ram = in.get<decltype(ram_)>();
+  const std::vector<uint8_t> output = in.get_bytes(kOutputCapacity);
+  const auto output_port = in.get<uint8_t>();
+  const auto pending_command = in.get<uint8_t>();
+  if (pending_command != 0 && !takes_data_byte(pending_command)) {
+    in.corrupt("the pending i8042 command takes no data byte");
+  }
+  const bool last_write_was_command = in.get_bool();
+  std::deque<uint8_t> queued(output.begin(), output.end());
+
+  MutexLock lock(mutex_);
+  ram_ = ram;
+  output_ = std::move(queued);
+  output_port_ = output_port;
+  pending_command_ = pending_command;
+  last_write_was_command_ = last_write_was_command;
+  line_asserted_ = interrupt_wanted();
+  if (keyboard_irq_) keyboard_irq_->set_level(line_asserted_);
 }
 
 uint8_t I8042::read_port(uint64_t port) {
@@ -111,13 +149,11 @@ void I8042::write_port(uint64_t port, uint8_t value) {
 
 void I8042::command(uint8_t command) {
   spdlog::trace("i8042: command {:#04x}", command);
-  pending_command_ = 0;  // a new command abandons one still waiting for its data byte
+  // A new command abandons one still waiting for its data byte.
+  pending_command_ = takes_data_byte(command) ? command : 0;
+  if (pending_command_ != 0) return;
   if (command >= kCmdReadRamFirst && command <= kCmdReadRamLast) {
     push_output(ram_[command - kCmdReadRamFirst]);
-    return;
-  }
-  if (command >= kCmdWriteRamFirst && command <= kCmdWriteRamLast) {
-    pending_command_ = command;
     return;
   }
   if (command >= kCmdPulseFirst) {
@@ -141,10 +177,6 @@ void I8042::command(uint8_t command) {
     case kCmdKeyboardDisable: command_byte() |= kCtrKeyboardDisabled; return;
     case kCmdKeyboardEnable: command_byte() &= ~kCtrKeyboardDisabled; return;
     case kCmdReadOutputPort: push_output(output_port_); return;
-    case kCmdWriteOutputPort:
-    case kCmdWriteKeyboardBuffer:
-    case kCmdWriteAuxBuffer:
-    case kCmdWriteAuxDevice: pending_command_ = command; return;
     default: spdlog::debug("i8042: unsupported command {:#04x} ignored", command);
   }
 }
@@ -185,8 +217,12 @@ void I8042::push_output(uint8_t byte) {
   update_interrupt();
 }
 
+bool I8042::interrupt_wanted() {
+  return !output_.empty() && (command_byte() & kCtrKeyboardInterrupt);
+}
+
 void I8042::update_interrupt() {
-  const bool asserted = !output_.empty() && (command_byte() & kCtrKeyboardInterrupt);
+  const bool asserted = interrupt_wanted();
   if (asserted == line_asserted_) return;
   line_asserted_ = asserted;
   if (keyboard_irq_) keyboard_irq_->set_level(asserted);

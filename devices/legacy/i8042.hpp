@@ -5,6 +5,7 @@
 #include <deque>
 #include <span>
 
+#include "base/util/state_stream.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
@@ -42,6 +43,14 @@ class I8042 final : public BusDevice {
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // Snapshot, while the machine is paused: controller RAM (the command byte), the output buffer,
+  // the output port, a command waiting for its data byte and the status's last-write bit.
+  void save_state(StateWriter& out) const;
+  // On a freshly constructed device, before the guest runs. Every value is checked first: a bad
+  // one throws vmm::Error and leaves the device untouched. Then IRQ 1 is driven to the level the
+  // restored state calls for.
+  void restore_state(StateReader& in);
+
  private:
   uint8_t read_port(uint64_t port) VMM_REQUIRES(mutex_);
   void write_port(uint64_t port, uint8_t value) VMM_REQUIRES(mutex_);
@@ -50,6 +59,7 @@ class I8042 final : public BusDevice {
   void push_output(uint8_t byte) VMM_REQUIRES(mutex_);
   uint8_t& command_byte() VMM_REQUIRES(mutex_) { return ram_[0]; }
   // IRQ 1 = output buffer full and the command byte enables the keyboard interrupt.
+  bool interrupt_wanted() VMM_REQUIRES(mutex_);
   void update_interrupt() VMM_REQUIRES(mutex_);
 
   // vCPU threads: every port access takes it.

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "devices/legacy/port_io.hpp"
 
@@ -56,10 +57,20 @@ constexpr uint8_t kMsrDeltaCts = 0x01;
 constexpr uint8_t kMsrDeltaDsr = 0x02;
 constexpr uint8_t kMsrTrailingRi = 0x04;
 constexpr uint8_t kMsrDeltaDcd = 0x08;
+constexpr uint8_t kMsrDeltaMask = kMsrDeltaCts | kMsrDeltaDsr | kMsrTrailingRi | kMsrDeltaDcd;
 constexpr uint8_t kMsrCts = 0x10;
 constexpr uint8_t kMsrDsr = 0x20;
 constexpr uint8_t kMsrRi = 0x40;
 constexpr uint8_t kMsrDcd = 0x80;
+
+void put_queue(StateWriter& out, const std::deque<uint8_t>& bytes) {
+  out.put_bytes(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+}
+
+std::deque<uint8_t> get_queue(StateReader& in, size_t max_size) {
+  const std::vector<uint8_t> bytes = in.get_bytes(max_size);
+  return {bytes.begin(), bytes.end()};
+}
 
 }  // namespace
 
@@ -151,6 +162,74 @@ size_t Serial16550::output_pending() const {
 uint64_t Serial16550::dropped_output() const {
   MutexLock lock(mutex_);
   return dropped_output_;
+}
+
+void Serial16550::save_state(StateWriter& out) const {
+  MutexLock lock(mutex_);
+  out.put(divisor_);
+  out.put(ier_);
+  out.put(lcr_);
+  out.put(mcr_);
+  out.put(scr_);
+  out.put(msr_deltas_);
+  out.put_bool(fifo_enabled_);
+  out.put(rx_trigger_);
+  out.put_bool(overrun_);
+  out.put_bool(thre_pending_);
+  put_queue(out, rx_fifo_);
+  put_queue(out, input_queue_);
+  put_queue(out, output_);
+}
+
+void Serial16550::restore_state(StateReader& in) {
+  const auto divisor = in.get<uint16_t>();  // any value: the guest may write 0 too
+  const auto ier = in.get<uint8_t>();
+  if (ier & ~kIerMask) in.corrupt("IER has bits a 16550A does not have");
+  const auto lcr = in.get<uint8_t>();
+  const auto mcr = in.get<uint8_t>();
+  if (mcr & ~kMcrMask) in.corrupt("MCR has bits a 16550A does not have");
+  const auto scr = in.get<uint8_t>();
+  const auto msr_deltas = in.get<uint8_t>();
+  if (msr_deltas & ~kMsrDeltaMask) in.corrupt("MSR deltas have bits outside 0-3");
+  const bool fifo_enabled = in.get_bool();
+  const auto rx_trigger = in.get<uint8_t>();
+  // write_fcr() leaves a trigger of 1 with the FIFO off, one of the four levels with it on.
+  const bool trigger_valid =
+      fifo_enabled ? std::ranges::find(kRxTriggerLevels, rx_trigger) != kRxTriggerLevels.end()
+                   : rx_trigger == 1;
+  if (!trigger_valid) in.corrupt("the RX trigger level is not one FCR can set");
+  const bool overrun = in.get_bool();
+  const bool thre_pending = in.get_bool();
+  std::deque<uint8_t> rx_fifo = get_queue(in, kFifoSize);
+  if (!fifo_enabled && rx_fifo.size() > 1) in.corrupt("RBR holds more than one byte");
+  std::deque<uint8_t> input_queue = get_queue(in, kInputQueueCapacity);
+  std::deque<uint8_t> output = get_queue(in, kOutputBufferCapacity);
+
+  bool refill = false;
+  bool drain = false;
+  {
+    MutexLock lock(mutex_);
+    divisor_ = divisor;
+    ier_ = ier;
+    lcr_ = lcr;
+    mcr_ = mcr;
+    scr_ = scr;
+    msr_deltas_ = msr_deltas;
+    fifo_enabled_ = fifo_enabled;
+    rx_trigger_ = rx_trigger;
+    overrun_ = overrun;
+    thre_pending_ = thre_pending;
+    rx_fifo_ = std::move(rx_fifo);
+    input_queue_ = std::move(input_queue);
+    output_ = std::move(output);
+    // The level follows from the registers (update_interrupt() keeps it so after every access),
+    // so it is derived here rather than trusted from the file.
+    line_asserted_ = interrupt_id() != kIirNone;
+    irq_.set_level(line_asserted_);
+    refill = take_refill_request();
+    drain = take_drain_request();
+  }
+  notify(refill, drain);
 }
 
 uint8_t Serial16550::read_port(uint64_t port) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <span>
 
+#include "base/util/state_stream.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "devices/bus.hpp"
 #include "devices/interrupt_line.hpp"
@@ -79,6 +80,17 @@ class Serial16550 final : public BusDevice {
   size_t output_pending() const VMM_EXCLUDES(mutex_);
   // Bytes the guest wrote while the output buffer was full (it ignored THRE).
   uint64_t dropped_output() const VMM_EXCLUDES(mutex_);
+
+  // Snapshot, while the machine is paused: every register, the RX FIFO, the queued host input and
+  // the output not yet taken (so nothing the guest printed is lost). Host-side bookkeeping (the
+  // notifier handshakes, dropped_output()) belongs to this process's event loop and is not saved.
+  void save_state(StateWriter& out) const VMM_EXCLUDES(mutex_);
+  // On a freshly constructed device, its notifiers set, before the guest runs. Every value is
+  // checked first: a bad one throws vmm::Error and leaves the device untouched. Then the line is
+  // driven to the level the registers call for, and the notifiers are asked for what the old
+  // process's event loop was owed: a refill if the FIFO is dry with input queued, a drain if
+  // output is pending.
+  void restore_state(StateReader& in) VMM_EXCLUDES(mutex_);
 
  private:
   // Everything below runs with mutex_ held.

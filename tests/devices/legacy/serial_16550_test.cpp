@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/util/error.hpp"
+#include "base/util/state_stream.hpp"
 #include "tests/devices/fakes.hpp"
 
 namespace vmm::devices {
@@ -553,6 +555,199 @@ TEST_F(SerialTest, HostileAccessesDoNotCrash) {
   output.clear();
   out(kRbrThr, 'z');
   EXPECT_EQ(take_output(), "z");
+}
+
+// Snapshot and restore: a UART with the notifiers a machine sets, counting their calls.
+struct Uart {
+  Uart() {
+    device.set_input_notifier([this] { ++refills; });
+    device.set_output_notifier([this] { ++drains; });
+  }
+  uint8_t in(uint64_t port) { return testing::inb(device, port); }
+  void out(uint64_t port, uint8_t value) { testing::outb(device, port, value); }
+  void print(const std::string& text) {
+    for (char c : text) out(kRbrThr, static_cast<uint8_t>(c));
+  }
+  void send(const std::string& text) {
+    device.enqueue_input({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  }
+  std::vector<uint8_t> save() const {
+    StateWriter writer;
+    device.save_state(writer);
+    return writer.take();
+  }
+  void restore(std::span<const uint8_t> state) {
+    StateReader reader(state, "serial");
+    device.restore_state(reader);
+    reader.expect_end();
+  }
+
+  FakeInterruptLine irq;
+  Serial16550 device{irq};
+  int refills = 0;
+  int drains = 0;
+};
+
+// Every register away from its reset value, every buffer holding something.
+void make_busy(Uart& uart) {
+  uart.out(kLcr, 0x83);
+  uart.out(kRbrThr, 0x0c);  // 9600 baud
+  uart.out(kLcr, 0x03);
+  uart.out(kIirFcr, 0xc1);          // FIFO on, trigger at 14
+  uart.out(kMcr, 0x13);             // loopback, DTR and RTS: modem status deltas
+  uart.print("abcdefghijklmnopq");  // 17 bytes into the 16-byte FIFO: an overrun
+  uart.out(kMcr, 0x0b);
+  uart.out(kScr, 0x5a);
+  uart.send("typed ahead");  // queued: the FIFO is full
+  uart.print("printed");     // not yet taken by the loop
+  uart.out(kIer, 0x0f);
+}
+
+// What the guest and the loop see on the same accesses: every value read, then the output taken.
+std::vector<int> exercise(Uart& uart) {
+  std::vector<int> seen;
+  for (uint64_t port : {kIirFcr, kLsr, kIirFcr, kMsr, kMsr, kScr, kLcr, kMcr, kIer}) {
+    seen.push_back(uart.in(port));
+  }
+  for (int fill = 0; fill < 2; ++fill) {
+    while (uart.in(kLsr)&kLsrDr) seen.push_back(uart.in(kRbrThr));
+    uart.device.enqueue_input({});  // the loop answering the refill notifier
+  }
+  seen.push_back(uart.in(kIirFcr));  // THRE, acknowledged by this read
+  seen.push_back(uart.in(kIirFcr));
+  std::array<uint8_t, 64> output{};
+  const size_t taken = uart.device.take_output(output);
+  seen.insert(seen.end(), output.begin(), output.begin() + static_cast<std::ptrdiff_t>(taken));
+  uart.out(kLcr, 0x83);
+  seen.push_back(uart.in(kRbrThr));
+  seen.push_back(uart.in(kIer));
+  return seen;
+}
+
+// A restore that threw left the device as constructed: nothing driven, nothing held.
+void expect_untouched(Uart& uart) {
+  EXPECT_TRUE(uart.irq.levels.empty());
+  EXPECT_EQ(uart.refills + uart.drains, 0);
+  EXPECT_EQ(uart.device.output_pending(), 0u);
+  EXPECT_EQ(uart.device.input_space(), Serial16550::kInputQueueCapacity);
+  EXPECT_EQ(uart.in(kLsr), kLsrThre | kLsrTemt);
+  EXPECT_EQ(uart.in(kIirFcr), kIirNoInt);
+  EXPECT_EQ(uart.in(kMcr), 0);
+}
+
+TEST(SerialStateTest, ARestoredUartBehavesAsTheOriginal) {
+  Uart original;
+  make_busy(original);
+  ASSERT_TRUE(original.irq.level());
+  const size_t levels_at_snapshot = original.irq.levels.size();
+  const int refills_at_snapshot = original.refills;
+
+  Uart copy;
+  copy.restore(original.save());
+  EXPECT_EQ(copy.irq.levels, std::vector<bool>{true});  // driven to the restored level
+  EXPECT_EQ(copy.drains, 1);                            // "printed" waits for the new loop
+  EXPECT_EQ(copy.refills, 0);                           // the FIFO is full, nothing owed
+
+  const std::vector<int> expected = exercise(original);
+  EXPECT_EQ(exercise(copy), expected);
+  const std::string text(expected.begin(), expected.end());
+  EXPECT_NE(text.find("abcdefghijklmnop"), std::string::npos);
+  EXPECT_NE(text.find("typed ahead"), std::string::npos);
+  EXPECT_NE(text.find("printed"), std::string::npos);
+  // The same interrupts, edge for edge, and the same refill requests.
+  EXPECT_EQ(std::vector<bool>(copy.irq.levels.begin() + 1, copy.irq.levels.end()),
+            std::vector<bool>(
+                original.irq.levels.begin() + static_cast<std::ptrdiff_t>(levels_at_snapshot),
+                original.irq.levels.end()));
+  EXPECT_EQ(copy.refills, original.refills - refills_at_snapshot);
+}
+
+// The old process's loop was asked for a refill and the snapshot caught it before it answered:
+// the new loop is asked again, or the queued input would wait for ever.
+TEST(SerialStateTest, RestoreAsksTheNewLoopForARefillTheOldOneOwed) {
+  Uart original;
+  original.out(kIirFcr, 0x01);
+  original.out(kIer, 0x01);
+  original.send("0123456789abcdefXYZ");
+  while (original.in(kLsr)&kLsrDr) original.in(kRbrThr);
+  ASSERT_EQ(original.refills, 1);
+
+  Uart copy;
+  copy.restore(original.save());
+  EXPECT_EQ(copy.refills, 1);
+  EXPECT_EQ(copy.drains, 0);
+  EXPECT_EQ(copy.irq.levels, std::vector<bool>{false});
+  copy.device.enqueue_input({});
+  std::string received;
+  while (copy.in(kLsr)&kLsrDr) received.push_back(static_cast<char>(copy.in(kRbrThr)));
+  EXPECT_EQ(received, "XYZ");
+}
+
+TEST(SerialStateTest, TruncatedStateThrowsAndChangesNothing) {
+  Uart original;
+  make_busy(original);
+  const std::vector<uint8_t> state = original.save();
+  for (size_t size = 0; size < state.size(); ++size) {
+    Uart copy;
+    EXPECT_THROW(copy.restore(std::span(state).first(size)), Error) << size << " bytes";
+    expect_untouched(copy);
+  }
+}
+
+// The saved fields, in order, to build states a device could never have saved.
+struct SavedSerial {
+  uint16_t divisor = 1;
+  uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, msr_deltas = 0;
+  uint8_t fifo_enabled = 0, rx_trigger = 1, overrun = 0, thre_pending = 0;
+  std::vector<uint8_t> rx_fifo{}, input_queue{}, output{};
+
+  std::vector<uint8_t> bytes() const {
+    StateWriter writer;
+    for (uint8_t byte : {uint8_t(divisor), uint8_t(divisor >> 8), ier, lcr, mcr, scr, msr_deltas,
+                         fifo_enabled, rx_trigger, overrun, thre_pending}) {
+      writer.put(byte);
+    }
+    writer.put_vector(rx_fifo);
+    writer.put_vector(input_queue);
+    writer.put_vector(output);
+    return writer.take();
+  }
+};
+
+TEST(SerialStateTest, AFreshUartSavesTheFieldsInTheirOrder) {
+  EXPECT_EQ(Uart().save(), SavedSerial{}.bytes());
+}
+
+TEST(SerialStateTest, OutOfRangeValuesThrowAndChangeNothing) {
+  const std::vector<uint8_t> too_much_input(Serial16550::kInputQueueCapacity + 1);
+  const std::vector<uint8_t> too_much_output(Serial16550::kOutputBufferCapacity + 1);
+  const std::vector<std::pair<std::string, SavedSerial>> cases = {
+      {"IER bit 4", {.ier = 0x10}},
+      {"MCR bit 5", {.mcr = 0x20}},
+      {"MSR status bits as deltas", {.msr_deltas = 0x10}},
+      {"a flag of 2", {.overrun = 2}},
+      {"trigger 2 with the FIFO on", {.fifo_enabled = 1, .rx_trigger = 2}},
+      {"trigger 14 with the FIFO off", {.rx_trigger = 14}},
+      {"17 bytes in the FIFO", {.fifo_enabled = 1, .rx_fifo = std::vector<uint8_t>(17)}},
+      {"2 bytes in RBR with the FIFO off", {.rx_fifo = {1, 2}}},
+      {"too much queued input", {.input_queue = too_much_input}},
+      {"too much output", {.output = too_much_output}},
+  };
+  for (const auto& [name, fields] : cases) {
+    Uart copy;
+    EXPECT_THROW(copy.restore(fields.bytes()), Error) << name;
+    expect_untouched(copy);
+  }
+  // And at the limits, all is accepted.
+  Uart full;
+  full.restore(SavedSerial{.fifo_enabled = 1,
+                           .rx_trigger = 14,
+                           .rx_fifo = std::vector<uint8_t>(Serial16550::kFifoSize),
+                           .input_queue = std::vector<uint8_t>(too_much_input.size() - 1),
+                           .output = std::vector<uint8_t>(too_much_output.size() - 1)}
+                   .bytes());
+  EXPECT_EQ(full.in(kLsr), kLsrDr);  // THRE and TEMT clear: the output buffer is full
+  EXPECT_EQ(full.drains, 1);
 }
 
 }  // namespace
