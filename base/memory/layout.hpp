@@ -19,16 +19,23 @@ inline constexpr uint64_t kCmdlineMax = 0x10000;  // 64 KiB, further limited by 
 inline constexpr uint64_t kEbdaStart = 0x9fc00;   // RAM below this is usable in e820
 inline constexpr uint64_t kLowRamEnd = 0xa0000;   // legacy VGA hole starts here
 
-// The BIOS area, in order: the ACPI tables, where a legacy RSDP scan also finds them; the MP table
+// The BIOS area, in order: the ACPI tables, where a legacy RSDP scan also finds them; the VM
+// Generation ID; the MP table
 // (firmware/mptable.hpp), inside 0xf0000-0xfffff where Linux scans for its floating pointer (its
 // largest, 255 CPUs, is under 8 KiB); the last 16 bytes hold the reset vector, where a CPU in real
 // mode at F000:FFF0 starts (firmware/reset_vector.hpp).
 inline constexpr uint64_t kAcpiStart = 0xe0000;
-inline constexpr uint64_t kAcpiEnd = 0xfe000;
+// The VM Generation ID's 16 bytes (devices/legacy/vm_generation_id.hpp), in a page of the BIOS
+// area of its own: e820 already reserves it, and the ACPI tables (at most ~64 KiB for 4096 CPUs)
+// keep the 116 KiB below.
+inline constexpr uint64_t kVmGenerationId = 0xfd000;
+inline constexpr uint64_t kAcpiEnd = kVmGenerationId;
 inline constexpr uint64_t kMpTableStart = 0xfe000;
 inline constexpr uint64_t kMpTableEnd = 0xffff0;
 inline constexpr uint64_t kResetVector = 0xffff0;
 inline constexpr uint64_t kBiosAreaEnd = 0x100000;
+static_assert(kVmGenerationId + 0x1000 <= kMpTableStart,
+              "the VM Generation ID's page must not overlap the MP table");
 static_assert(kAcpiEnd <= kMpTableStart && kMpTableEnd <= kResetVector,
               "the ACPI tables, the MP table and the reset vector must not overlap");
 static_assert(kMpTableStart >= 0xf0000 && kMpTableStart % 16 == 0,

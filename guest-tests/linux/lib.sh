@@ -473,7 +473,7 @@ case $scenario in
     fi
     halt_with poweroff -f ;;
   ticker)
-    # The control socket's scenarios: our clock every ~0.2 s, "VMM-L2-TICK <n> <uptime>", for
+    # The control socket's scenarios: our clocks every ~0.2 s, "VMM-L2-TICK <n> <uptime> <epoch>", for
     # vmmticks= ticks (default 300), while L1 pauses, resumes and stops us. Kernel messages stay
     # off the console: one printed mid-line (the clocksource watchdog warns after a pause) would
     # split a tick's line.
@@ -481,7 +481,7 @@ case $scenario in
     n=0 ticks=$(cmdline_value vmmticks)
     while [ $n -lt "${ticks:-300}" ]; do
       read -r up _ </proc/uptime
-      echo "VMM-L2-TICK $n $up"
+      echo "VMM-L2-TICK $n $up $(date +%s)"
       n=$((n + 1))
       sleep 0.2
     done

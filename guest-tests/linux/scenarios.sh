@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -801,6 +801,68 @@ scenario_api_socket() {
     result api-socket FAIL "vmm exited but left $API_SOCKET behind; $timing"
   else
     result api-socket PASS "status=$status running (uptime_ms $up1, then $up2), config as given, bad requests answered ok:false, socket removed; $timing"
+  fi
+}
+
+# Snapshot and restore of a running guest (2 vCPUs): after tick 5, `vmm snapshot --paused` writes
+# it to a folder, and vmm is stopped. `vmm --restore` continues it in a new process: its ticks go on
+# from the count the first process's had (never tick 0 again), its wall clock (date +%s) jumped
+# forward to L1's (within 5 s: the guest's clock moves by the time the snapshot sat), and a stop
+# through the restored process's control socket ends it (status 5).
+scenario_snapshot_restore() {
+  vmm_only snapshot-restore "vmm's own snapshot format" || return
+  log=$(logfile snapshot-restore) log2=$(logfile snapshot-restore-2) why="" detail="" snap=/tmp/snap
+  rm -rf "$snap" /tmp/api.err
+  with_l2_timeout 120
+  l2_start snapshot-restore ticker 2 "--api-socket $API_SOCKET"
+  if ! wait_console "$log" "$pid" "VMM-L2-TICK 5 " "$L2_TIMEOUT"; then
+    why="the guest printed no 6 ticks"
+  elif ! out=$(timeout 60 "$LAB_VMM_BIN" snapshot --api-socket "$API_SOCKET" --paused "$snap" 2>&1); then
+    why="vmm snapshot failed: $out"
+  fi
+  before=$(last_tick "$log")
+  stop_api_guest snapshot-restore || return
+  [ -s "$snap/manifest.json" ] || { result snapshot-restore FAIL "no $snap/manifest.json after: $out"; return; }
+  mem_kib=$(du -k "$snap/memory" | cut -f1)
+  sleep 3 # the restored guest's clock must catch up with this too
+  : >"$log2"
+  start=$(now)
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
+  timeout 90 "$LAB_VMM_BIN" --restore "$snap" --api-socket "$API_SOCKET" --timeout 60 $LAB_VMM_ARGS \
+    </dev/null >"$log2" 2>&1 &
+  pid=$!
+  if ! wait_console "$log2" "$pid" "VMM-L2-TICK $((before + 3)) " 30; then
+    why="no tick $((before + 3)) after the restore (last before the snapshot: $before)"
+  elif grep -q "^VMM-L2-TICK 0 " "$log2"; then
+    why="the restored guest started over (tick 0)"
+  else
+    first=$(tr -d '\r' <"$log2" | sed -n 's/^VMM-L2-TICK \([0-9]*\) .*/\1/p' | head -n1)
+    guest_date=$(tr -d '\r' <"$log2" | sed -n "s/^VMM-L2-TICK $((before + 3)) [0-9.]* \([0-9]*\).*/\1/p")
+    l1_date=$(date +%s)
+    skew=$((l1_date - ${guest_date:-0}))
+    detail="ticks $before, then $first.. after the restore; memory file ${mem_kib} KiB on disk of $((256 * 1024)) KiB; guest clock $skew s behind L1's"
+    if [ "$first" -gt $((before + 1)) ] || [ "$first" -lt "$before" ]; then
+      why="ticks jumped from $before to $first: $detail"
+    elif [ "$skew" -gt 5 ] || [ "$skew" -lt -5 ]; then
+      why="the guest's wall clock is off: $detail"
+    fi
+  fi
+  if [ -n "$why" ]; then
+    stop_l2 "$API_SOCKET"
+  else
+    r=$(api "$API_SOCKET" '{"command":"stop"}')
+    echo "$r" | grep -qF '"state":"stopped"' || why="the restored vmm's stop answered '$r'"
+  fi
+  wait "$pid"
+  status=$(normalize_status $?)
+  wall=$(elapsed "$start")
+  with_l2_timeout 60
+  if [ -z "$why" ] && [ "$status" -ne 5 ]; then why="the restored vmm exited with status $status, expected 5"; fi
+  if [ -n "$why" ]; then
+    show_console "the restored guest" "$log2"
+    result snapshot-restore FAIL "$why; wall=${wall}s"
+  else
+    result snapshot-restore PASS "status=$status $detail; restore to exit wall=${wall}s"
   fi
 }
 

@@ -39,6 +39,7 @@
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
+#include "devices/legacy/vm_generation_id.hpp"
 #include "devices/virtio/block.hpp"
 #include "devices/virtio/net.hpp"
 #include "devices/virtio/vsock.hpp"
@@ -186,6 +187,8 @@ struct Machine::Impl final : ControlTarget {
   std::shared_ptr<devices::Serial16550> serial;
   std::shared_ptr<devices::I8042> i8042;
   std::shared_ptr<devices::CmosRtc> rtc;
+  // A new ID in every process: at boot, and over a restored guest's RAM.
+  std::unique_ptr<devices::VmGenerationId> generation_id;
   // The console sink: drains the UART's output buffer on the loop thread.
   std::unique_ptr<ConsoleOutput> console_output;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
@@ -301,6 +304,11 @@ void Machine::Impl::assemble_restored(const StateArchive& state, uint64_t clock_
   for (size_t i = 0; i < virtio_slots.size(); ++i) {
     restore_device(fmt::format("virtio{}", i), *virtio_slots[i]);
   }
+  // After the interrupt controllers' and vCPUs' restores, which would drop the edge: Linux's
+  // vmgenid driver reads the new ID and reseeds the guest's RNG, so clones part ways.
+  generation_id->notify_guest();
+  spdlog::info("VM generation ID {:02x} (the guest is told it changed)",
+               fmt::join(generation_id->id(), ""));
   spdlog::debug("+{:.3f} ms: {} vCPU(s) and {} virtio device(s) restored", ms_since_start(),
                 vcpus.size(), virtio_slots.size());
 }
@@ -328,6 +336,9 @@ void Machine::Impl::create_devices() {
              std::make_shared<devices::AcpiPower>(latch));
   pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
              std::make_shared<devices::PvPanic>(latch));
+  generation_id = std::make_unique<devices::VmGenerationId>(memory, layout::kVmGenerationId,
+                                                             line(kVmGenerationIdGsi));
+  spdlog::debug("VM generation ID {:02x}", fmt::join(generation_id->id(), ""));
 }
 
 // The guest's output waits in the UART's bounded buffer until the loop thread writes it; while the

@@ -26,6 +26,7 @@ acpi::PlatformDescription platform_description(uint32_t cpu_count) {
   platform.reset_value = 0xfe;
   platform.i8042_present = true;
   platform.rtc_century_register = devices::CmosRtc::kCenturyRegister;
+  platform.vm_generation_id = acpi::VmGenerationId{layout::kVmGenerationId, kVmGenerationIdGsi};
 
   constexpr acpi::Interrupt kEdgeHigh{0, false, false};
   auto isa_irq = [&](uint32_t gsi) {

@@ -10,6 +10,9 @@ namespace vmm {
 // how the firmware tables describe it.
 inline constexpr uint32_t kSerialGsi = 4;
 inline constexpr uint32_t kKeyboardGsi = 1;
+// The Generic Event Device's, which tells the guest its VM Generation ID changed (after a restore):
+// COM2's ISA IRQ, unused here, edge-triggered and active high like the GED's.
+inline constexpr uint32_t kVmGenerationIdGsi = 3;
 
 // The GSI of virtio device `index` (< kMaxVirtioDevices): 5-7, then 9-23. The ISA devices keep
 // theirs (0 and 2 are the PIT's, 8 the RTC's, though it raises none).

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <initializer_list>
 
+#include "base/kvm/ioctl.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define VMM_SECCOMP_ASAN 1
 #elif defined(__has_feature)
@@ -68,7 +70,8 @@ uint64_t signal_number(int signal) {
 // What every vmm thread needs whatever it does: glibc's allocator, mutexes and condition
 // variables, clocks (the vDSO may fall back to the system call), logging to stderr, eventfd
 // signals, leaving the thread, and the signal handlers vmm installs.
-PolicyBuilder base() {
+// `opens_files`: the thread creates files (a snapshot's), so opening is allowed, not failed.
+PolicyBuilder base(bool opens_files = false) {
   PolicyBuilder policy;
   policy.allow({SCMP_SYS(futex), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(restart_syscall),
                 SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(getpid),
@@ -96,8 +99,12 @@ PolicyBuilder base() {
   policy.allow_ioctls({TCGETS, TCSETS, TCSETSW, TCSETSF});
   // glibc may probe /proc and /sys files (malloc trimming a thread's heap, counting CPUs) and
   // copes when it can't: opening files fails instead of trapping.
-  policy.fail_with(SCMP_SYS(openat), EACCES);
-  policy.fail_with(SCMP_SYS(open), EACCES);
+  if (opens_files) {
+    policy.allow({SCMP_SYS(openat), SCMP_SYS(open)});
+  } else {
+    policy.fail_with(SCMP_SYS(openat), EACCES);
+    policy.fail_with(SCMP_SYS(open), EACCES);
+  }
 #if defined(VMM_SECCOMP_ASAN)
   // AddressSanitizer's runtime probes memory through a pipe and gives each thread an alternate
   // signal stack. (Its error reports need more, and end in a seccomp report.)
@@ -120,7 +127,7 @@ const char* thread_kind_name(ThreadKind kind) {
 }
 
 std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
-  PolicyBuilder policy = base();
+  PolicyBuilder policy = base(kind == ThreadKind::kControlSocket);
   const uint64_t kick = signal_number(SIGRTMIN);  // VcpuThread's kick out of KVM_RUN
   switch (kind) {
     case ThreadKind::kVcpu:
@@ -151,6 +158,16 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
                     SCMP_SYS(sendto)});
       // pause and resume: the vCPUs are kicked to the pause gate, the guest clock held.
       policy.allow_ioctls({KVM_GET_CLOCK, KVM_SET_CLOCK});
+      // snapshot, of the paused machine: the disks' requests in flight completed (their
+      // completions polled and reaped), the KVM state read, the files written.
+      policy.allow({SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(io_uring_enter), SCMP_SYS(mkdir),
+                    SCMP_SYS(mkdirat), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
+                    SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(lseek),
+                    SCMP_SYS(ftruncate), SCMP_SYS(pwrite64), SCMP_SYS(fsync)});
+      policy.allow_ioctls({KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_FPU, kvm::kGetXsave,
+                           kvm::kGetXsave2, KVM_GET_XCRS, kvm::kGetMsrs, KVM_GET_LAPIC,
+                           KVM_GET_MP_STATE, KVM_GET_VCPU_EVENTS, KVM_GET_DEBUGREGS,
+                           kvm::kGetCpuid2, KVM_GET_TSC_KHZ, KVM_GET_IRQCHIP, KVM_GET_PIT2});
       policy.allow_arg(SCMP_SYS(tgkill), 2, {kick});
       break;
     case ThreadKind::kDiskWorker:
