@@ -486,6 +486,28 @@ case $scenario in
       sleep 0.2
     done
     halt_with poweroff -f ;;
+  clone)
+    # The clones scenario: we wait (snapshotted here) for one console line, the clone's number N,
+    # which L1 sends through the restored vmm's stdin. Then each clone takes an address and a MAC of
+    # its own, waits for the RNG reseed a new VM Generation ID triggers, prints the ID and random
+    # bytes, pings L1, and waits a few seconds (L1 measures the clones' memory) before powering off.
+    dmesg -n 1
+    ip link set lo up
+    echo "VMM-L2-CLONE-READY"
+    read -r n
+    ip link set eth0 address "02:00:00:00:01:0$n"
+    ip addr add "10.0.2.$((40 + n))/24" dev eth0
+    ip link set eth0 up
+    i=0
+    while ! dmesg | grep -q "virtual machine fork" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    reseeded=no
+    dmesg | grep -q "virtual machine fork" && reseeded=yes
+    id=$(dd if=/dev/mem bs=16 skip=$((0xfd000 / 16)) count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    random=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    echo "VMM-L2-CLONE n=$n vmgenid=$id random=$random reseeded=$reseeded"
+    net_ping "$(cmdline_value vmmpeer)"
+    sleep 8
+    halt_with poweroff -f ;;
   shell)
     echo
     echo "  vmm: Debian $(uname -r) is up ($(grep -c '^processor' /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB)."

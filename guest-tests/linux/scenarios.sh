@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore clones"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -863,6 +863,83 @@ scenario_snapshot_restore() {
     result snapshot-restore FAIL "$why; wall=${wall}s"
   else
     result snapshot-restore PASS "status=$status $detail; restore to exit wall=${wall}s"
+  fi
+}
+
+# Four clones of one snapshot at once (generic kernel: Debian's cloud kernel has no vmgenid driver).
+# A guest with a NIC waits on its console for a number; `vmm snapshot --paused` writes it, and four
+# `vmm --restore` run it at the same time, each with its own tap and MAC and its number on stdin.
+# Each clone must print a VM Generation ID and random bytes that no other clone printed (the
+# driver's reseed seen in its dmesg), ping L1 from its own address, and power off (status 0); the
+# four vmm together must take well under 4 times one clone's memory (sum of PSS under 2.5 times one
+# clone's RSS: the snapshot's pages are shared through the page cache).
+scenario_clones() {
+  vmm_only clones "vmm's own snapshot format" || return
+  log=$(logfile clones) why="" snap=/tmp/clones-snap
+  rm -rf "$snap" /tmp/api.err
+  if ! l1_net_up "$NET_BRIDGE" "$NET_L1/$NET_PREFIX" labtap2 labtap3 labtap4 labtap5 >/tmp/clones.l1net 2>&1; then
+    result clones FAIL "L1 cannot set up taps labtap2-5: $(tail -n1 /tmp/clones.l1net)"
+    return
+  fi
+  with_l2_timeout 120
+  with_nets "tap=labtap2,mac=02:00:00:00:01:00" "vmmpeer=$NET_L1"
+  L2_VMM_EXTRA="--api-socket $API_SOCKET"
+  : >"$log"
+  start=$(now)
+  l2_run generic 1 clone </dev/null >"$log" 2>&1 &
+  pid=$!
+  L2_VMM_EXTRA=""
+  with_nets "" ""
+  if ! wait_console "$log" "$pid" "VMM-L2-CLONE-READY" "$L2_TIMEOUT"; then
+    why="the guest never got ready"
+  elif ! out=$(timeout 60 "$LAB_VMM_BIN" snapshot --api-socket "$API_SOCKET" --paused "$snap" 2>&1); then
+    why="vmm snapshot failed: $out"
+  fi
+  stop_api_guest clones || return
+  pids=""
+  for n in 1 2 3 4; do
+    # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
+    echo "$n" | "$LAB_VMM_BIN" --restore "$snap" --net "tap=labtap$((n + 1)),mac=02:00:00:00:01:0$n" \
+      --timeout 90 $LAB_VMM_ARGS >"$(logfile "clone-$n")" 2>&1 &
+    pids="$pids $!"
+  done
+  i=0
+  while [ $i -lt 300 ] && [ "$(cat "$(logfile clone-1)" "$(logfile clone-2)" "$(logfile clone-3)" "$(logfile clone-4)" | grep -c "^VMM-L2-CLONE n=")" -lt 4 ]; do
+    sleep 0.2
+    i=$((i + 1))
+  done
+  pss=0 rss1=0
+  for p in $pids; do
+    kib=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+    pss=$((pss + ${kib:-0}))
+    [ "$rss1" -eq 0 ] && rss1=$(awk '/^Rss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+  done
+  statuses=""
+  for p in $pids; do
+    wait "$p"
+    statuses="$statuses $?"
+  done
+  wall=$(elapsed "$start")
+  with_l2_timeout 60
+  ids="" randoms=""
+  for n in 1 2 3 4; do
+    clog=$(logfile "clone-$n")
+    line=$(tr -d '\r' <"$clog" | grep "^VMM-L2-CLONE n=$n " | head -n1)
+    [ -z "$why" ] && [ -z "$line" ] && why="clone $n printed no VMM-L2-CLONE line" && show_console "clone $n" "$clog"
+    [ -z "$why" ] && ! echo "$line" | grep -q "reseeded=yes" && why="clone $n: no RNG reseed: $line"
+    [ -z "$why" ] && ! grep -qF "VMM-L2-NET-PING=$NET_L1,ok" "$clog" && why="clone $n could not ping L1" && show_console "clone $n" "$clog"
+    ids="$ids $(echo "$line" | sed -n 's/.*vmgenid=\([0-9a-f]*\).*/\1/p')"
+    randoms="$randoms $(echo "$line" | sed -n 's/.*random=\([0-9a-f]*\).*/\1/p')"
+  done
+  [ -z "$why" ] && [ "$(echo "$statuses" | tr ' ' '\n' | grep -c '^0$')" -ne 4 ] && why="exit statuses$statuses, expected 0 each"
+  [ -z "$why" ] && [ "$(echo "$ids" | tr ' ' '\n' | grep . | sort -u | wc -l)" -ne 4 ] && why="VM generation IDs not all different:$ids"
+  [ -z "$why" ] && [ "$(echo "$randoms" | tr ' ' '\n' | grep . | sort -u | wc -l)" -ne 4 ] && why="random bytes not all different:$randoms"
+  detail="PSS of the 4 clones ${pss} KiB, one clone's RSS ${rss1} KiB"
+  [ -z "$why" ] && [ $((pss * 10)) -ge $((rss1 * 25)) ] && why="the clones share too little memory: $detail"
+  if [ -n "$why" ]; then
+    result clones FAIL "$why; wall=${wall}s"
+  else
+    result clones PASS "4 clones at once: distinct VM generation IDs and random bytes (RNG reseeded), each pinged L1 from its own tap, status 0; $detail; wall=${wall}s"
   fi
 }
 
