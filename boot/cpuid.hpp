@@ -15,4 +15,3 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(const std::vector<kvm_cpuid_entry2>& s
                                           uint32_t vcpu_index, uint32_t vcpu_count);
 
 }  // namespace vmm::boot
-

@@ -337,7 +337,7 @@ void Machine::Impl::create_devices() {
   pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
              std::make_shared<devices::PvPanic>(latch));
   generation_id = std::make_unique<devices::VmGenerationId>(memory, layout::kVmGenerationId,
-                                                             line(kVmGenerationIdGsi));
+                                                            line(kVmGenerationIdGsi));
   spdlog::debug("VM generation ID {:02x}", fmt::join(generation_id->id(), ""));
 }
 
