@@ -16,6 +16,7 @@
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
 #include "tests/devices/fakes.hpp"
+#include "tests/devices/virtio/device_state.hpp"
 #include "tests/devices/virtio_driver.hpp"
 
 namespace vmm::devices::virtio {
@@ -53,6 +54,18 @@ Packet make_packet(size_t size, uint8_t seed) {
 // What the driver should find: the packet with num_buffers set.
 Packet with_num_buffers(Packet packet, uint16_t num_buffers) {
   std::memcpy(packet.data() + kNetHdrNumBuffersOffset, &num_buffers, 2);
+  return packet;
+}
+
+// The next packet the device sent to the host's end `fd`, if there is one.
+std::optional<Packet> receive_packet(int fd) {
+  Packet packet(70000);
+  const ssize_t n = recv(fd, packet.data(), packet.size(), MSG_DONTWAIT);
+  if (n < 0) {
+    EXPECT_EQ(errno, EAGAIN);
+    return std::nullopt;
+  }
+  packet.resize(static_cast<size_t>(n));
   return packet;
 }
 
@@ -131,16 +144,7 @@ class VirtioNetTest : public ::testing::Test {
     ASSERT_EQ(send(peer.get(), packet.data(), packet.size(), MSG_DONTWAIT),
               static_cast<ssize_t>(packet.size()));
   }
-  std::optional<Packet> host_receive() {
-    Packet packet(70000);
-    const ssize_t n = recv(peer.get(), packet.data(), packet.size(), MSG_DONTWAIT);
-    if (n < 0) {
-      EXPECT_EQ(errno, EAGAIN);
-      return std::nullopt;
-    }
-    packet.resize(static_cast<size_t>(n));
-    return packet;
-  }
+  std::optional<Packet> host_receive() { return receive_packet(peer.get()); }
 
   Packet guest(uint64_t gpa, uint64_t size) const {
     Packet bytes(size);
@@ -531,6 +535,161 @@ TEST_F(VirtioNetTest, LeavesTheLoopWhenTheBackendHangsUp) {
   EXPECT_EQ(idle_round(), 0u) << "the device spins on a hung-up fd";
   EXPECT_EQ(rx.used_idx(), 0);
   device.reset();  // must not trip over the registration it already gave up
+}
+
+// ---- Snapshot and restore ----
+
+// The virtio-net device of a restored machine (a clone): a copy of the snapshot's RAM, its own
+// queues and loop, and a new backend (a new tap).
+struct RestoredNet {
+  explicit RestoredNet(const std::vector<uint8_t>& snapshot_ram) : ram(snapshot_ram) {
+    auto [device_end, host_end] = devices::testing::socket_pair(SOCK_SEQPACKET);
+    peer = std::move(host_end);
+    device.emplace(ram.memory, loop, std::make_unique<FakeBackend>(std::move(device_end), log),
+                   kMac, "eth0 (fake1)");
+  }
+  void restore(const std::vector<uint8_t>& bytes, uint64_t features) {
+    testing::restore_device(bytes, Activation{features, {&rx_queue, &tx_queue}, &interrupt},
+                            *device);
+    rx.set_avail_idx(*ram.memory.read_obj<uint16_t>(rx_queue.config().avail_ring + 2));
+  }
+  // The driver's read of the status, as virtnet_config_changed_work does it.
+  uint16_t status() const {
+    uint16_t status = 0xffff;
+    device->read_config(6, {reinterpret_cast<uint8_t*>(&status), 2});
+    return status;
+  }
+
+  testing::RestoredRam ram;
+  EventLoop loop;
+  SplitQueue rx_queue{ram.memory, VirtioNet::kQueueSize};
+  SplitQueue tx_queue{ram.memory, VirtioNet::kQueueSize};
+  Driver rx{ram.memory, testing::queue_config(0, VirtioNet::kQueueSize)};
+  testing::FakeDeviceInterrupt interrupt;
+  BackendLog log;
+  UniqueFd peer;
+  std::optional<VirtioNet> device;
+};
+
+// Held receive chains, a packet staged for want of buffers and a transmit chain waiting for the
+// backend: all carry on in the restored device, on its new backend.
+TEST_F(VirtioNetTest, WhatTheDeviceHeldCarriesOnAfterARestore) {
+  create(/*sndbuf=*/4096);
+  activate(kAllFeatures);
+  post_rx(0, kRxData, 1000);
+  const Packet packet = make_packet(2500, 26);
+  host_send(packet);
+  loop.run_once(100);  // one chain held, the packet staged: it needs three
+  ASSERT_EQ(rx.used_idx(), 0);
+  constexpr uint16_t kCount = 16;
+  std::vector<Packet> sent;
+  for (uint16_t i = 0; i < kCount; ++i) {
+    sent.push_back(make_packet(1500, static_cast<uint8_t>(i)));
+    tx.publish(tx_chain(i, kTxData + 0x1000ull * i, sent.back(), {1500}));
+  }
+  device->notify(1);
+  const uint16_t gone = tx.used_idx();
+  ASSERT_LT(gone, kCount) << "the socket never filled up";
+  const std::vector<uint8_t> bytes = testing::save_device({&rx_queue, &tx_queue}, *device);
+
+  RestoredNet restored(ram);
+  restored.restore(bytes, kAllFeatures);
+  EXPECT_THAT(restored.log.offloads, ElementsAre(log.offloads.back()));
+  // The link reads down, announced; reading the MAC changes nothing; reading the status brings
+  // the link up, announced again.
+  EXPECT_EQ(restored.interrupt.config_changes, 1);
+  std::array<uint8_t, 6> mac{};
+  restored.device->read_config(0, mac);
+  EXPECT_EQ(mac, kMac);
+  EXPECT_EQ(restored.interrupt.config_changes, 1);
+  EXPECT_EQ(restored.status(), 0);
+  EXPECT_EQ(restored.interrupt.config_changes, 2);
+  EXPECT_EQ(restored.status(), kNetStatusLinkUp);
+  EXPECT_EQ(restored.interrupt.config_changes, 2);
+
+  // Transmit: the waiting chain first, then the rest, in order, on the new backend; the old
+  // device sends the same ones on its own.
+  restored.device->notify(1);  // as the transport notifies every queue
+  std::vector<Packet> restored_received;
+  while (auto one = receive_packet(restored.peer.get())) restored_received.push_back(*one);
+  EXPECT_TRUE(restored_received == std::vector<Packet>(sent.begin() + gone, sent.end()));
+  std::vector<Packet> received;
+  for (int round = 0; round < 200 && received.size() < kCount; ++round) {
+    while (auto one = host_receive()) received.push_back(std::move(*one));
+    loop.run_once(100);
+  }
+  EXPECT_TRUE(received == sent);
+
+  // Receive: two more buffers, and the staged packet lands across three chains in both.
+  for (uint16_t i = 1; i < 3; ++i) {
+    post_rx(i, kRxData + 0x1000ull * i, 1000);
+    restored.rx.desc(i, kRxData + 0x1000ull * i, 1000, kVirtqDescFWrite);
+    restored.rx.publish(i);
+  }
+  device->notify(0);
+  restored.device->notify(0);
+  ASSERT_EQ(rx.used_idx(), 3);
+  ASSERT_EQ(*restored.ram.memory.read_obj<uint16_t>(restored.rx_queue.config().used_ring + 2), 3);
+  const Packet expected = with_num_buffers(packet, 3);
+  for (const GuestMemory* m : {&memory, &restored.ram.memory}) {
+    Packet landed(2500);
+    ASSERT_TRUE(m->read(kRxData, std::span(landed).first(1000)));
+    ASSERT_TRUE(m->read(kRxData + 0x1000, std::span(landed).subspan(1000, 1000)));
+    ASSERT_TRUE(m->read(kRxData + 0x2000, std::span(landed).subspan(2000)));
+    EXPECT_EQ(landed, expected);
+  }
+  EXPECT_EQ(restored.device->counters().rx_packets, 1u);
+  EXPECT_EQ(restored.device->counters().rx_dropped, 0u);
+}
+
+TEST_F(VirtioNetTest, NoLinkChangeForADriverWithoutTheStatusFeature) {
+  activate(kAllFeatures & ~kNetFeatureStatus);
+  RestoredNet restored(ram);
+  restored.restore(testing::save_device({&rx_queue, &tx_queue}, *device),
+                   kAllFeatures & ~kNetFeatureStatus);
+  EXPECT_EQ(restored.interrupt.config_changes, 0);
+  EXPECT_EQ(restored.status(), kNetStatusLinkUp);
+}
+
+TEST_F(VirtioNetTest, AResetEndsTheLinkChange) {
+  activate(kAllFeatures);
+  RestoredNet restored(ram);
+  restored.restore(testing::save_device({&rx_queue, &tx_queue}, *device), kAllFeatures);
+  restored.device->reset([] {});
+  EXPECT_EQ(restored.status(), kNetStatusLinkUp);  // what the next driver reads at its probe
+  EXPECT_EQ(restored.interrupt.config_changes, 1);
+}
+
+TEST_F(VirtioNetTest, ABadStagedPacketOrATruncatedStateIsRefused) {
+  activate(kAllFeatures);
+  const auto with_staged = [&](size_t size) {
+    StateWriter out;
+    rx_queue.save_state(out);
+    tx_queue.save_state(out);
+    StateWriter own;
+    SplitQueue::save_chains(own, {});
+    SplitQueue::save_chains(own, {});
+    own.put_bytes(std::vector<uint8_t>(size));
+    out.put_bytes(own.bytes());
+    return out.take();
+  };
+  RestoredNet short_packet(ram);
+  EXPECT_THAT([&] { short_packet.restore(with_staged(5), kAllFeatures); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr(
+                  "device: corrupt state: the staged packet of 5 bytes is shorter than a header")));
+  RestoredNet long_packet(ram);
+  EXPECT_THAT([&] { long_packet.restore(with_staged(kNetMaxPacket + 1024), kAllFeatures); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("exceeds its limit")));
+  const std::vector<uint8_t> bytes = with_staged(kNetHdrSize);
+  RestoredNet accepted(ram);
+  accepted.restore(bytes, kAllFeatures);
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    RestoredNet restored(ram);
+    EXPECT_THROW(restored.restore({bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(size)},
+                                  kAllFeatures),
+                 Error)
+        << size;
+  }
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/util/error.hpp"
+#include "tests/devices/virtio/device_state.hpp"
 #include "tests/devices/virtio_driver.hpp"
 
 namespace vmm::devices::virtio {
@@ -697,13 +698,6 @@ TEST(SplitQueueRandomTest, HostileRingsStayInsideRam) {
 
 // ---- Snapshot and restore ----
 
-// A copy of the guest's RAM, as a restore maps the snapshot's memory file.
-struct RestoredRam {
-  explicit RestoredRam(const std::vector<uint8_t>& from) : ram(from) {}
-  std::vector<uint8_t> ram;
-  GuestMemory memory = GuestMemory::from_regions({{0, kRamSize, ram.data()}});
-};
-
 template <typename T>
 void patch(std::vector<uint8_t>& bytes, size_t offset, T value) {
   std::memcpy(bytes.data() + offset, &value, sizeof(value));
@@ -762,7 +756,7 @@ TEST_F(SplitQueueStateTest, AQueueMidUseCarriesOnTheSameAfterARestore) {
   StateWriter chains;
   SplitQueue::save_chains(chains, std::span<const DescriptorChain>(&held, 1));
 
-  RestoredRam copy(ram);
+  testing::RestoredRam copy(ram);
   SplitQueue restored(copy.memory, kMaxSize);
   restore(restored, bytes);
   EXPECT_EQ(restored.debug_state(), queue.debug_state());

@@ -17,6 +17,7 @@
 #include "base/util/unique_fd.hpp"
 #include "devices/virtio/vsock/unix_socket.hpp"
 #include "tests/devices/temp_dir.hpp"
+#include "tests/devices/virtio/device_state.hpp"
 #include "tests/devices/virtio_driver.hpp"
 
 namespace vmm::devices::virtio {
@@ -33,6 +34,7 @@ constexpr uint64_t kRxStride = 0x2000;
 constexpr uint64_t kTxData = 0x400000;  // slot i at kTxData + i * kTxStride
 constexpr uint64_t kTxStride = 0x11000;
 constexpr uint16_t kTxSlots = 32;
+constexpr uint64_t kEvents = 0x300000;                  // event buffer i at kEvents + i * 16
 constexpr uint32_t kRxBufferSize = 4096 + kHeaderSize;  // what Linux posts
 
 constexpr uint64_t kGuestCid = 3;
@@ -105,7 +107,7 @@ class VirtioVsockTest : public ::testing::Test {
     std::fill(ram.begin(), ram.begin() + 0x10000, 0);  // fresh rings (queue_config's)
     testing::activate_queue(rx_queue, rx, 0, /*event_idx=*/true);
     testing::activate_queue(tx_queue, tx, 1, /*event_idx=*/true);
-    ev_queue.activate(testing::queue_config(2, VirtioVsock::kQueueSize, /*event_idx=*/true));
+    testing::activate_queue(ev_queue, ev, 2, /*event_idx=*/true);
     rx_posted = 0;
     rx_seen = 0;
     tx_sent = 0;
@@ -233,6 +235,7 @@ class VirtioVsockTest : public ::testing::Test {
   SplitQueue ev_queue{memory, VirtioVsock::kQueueSize};
   Driver rx{memory, testing::queue_config(0, VirtioVsock::kQueueSize)};
   Driver tx{memory, testing::queue_config(1, VirtioVsock::kQueueSize)};
+  Driver ev{memory, testing::queue_config(2, VirtioVsock::kQueueSize)};
   uint32_t rx_posted = 0;
   uint16_t rx_seen = 0;
   uint16_t tx_sent = 0;
@@ -806,6 +809,133 @@ TEST_F(VirtioVsockTest, IgnoresNotificationsWhileNotActive) {
   device->notify(2);
   EXPECT_EQ(interrupt.used, 0);
   EXPECT_EQ(idle_round(), 0u);
+}
+
+// ---- Snapshot and restore ----
+
+// Makes event buffers of `size` bytes (Linux posts 8 of 4) available as chains first, first+1, ...
+// on `driver`'s ring in `memory`, each preset to 0xff.
+void post_events(const GuestMemory& memory, Driver& driver, uint16_t first, uint16_t count,
+                 uint32_t size = vsock::kEventSize) {
+  for (uint16_t i = first; i < first + count; ++i) {
+    ASSERT_TRUE(memory.write_obj(kEvents + 16ull * i, ~uint32_t{0}));
+    driver.desc(i, kEvents + 16ull * i, size, kVirtqDescFWrite);
+    driver.publish(i);
+  }
+}
+
+// The virtio-vsock device of a restored machine (a clone): a copy of the snapshot's RAM, its own
+// queues, loop, socket and guest cid.
+struct RestoredVsock {
+  RestoredVsock(const std::vector<uint8_t>& snapshot_ram, const std::string& uds_path,
+                uint64_t guest_cid)
+      : ram(snapshot_ram), path(uds_path), device(loop, guest_cid, uds_path, "vsock0") {}
+  void restore(const std::vector<uint8_t>& bytes) {
+    testing::restore_device(
+        bytes, Activation{kFeatures, {&rx_queue, &tx_queue, &ev_queue}, &interrupt}, device);
+    ev.set_avail_idx(*ram.memory.read_obj<uint16_t>(ev_queue.config().avail_ring + 2));
+  }
+
+  testing::RestoredRam ram;
+  std::string path;
+  EventLoop loop;
+  SplitQueue rx_queue{ram.memory, VirtioVsock::kQueueSize};
+  SplitQueue tx_queue{ram.memory, VirtioVsock::kQueueSize};
+  SplitQueue ev_queue{ram.memory, VirtioVsock::kQueueSize};
+  Driver rx{ram.memory, testing::queue_config(0, VirtioVsock::kQueueSize)};
+  Driver ev{ram.memory, testing::queue_config(2, VirtioVsock::kQueueSize)};
+  testing::FakeDeviceInterrupt interrupt;
+  VirtioVsock device;
+};
+
+TEST_F(VirtioVsockTest, ARestoreResetsTheConnectionsWithATransportResetEvent) {
+  activate();
+  post_rx(16);
+  post_events(memory, ev, 0, 8);
+  device->notify(2);
+  UniqueFd client = connect_from_host(1234).client;
+  EXPECT_EQ(ev.used_idx(), 0);  // nothing to tell a driver that was not restored
+  const std::vector<uint8_t> bytes =
+      testing::save_device({&rx_queue, &tx_queue, &ev_queue}, *device);
+
+  RestoredVsock restored(ram, dir.file("w.sock"), /*guest_cid=*/4);
+  restored.restore(bytes);
+  EXPECT_EQ(restored.device.connection_count(), 0u);
+  ASSERT_EQ(restored.ev.used_idx(), 1);
+  EXPECT_EQ(restored.ev.used(0).id, 0u);
+  EXPECT_EQ(restored.ev.used(0).len, vsock::kEventSize);
+  EXPECT_EQ(*restored.ram.memory.read_obj<uint32_t>(kEvents), vsock::kEventTransportReset);
+  EXPECT_EQ(*restored.ram.memory.read_obj<uint32_t>(kEvents + 16), ~uint32_t{0});
+  EXPECT_EQ(restored.interrupt.used, 1);
+  uint64_t cid = 0;
+  restored.device.read_config(0, {reinterpret_cast<uint8_t*>(&cid), sizeof(cid)});
+  EXPECT_EQ(cid, 4u);  // what the driver reads again on the event
+  // Once told, never again.
+  restored.device.notify(2);
+  EXPECT_EQ(restored.ev.used_idx(), 1);
+
+  // The next host connection: a REQUEST in the receive ring of each, from their own cid.
+  const uint16_t rx_used = rx.used_idx();
+  UniqueFd old_side = connect_to(path);
+  send_all(old_side.get(), "CONNECT 99\n");
+  pump();
+  UniqueFd new_side = connect_to(restored.path);
+  send_all(new_side.get(), "CONNECT 99\n");
+  for (int i = 0; i < 8; ++i) restored.loop.run_once(0);
+  ASSERT_EQ(rx.used_idx(), rx_used + 1);
+  ASSERT_EQ(restored.rx.used_idx(), rx_used + 1);
+  const VirtqUsedElem used = restored.rx.used(rx_used);
+  EXPECT_EQ(used.id, rx.used(rx_used).id);
+  const auto request = restored.ram.memory.read_obj<Header>(kRxData + used.id * kRxStride);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->op, vsock::kOpRequest);
+  EXPECT_EQ(request->dst_cid, 4u);
+  EXPECT_EQ(request->dst_port, 99u);
+  // The old connection stays with the old device.
+  EXPECT_EQ(device->connection_count(), 2u);
+}
+
+TEST_F(VirtioVsockTest, TheResetEventWaitsForAnEventBufferBigEnough) {
+  activate();
+  post_rx(4);
+  RestoredVsock restored(ram, dir.file("w.sock"), kGuestCid);
+  restored.restore(testing::save_device({&rx_queue, &tx_queue, &ev_queue}, *device));
+  EXPECT_EQ(restored.ev.used_idx(), 0);
+  EXPECT_EQ(restored.interrupt.used, 0);
+  post_events(restored.ram.memory, restored.ev, 0, 1, /*size=*/2);
+  post_events(restored.ram.memory, restored.ev, 1, 2);
+  restored.device.notify(2);
+  ASSERT_EQ(restored.ev.used_idx(), 2);
+  EXPECT_EQ(restored.ev.used(0).len, 0u);  // too small: returned empty
+  EXPECT_EQ(restored.ev.used(1).id, 1u);
+  EXPECT_EQ(restored.ev.used(1).len, vsock::kEventSize);
+  EXPECT_EQ(*restored.ram.memory.read_obj<uint32_t>(kEvents + 16), vsock::kEventTransportReset);
+  EXPECT_EQ(restored.interrupt.used, 1);
+}
+
+TEST_F(VirtioVsockTest, ARestoreRefusesHeldChainsTheQueuesDoNotHaveAndTruncatedState) {
+  activate();
+  post_rx(4);
+  StateWriter out;
+  for (const SplitQueue* queue : {&rx_queue, &tx_queue, &ev_queue}) queue->save_state(out);
+  StateWriter own;
+  own.put_vector(std::vector<uint16_t>{0});  // a receive chain held, though none is in use
+  SplitQueue::save_chains(own, {});
+  SplitQueue::save_chains(own, {});
+  out.put_bytes(own.bytes());
+  RestoredVsock held(ram, dir.file("w.sock"), kGuestCid);
+  EXPECT_THAT([&] { held.restore(out.bytes()); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr(
+                  "device: corrupt state: the device holds 1 chain(s) of a queue with 0 in use")));
+
+  const std::vector<uint8_t> bytes =
+      testing::save_device({&rx_queue, &tx_queue, &ev_queue}, *device);
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    RestoredVsock restored(ram, dir.file("t.sock"), kGuestCid);
+    EXPECT_THROW(restored.restore({bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(size)}),
+                 Error)
+        << size;
+  }
 }
 
 }  // namespace
