@@ -4,8 +4,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <vector>
 
 #include "base/util/error.hpp"
 #include "devices/backends/overlay_io.hpp"
@@ -23,6 +25,28 @@ UniqueFd create_overlay_file(DiskImage::Overlay overlay, const std::string& dir,
                   : ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600));
   if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno(what);
   return fd;
+}
+
+// Copies [offset, offset + length) from one file to the same place in another.
+void copy_range(int from, int to, uint64_t offset, uint64_t length, const std::string& what) {
+  std::vector<uint8_t> buffer(std::min<uint64_t>(length, uint64_t{1} << 20));
+  while (length > 0) {
+    const size_t chunk = std::min<uint64_t>(length, buffer.size());
+    const ssize_t got = ::pread(from, buffer.data(), chunk, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw_errno(what);
+    if (got == 0) fail("{}: ends before byte {}", what, offset);
+    size_t written = 0;
+    while (written < static_cast<size_t>(got)) {
+      const ssize_t put = ::pwrite(to, buffer.data() + written, static_cast<size_t>(got) - written,
+                                   static_cast<off_t>(offset + written));
+      if (put < 0 && errno == EINTR) continue;
+      if (put <= 0) throw_errno(what);
+      written += static_cast<size_t>(put);
+    }
+    offset += static_cast<uint64_t>(got);
+    length -= static_cast<uint64_t>(got);
+  }
 }
 
 }  // namespace
@@ -69,6 +93,44 @@ std::unique_ptr<AsyncIo> DiskImage::create_io(unsigned depth, AsyncIo::Engine en
                                        std::move(on_thread_start));
   }
   return AsyncIo::create(file_.fd(), depth, engine, std::move(on_thread_start));
+}
+
+std::vector<SectorRun> DiskImage::overlay_runs() const {
+  std::vector<SectorRun> runs;
+  if (!overlay_) return runs;
+  const SectorBitmap& written = overlay_->written;
+  for (uint64_t sector = 0; sector < written.sectors();) {
+    const uint64_t end = written.run_end(sector, written.sectors());
+    if (written.test(sector)) runs.push_back({sector, end - sector});
+    sector = end;
+  }
+  return runs;
+}
+
+void DiskImage::save_overlay(int out_fd, const std::vector<SectorRun>& runs,
+                             const std::string& what) const {
+  if (!overlay_) fail("{}: {} has no snapshot overlay", what, path());
+  if (::ftruncate(out_fd, static_cast<off_t>(size())) != 0) throw_errno(what);
+  for (const SectorRun& run : runs) {
+    copy_range(overlay_->fd.get(), out_fd, run.first * SectorBitmap::kSectorSize,
+               run.count * SectorBitmap::kSectorSize, what);
+  }
+}
+
+void DiskImage::load_overlay(int in_fd, const std::vector<SectorRun>& runs,
+                             const std::string& what) {
+  if (!overlay_) fail("{}: {} has no snapshot overlay to fill", what, path());
+  const uint64_t sectors = overlay_->written.sectors();
+  for (const SectorRun& run : runs) {
+    if (run.count == 0 || run.first >= sectors || run.count > sectors - run.first) {
+      fail("{}: sectors {}+{} lie outside the {}-sector disk", what, run.first, run.count, sectors);
+    }
+  }
+  for (const SectorRun& run : runs) {
+    copy_range(in_fd, overlay_->fd.get(), run.first * SectorBitmap::kSectorSize,
+               run.count * SectorBitmap::kSectorSize, what);
+    overlay_->written.set(run.first, run.count);
+  }
 }
 
 }  // namespace vmm::devices

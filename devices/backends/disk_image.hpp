@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "devices/backends/async_io.hpp"
 #include "devices/backends/raw_file.hpp"
@@ -10,6 +11,13 @@
 namespace vmm::devices {
 
 struct SnapshotOverlay;
+
+// Sectors [first, first + count) of a disk (512 bytes each).
+struct SectorRun {
+  uint64_t first;
+  uint64_t count;
+  bool operator==(const SectorRun&) const = default;
+};
 
 // A virtual disk's image as the block device sees it: the file (opened and locked), the size the
 // guest sees, and the I/O engine requests go through.
@@ -42,6 +50,19 @@ class DiskImage {
   // file must outlive it.
   std::unique_ptr<AsyncIo> create_io(unsigned depth, AsyncIo::Engine engine,
                                      AsyncIo::ThreadStartHook on_thread_start) const;
+
+  // Machine snapshots carry the overlay, else a restore over the base image would lose what the
+  // guest wrote. Called with no I/O in flight (the machine paused, its disks quiesced).
+  bool has_overlay() const { return overlay_ != nullptr; }
+  // The sectors the guest has written into the overlay, in order; empty without an overlay.
+  std::vector<SectorRun> overlay_runs() const;
+  // Writes those runs' bytes to `out_fd` at their own offsets (a regular file the disk's size,
+  // sparse elsewhere). Errors start with `what`.
+  void save_overlay(int out_fd, const std::vector<SectorRun>& runs, const std::string& what) const;
+  // Fills this disk's fresh overlay with `runs` read from `in_fd` (what save_overlay wrote) and
+  // marks them written. Throws vmm::Error (starting with `what`) without an overlay, for a run
+  // outside the disk, or a short file.
+  void load_overlay(int in_fd, const std::vector<SectorRun>& runs, const std::string& what);
 
  private:
   DiskImage(RawFile file, bool read_only, std::shared_ptr<SnapshotOverlay> overlay,

@@ -65,6 +65,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A snapshot disk's overlay in a snapshot: its written sectors in the state, its bytes in a file.
+std::string overlay_section(size_t disk) {
+  return fmt::format("overlay{}", disk);
+}
+std::string overlay_file(size_t disk) {
+  return fmt::format("disk{}.overlay", disk);
+}
+constexpr size_t kMaxOverlayRuns = StateArchive::kMaxSectionBytes / sizeof(devices::SectorRun);
+
 // Set as early as static initialisation allows: the reference for "time to first guest entry".
 const Clock::time_point g_process_start = Clock::now();
 
@@ -159,6 +168,8 @@ struct Machine::Impl final : ControlTarget {
   bool pause_locked() VMM_REQUIRES(transition_mutex);
   void resume_locked() VMM_REQUIRES(transition_mutex);
   void write_snapshot(const std::string& path);
+  // A snapshot disk's overlay: what the guest had written, from the snapshot's folder.
+  void restore_overlays(const StateArchive& state);
   // Also records vCPU 0's CPUID in `manifest`.
   StateArchive save_state(SnapshotManifest& manifest);
 
@@ -201,6 +212,8 @@ struct Machine::Impl final : ControlTarget {
   UniqueFd timer;
   std::unique_ptr<RawTerminal> terminal;
   bool stdin_watched = false;
+  // A restored machine's snapshot folder (its disk overlays' files).
+  std::string snapshot_dir;
 
   // send_console_input() → the loop thread, which feeds the UART as it makes room.
   EventFd console_input;
@@ -298,6 +311,7 @@ void Machine::Impl::assemble_restored(const StateArchive& state, uint64_t clock_
     device.restore_state(in);
     in.expect_end();
   };
+  restore_overlays(state);
   restore_device("serial", *serial);
   restore_device("i8042", *i8042);
   restore_device("rtc", *rtc);
@@ -311,6 +325,27 @@ void Machine::Impl::assemble_restored(const StateArchive& state, uint64_t clock_
                fmt::join(generation_id->id(), ""));
   spdlog::debug("+{:.3f} ms: {} vCPU(s) and {} virtio device(s) restored", ms_since_start(),
                 vcpus.size(), virtio_slots.size());
+}
+
+void Machine::Impl::restore_overlays(const StateArchive& state) {
+  for (size_t i = 0; i < host_.disks.size(); ++i) {
+    if (!state.contains(overlay_section(i))) continue;
+    StateReader in = state.reader(overlay_section(i));
+    const auto runs = in.get_vector<devices::SectorRun>(kMaxOverlayRuns);
+    in.expect_end();
+    if (runs.empty()) continue;
+    devices::DiskImage& disk = host_.disks[i];
+    if (!disk.has_overlay()) {
+      fail(
+          "--disk {}: the snapshot's guest wrote to its snapshot overlay of this disk; restore it "
+          "with snapshot=on (or mem) too",
+          disk.path());
+    }
+    const std::string file = snapshot_path(snapshot_dir, overlay_file(i));
+    const UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno(file);
+    disk.load_overlay(fd.get(), runs, file);
+  }
 }
 
 void Machine::Impl::create_devices() {
@@ -749,8 +784,16 @@ StateArchive Machine::Impl::save_state(SnapshotManifest& manifest) {
   save("serial", *serial);
   save("i8042", *i8042);
   save("rtc", *rtc);
-  for (size_t i = 0; i < virtio_slots.size(); ++i)
+  for (size_t i = 0; i < virtio_slots.size(); ++i) {
     save(fmt::format("virtio{}", i), *virtio_slots[i]);
+  }
+  // A snapshot disk's overlay: which sectors the guest wrote (its bytes go to a file of their own).
+  for (size_t i = 0; i < host_.disks.size(); ++i) {
+    if (!host_.disks[i].has_overlay()) continue;
+    StateWriter out;
+    out.put_vector(host_.disks[i].overlay_runs());
+    archive.add(overlay_section(i), out.take());
+  }
   return archive;
 }
 
@@ -766,7 +809,16 @@ void Machine::Impl::write_snapshot(const std::string& path) {
   // A restored machine's config has the command line its snapshot recorded.
   if (!host_.cmdline.empty()) manifest.machine.cmdline = host_.cmdline;
   for (const devices::DiskImage& disk : host_.disks) manifest.disk_sizes.push_back(disk.size());
-  write_snapshot_files(path, memory, state.serialize(), std::move(manifest));
+  write_snapshot_files(
+      path, memory, state.serialize(), std::move(manifest), [this, &state](const std::string& dir) {
+        for (size_t i = 0; i < host_.disks.size(); ++i) {
+          if (!state.contains(overlay_section(i))) continue;
+          StateReader in = state.reader(overlay_section(i));
+          const auto runs = in.get_vector<devices::SectorRun>(kMaxOverlayRuns);
+          const std::string file = snapshot_path(dir, overlay_file(i));
+          host_.disks[i].save_overlay(create_snapshot_file(file).get(), runs, file);
+        }
+      });
 }
 
 void Machine::Impl::send_console_input(std::span<const uint8_t> bytes) {
@@ -859,6 +911,7 @@ std::unique_ptr<Machine> Machine::restore(const RestoreConfig& restore) {
                                ? static_cast<uint64_t>(now_ns - files.manifest.created_unix_ns)
                                : 0;
   auto impl = std::make_unique<Impl>(config, std::move(host), std::move(ram));
+  impl->snapshot_dir = restore.snapshot_dir;
   try {
     impl->assemble_restored(files.state, advance);
   } catch (const Error& e) {

@@ -19,13 +19,11 @@ constexpr uint64_t kMaxManifestBytes = uint64_t{1} << 20;
 constexpr uint64_t kMaxStateBytes = uint64_t{256} << 20;
 
 std::string join(const std::string& dir, const char* name) {
-  return dir.ends_with('/') ? dir + name : dir + "/" + name;
+  return snapshot_path(dir, name);
 }
 
 UniqueFd create_file(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!fd) throw_errno(path);
-  return fd;
+  return create_snapshot_file(path);
 }
 
 void write_all(int fd, const std::vector<uint8_t>& bytes, const std::string& path) {
@@ -59,8 +57,19 @@ void prepare_directory(const std::string& dir) {
 
 }  // namespace
 
+std::string snapshot_path(const std::string& dir, const std::string& name) {
+  return dir.ends_with('/') ? dir + name : dir + "/" + name;
+}
+
+UniqueFd create_snapshot_file(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) throw_errno(path);
+  return fd;
+}
+
 void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
-                          const std::vector<uint8_t>& state, SnapshotManifest manifest) {
+                          const std::vector<uint8_t>& state, SnapshotManifest manifest,
+                          const std::function<void(const std::string& dir)>& write_more) {
   prepare_directory(dir);
   const std::string memory_path = join(dir, SnapshotManifest::kMemoryFileName);
   {
@@ -74,6 +83,7 @@ void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
     write_all(fd.get(), state, state_path);
     sync(fd.get(), state_path);
   }
+  write_more(dir);
   manifest.memory_file_bytes = memory.ram_size();
   manifest.state_file_bytes = state.size();
   manifest.state_checksum = fnv1a64(state);

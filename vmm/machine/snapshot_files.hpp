@@ -1,12 +1,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "base/kvm/vcpu_state.hpp"
 #include "base/memory/guest_memory.hpp"
 #include "base/util/state_archive.hpp"
+#include "base/util/unique_fd.hpp"
 #include "vmm/machine/snapshot_manifest.hpp"
 
 namespace vmm {
@@ -16,8 +18,16 @@ namespace vmm {
 // (sparse) and the state file, then the manifest, last and atomically (a temporary file renamed),
 // each synced: a directory without manifest.json is an unfinished snapshot. `manifest`'s file
 // sizes and checksum are filled in here. Errors name the file.
+// `write_more` writes the machine's other files (disk overlays) into the folder, before the
+// manifest.
 void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
-                          const std::vector<uint8_t>& state, SnapshotManifest manifest);
+                          const std::vector<uint8_t>& state, SnapshotManifest manifest,
+                          const std::function<void(const std::string& dir)>& write_more);
+
+// "DIR/NAME".
+std::string snapshot_path(const std::string& dir, const std::string& name);
+// A new file for writing in a snapshot folder (O_EXCL); errors name it.
+UniqueFd create_snapshot_file(const std::string& path);
 
 // A snapshot directory, read and checked: the manifest (this vmm's version and this host's CPU),
 // the state file (its size and checksum against the manifest, then its sections).

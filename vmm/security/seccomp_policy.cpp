@@ -163,7 +163,7 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
       policy.allow({SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(io_uring_enter), SCMP_SYS(mkdir),
                     SCMP_SYS(mkdirat), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
                     SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(lseek),
-                    SCMP_SYS(ftruncate), SCMP_SYS(pwrite64), SCMP_SYS(fsync)});
+                    SCMP_SYS(ftruncate), SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(fsync)});
       policy.allow_ioctls({KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_FPU, kvm::kGetXsave,
                            kvm::kGetXsave2, KVM_GET_XCRS, kvm::kGetMsrs, KVM_GET_LAPIC,
                            KVM_GET_MP_STATE, KVM_GET_VCPU_EVENTS, KVM_GET_DEBUGREGS,

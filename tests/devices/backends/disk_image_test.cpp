@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/util/error.hpp"
+#include "base/util/unique_fd.hpp"
 #include "tests/devices/backends/io_requests.hpp"
 #include "tests/devices/temp_dir.hpp"
 
@@ -229,6 +230,41 @@ TEST_P(DiskImageSnapshotTest, WrittenSectorsReadBackFromTheOverlayAndTheBaseNeve
   io_.reset();
   image_.reset();
   base_.expect_unchanged();
+}
+
+// A machine snapshot carries the overlay: its written runs and their bytes, saved to a file and
+// loaded into another open's fresh overlay, which then reads exactly as this one does.
+TEST_P(DiskImageSnapshotTest, TheOverlaySavedAndLoadedIntoAnotherOpenReadsTheSame) {
+  SKIP_IF_UNAVAILABLE();
+  EXPECT_TRUE(image_->has_overlay());
+  EXPECT_TRUE(image_->overlay_runs().empty());
+  write(8 * kSector, pattern(4096, 2));
+  write(100 * kSector, pattern(kSector, 3));
+  write(kDiskSize - kSector, pattern(kSector, 4));
+  const std::vector<SectorRun> runs = image_->overlay_runs();
+  const std::vector<SectorRun> want{{8, 8}, {100, 1}, {kDiskSize / kSector - 1, 1}};
+  EXPECT_EQ(runs, want);
+  const std::string saved = base_.dir() + "/overlay";
+  UniqueFd out(::open(saved.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(out);
+  image_->save_overlay(out.get(), runs, "saved overlay");
+  struct stat st {};
+  ASSERT_EQ(::fstat(out.get(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kDiskSize);
+
+  io_.reset();
+  image_.emplace(DiskImage::open(base_.path(), false, GetParam().overlay));
+  image_->load_overlay(out.get(), runs, "saved overlay");
+  io_ = create_io(kDepth);
+  EXPECT_EQ(image_->overlay_runs(), want);
+  expect_disk_reads_as_expected();
+  base_.expect_unchanged();
+
+  // Runs outside the disk are refused before anything is copied.
+  EXPECT_THROW(image_->load_overlay(out.get(), {{kDiskSize / kSector, 1}}, "bad"), Error);
+  EXPECT_THROW(image_->load_overlay(out.get(), {{0, 0}}, "bad"), Error);
+  EXPECT_THROW(image_->load_overlay(out.get(), {{1, ~uint64_t{0}}}, "bad"), Error);
+  ::unlink(saved.c_str());
 }
 
 TEST_P(DiskImageSnapshotTest, AReadSpanningWrittenAndUnwrittenRunsComesBackInOrder) {
