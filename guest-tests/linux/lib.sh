@@ -486,6 +486,41 @@ case $scenario in
       sleep 0.2
     done
     halt_with poweroff -f ;;
+  resume)
+    # snapshot-disk-net: on a root disk, with eth0 up, we write a file (and the same bytes to vdb, a
+    # snapshot=on disk) and sync it, open a TCP
+    # connection to L1 (vmmpeer=, port 5010) and hold it: a counter every ~0.2 s, on the console
+    # ("VMM-L2-TICK <n> <uptime> <epoch>") and on the connection ("tick <n>"). L1 snapshots us, kills
+    # the vmm and restores us somewhere along the way. At tick 50 we check the file, close the
+    # connection, remount / read-only and power off.
+    dmesg -n 1
+    net_up || halt_with poweroff -f
+    head -c 262144 /dev/urandom >/lab-resume.bin
+    sum=$(md5sum </lab-resume.bin | cut -d' ' -f1)
+    sync
+    # The same bytes on the second disk, a snapshot=on one: its overlay must come back with us.
+    dd if=/lab-resume.bin of=/dev/vdb bs=65536 conv=fsync 2>/dev/null || echo "VMM-L2-ERROR: cannot write /dev/vdb"
+    echo "VMM-L2-RESUME-FILE $sum"
+    mkfifo /tmp/tcp
+    nc "$(cmdline_value vmmpeer)" 5010 </tmp/tcp &
+    exec 3>/tmp/tcp
+    n=0
+    while [ $n -lt 50 ]; do
+      read -r up _ </proc/uptime
+      echo "VMM-L2-TICK $n $up $(date +%s)"
+      echo "tick $n" >&3
+      n=$((n + 1))
+      sleep 0.2
+    done
+    exec 3>&-
+    # Read back from the disks themselves, not the page cache.
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    echo "VMM-L2-RESUME-CHECK file=$([ "$(md5sum </lab-resume.bin | cut -d' ' -f1)" = "$sum" ] && echo intact || echo changed)" \
+      "overlay=$([ "$(head -c 262144 /dev/vdb | md5sum | cut -d' ' -f1)" = "$sum" ] && echo intact || echo changed)"
+    sync
+    mount -o remount,ro / && echo VMM-L2-DISK-SYNCED
+    halt_with poweroff -f ;;
   clone)
     # The clones scenario: we wait (snapshotted here) for one console line, the clone's number N,
     # which L1 sends through the restored vmm's stdin. Then each clone takes an address and a MAC of

@@ -216,6 +216,25 @@ std::optional<SerialConfig> parse_serial(const std::string& text) {
 
 namespace {
 
+// Parses `args` into `app`'s options; false with `result` set to what to print and exit with
+// (--help, or a usage error naming `command`'s help).
+bool parse_app(CLI::App& app, const std::vector<std::string>& args, const std::string& command,
+               ParseResult& result) {
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+    return true;
+  } catch (const CLI::CallForHelp&) {
+    result.output = app.help();
+  } catch (const CLI::ParseError& e) {
+    result.exit_status = kExitStatusUsage;
+    result.error = command == "vmm"
+                       ? fmt::format("{} (see vmm --help)", e.what())
+                       : fmt::format("snapshot: {} (see {} --help)", e.what(), command);
+  }
+  return false;
+}
+
 // `vmm snapshot --api-socket PATH [--paused] DIR`.
 ParseResult parse_snapshot_command(const std::vector<std::string>& args) {
   SnapshotRequest request;
@@ -229,17 +248,7 @@ ParseResult parse_snapshot_command(const std::vector<std::string>& args) {
       ->type_name("DIR")
       ->required();
   ParseResult result;
-  std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);
-  try {
-    app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
-    result.output = app.help();
-    return result;
-  } catch (const CLI::ParseError& e) {
-    result.exit_status = kExitStatusUsage;
-    result.error = fmt::format("snapshot: {} (see vmm snapshot --help)", e.what());
-    return result;
-  }
+  if (!parse_app(app, {args.begin() + 1, args.end()}, "vmm snapshot", result)) return result;
   Options options;
   options.snapshot = std::move(request);
   result.options = std::move(options);
@@ -325,17 +334,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   app.add_flag("--version", version, "Print the version and exit");
 
   ParseResult result;
-  std::vector<std::string> reversed(args.rbegin(), args.rend());
-  try {
-    app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
-    result.output = app.help();
-    return result;
-  } catch (const CLI::ParseError& e) {
-    result.exit_status = kExitStatusUsage;
-    result.error = fmt::format("{} (see vmm --help)", e.what());
-    return result;
-  }
+  if (!parse_app(app, args, "vmm", result)) return result;
   if (version) {
     result.output = fmt::format("vmm {}\n", VMM_VERSION);
     return result;
@@ -391,19 +390,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   }
   static constexpr const char* kLevels[] = {"info", "debug", "trace"};
   if (verbosity > 0) options.log_level = kLevels[std::min(verbosity, 3) - 1];
-  if (!restore.empty()) {
-    const MachineConfig& machine = options.machine;
-    RestoreConfig config;
-    config.snapshot_dir = restore;
-    if (!machine.disks.empty()) config.disks = machine.disks;
-    if (!machine.nets.empty()) config.nets = machine.nets;
-    config.vsock = machine.vsock;
-    config.serial = machine.serial;
-    config.api_socket = machine.api_socket;
-    config.timeout_seconds = machine.timeout_seconds;
-    config.seccomp = machine.seccomp;
-    options.restore = std::move(config);
-  }
+  if (!restore.empty()) options.restore = restore_config(restore, options.machine);
   result.options = std::move(options);
   return result;
 }

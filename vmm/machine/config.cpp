@@ -74,4 +74,18 @@ void validate_config(const MachineConfig& config) {
   }
 }
 
+RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfig& config) {
+  RestoreConfig restore;
+  restore.snapshot_dir = snapshot_dir;
+  if (!config.disks.empty()) restore.disks = config.disks;
+  if (!config.nets.empty()) restore.nets = config.nets;
+  restore.vsock = config.vsock;
+  restore.serial = config.serial;
+  restore.api_socket = config.api_socket;
+  restore.timeout_seconds = config.timeout_seconds;
+  restore.seccomp = config.seccomp;
+  restore.kvm_device = config.kvm_device;
+  return restore;
+}
+
 }  // namespace vmm

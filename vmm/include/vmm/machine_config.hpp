@@ -121,6 +121,11 @@ struct RestoreConfig {
   std::string kvm_device = "/dev/kvm";
 };
 
+// A restore of `snapshot_dir` with what `config` sets: its console, control socket, timeout,
+// seccomp and KVM device, and its disks, NICs and vsock where it has any (how the vmm command's
+// --restore and the C API take their options). The rest of `config` is unused.
+RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfig& config);
+
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
