@@ -29,6 +29,9 @@
 
 struct vmm_config {
   vmm::MachineConfig config;
+  // The last option set that describes the guest itself ("--cpus"): a restore takes those from
+  // the snapshot, and refuses a config that sets one rather than ignore it.
+  const char* guest_option = nullptr;
 };
 
 struct vmm_machine {
@@ -131,6 +134,15 @@ vmm_status update(const char* function, vmm_config* config, Change&& change) noe
   });
 }
 
+// update() for an option that describes the guest itself (`option`, as the vmm command spells it).
+template <typename Change>
+vmm_status update_guest(const char* function, const char* option, vmm_config* config,
+                        Change&& change) noexcept {
+  const vmm_status status = update(function, config, std::forward<Change>(change));
+  if (status == VMM_OK) config->guest_option = option;
+  return status;
+}
+
 // A console in `mode`, with nothing left of the previous one.
 vmm::SerialConfig console(vmm::SerialConfig::Mode mode) {
   vmm::SerialConfig serial;
@@ -191,6 +203,23 @@ vmm_status classify_create_error(const vmm::MachineConfig& config, const std::st
   return VMM_EFAIL;
 }
 
+// What a restore of the snapshot in `dir` takes from `config`: the restoring process's own
+// choices, and the devices that replace the snapshot's where the config has any (as the vmm
+// command's --restore does).
+vmm::RestoreConfig restore_config(const char* dir, const vmm::MachineConfig& config) {
+  vmm::RestoreConfig restore;
+  restore.snapshot_dir = dir;
+  if (!config.disks.empty()) restore.disks = config.disks;
+  if (!config.nets.empty()) restore.nets = config.nets;
+  restore.vsock = config.vsock;
+  restore.serial = config.serial;
+  restore.api_socket = config.api_socket;
+  restore.timeout_seconds = config.timeout_seconds;
+  restore.seccomp = config.seccomp;
+  restore.kvm_device = config.kvm_device;
+  return restore;
+}
+
 }  // namespace
 
 extern "C" {
@@ -217,59 +246,61 @@ void vmm_config_free(vmm_config* config) {
 }
 
 vmm_status vmm_config_set_kernel(vmm_config* config, const char* path) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
-    if (path == nullptr) return null_argument(function, "path");
-    if (*path == '\0') return error(VMM_EINVAL, "--kernel: the path is empty");
-    next.kernel_path = path;
-    return VMM_OK;
-  });
+  return update_guest(__func__, "--kernel", config,
+                      [&](vmm::MachineConfig& next, const char* function) {
+                        if (path == nullptr) return null_argument(function, "path");
+                        if (*path == '\0') return error(VMM_EINVAL, "--kernel: the path is empty");
+                        next.kernel_path = path;
+                        return VMM_OK;
+                      });
 }
 
 vmm_status vmm_config_set_initrd(vmm_config* config, const char* path) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--initrd", config, [&](vmm::MachineConfig& next, const char*) {
     next.initrd_path = path == nullptr ? "" : path;
     return VMM_OK;
   });
 }
 
 vmm_status vmm_config_set_cmdline(vmm_config* config, const char* cmdline) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
-    if (cmdline == nullptr) return null_argument(function, "cmdline");
-    next.cmdline = cmdline;
-    return VMM_OK;
-  });
+  return update_guest(__func__, "--cmdline", config,
+                      [&](vmm::MachineConfig& next, const char* function) {
+                        if (cmdline == nullptr) return null_argument(function, "cmdline");
+                        next.cmdline = cmdline;
+                        return VMM_OK;
+                      });
 }
 
 vmm_status vmm_config_set_append(vmm_config* config, const char* text) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--append", config, [&](vmm::MachineConfig& next, const char*) {
     next.append = text == nullptr ? "" : text;
     return VMM_OK;
   });
 }
 
 vmm_status vmm_config_set_modules(vmm_config* config, const char* dir) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--modules", config, [&](vmm::MachineConfig& next, const char*) {
     next.modules_dir = dir == nullptr ? "" : dir;
     return VMM_OK;
   });
 }
 
 vmm_status vmm_config_set_build_initramfs(vmm_config* config, bool build) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--modules", config, [&](vmm::MachineConfig& next, const char*) {
     next.build_initramfs = build;
     return VMM_OK;
   });
 }
 
 vmm_status vmm_config_set_cpus(vmm_config* config, uint32_t cpus) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--cpus", config, [&](vmm::MachineConfig& next, const char*) {
     next.cpus = cpus;
     return VMM_OK;
   });
 }
 
 vmm_status vmm_config_set_memory_bytes(vmm_config* config, uint64_t bytes) {
-  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+  return update_guest(__func__, "--memory", config, [&](vmm::MachineConfig& next, const char*) {
     next.memory_bytes = bytes;
     return VMM_OK;
   });
@@ -535,6 +566,40 @@ vmm_status vmm_machine_send_console_input(vmm_machine* machine, const uint8_t* b
     if (machine == nullptr) return null_argument(function, "machine");
     if (bytes == nullptr && len != 0) return null_argument(function, "bytes");
     if (len != 0) machine->machine->send_console_input(std::span<const uint8_t>(bytes, len));
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_machine_snapshot(vmm_machine* machine, const char* dir, bool stay_paused) {
+  return guarded(__func__, [&](const char* function) {
+    if (machine == nullptr) return null_argument(function, "machine");
+    if (dir == nullptr) return null_argument(function, "dir");
+    if (*dir == '\0') return error(VMM_EINVAL, "{}: dir is empty", function);
+    return in_state(function, machine, {vmm::MachineState::kRunning, vmm::MachineState::kPaused},
+                    "only a running or paused machine is snapshotted",
+                    [&](vmm::Machine& m) { m.snapshot(dir, stay_paused); });
+  });
+}
+
+vmm_status vmm_machine_restore(const char* dir, const vmm_config* config, vmm_machine** out) {
+  if (out != nullptr) *out = nullptr;
+  return guarded(__func__, [&](const char* function) {
+    if (out == nullptr) return null_argument(function, "out");
+    if (dir == nullptr) return null_argument(function, "dir");
+    if (*dir == '\0') return error(VMM_EINVAL, "--restore: the path is empty");
+    const vmm_config defaults{};
+    const vmm_config& choices = config == nullptr ? defaults : *config;
+    if (choices.guest_option != nullptr) {
+      return error(VMM_EINVAL, "--restore {}: {} comes from the snapshot; leave it out", dir,
+                   choices.guest_option);
+    }
+    auto machine = std::make_unique<vmm_machine>();
+    try {
+      machine->machine = vmm::Machine::restore(restore_config(dir, choices.config));
+    } catch (const vmm::Error& e) {
+      return set_error(classify_create_error(choices.config, e.what()), e.what());
+    }
+    *out = machine.release();
     return VMM_OK;
   });
 }

@@ -1,5 +1,5 @@
-// The C API (vmm/vmm.h) through libvmm.so: error paths without KVM, then the hello test guest on
-// this host's /dev/kvm (skipped when it can't be opened).
+// The C API (vmm/vmm.h) through libvmm.so: error paths without KVM, then the test guests (hello,
+// and compute for snapshots) on this host's /dev/kvm (skipped when it can't be opened).
 #include "vmm/vmm.h"
 
 #include <fcntl.h>
@@ -8,15 +8,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "boot/setup_header.hpp"
@@ -42,9 +45,33 @@ ConfigPtr new_config() {
   return config;
 }
 
-std::string hello_image() {
-  return std::string(VMM_TEST_GUEST_DIR) + "/hello.bzImage";
+std::string guest_image(const std::string& name) {
+  return std::string(VMM_TEST_GUEST_DIR) + "/" + name + ".bzImage";
 }
+
+std::string hello_image() {
+  return guest_image("hello");
+}
+
+// A new directory under the test's temporary folder, removed with its content when this goes.
+class TemporaryDirectory {
+ public:
+  TemporaryDirectory() {
+    std::string pattern = ::testing::TempDir() + "/vmm-capi-snapshot-XXXXXX";
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+    EXPECT_FALSE(path_.empty()) << "mkdtemp " << pattern << ": " << std::strerror(errno);
+  }
+  ~TemporaryDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TemporaryDirectory(const TemporaryDirectory&) = delete;
+  TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 std::string kvm_unavailable_reason() {
   const int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -343,6 +370,91 @@ TEST(CApi, MachineCallsRefuseANullMachine) {
   vmm_config_free(nullptr);
 }
 
+TEST(CApi, SnapshotAndRestoreRefuseNullArguments) {
+  EXPECT_EQ(vmm_machine_snapshot(nullptr, "/tmp/snapshot", false), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_snapshot: machine is NULL");
+  vmm_machine* machine = reinterpret_cast<vmm_machine*>(0x1);
+  EXPECT_EQ(vmm_machine_restore(nullptr, nullptr, &machine), VMM_EINVAL);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_restore: dir is NULL");
+  EXPECT_EQ(vmm_machine_restore("", nullptr, &machine), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "--restore: the path is empty");
+  EXPECT_EQ(vmm_machine_restore("/tmp/snapshot", nullptr, nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_restore: out is NULL");
+}
+
+TEST(CApi, RestoringAMissingSnapshotNamesItsManifest) {
+  vmm_machine* machine = reinterpret_cast<vmm_machine*>(0x1);
+  EXPECT_EQ(vmm_machine_restore("/nonexistent/snapshot", nullptr, &machine), VMM_EINVAL);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_STREQ(vmm_last_error(),
+               "--restore /nonexistent/snapshot/manifest.json: No such file or directory");
+}
+
+TEST(CApi, RestoringACorruptManifestNamesWhatIsWrong) {
+  const TemporaryDirectory dir;
+  const std::string manifest = dir.path() + "/manifest.json";
+  for (const auto& [text, error] : {std::pair{"{\"format\": 1}", "vmm_version is missing"},
+                                    std::pair{"{\"format\": 7}", "snapshot format 7"},
+                                    std::pair{"not json", "not JSON (a corrupt manifest)"}}) {
+    std::ofstream(manifest) << text;
+    vmm_machine* machine = nullptr;
+    EXPECT_EQ(vmm_machine_restore(dir.path().c_str(), nullptr, &machine), VMM_EINVAL) << text;
+    EXPECT_EQ(machine, nullptr);
+    EXPECT_THAT(vmm_last_error(), StartsWith("--restore " + manifest + ": " + error)) << text;
+    EXPECT_EQ(std::strchr(vmm_last_error(), '\n'), nullptr) << vmm_last_error();
+  }
+}
+
+// The guest's own description comes from the snapshot: a config that sets any of it is refused
+// (before the snapshot is read), rather than silently ignored.
+TEST(CApi, RestoreRefusesAConfigThatDescribesTheGuest) {
+  struct GuestOption {
+    const char* option;
+    vmm_status (*set)(vmm_config*);
+  };
+  const GuestOption options[] = {
+      {"--kernel", [](vmm_config* c) { return vmm_config_set_kernel(c, "/boot/vmlinuz"); }},
+      {"--initrd", [](vmm_config* c) { return vmm_config_set_initrd(c, nullptr); }},
+      {"--cmdline", [](vmm_config* c) { return vmm_config_set_cmdline(c, "console=ttyS0"); }},
+      {"--append", [](vmm_config* c) { return vmm_config_set_append(c, "quiet"); }},
+      {"--modules", [](vmm_config* c) { return vmm_config_set_modules(c, "/lib/modules/x"); }},
+      {"--modules", [](vmm_config* c) { return vmm_config_set_build_initramfs(c, false); }},
+      {"--cpus", [](vmm_config* c) { return vmm_config_set_cpus(c, 2); }},
+      {"--memory",
+       [](vmm_config* c) { return vmm_config_set_memory_bytes(c, uint64_t{64} << 20); }},
+  };
+  for (const GuestOption& option : options) {
+    ConfigPtr config = new_config();
+    ASSERT_EQ(option.set(config.get()), VMM_OK) << option.option;
+    vmm_machine* machine = reinterpret_cast<vmm_machine*>(0x1);
+    EXPECT_EQ(vmm_machine_restore("/nonexistent/snapshot", config.get(), &machine), VMM_EINVAL);
+    EXPECT_EQ(machine, nullptr);
+    EXPECT_EQ(vmm_last_error(), std::string("--restore /nonexistent/snapshot: ") + option.option +
+                                    " comes from the snapshot; leave it out");
+  }
+}
+
+// The restoring process's choices pass (the snapshot is read next), and a setter that failed
+// set nothing.
+TEST(CApi, RestoreTakesTheRestoringProcessesChoices) {
+  ConfigPtr config = new_config();
+  vmm_config* c = config.get();
+  ASSERT_EQ(vmm_config_set_console_none(c), VMM_OK);
+  ASSERT_EQ(vmm_config_set_api_socket(c, "/tmp/vmm-capi-api.sock"), VMM_OK);
+  ASSERT_EQ(vmm_config_set_timeout(c, 5), VMM_OK);
+  ASSERT_EQ(vmm_config_set_seccomp(c, false), VMM_OK);
+  ASSERT_EQ(vmm_config_set_kvm_device(c, "/nonexistent/kvm"), VMM_OK);
+  ASSERT_EQ(vmm_config_add_disk_snapshot(c, "/x.img", nullptr, VMM_DISK_SNAPSHOT_MEMORY), VMM_OK);
+  ASSERT_EQ(vmm_config_add_net(c, "tap0", nullptr), VMM_OK);
+  ASSERT_EQ(vmm_config_set_vsock(c, 4, "/tmp/vmm-capi-vsock.sock"), VMM_OK);
+  ASSERT_EQ(vmm_config_set_cpus(c, 0), VMM_EINVAL);
+  vmm_machine* machine = nullptr;
+  EXPECT_EQ(vmm_machine_restore("/nonexistent/snapshot", c, &machine), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(),
+               "--restore /nonexistent/snapshot/manifest.json: No such file or directory");
+}
+
 TEST(CApi, LastErrorIsPerThread) {
   vmm_config_set_cpus(nullptr, 1);
   std::string other;
@@ -571,6 +683,72 @@ TEST_F(CApiGuest, SeveralMachinesFromSeveralThreads) {
     EXPECT_EQ(result.message, "guest exited with status " + std::to_string(10 + i));
     EXPECT_THAT(results[i].console.text, HasSubstr("cmdline: exit=" + std::to_string(10 + i)));
   }
+}
+
+TEST_F(CApiGuest, SnapshotNeedsARunningOrPausedMachine) {
+  Console console;
+  MachinePtr machine = hello("console=ttyS0", console);
+  ASSERT_NE(machine, nullptr);
+  const TemporaryDirectory dir;
+  const std::string path = dir.path() + "/snapshot";
+  EXPECT_EQ(vmm_machine_snapshot(machine.get(), path.c_str(), false), VMM_ESTATE);
+  EXPECT_STREQ(vmm_last_error(),
+               "vmm_machine_snapshot: the machine is created (only a running or paused machine "
+               "is snapshotted)");
+  EXPECT_EQ(vmm_machine_snapshot(machine.get(), nullptr, false), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_snapshot: dir is NULL");
+  ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+  EXPECT_EQ(vmm_machine_snapshot(machine.get(), path.c_str(), false), VMM_ESTATE);
+  EXPECT_THAT(vmm_last_error(), HasSubstr("the machine is stopped"));
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+// The compute guest, snapshotted mid-computation and restored in a new machine, finishes with its
+// result and exit status, without starting over.
+TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
+  const TemporaryDirectory dir;
+  const std::string path = dir.path() + "/snapshot";
+  {
+    Console console;
+    ConfigPtr config = new_config();
+    ASSERT_EQ(vmm_config_set_kernel(config.get(), guest_image("compute").c_str()), VMM_OK);
+    ASSERT_EQ(vmm_config_set_cmdline(config.get(), "console=ttyS0"), VMM_OK);
+    ASSERT_EQ(vmm_config_set_memory_bytes(config.get(), uint64_t{32} << 20), VMM_OK);
+    ASSERT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
+    vmm_machine* raw = nullptr;
+    ASSERT_EQ(vmm_machine_create(config.get(), &raw), VMM_OK) << vmm_last_error();
+    MachinePtr machine(raw);
+    ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (console.get().find("compute: step 0") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_THAT(console.get(), HasSubstr("compute: step 0"));
+    ASSERT_EQ(vmm_machine_snapshot(machine.get(), path.c_str(), true), VMM_OK) << vmm_last_error();
+    EXPECT_EQ(state_of(machine.get()), VMM_STATE_PAUSED);
+    ASSERT_THAT(console.get(), ::testing::Not(HasSubstr("compute: result")))
+        << "the computation ended before the snapshot";
+    // A directory that holds a snapshot is not written again; the machine stays as it was.
+    EXPECT_EQ(vmm_machine_snapshot(machine.get(), path.c_str(), false), VMM_EFAIL);
+    EXPECT_THAT(vmm_last_error(), HasSubstr("already holds a snapshot"));
+    EXPECT_EQ(state_of(machine.get()), VMM_STATE_PAUSED);
+  }
+  Console console;
+  ConfigPtr config = new_config();
+  ASSERT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
+  vmm_machine* raw = nullptr;
+  ASSERT_EQ(vmm_machine_restore(path.c_str(), config.get(), &raw), VMM_OK) << vmm_last_error();
+  MachinePtr machine(raw);
+  EXPECT_EQ(state_of(machine.get()), VMM_STATE_CREATED);
+  ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+  ASSERT_EQ(vmm_machine_wait(machine.get(), 60000), VMM_OK) << vmm_last_error();
+  vmm_exit_info exit;
+  ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
+  EXPECT_EQ(exit.reason, VMM_EXIT_DEBUG_EXIT) << exit.message;
+  EXPECT_EQ(exit.exit_status, 42);  // guest-tests/compute's, once it printed its result
+  EXPECT_THAT(console.get(), HasSubstr("compute: result"));
+  EXPECT_THAT(console.get(), ::testing::Not(HasSubstr("compute: step 0")));
 }
 
 }  // namespace

@@ -177,6 +177,32 @@ VMM_API vmm_status vmm_machine_exit_info(vmm_machine* machine, vmm_exit_info* ou
 VMM_API vmm_status vmm_machine_send_console_input(vmm_machine* machine, const uint8_t* bytes,
                                                   size_t len);
 
+/* ---- Snapshots ----
+ * A snapshot is a directory: manifest.json, the guest's RAM (a sparse file) and the state of every
+ * vCPU and device. The disks are not copied: restore with the content they had (keep the machine
+ * paused, or use snapshot disks). A snapshot restores only into the same vmm version on the same
+ * CPU model. See docs/EMBEDDING.md. */
+
+/* Writes a snapshot of a running or paused machine to `dir` (created; it must not hold a snapshot
+ * already). The machine is paused for it, once its disk requests in flight have completed, and
+ * resumes afterwards unless `stay_paused` (or it was paused before). VMM_ESTATE unless the
+ * machine is running or paused; VMM_EFAIL if the snapshot could not be written (the message names
+ * the file), in which case the machine carries on as before. */
+VMM_API vmm_status vmm_machine_snapshot(vmm_machine* machine, const char* dir, bool stay_paused);
+/* A machine that continues the guest of the snapshot in `dir` where it stopped; on success *out
+ * is the machine (VMM_STATE_CREATED: vmm_machine_start() runs it), on failure NULL. Its RAM is
+ * mapped copy-on-write from the snapshot, so machines restored from one snapshot share the pages
+ * none of them wrote; the guest's clock jumps forward by the time since the snapshot.
+ * `config` (NULL: a new config's defaults) gives what the restoring process chooses: the console,
+ * control socket, timeout, seccomp and KVM device, and, to replace the snapshot's, its disks,
+ * NICs and vsock (as many disks and NICs as the snapshot's guest has, each disk of the same size;
+ * none added: the snapshot's). The rest comes from the snapshot: a config whose kernel, initrd,
+ * command line, modules, CPUs or memory were set is refused (VMM_EINVAL). VMM_EINVAL also for a
+ * snapshot that is missing, corrupt, from another vmm version or CPU, or whose disks don't fit;
+ * VMM_EKVM for the KVM device. */
+VMM_API vmm_status vmm_machine_restore(const char* dir, const vmm_config* config,
+                                       vmm_machine** out);
+
 #ifdef __cplusplus
 }
 #endif
