@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <system_error>
 
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
@@ -270,14 +272,12 @@ SnapshotManifest parse_manifest(std::string_view text, const std::string& what) 
   if (state.string("file") != SnapshotManifest::kStateFileName)
     state.bad("file", "is not \"state\"");
   manifest.state_file_bytes = state.number<uint64_t>("bytes");
+  // from_chars, not stoull: that one takes a sign, spaces and "0x" too.
   const std::string checksum = state.string("fnv1a64");
-  size_t used = 0;
-  try {
-    manifest.state_checksum = std::stoull(checksum, &used, 16);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (checksum.size() != 16 || used != checksum.size())
+  const char* const end = checksum.data() + checksum.size();
+  const auto [parsed_to, error] =
+      std::from_chars(checksum.data(), end, manifest.state_checksum, 16);
+  if (checksum.size() != 16 || error != std::errc() || parsed_to != end)
     state.bad("fnv1a64", "is not 16 hex digits");
   return manifest;
 }

@@ -113,8 +113,13 @@ TEST(SnapshotManifest, RefusesCorruptManifestsNamingTheField) {
             "snap/manifest.json: cpuid[0].eax is out of range");
   EXPECT_EQ(error_of(with("/memory/bytes", 4096)),
             "snap/manifest.json: memory.bytes differs from machine.memory_bytes");
-  EXPECT_EQ(error_of(with("/state/fnv1a64", "xyz")),
-            "snap/manifest.json: state.fnv1a64 is not 16 hex digits");
+  // 16 characters, but not 16 hex digits (strtoull would take them).
+  for (const char* checksum :
+       {"xyz", "-000000000000001", "+000000000000001", " 00000000000000a", "0x0000000000000a"}) {
+    EXPECT_EQ(error_of(with("/state/fnv1a64", checksum)),
+              "snap/manifest.json: state.fnv1a64 is not 16 hex digits")
+        << checksum;
+  }
   EXPECT_EQ(error_of(with("/state/file", "../../etc/passwd")),
             "snap/manifest.json: state.file is not \"state\"");
   EXPECT_EQ(error_of(with("/cpuid", nlohmann::json::array())), "no error");
