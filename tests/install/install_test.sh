@@ -63,7 +63,8 @@ grep -q 'SONAME *libvmm\.so\.0$' <<<"$headers_of_so" || fail "libvmm.so has no S
 exported=$(nm -D --defined-only "$so")
 grep -q ' T vmm_machine_create$' <<<"$exported" || fail "vmm_machine_create is not exported"
 internal=$(nm -DC --defined-only "$so" |
-  grep -v -E ' (vmm_[a-z_]+|vmm::Machine::.*|vmm::MachineExit::.*|vmm::validate_config.*)$' |
+  grep -v -E ' (vmm_[a-z_]+|vmm::Machine::.*|vmm::MachineExit::.*)$' |
+  grep -v -E ' vmm::(validate|restore)_config\(.*$' |
   grep -v -E ' (_init|_fini|__bss_start|_edata|_end)$' || true)
 [ -z "$internal" ] || fail "libvmm.so exports internals:"$'\n'"$internal"
 

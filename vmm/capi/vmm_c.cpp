@@ -203,23 +203,6 @@ vmm_status classify_create_error(const vmm::MachineConfig& config, const std::st
   return VMM_EFAIL;
 }
 
-// What a restore of the snapshot in `dir` takes from `config`: the restoring process's own
-// choices, and the devices that replace the snapshot's where the config has any (as the vmm
-// command's --restore does).
-vmm::RestoreConfig restore_config(const char* dir, const vmm::MachineConfig& config) {
-  vmm::RestoreConfig restore;
-  restore.snapshot_dir = dir;
-  if (!config.disks.empty()) restore.disks = config.disks;
-  if (!config.nets.empty()) restore.nets = config.nets;
-  restore.vsock = config.vsock;
-  restore.serial = config.serial;
-  restore.api_socket = config.api_socket;
-  restore.timeout_seconds = config.timeout_seconds;
-  restore.seccomp = config.seccomp;
-  restore.kvm_device = config.kvm_device;
-  return restore;
-}
-
 }  // namespace
 
 extern "C" {
@@ -595,7 +578,7 @@ vmm_status vmm_machine_restore(const char* dir, const vmm_config* config, vmm_ma
     }
     auto machine = std::make_unique<vmm_machine>();
     try {
-      machine->machine = vmm::Machine::restore(restore_config(dir, choices.config));
+      machine->machine = vmm::Machine::restore(vmm::restore_config(dir, choices.config));
     } catch (const vmm::Error& e) {
       return set_error(classify_create_error(choices.config, e.what()), e.what());
     }
