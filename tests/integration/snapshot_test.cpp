@@ -7,6 +7,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -26,8 +27,13 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// Safety net only: a healthy run of the compute guest takes a few seconds (stretched in the lab).
-const auto kDeadline = liveness_bound(60s);
+// Safety nets only: a healthy run of the compute guest takes a few seconds. Each machine has a
+// timeout of its own, so a guest that hangs ends with vmm's report of where its vCPUs stood (on
+// stderr); the test waits a little longer. Both are stretched in the lab.
+const auto kGuestTimeout = liveness_bound(60s);
+const auto kDeadline = kGuestTimeout + liveness_bound(10s);
+const auto kGuestTimeoutSeconds =
+    static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(kGuestTimeout).count());
 // guest-tests/compute's exit status once it printed its result.
 constexpr int kComputeExitStatus = 42;
 
@@ -37,6 +43,7 @@ MachineConfig compute_guest() {
   config.cmdline = "console=ttyS0";
   config.memory_bytes = 32 << 20;
   config.serial.mode = SerialConfig::Mode::kNone;
+  config.timeout_seconds = kGuestTimeoutSeconds;
   return config;
 }
 
@@ -118,6 +125,7 @@ std::unique_ptr<Machine> restore_from(const std::string& dir, ConsoleCapture& co
   RestoreConfig restore;
   restore.snapshot_dir = dir;
   restore.serial = console.config();
+  restore.timeout_seconds = kGuestTimeoutSeconds;
   return Machine::restore(restore);
 }
 
