@@ -11,13 +11,22 @@ STAMP_TIMEOUT=$((L2_TIMEOUT + 30)) # stamp kills the VMM (SIGKILL) past this, QE
 # stamp_boot KIND RUN MARKER MEM_MIB COMMAND...: one L2 boot, COMMAND (a VMM with MEM_MIB of guest
 # RAM) under stamp, timed to MARKER on its console. The console goes to /tmp/KIND-RUN.console
 # ($console), its stderr to /tmp/KIND-RUN.stderr ($errlog); sets fields, stamp's numbers (empty if
-# stamp failed), and kind, run and marker.
+# stamp failed), and kind, run and marker. With STAMP_SEND set, stamp types that line on the
+# guest's console (stamp's --send): at once, or once STAMP_SEND_AFTER appears on it; else the
+# VMM's stdin is /dev/null.
 stamp_boot() {
   kind=$1 run=$2 marker=$3 mem=$4
   console=/tmp/$1-$2.console errlog=/tmp/$1-$2.stderr
   shift 4
+  if [ -n "${STAMP_SEND_AFTER:-}" ]; then
+    set -- --send "$STAMP_SEND" --send-after "$STAMP_SEND_AFTER" -- "$@"
+  elif [ -n "${STAMP_SEND:-}" ]; then
+    set -- --send "$STAMP_SEND" -- "$@"
+  else
+    set -- -- "$@"
+  fi
   "$STAMP" --marker "$marker" --early-marker "$STAMP_EARLY_MARKER" --guest-mem "$mem" \
-    --log "$console" --timeout "$STAMP_TIMEOUT" -- "$@" </dev/null >"/tmp/$kind-$run.stamp" 2>"$errlog"
+    --log "$console" --timeout "$STAMP_TIMEOUT" "$@" </dev/null >"/tmp/$kind-$run.stamp" 2>"$errlog"
   fields=$(sed -n 's/^STAMP //p' "/tmp/$kind-$run.stamp")
 }
 

@@ -1,7 +1,7 @@
 // stamp: runs a VMM and measures its boot from the outside, the same way for every VMM.
 //
 //   stamp --marker TEXT --guest-mem MiB [--early-marker TEXT] [--log FILE] [--timeout SECONDS]
-//         -- CMD ARGS...
+//         [--send LINE [--send-after TEXT]] -- CMD ARGS...
 //
 // t0 is taken just before fork/exec. The child's stdout (the guest's serial console) comes through
 // a pipe and is copied to FILE. Reported, in ms since t0: the first byte of output, the first
@@ -15,6 +15,10 @@
 //         overhead_kib=.. maxrss_kib=.. [early_marker_ms=..]
 // status is the exit code, or 128+N if signal N killed the child (as the shell reports it).
 // With --timeout, the child is killed (SIGKILL) after SECONDS.
+// With --send, the child's stdin (the guest's console input) is a pipe, and LINE and a newline are
+// written to it at once, or with --send-after when TEXT first appears on the console; then
+// sent_ms=.. (when it was written) ends the line. The pipe stays open until the child exits.
+// Without --send, the child's stdin is stamp's.
 // Exit status of stamp itself: 0 when it measured (whatever the child did), 2 on usage errors.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,7 +37,7 @@
 static void usage(void) {
   fprintf(stderr,
           "usage: stamp --marker TEXT --guest-mem MiB [--early-marker TEXT] [--log FILE] "
-          "[--timeout SECONDS] -- CMD ARGS...\n");
+          "[--timeout SECONDS] [--send LINE [--send-after TEXT]] -- CMD ARGS...\n");
   exit(2);
 }
 
@@ -72,18 +76,23 @@ static int read_rss(pid_t pid, unsigned long long guest_bytes, struct rss* out) 
   return mappings > 0 ? 0 : -1;  // a zombie's smaps is empty
 }
 
-// A text awaited in the output, and when it first appeared (ms since t0; -1: not yet).
+// A text awaited in the output (NULL: none), and when it first appeared (ms since t0; -1: not yet).
 struct marker {
   const char* text;
   size_t len;
   double at;
 };
+// The markers: --marker (its appearance also triggers the memory reading), --early-marker,
+// --send-after.
+enum { kMarker, kEarlyMarker, kSendAfter, kMarkers };
 
 // The longest tail of the output that could still begin a marker not seen yet.
-static size_t carry_needed(const struct marker* markers, int n) {
+static size_t carry_needed(const struct marker* markers) {
   size_t carry = 0;
-  for (int i = 0; i < n; i++) {
-    if (markers[i].at < 0 && markers[i].len - 1 > carry) carry = markers[i].len - 1;
+  for (int i = 0; i < kMarkers; i++) {
+    if (markers[i].text && markers[i].at < 0 && markers[i].len - 1 > carry) {
+      carry = markers[i].len - 1;
+    }
   }
   return carry;
 }
@@ -98,9 +107,18 @@ static void write_all(int fd, const char* p, size_t n) {
   }
 }
 
+// Writes LINE and a newline to the child's stdin (fd), noting when in *sent_at (ms since t0).
+static void send_input(int fd, const char* line, double t0, double* sent_at) {
+  write_all(fd, line, strlen(line));
+  write_all(fd, "\n", 1);
+  *sent_at = now_ms() - t0;
+}
+
 int main(int argc, char** argv) {
   const char* marker = NULL;
   const char* early_marker = NULL;
+  const char* send_line = NULL;
+  const char* send_after = NULL;
   const char* log_path = NULL;
   long guest_mib = -1, timeout_s = 0;
   int i = 1;
@@ -120,18 +138,23 @@ int main(int argc, char** argv) {
       log_path = argv[++i];
     } else if (strcmp(argv[i], "--timeout") == 0) {
       timeout_s = strtol(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--send") == 0) {
+      send_line = argv[++i];
+    } else if (strcmp(argv[i], "--send-after") == 0) {
+      send_after = argv[++i];
     } else {
       usage();
     }
   }
-  if (!marker || !*marker || (early_marker && !*early_marker) || guest_mib <= 0 || i >= argc) {
+  if (!marker || !*marker || (early_marker && !*early_marker) || (send_after && !*send_after) ||
+      (send_after && !send_line) || (send_line && strchr(send_line, '\n')) || guest_mib <= 0 ||
+      i >= argc) {
     usage();
   }
-  // markers[0] is --marker, whose appearance also triggers the memory reading.
-  struct marker markers[2] = {{marker, strlen(marker), -1}, {early_marker, 0, -1}};
-  const int n_markers = early_marker ? 2 : 1;
-  if (early_marker) markers[1].len = strlen(early_marker);
-  for (int m = 0; m < n_markers; m++) {
+  struct marker markers[kMarkers] = {{marker, 0, -1}, {early_marker, 0, -1}, {send_after, 0, -1}};
+  for (int m = 0; m < kMarkers; m++) {
+    if (!markers[m].text) continue;
+    markers[m].len = strlen(markers[m].text);
     if (markers[m].len > 256) {
       fprintf(stderr, "stamp: marker '%s' longer than 256 bytes\n", markers[m].text);
       return 2;
@@ -146,8 +169,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+  int pipefd[2], input[2] = {-1, -1};
+  if (pipe2(pipefd, O_CLOEXEC) != 0 || (send_line && pipe2(input, O_CLOEXEC) != 0)) {
     perror("stamp: pipe");
     return 2;
   }
@@ -160,11 +183,18 @@ int main(int argc, char** argv) {
   }
   if (pid == 0) {
     dup2(pipefd[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the copy
+    if (send_line) dup2(input[0], STDIN_FILENO);
     execvp(argv[i], &argv[i]);
     fprintf(stderr, "stamp: exec %s: %s\n", argv[i], strerror(errno));
     _exit(127);
   }
   close(pipefd[1]);
+  double sent_at = -1;
+  if (send_line) {
+    close(input[0]);
+    signal(SIGPIPE, SIG_IGN);  // a child gone before the line is sent is no reason to die
+    if (!send_after) send_input(input[1], send_line, t0, &sent_at);
+  }
 
   double first_output = -1, exit_at = -1;
   struct rss rss = {-1, -1};
@@ -197,14 +227,18 @@ int main(int argc, char** argv) {
     if (first_output < 0) first_output = t - t0;
     if (log_fd >= 0) write_all(log_fd, buf + carry, (size_t)n);
     const size_t len = carry + (size_t)n;
-    for (int m = 0; m < n_markers; m++) {
-      if (markers[m].at >= 0 || !memmem(buf, len, markers[m].text, markers[m].len)) continue;
+    for (int m = 0; m < kMarkers; m++) {
+      if (!markers[m].text || markers[m].at >= 0 ||
+          !memmem(buf, len, markers[m].text, markers[m].len)) {
+        continue;
+      }
       markers[m].at = t - t0;
-      if (m == 0 && read_rss(pid, (unsigned long long)guest_mib << 20, &rss) != 0) {
+      if (m == kMarker && read_rss(pid, (unsigned long long)guest_mib << 20, &rss) != 0) {
         rss.total_kib = -1;
       }
+      if (m == kSendAfter) send_input(input[1], send_line, t0, &sent_at);
     }
-    const size_t want = carry_needed(markers, n_markers);
+    const size_t want = carry_needed(markers);
     carry = want < len ? want : len;
     memmove(buf, buf + len - carry, carry);
   }
@@ -222,9 +256,10 @@ int main(int argc, char** argv) {
   printf(
       "STAMP first_output_ms=%.1f marker_ms=%.1f exit_ms=%.1f status=%d rss_kib=%ld "
       "guest_rss_kib=%ld overhead_kib=%ld maxrss_kib=%ld",
-      first_output, markers[0].at, exit_at, status, have_rss ? rss.total_kib : -1,
+      first_output, markers[kMarker].at, exit_at, status, have_rss ? rss.total_kib : -1,
       have_rss ? rss.guest_kib : -1, have_rss ? rss.total_kib - rss.guest_kib : -1, ru.ru_maxrss);
-  if (early_marker) printf(" early_marker_ms=%.1f", markers[1].at);
+  if (early_marker) printf(" early_marker_ms=%.1f", markers[kEarlyMarker].at);
+  if (send_line) printf(" sent_ms=%.1f", sent_at);
   printf("\n");
   return 0;
 }
