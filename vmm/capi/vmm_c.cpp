@@ -203,6 +203,14 @@ vmm_status classify_create_error(const vmm::MachineConfig& config, const std::st
   return VMM_EFAIL;
 }
 
+// What went wrong in Machine::restore: as for create, and a file of the snapshot that messages
+// name by its path (the memory file) is a bad snapshot too.
+vmm_status classify_restore_error(const char* dir, const vmm::MachineConfig& config,
+                                  const std::string& message) {
+  const vmm_status status = classify_create_error(config, message);
+  return status == VMM_EFAIL && message.rfind(dir, 0) == 0 ? VMM_EINVAL : status;
+}
+
 }  // namespace
 
 extern "C" {
@@ -580,7 +588,7 @@ vmm_status vmm_machine_restore(const char* dir, const vmm_config* config, vmm_ma
     try {
       machine->machine = vmm::Machine::restore(vmm::restore_config(dir, choices.config));
     } catch (const vmm::Error& e) {
-      return set_error(classify_create_error(choices.config, e.what()), e.what());
+      return set_error(classify_restore_error(dir, choices.config, e.what()), e.what());
     }
     *out = machine.release();
     return VMM_OK;

@@ -2,6 +2,7 @@
 // and compute for snapshots) on this host's /dev/kvm (skipped when it can't be opened).
 #include "vmm/vmm.h"
 
+#include <cpuid.h>
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -404,6 +405,63 @@ TEST(CApi, RestoringACorruptManifestNamesWhatIsWrong) {
     EXPECT_THAT(vmm_last_error(), StartsWith("--restore " + manifest + ": " + error)) << text;
     EXPECT_EQ(std::strchr(vmm_last_error(), '\n'), nullptr) << vmm_last_error();
   }
+}
+
+// The CPU a snapshot must be restored on, as manifest.json names it (vendor, family and model
+// from CPUID leaves 0 and 1, the extended fields folded in as Intel and AMD say).
+std::string host_cpu_json() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  __cpuid(0, eax, ebx, ecx, edx);
+  std::string vendor;
+  for (const unsigned word : {ebx, edx, ecx})
+    vendor.append(reinterpret_cast<const char*>(&word), 4);
+  __cpuid(1, eax, ebx, ecx, edx);
+  const unsigned base_family = (eax >> 8) & 0xf;
+  const unsigned base_model = (eax >> 4) & 0xf;
+  const unsigned family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;
+  const unsigned model = base_family == 0x6 || base_family == 0xf
+                             ? (((eax >> 16) & 0xf) << 4) | base_model
+                             : base_model;
+  return "{\"vendor\": \"" + vendor + "\", \"family\": " + std::to_string(family) +
+         ", \"model\": " + std::to_string(model) + "}";
+}
+
+uint64_t fnv1a64(const std::string& bytes) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (const char byte : bytes) {
+    hash ^= static_cast<uint8_t>(byte);
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+// A snapshot of this vmm on this CPU whose manifest and (empty) state file pass, without its
+// memory file: the restore reads that before it opens the KVM device, so it is refused here too,
+// as a bad snapshot naming the file.
+TEST(CApi, RestoringASnapshotWithoutItsMemoryFileNamesIt) {
+  const TemporaryDirectory dir;
+  std::string state = "VMMSTATE";
+  state.append(std::string("\x01\0\0\0\0\0\0\0", 8));  // format 1, no sections
+  const uint64_t archive_checksum = fnv1a64(state);    // the state file's own, at its end
+  state.append(reinterpret_cast<const char*>(&archive_checksum), sizeof(archive_checksum));
+  std::ofstream(dir.path() + "/state", std::ios::binary) << state;
+  char state_checksum[17];  // the manifest's, of the whole file
+  std::snprintf(state_checksum, sizeof(state_checksum), "%016llx",
+                static_cast<unsigned long long>(fnv1a64(state)));
+  std::ofstream(dir.path() + "/manifest.json")
+      << R"({"format": 1, "vmm_version": ")" << vmm_version() << R"(", "created_unix_ns": 0,)"
+      << R"("cpu": )" << host_cpu_json() << R"(, "cpuid": [],)"
+      << R"("machine": {"cpus": 1, "memory_bytes": 16777216, "kernel": "/k", "cmdline": "",)"
+      << R"("disks": [], "nets": [], "vsock": null},)"
+      << R"("memory": {"file": "memory", "bytes": 16777216},)"
+      << R"("state": {"file": "state", "bytes": )" << state.size() << R"(, "fnv1a64": ")"
+      << state_checksum << R"("}})";
+  ConfigPtr config = new_config();
+  ASSERT_EQ(vmm_config_set_kvm_device(config.get(), "/nonexistent/kvm"), VMM_OK);
+  vmm_machine* machine = nullptr;
+  EXPECT_EQ(vmm_machine_restore(dir.path().c_str(), config.get(), &machine), VMM_EINVAL);
+  EXPECT_EQ(machine, nullptr);
+  EXPECT_EQ(vmm_last_error(), dir.path() + "/memory: No such file or directory");
 }
 
 // The guest's own description comes from the snapshot: a config that sets any of it is refused
