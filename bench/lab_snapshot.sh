@@ -7,6 +7,7 @@
 #     QEMU and each vmm of BENCH_KINDS (vmm, vmm-baseline: the build before guest RAM became a
 #     memfd), timed to the guest's answer to a line stamp types once it says it is ready:
 #     KIND boot-qemu, boot-vmm, boot-vmm-baseline (stamp's fields, l2_uptime_s, vcpu_start_ms).
+#     And vmm once more with L1's shmem THP at "advise" for its boots (vmm-shmem-thp).
 #  2. Restore to ready: the echo guest snapshotted at its prompt (vmm snapshot --paused; QEMU stop,
 #     then migrate to a file), then BENCH_RUNS restores each, the line typed at once, timed to the
 #     answer: KIND restore-qemu, restore-vmm.
@@ -43,6 +44,12 @@ READY="VMM-L2-ECHO-READY"
 ANSWER="VMM-L2-ECHO:"
 ECHO_MIB=256
 STAMP_SEND=ping
+# Whether vmm's guest RAM, a memfd, gets huge pages: its MADV_HUGEPAGE counts for shmem only when
+# this says advise (or more). Anonymous memory (the vmm before the memfd, QEMU) follows
+# transparent_hugepage/enabled instead.
+SHMEM_THP=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+thp_setting() { sed 's/.*\[\(.*\)\].*/\1/' "$1" 2>/dev/null; }
+shmem_thp_default=$(thp_setting "$SHMEM_THP")
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -94,11 +101,17 @@ run_one() {
       # shellcheck disable=SC2086 # qemu_flags is a list of words
       set -- "$QEMU" $qemu_flags -m "$ECHO_MIB" -kernel "$KERNEL" -initrd "$INITRD" -append "$ECHO_CMDLINE" ;;
     *)
-      set -- "/usr/local/bin/$kind" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${ECHO_MIB}M" \
+      bin=/usr/local/bin/$kind
+      if [ "$kind" = vmm-shmem-thp ]; then
+        bin=$VMM
+        echo advise >"$SHMEM_THP"
+      fi
+      set -- "$bin" --kernel "$KERNEL" --initrd "$INITRD" --cpus 1 --memory "${ECHO_MIB}M" \
         --cmdline "$ECHO_CMDLINE" --timeout "$L2_TIMEOUT" -vv ;;
   esac
   STAMP_SEND_AFTER=$READY
   stamp_boot "boot-$kind" "$run" "$ANSWER" "$ECHO_MIB" "$@"
+  echo "$shmem_thp_default" >"$SHMEM_THP"
   up=$(sed -n 's/.*VMM-L2-UP .*uptime=\([0-9.]*\).*/\1/p' "$console" | head -n1)
   extra=" l2_uptime_s=${up:--1}"
   [ "$kind" = boot-qemu ] || extra="$extra vcpu_start_ms=$(vmm_vcpu_start_ms)" # stamp_boot set kind
@@ -246,6 +259,7 @@ clones() {
   while [ "$i" -le "$count" ]; do
     "$VMM" --restore "$snap" --timeout 900 </dev/null >"/tmp/clone-$count-$i.log" 2>&1 &
     pids="$pids $!"
+    echo $! >"/tmp/clone-$count-$i.pid"
     i=$((i + 1))
   done
   deadline=$(awk -v u="$start" -v n="$count" 'BEGIN { print u + 60 + 10 * n }')
@@ -258,31 +272,40 @@ clones() {
     sleep 0.5
   done
   wall=$(since "$start")
-  # Private_Dirty: what a clone wrote, its own copies of guest pages and vmm's own memory (a page of
-  # the snapshot that only one clone maps counts as Private_Clean: shared with the page cache).
-  pss=0 rss=0 dirty=0 alive=0
+  # Anonymous: what is a clone's own, its copies of the guest pages it wrote and vmm's own memory.
+  # (Not Private_Dirty: tmpfs pages are always dirty, so a snapshot page only one clone maps counts
+  # there too.)
+  pss=0 rss=0 anon=0 alive=0
   for p in $pids; do
     kill -0 "$p" 2>/dev/null && alive=$((alive + 1))
     pss=$((pss + $(rollup "$p" Pss)))
     rss=$((rss + $(rollup "$p" Rss)))
-    dirty=$((dirty + $(rollup "$p" Private_Dirty)))
+    anon=$((anon + $(rollup "$p" Anonymous)))
   done
   echo "BENCH-RESULT clones-$count run=1 clones=$count ticking=$ticking alive=$alive ticking_s=$wall" \
-    "pss_kib=$pss pss_per_clone_kib=$((pss / count)) rss_kib=$rss private_dirty_kib=$dirty" \
+    "pss_kib=$pss pss_per_clone_kib=$((pss / count)) rss_kib=$rss anon_kib=$anon" \
     "snapshot_kib=$(du -sk "$snap" | cut -f1)$([ "$ticking" -eq "$count" ] || echo ' failed')"
   i=1
   while [ "$i" -le "$count" ]; do
-    [ "$(grep -c '^VMM-L2-TICK ' "/tmp/clone-$count-$i.log")" -ge 2 ] || evidence "clone $i of $count" "/tmp/clone-$count-$i.log"
+    if [ "$(grep -c '^VMM-L2-TICK ' "/tmp/clone-$count-$i.log")" -lt 2 ]; then
+      # Whether it ran and printed nothing, or never ran: each thread's CPU time.
+      echo "--- clone $i of $count: its threads' CPU time (user + system, in clock ticks) ---"
+      for task in /proc/"$(cat "/tmp/clone-$count-$i.pid")"/task/*; do
+        echo "  | $(cat "$task/comm"): $(awk '{ print $14 + $15 }' "$task/stat")"
+      done
+      evidence "clone $i of $count" "/tmp/clone-$count-$i.log"
+    fi
     i=$((i + 1))
   done
   # shellcheck disable=SC2086 # a word per pid
   kill $pids 2>/dev/null
-  for p in $pids; do wait "$p"; done
-  rm -f /tmp/clone-"$count"-*.log
+  for p in $pids; do { wait "$p"; } 2>/dev/null; done # no "Terminated" on the console
+  rm -f /tmp/clone-"$count"-*.log /tmp/clone-"$count"-*.pid
 }
 
 echo "BENCH-START runs=$BENCH_RUNS kinds=$BENCH_KINDS clones=$BENCH_CLONES l1-uptime=$(uptime_s)" \
-  "kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo) mem_mib=$(awk '/^MemTotal/ { print int($2 / 1024) }' /proc/meminfo)"
+  "kernel=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo) mem_mib=$(awk '/^MemTotal/ { print int($2 / 1024) }' /proc/meminfo)" \
+  "thp=$(thp_setting /sys/kernel/mm/transparent_hugepage/enabled) shmem_thp=$shmem_thp_default"
 if [ ! -c /dev/kvm ]; then
   echo "BENCH-ERROR L1 has no /dev/kvm (kvm-amd did not load)"
   echo "BENCH-END"
@@ -293,7 +316,9 @@ fi
 hold=$!
 
 echo "BENCH-PART cold boots to the echo l1-uptime=$(uptime_s)"
-each_boot "$BENCH_RUNS" "$BENCH_KINDS"
+kinds=$BENCH_KINDS
+[ -w "$SHMEM_THP" ] && [ "$shmem_thp_default" != advise ] && kinds="$kinds,vmm-shmem-thp"
+each_boot "$BENCH_RUNS" "$kinds"
 
 echo "BENCH-PART restore to the echo l1-uptime=$(uptime_s)"
 echo_sources

@@ -144,27 +144,36 @@ l2_kernel=$(cat "$lab/kernels/cloud/version" 2>/dev/null || echo '?')
   one=$(med ticker-vmm-256 rss_kib)
   echo "Clones: N vmm --restore of the 256 MiB ticker snapshot at once; their smaps_rollup summed once each"
   echo "has printed two ticks; against one cold-booted 256 MiB ticker guest's RSS ($(fmt %.1f "$(med ticker-vmm-256 rss_mib)") MiB)."
-  echo "All of L1's memory for them is the snapshot's files (on L1's tmpfs: its RAM, once) plus what each"
-  echo "clone wrote (Private_Dirty: its copies of guest pages, vmm's own memory): \"file + dirty\", per clone."
+  echo "All of L1's memory for them is the snapshot's files (on L1's tmpfs: its RAM, once) plus each"
+  echo "clone's own (Anonymous: its copies of the guest pages it wrote, vmm's own memory): \"file + anon\"."
   printf '%-7s %9s %10s %10s %13s %8s %10s %16s %8s\n' clones ticking "RSS, sum" "PSS, sum" "PSS per clone" "/ one" \
-    "dirty, sum" "file + dirty / N" "/ one"
+    "anon, sum" "file + anon / N" "/ one"
   for n in ${clones//,/ }; do
-    total=$(awk -v f="$(med "clones-$n" snapshot_kib)" -v d="$(med "clones-$n" private_dirty_kib)" -v n="$n" \
+    total=$(awk -v f="$(med "clones-$n" snapshot_kib)" -v d="$(med "clones-$n" anon_kib)" -v n="$n" \
       'BEGIN { if (f == "-" || d == "-") print "-"; else print (f + d) / n }')
     printf '%-7s %9s %10s %10s %13s %8s %10s %16s %8s\n' "$n" "$(fmt %.1fs "$(med "clones-$n" ticking_s)")" \
       "$(fmt %.1f "$(med "clones-$n" rss_mib)")" "$(fmt %.1f "$(med "clones-$n" pss_mib)")" \
       "$(fmt %.1f "$(med "clones-$n" pss_per_clone_mib)")" "$(ratio "$(med "clones-$n" pss_per_clone_kib)" "$one")" \
-      "$(fmt %.1f "$(med "clones-$n" private_dirty_mib)")" \
+      "$(fmt %.1f "$(med "clones-$n" anon_mib)")" \
       "$(fmt %.1f "$(awk -v v="$total" 'BEGIN { print v == "-" ? "-" : v / 1024 }')")" "$(ratio "$total" "$one")"
   done
   echo "(MiB; ticking: from the restores' start until each clone printed two ticks; / one: over that RSS)"
   echo
-  echo "Cold boots of the echo guest (boot_time.sh's measures, to the answer instead of /init's marker):"
+  echo "Cold boots of the echo guest (boot_time.sh's measures, to the answer instead of /init's marker);"
+  echo "L1's transparent huge pages: $(sed -n 's/^BENCH-START .* thp=\([^ ]*\) shmem_thp=\([^ ]*\).*/anonymous \1, shmem \2/p' "$log" | head -n1)"
+  # vmm-shmem-thp: vmm again, booted with L1's shmem THP at "advise" (lab_snapshot.sh).
+  kinds=("${vmm_kinds[@]}") heads=("${vmm_heads[@]}") shorts=("${vmm_short[@]}") thp=0
+  if grep -q '^BENCH-RESULT boot-vmm-shmem-thp ' "$results"; then
+    kinds+=(vmm-shmem-thp) heads+=("vmm, shmem THP") shorts+=("shmem THP") thp=1
+  fi
   columns=()
-  for i in "${!vmm_kinds[@]}"; do columns+=("boot-${vmm_kinds[i]}=${vmm_heads[i]}"); done
+  for i in "${!kinds[@]}"; do columns+=("boot-${kinds[i]}=${heads[i]}"); done
   columns+=("boot-qemu=QEMU microvm")
-  for i in "${!vmm_kinds[@]}"; do columns+=("boot-${vmm_kinds[i]}/boot-qemu=${vmm_short[i]}/QEMU"); done
-  for ((i = 1; i < ${#vmm_kinds[@]}; i++)); do columns+=("boot-vmm/boot-${vmm_kinds[i]}=vmm/${vmm_short[i]}"); done
+  for i in "${!kinds[@]}"; do columns+=("boot-${kinds[i]}/boot-qemu=${shorts[i]}/QEMU"); done
+  for ((i = 1; i < ${#vmm_kinds[@]}; i++)); do
+    columns+=("boot-vmm/boot-${vmm_kinds[i]}=vmm/${vmm_short[i]}")
+    [ "$thp" = 0 ] || columns+=("boot-vmm-shmem-thp/boot-${vmm_kinds[i]}=shmem THP/${vmm_short[i]}")
+  done
   bench_table 40 "${columns[@]}" -- \
     early_marker_ms:"kernel's 'Linux version' (ms)":%.0f marker_ms:"the answer (ms)":%.0f \
     exit_ms:"process exit (ms)":%.0f overhead_mib:"memory overhead at the answer (MiB)":%.1f \
