@@ -761,8 +761,9 @@ TEST_F(CApiGuest, SnapshotNeedsARunningOrPausedMachine) {
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 
-// The compute guest, snapshotted mid-computation and restored in a new machine, finishes with its
-// result and exit status, without starting over.
+// The compute guest, snapshotted mid-computation (where it waits for a console byte after its
+// first step) and restored in a new machine, finishes with its result and exit status once it
+// gets the byte, without starting over.
 TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
   const TemporaryDirectory dir;
   const std::string path = dir.path() + "/snapshot";
@@ -778,11 +779,11 @@ TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
     MachinePtr machine(raw);
     ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (console.get().find("compute: step 0") == std::string::npos &&
+    while (console.get().find("compute: waiting") == std::string::npos &&
            std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    ASSERT_THAT(console.get(), HasSubstr("compute: step 0"));
+    ASSERT_THAT(console.get(), HasSubstr("compute: waiting"));
     ASSERT_EQ(vmm_machine_snapshot(machine.get(), path.c_str(), true), VMM_OK) << vmm_last_error();
     EXPECT_EQ(state_of(machine.get()), VMM_STATE_PAUSED);
     ASSERT_THAT(console.get(), ::testing::Not(HasSubstr("compute: result")))
@@ -800,6 +801,8 @@ TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
   MachinePtr machine(raw);
   EXPECT_EQ(state_of(machine.get()), VMM_STATE_CREATED);
   ASSERT_EQ(vmm_machine_start(machine.get()), VMM_OK) << vmm_last_error();
+  const uint8_t go = 'g';
+  ASSERT_EQ(vmm_machine_send_console_input(machine.get(), &go, 1), VMM_OK) << vmm_last_error();
   ASSERT_EQ(vmm_machine_wait(machine.get(), 60000), VMM_OK) << vmm_last_error();
   vmm_exit_info exit;
   ASSERT_EQ(vmm_machine_exit_info(machine.get(), &exit), VMM_OK);
