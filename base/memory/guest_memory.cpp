@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <utility>
 
 #include "base/memory/layout.hpp"
@@ -108,8 +109,12 @@ MemoryMapping MemoryMapping::of_file(int fd, uint64_t file_offset, uint64_t size
   auto* base = static_cast<uint8_t*>(p);
   const uint64_t lead = (kHugePage - reinterpret_cast<uintptr_t>(base) % kHugePage) % kHugePage;
   uint8_t* data = base + lead;
-  const int flags =
-      (sharing == Sharing::kShared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | MAP_NORESERVE;
+  int flags = (sharing == Sharing::kShared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | MAP_NORESERVE;
+  if (sharing == Sharing::kAnonymous) {
+    flags |= MAP_ANONYMOUS;
+    fd = -1;
+    file_offset = 0;
+  }
   if (::mmap(data, size, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(file_offset)) ==
       MAP_FAILED) {
     const int err = errno;
@@ -160,8 +165,24 @@ GuestMemory GuestMemory::map_layout(int fd, uint64_t ram_size, MemoryMapping::Sh
   return memory;
 }
 
-GuestMemory GuestMemory::allocate(uint64_t ram_size) {
+bool GuestMemory::host_has_shmem_huge_pages() {
+  // "always within_size advise [never] deny force": the bracketed one is in force.
+  std::ifstream file("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  std::string line;
+  if (!std::getline(file, line)) return false;
+  const size_t open = line.find('[');
+  const size_t close = line.find(']', open);
+  if (open == std::string::npos || close == std::string::npos) return false;
+  const std::string mode = line.substr(open + 1, close - open - 1);
+  return mode == "always" || mode == "within_size" || mode == "advise" || mode == "force";
+}
+
+GuestMemory GuestMemory::allocate(uint64_t ram_size, Backing backing) {
   check_ram_size(ram_size, "guest memory size");
+  if (backing == Backing::kAnonymous ||
+      (backing == Backing::kAuto && !host_has_shmem_huge_pages())) {
+    return map_layout(-1, ram_size, MemoryMapping::Sharing::kAnonymous);
+  }
   UniqueFd memfd(::memfd_create("vmm-guest-ram", MFD_CLOEXEC));
   if (!memfd) throw_errno("cannot create the guest RAM's memfd");
   // A memfd's size reserves nothing: a page takes memory once the guest touches it.

@@ -240,8 +240,11 @@ struct Machine::Impl final : ControlTarget {
 };
 
 void Machine::Impl::set_up_vm() {
-  spdlog::debug("+{:.3f} ms: KVM opened, VM created, {} MiB of guest memory mapped",
-                ms_since_start(), config_.memory_bytes >> 20);
+  spdlog::debug("+{:.3f} ms: KVM opened, VM created, {} MiB of guest memory mapped ({})",
+                ms_since_start(), config_.memory_bytes >> 20,
+                memory.fd() >= 0 ? "a memfd"
+                                 : "private memory: a restored snapshot's file, or anonymous where "
+                                   "the host gives a memfd no huge pages");
   require_capabilities(kvm);
   clock_adjustable = kvm.check_extension(KVM_CAP_ADJUST_CLOCK) != 0;
   const int max_vcpus = kvm.max_vcpus();

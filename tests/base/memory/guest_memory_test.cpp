@@ -121,7 +121,7 @@ uint64_t read_u64_at(int fd, uint64_t offset) {
 
 TEST(GuestMemoryAllocate, RamIsOneMemfdInGuestOrder) {
   const uint64_t size = uint64_t{5} << 30;
-  auto memory = GuestMemory::allocate(size);
+  auto memory = GuestMemory::allocate(size, GuestMemory::Backing::kMemfd);
   ASSERT_GE(memory.fd(), 0);
   struct stat st {};
   ASSERT_EQ(::fstat(memory.fd(), &st), 0);
@@ -196,7 +196,7 @@ class MemoryFileTest : public ::testing::Test {
 };
 
 TEST_F(MemoryFileTest, SaveWritesOnlyTheNonZeroPages) {
-  auto memory = GuestMemory::allocate(kRamSize);
+  auto memory = GuestMemory::allocate(kRamSize, GuestMemory::Backing::kMemfd);
   ASSERT_TRUE(memory.write_obj<uint64_t>(0x1000, 0xfeed));
   ASSERT_TRUE(memory.write_obj<uint64_t>(0x2000, 0xbeef));
   ASSERT_TRUE(memory.write_obj<uint64_t>(kRamSize - 8, 0xcafe));
@@ -217,6 +217,20 @@ TEST_F(MemoryFileTest, SaveWritesOnlyTheNonZeroPages) {
   ASSERT_EQ(::fstat(memory.fd(), &ram_after), 0);
   EXPECT_EQ(ram_after.st_blocks, ram_before.st_blocks);
   expect_file_holds(path, memory);
+}
+
+// Where the host gives a memfd no huge pages, fresh RAM is anonymous memory (huge pages wherever
+// THP is on): no fd, and a snapshot saves it by scanning, still sparse.
+TEST_F(MemoryFileTest, AnonymousRamHasNoFdAndSavesSparse) {
+  auto memory = GuestMemory::allocate(kRamSize, GuestMemory::Backing::kAnonymous);
+  EXPECT_EQ(memory.fd(), -1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(memory.regions().front().host) % (uint64_t{2} << 20), 0u);
+  ASSERT_TRUE(memory.write_obj<uint64_t>(0x3000, 0x5eed));
+  const std::string path = save(memory);
+  EXPECT_LE(static_cast<uint64_t>(stat_of(path).st_blocks) * 512, uint64_t{1} << 16);
+  expect_file_holds(path, memory);
+  const bool memfd = GuestMemory::allocate(kRamSize).fd() >= 0;
+  EXPECT_EQ(memfd, GuestMemory::host_has_shmem_huge_pages()) << "kAuto picks by the host";
 }
 
 TEST_F(MemoryFileTest, SaveEmptiesTheFileFirst) {
