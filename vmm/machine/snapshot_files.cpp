@@ -18,14 +18,6 @@ namespace {
 constexpr uint64_t kMaxManifestBytes = uint64_t{1} << 20;
 constexpr uint64_t kMaxStateBytes = uint64_t{256} << 20;
 
-std::string join(const std::string& dir, const char* name) {
-  return snapshot_path(dir, name);
-}
-
-UniqueFd create_file(const std::string& path) {
-  return create_snapshot_file(path);
-}
-
 void write_all(int fd, const std::vector<uint8_t>& bytes, const std::string& path) {
   size_t done = 0;
   while (done < bytes.size()) {
@@ -49,7 +41,7 @@ void prepare_directory(const std::string& dir) {
   if (!S_ISDIR(st.st_mode)) fail("{}: not a directory", dir);
   for (const char* name : {SnapshotManifest::kFileName, SnapshotManifest::kMemoryFileName,
                            SnapshotManifest::kStateFileName}) {
-    if (::access(join(dir, name).c_str(), F_OK) == 0) {
+    if (::access(snapshot_path(dir, name).c_str(), F_OK) == 0) {
       fail("{}: already holds a snapshot ({}); choose a new directory", dir, name);
     }
   }
@@ -71,15 +63,15 @@ void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
                           const std::vector<uint8_t>& state, SnapshotManifest manifest,
                           const std::function<void(const std::string& dir)>& write_more) {
   prepare_directory(dir);
-  const std::string memory_path = join(dir, SnapshotManifest::kMemoryFileName);
+  const std::string memory_path = snapshot_path(dir, SnapshotManifest::kMemoryFileName);
   {
-    const UniqueFd fd = create_file(memory_path);
+    const UniqueFd fd = create_snapshot_file(memory_path);
     memory.save(fd.get(), memory_path);
     sync(fd.get(), memory_path);
   }
-  const std::string state_path = join(dir, SnapshotManifest::kStateFileName);
+  const std::string state_path = snapshot_path(dir, SnapshotManifest::kStateFileName);
   {
-    const UniqueFd fd = create_file(state_path);
+    const UniqueFd fd = create_snapshot_file(state_path);
     write_all(fd.get(), state, state_path);
     sync(fd.get(), state_path);
   }
@@ -88,10 +80,10 @@ void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
   manifest.state_file_bytes = state.size();
   manifest.state_checksum = fnv1a64(state);
   const std::string text = manifest_to_json(manifest);
-  const std::string manifest_path = join(dir, SnapshotManifest::kFileName);
+  const std::string manifest_path = snapshot_path(dir, SnapshotManifest::kFileName);
   const std::string temporary = manifest_path + ".tmp";
   {
-    const UniqueFd fd = create_file(temporary);
+    const UniqueFd fd = create_snapshot_file(temporary);
     write_all(fd.get(), std::vector<uint8_t>(text.begin(), text.end()), temporary);
     sync(fd.get(), temporary);
   }
@@ -102,14 +94,14 @@ void write_snapshot_files(const std::string& dir, const GuestMemory& memory,
 }
 
 SnapshotFiles read_snapshot_files(const std::string& dir, const std::string& option) {
-  const std::string manifest_path = join(dir, SnapshotManifest::kFileName);
+  const std::string manifest_path = snapshot_path(dir, SnapshotManifest::kFileName);
   const std::vector<uint8_t> text = read_file(manifest_path, option, kMaxManifestBytes);
   SnapshotFiles files;
   files.manifest =
       parse_manifest(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()),
                      option + " " + manifest_path);
   check_restorable(files.manifest, vmm_build_version(), host_cpu_identity(), option + " " + dir);
-  const std::string state_path = join(dir, SnapshotManifest::kStateFileName);
+  const std::string state_path = snapshot_path(dir, SnapshotManifest::kStateFileName);
   const std::vector<uint8_t> state = read_file(state_path, option, kMaxStateBytes);
   if (state.size() != files.manifest.state_file_bytes) {
     fail("{} {}: {} bytes, the manifest says {} (a truncated or replaced state file)", option,
@@ -119,7 +111,7 @@ SnapshotFiles read_snapshot_files(const std::string& dir, const std::string& opt
     fail("{} {}: checksum mismatch (the file is corrupt)", option, state_path);
   }
   files.state = StateArchive::parse(state, option + " " + state_path);
-  files.memory_path = join(dir, SnapshotManifest::kMemoryFileName);
+  files.memory_path = snapshot_path(dir, SnapshotManifest::kMemoryFileName);
   return files;
 }
 
