@@ -28,6 +28,7 @@ inline constexpr uint32_t kStatusFailed = 128;
 // Device IDs (virtio 1.2, 5).
 inline constexpr uint32_t kDeviceIdNet = 1;
 inline constexpr uint32_t kDeviceIdBlock = 2;
+inline constexpr uint32_t kDeviceIdConsole = 3;
 inline constexpr uint32_t kDeviceIdVsock = 19;
 
 // How a device signals the driver. Implemented by the transport; lock-free and callable from any
