@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 constexpr uint32_t kFolderPermissions = 0755;
 constexpr uint32_t kFilePermissions = 0644;
 constexpr uint32_t kInitPermissions = 0755;
+constexpr uint32_t kRunJobPermissions = 0600;  // the caller's environment: init's alone
 // The kernel opens /dev/console for init before anything mounts devtmpfs: TTYAUX_MAJOR, 1.
 constexpr uint32_t kConsoleMajor = 5;
 constexpr uint32_t kConsoleMinor = 1;
@@ -26,6 +27,9 @@ constexpr uint32_t kConsolePermissions = 0600;
 constexpr std::string_view kMountPoints[] = {"proc", "sys", "root"};
 constexpr std::string_view kWantedModules[] = {"virtio_net", "vmw_vsock_virtio_transport",
                                                "pvpanic_mmio"};
+// virtiofs depends on fuse (modules.dep brings it), the root's overlay on overlay.
+constexpr std::string_view kRunModules[] = {"virtio_mmio", "virtio_console", "virtiofs", "overlay"};
+constexpr std::string_view kWantedRunModules[] = {"pvpanic_mmio"};
 
 // The archive names entries relative to the root; the ABI's paths are absolute.
 std::string entry_name(std::string_view abi_path) {
@@ -79,8 +83,16 @@ std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
   return tree.load_order(required, kWantedModules);
 }
 
-Initramfs::Initramfs(const InitramfsSpec& spec)
-    : modules_(initramfs_modules(ModuleTree::load(spec.modules), spec.root_fs_module)) {
+std::vector<KernelModule> run_initramfs_modules(const ModuleTree& tree) {
+  return tree.load_order(kRunModules, kWantedRunModules);
+}
+
+Initramfs::Initramfs(const InitramfsSpec& spec) {
+  // First: a job the guest can't take fails before any module is read.
+  if (spec.run_job) run_job_ = encode_run_job(*spec.run_job);
+  const ModuleTree tree = ModuleTree::load(spec.modules);
+  modules_ =
+      spec.run_job ? run_initramfs_modules(tree) : initramfs_modules(tree, spec.root_fs_module);
   files_.reserve(modules_.size());
   for (const KernelModule& module : modules_) {
     files_.push_back(ModuleFile::open(module));
@@ -118,6 +130,11 @@ Initramfs::Initramfs(const InitramfsSpec& spec)
   const std::string list = entry_name(VMM_INIT_MODULE_LIST);
   add_parent_folders(cpio_, folders, list);
   cpio_.add_file(list, kFilePermissions, load_list_);
+  if (spec.run_job) {
+    const std::string job = entry_name(VMM_INIT_RUN_JOB);
+    add_parent_folders(cpio_, folders, job);
+    cpio_.add_file(job, kRunJobPermissions, run_job_);
+  }
 }
 
 void Initramfs::write_to(std::span<uint8_t> out) const {

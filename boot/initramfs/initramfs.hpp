@@ -9,6 +9,7 @@
 
 #include "boot/initramfs/cpio.hpp"
 #include "boot/initramfs/modules.hpp"
+#include "boot/initramfs/run_job.hpp"
 
 namespace vmm::boot {
 
@@ -18,6 +19,9 @@ struct InitramfsSpec {
   ModulesDir modules;          // find_modules_dir's answer
   std::string root_fs_module;  // detect_root_fs_module or rootfstype_module: "ext4", "xfs", ...
   std::span<const uint8_t> init_program;  // the static /init
+  // `vmm run`: the archive holds the job and run_initramfs_modules; root_fs_module is unused.
+  // (Its initializer lets a disk boot's spec leave it out.)
+  std::optional<RunJob> run_job = std::nullopt;
 };
 
 // The modules the guest needs, with their dependencies, in load order: virtio_mmio, virtio_blk and
@@ -26,12 +30,16 @@ struct InitramfsSpec {
 std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
                                             std::string_view root_fs_module);
 
+// The modules `vmm run`'s guest needs, as initramfs_modules: virtio_mmio, virtio_console, virtiofs
+// (with fuse) and overlay must be there; pvpanic_mmio is taken when the kernel has it.
+std::vector<KernelModule> run_initramfs_modules(const ModuleTree& tree);
+
 // vmm's initramfs, an uncompressed newc cpio archive (init_abi.h has its layout): /init, the mount
-// points and /dev/console, each module uncompressed as VMM_INIT_MODULE_DIR/<name>.ko, and
-// VMM_INIT_MODULE_LIST. Made in two steps so that each module is copied once, straight to where
-// the archive goes (guest memory): constructing it reads the modules tree, resolves the modules
-// and opens them (decompressing compressed ones), so a bad tree or a missing module fails here;
-// write_to then copies. Nothing is written to disk.
+// points and /dev/console, each module uncompressed as VMM_INIT_MODULE_DIR/<name>.ko,
+// VMM_INIT_MODULE_LIST, and with a run job VMM_INIT_RUN_JOB. Made in two steps so that each module
+// is copied once, straight to where the archive goes (guest memory): constructing it reads the
+// modules tree, resolves the modules and opens them (decompressing compressed ones), so a bad tree
+// or a missing module fails here; write_to then copies. Nothing is written to disk.
 class Initramfs {
  public:
   explicit Initramfs(const InitramfsSpec& spec);
@@ -51,6 +59,7 @@ class Initramfs {
   std::vector<KernelModule> modules_;
   std::vector<ModuleFile> files_;
   std::vector<uint8_t> load_list_;
+  std::vector<uint8_t> run_job_;
   CpioWriter cpio_;
 };
 

@@ -1,25 +1,15 @@
 #include "init_cmdline.h"
 
+#include "init_error.h"
+
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* rootdelay= beyond a day is a typo, not a slow disk. */
 enum { kMaxRootDelaySeconds = 86400 };
-
-static bool fail(char* error, size_t error_size, const char* format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char* error, size_t error_size, const char* format, ...) {
-  va_list args;
-  va_start(args, format);
-  vsnprintf(error, error_size, format, args);
-  va_end(args);
-  return false;
-}
 
 static char* skip_spaces(char* text) {
   while (isspace((unsigned char)*text)) text++;
@@ -66,8 +56,8 @@ static bool parse_seconds(const char* name, const char* value, unsigned* seconds
   unsigned long parsed =
       value != NULL && isdigit((unsigned char)*value) ? strtoul(value, &end, 10) : 0;
   if (end == NULL || *end != '\0' || errno != 0 || parsed > kMaxRootDelaySeconds)
-    return fail(error, error_size, "%s=%s: not a number of seconds (0 to %d)", name,
-                value != NULL ? value : "", kMaxRootDelaySeconds);
+    return init_fail(error, error_size, "%s=%s: not a number of seconds (0 to %d)", name,
+                     value != NULL ? value : "", kMaxRootDelaySeconds);
   *seconds = (unsigned)parsed;
   return true;
 }
@@ -79,8 +69,8 @@ static bool add_module_param(struct init_cmdline* cmdline, const char* name, con
   const char* dot = strchr(name, '.');
   if (dot == NULL || dot == name || dot[1] == '\0') return true;
   if (cmdline->module_param_count == INIT_CMDLINE_MAX_MODULE_PARAMS)
-    return fail(error, error_size, "more than %d module parameters on the kernel command line",
-                INIT_CMDLINE_MAX_MODULE_PARAMS);
+    return init_fail(error, error_size, "more than %d module parameters on the kernel command line",
+                     INIT_CMDLINE_MAX_MODULE_PARAMS);
   cmdline->module_params[cmdline->module_param_count++] = (struct init_module_param){
       .module = name, .module_length = (size_t)(dot - name), .name = dot + 1, .value = value};
   return true;
@@ -119,14 +109,19 @@ bool init_cmdline_parse(char* text, struct init_cmdline* cmdline, char* error, s
       return false;
     }
   }
+  return true;
+}
+
+bool init_cmdline_check_root(const struct init_cmdline* cmdline, char* error, size_t error_size) {
   if (cmdline->root == NULL)
-    return fail(error, error_size,
-                "no root= on the kernel command line: give the root device, e.g. root=/dev/vda");
+    return init_fail(
+        error, error_size,
+        "no root= on the kernel command line: give the root device, e.g. root=/dev/vda");
   if (strncmp(cmdline->root, "/dev/", 5) != 0 || cmdline->root[5] == '\0')
-    return fail(error, error_size,
-                "root=%s: vmm's initramfs takes only a /dev path (root=/dev/vda1), not UUID=, "
-                "LABEL=, PARTUUID= or a device number",
-                cmdline->root);
+    return init_fail(error, error_size,
+                     "root=%s: vmm's initramfs takes only a /dev path (root=/dev/vda1), not UUID=, "
+                     "LABEL=, PARTUUID= or a device number",
+                     cmdline->root);
   return true;
 }
 
@@ -151,7 +146,8 @@ bool init_cmdline_module_options(const struct init_cmdline* cmdline, const char*
                                  char* options, size_t options_size, char* error,
                                  size_t error_size) {
   size_t used = 0;
-  if (options_size == 0) return fail(error, error_size, "%s: no room for its parameters", module);
+  if (options_size == 0)
+    return init_fail(error, error_size, "%s: no room for its parameters", module);
   options[0] = '\0';
   for (size_t i = 0; i < cmdline->module_param_count; i++) {
     const struct init_module_param* param = &cmdline->module_params[i];
@@ -162,8 +158,8 @@ bool init_cmdline_module_options(const struct init_cmdline* cmdline, const char*
         snprintf(options + used, options_size - used, "%s%s%s%s%s%s", used == 0 ? "" : " ",
                  param->name, param->value != NULL ? "=" : "", quote, value, quote);
     if (written < 0 || (size_t)written >= options_size - used)
-      return fail(error, error_size, "%s: its parameters take more than %zu bytes", module,
-                  options_size - 1);
+      return init_fail(error, error_size, "%s: its parameters take more than %zu bytes", module,
+                       options_size - 1);
     used += (size_t)written;
   }
   return true;

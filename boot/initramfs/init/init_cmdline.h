@@ -1,6 +1,6 @@
 /* The kernel command line as vmm's init program reads it (/proc/cmdline): what it needs to find and
- * mount the root filesystem, and the module parameters it hands to the modules it loads. Plain C,
- * so the init program (built for the guest) and the host's unit tests share it. */
+ * mount a disk's root filesystem, and the module parameters it hands to the modules it loads. Plain
+ * C, so the init program (built for the guest) and the host's unit tests share it. */
 #ifndef VMM_BOOT_INITRAMFS_INIT_INIT_CMDLINE_H
 #define VMM_BOOT_INITRAMFS_INIT_INIT_CMDLINE_H
 
@@ -24,7 +24,7 @@ struct init_module_param {
 
 /* Every string points into the text given to init_cmdline_parse, which must outlive this. */
 struct init_cmdline {
-  const char* root;       /* root=, a /dev path; never NULL after a successful parse */
+  const char* root;       /* root=, or NULL; init_cmdline_check_root checks it */
   const char* rootfstype; /* rootfstype=, a comma-separated list, or NULL: try every filesystem */
   const char* rootflags;  /* rootflags=, the filesystem's mount data, or NULL */
   const char* init;       /* init=, or NULL: the kernel's list (/sbin/init, ...) */
@@ -40,6 +40,9 @@ struct init_cmdline {
  * words split at white space outside double quotes, `"a b"` and `name="a b"` quoted, nothing after
  * a lone `--` (the init's arguments). Returns true, or false with a one-line reason in `error`. */
 bool init_cmdline_parse(char* text, struct init_cmdline* cmdline, char* error, size_t error_size);
+
+/* Disk mode needs root=, a /dev path. Returns true, or false with a one-line reason in `error`. */
+bool init_cmdline_check_root(const struct init_cmdline* cmdline, char* error, size_t error_size);
 
 /* Writes the parameters the command line gives `module` ('-' and '_' alike) as finit_module takes
  * them, "name=value name2" (a value with white space double-quoted), into `options`. Returns false,

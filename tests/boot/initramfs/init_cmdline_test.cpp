@@ -10,11 +10,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A parse of `line`, owning the text the result points into.
+// A parse of `line` as disk mode takes it (root= checked), owning the text the result points into.
 struct Parsed {
   explicit Parsed(std::string line) : text(line.begin(), line.end()) {
     text.push_back('\0');
-    ok = init_cmdline_parse(text.data(), &cmdline, error, sizeof error);
+    parsed = init_cmdline_parse(text.data(), &cmdline, error, sizeof error);
+    ok = parsed && init_cmdline_check_root(&cmdline, error, sizeof error);
   }
   std::string options(const char* module, size_t size = 0) {
     std::vector<char> buffer(size != 0 ? size : text.size());
@@ -27,6 +28,7 @@ struct Parsed {
   std::vector<char> text;
   init_cmdline cmdline{};
   char error[256] = "";
+  bool parsed = false;  // without the root= check, as run mode takes it
   bool ok = false;
 };
 
@@ -154,6 +156,15 @@ TEST(InitCmdlineTest, NoRootIsAnError) {
   EXPECT_THAT(parsed.error, HasSubstr("no root= on the kernel command line"));
   Parsed bare("root");
   EXPECT_FALSE(bare.ok);
+}
+
+// `vmm run` boots with no root= (its root is a virtio-fs share): only disk mode checks it.
+TEST(InitCmdlineTest, RunModeNeedsNoRoot) {
+  Parsed parsed("console=ttyS0 virtio_console.x=1");
+  EXPECT_TRUE(parsed.parsed) << parsed.error;
+  EXPECT_FALSE(parsed.ok);
+  EXPECT_EQ(parsed.cmdline.root, nullptr);
+  EXPECT_EQ(parsed.options("virtio_console"), "x=1");
 }
 
 TEST(InitCmdlineTest, RootdelayMustBeSeconds) {

@@ -48,7 +48,12 @@ class InitramfsTest : public ::testing::Test {
                "kernel/drivers/virtio/virtio.ko:\n"
                "kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko\n"
                "kernel/drivers/misc/pvpanic/pvpanic-mmio.ko.zst:\n"
-               "kernel/fs/xfs/xfs.ko:\n");
+               "kernel/fs/xfs/xfs.ko:\n"
+               "kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko\n"
+               "kernel/fs/fuse/virtiofs.ko: kernel/drivers/virtio/virtio.ko "
+               "kernel/fs/fuse/fuse.ko\n"
+               "kernel/fs/fuse/fuse.ko:\n"
+               "kernel/fs/overlayfs/overlay.ko:\n");
     write_file(path("modules.builtin"), "kernel/fs/ext4/ext4.ko\n");
     add_module("kernel/drivers/virtio/virtio_mmio.ko", "virtio_mmio");
     add_module("kernel/drivers/virtio/virtio.ko", "virtio");
@@ -57,6 +62,10 @@ class InitramfsTest : public ::testing::Test {
     write_file(path("kernel/drivers/misc/pvpanic/pvpanic-mmio.ko.zst"),
                zstd_compressed(fake_module("pvpanic_mmio", kRelease)));
     add_module("kernel/fs/xfs/xfs.ko", "xfs");
+    add_module("kernel/drivers/char/virtio_console.ko", "virtio_console");
+    add_module("kernel/fs/fuse/virtiofs.ko", "virtiofs");
+    add_module("kernel/fs/fuse/fuse.ko", "fuse");
+    add_module("kernel/fs/overlayfs/overlay.ko", "overlay");
   }
 
   std::string path(const std::string& name) const { return dir_.file(name); }
@@ -66,6 +75,20 @@ class InitramfsTest : public ::testing::Test {
   }
   InitramfsSpec spec(const std::string& root_fs_module = "ext4") const {
     return {kRelease, {dir_.path(), "--modules " + dir_.path()}, root_fs_module, kInit};
+  }
+  InitramfsSpec run_spec(const RunJob& job = run_job()) const {
+    InitramfsSpec run = spec("no-root-module-in-run-mode");
+    run.run_job = job;
+    return run;
+  }
+  static RunJob run_job() {
+    return {.uid = 1000,
+            .gid = 1000,
+            .groups = {},
+            .cwd = "/home/me",
+            .mounts = {{"vmm-root", "/", true}, {"vmm-cwd", "/home/me", false}},
+            .argv = {"id"},
+            .env = {"PATH=/usr/bin"}};
   }
 
   TempDir dir_;
@@ -142,6 +165,46 @@ TEST_F(InitramfsTest, ModulesOfAnotherBuildAreRefused) {
   EXPECT_EQ(error_of([&] { build_initramfs(spec()); }),
             "--modules " + dir_.path() +
                 ": virtio_mmio is built for 6.1.0-50-amd64, not for the kernel's " + kRelease);
+}
+
+TEST_F(InitramfsTest, ARunJobGetsTheRunModulesAndTheJob) {
+  const auto parsed = read_cpio(build_initramfs(run_spec()));
+  EXPECT_THAT(names_in(parsed),
+              ElementsAre("init", "dev", "dev/console", "proc", "sys", "root", "vmm", "vmm/modules",
+                          "vmm/modules/virtio.ko", "vmm/modules/virtio_mmio.ko",
+                          "vmm/modules/virtio_console.ko", "vmm/modules/fuse.ko",
+                          "vmm/modules/virtiofs.ko", "vmm/modules/overlay.ko",
+                          "vmm/modules/pvpanic_mmio.ko", "vmm/modules.load", "vmm/run.job"));
+  EXPECT_EQ(parsed.find("vmm/modules.load")->text(),
+            "virtio\nvirtio_mmio\nvirtio_console\nfuse\nvirtiofs\noverlay\npvpanic_mmio\n");
+  const auto* job = parsed.find("vmm/run.job");
+  EXPECT_EQ(job->mode, S_IFREG | 0600u);
+  EXPECT_EQ(job->data, encode_run_job(run_job()));
+}
+
+TEST_F(InitramfsTest, BuiltInRunModulesAreLeftOut) {
+  write_file(path("modules.builtin"),
+             "kernel/fs/ext4/ext4.ko\nkernel/fs/overlayfs/overlay.ko\nkernel/fs/fuse/fuse.ko\n");
+  EXPECT_EQ(read_cpio(build_initramfs(run_spec())).find("vmm/modules.load")->text(),
+            "virtio\nvirtio_mmio\nvirtio_console\nvirtiofs\npvpanic_mmio\n");
+}
+
+TEST_F(InitramfsTest, ARunWithoutVirtioFsIsNamedWithTheFolder) {
+  write_file(path("modules.dep"),
+             "kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko\n"
+             "kernel/drivers/virtio/virtio.ko:\n"
+             "kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko\n"
+             "kernel/fs/overlayfs/overlay.ko:\n");
+  EXPECT_EQ(error_of([&] { build_initramfs(run_spec()); }),
+            "--modules " + dir_.path() +
+                ": no module virtiofs (neither built into the kernel nor in modules.dep)");
+}
+
+TEST_F(InitramfsTest, ABadRunJobFailsBeforeAnyModuleIsRead) {
+  write_file(path("modules.dep"), "kernel/fs/fuse/virtiofs.ko: kernel/absent.ko\n");
+  RunJob job = run_job();
+  job.argv.clear();
+  EXPECT_EQ(error_of([&] { build_initramfs(run_spec(job)); }), "run job: no command to run");
 }
 
 class FindModulesDirTest : public ::testing::Test {
@@ -253,6 +316,20 @@ TEST_F(RealInitramfsTest, DebianKernelsGetTheirModulesUncompressedAndInOrder) {
     }
     EXPECT_EQ(parsed.find("vmm/modules.load")->text(), load_list);
     EXPECT_EQ(parsed.find("init")->data, kInit);
+  }
+}
+
+// The names run mode asks for are Debian's: each kernel has them as modules, fuse with virtiofs.
+TEST_F(RealInitramfsTest, DebianKernelsHaveTheRunModules) {
+  for (const std::string flavour : {"cloud", "generic"}) {
+    SCOPED_TRACE(flavour);
+    const ModulesDir modules = find_modules_dir(file(flavour, ""), release(flavour), "--kernel x");
+    std::vector<std::string> names;
+    for (const auto& module : run_initramfs_modules(ModuleTree::load(modules))) {
+      names.push_back(module.name);
+    }
+    EXPECT_THAT(names, ::testing::IsSupersetOf({"virtio_mmio", "virtio_console", "fuse", "virtiofs",
+                                                "overlay", "pvpanic_mmio"}));
   }
 }
 
