@@ -142,7 +142,8 @@ uint32_t parse_reply_header(Request expected, std::span<const uint8_t, kHeaderSi
                                    request_name(expected), flags, kFlagVersion | kFlagReply));
   }
   const bool config = expected == Request::kGetConfig;
-  const size_t min_size = config ? kConfigHeaderSize : sizeof(uint64_t);
+  // An empty GET_CONFIG reply is libvhost-user's refusal; decode_config names it.
+  const size_t min_size = config ? 0 : sizeof(uint64_t);
   const size_t max_size = config ? kConfigHeaderSize + kMaxConfigSize : sizeof(uint64_t);
   if (size < min_size || size > max_size) {
     throw BackendError(fmt::format("reply to {}: payload size {} (allowed {} to {})",
@@ -196,6 +197,7 @@ uint32_t decode_vring_base(uint32_t index, std::span<const uint8_t> payload) {
 
 std::vector<uint8_t> decode_config(uint32_t offset, uint32_t size,
                                    std::span<const uint8_t> payload) {
+  if (payload.empty()) throw BackendError("GET_CONFIG refused (an empty reply)");
   if (payload.size() < kConfigHeaderSize) {
     throw BackendError(fmt::format("reply to GET_CONFIG: {} payload bytes, shorter than its header",
                                    payload.size()));

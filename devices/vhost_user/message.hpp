@@ -95,8 +95,9 @@ std::vector<uint8_t> encode_request(Request request, std::span<const uint8_t> pa
 
 // Checks a reply's header against the request it answers and returns its payload size. Every
 // reply but GET_CONFIG's carries exactly a u64 (or a vring state, also 8 bytes); GET_CONFIG's at
-// most a config header and kMaxConfigSize bytes. Throws BackendError for another request code,
-// flags other than version 1 + REPLY, or a size the request does not allow.
+// most a config header and kMaxConfigSize bytes (nothing at all when the backend refuses). Throws
+// BackendError for another request code, flags other than version 1 + REPLY, or a size the request
+// does not allow.
 uint32_t parse_reply_header(Request expected, std::span<const uint8_t, kHeaderSize> header);
 
 // A whole reply (header and payload, exactly one message): its checked payload.
@@ -108,7 +109,7 @@ uint64_t decode_u64(Request request, std::span<const uint8_t> payload);
 uint16_t decode_queue_num(std::span<const uint8_t> payload);
 // GET_VRING_BASE: the ring asked about, and a split ring's 16-bit index.
 uint32_t decode_vring_base(uint32_t index, std::span<const uint8_t> payload);
-// GET_CONFIG: the offset and size asked for, and that many bytes.
+// GET_CONFIG: the offset and size asked for, and that many bytes; an empty payload is a refusal.
 std::vector<uint8_t> decode_config(uint32_t offset, uint32_t size,
                                    std::span<const uint8_t> payload);
 // REPLY_ACK: zero is success, anything else the backend's refusal.
