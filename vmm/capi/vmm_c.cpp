@@ -109,6 +109,7 @@ vmm_exit_reason to_c(vmm::MachineExit::Reason reason) {
     case Reason::kTimeout: return VMM_EXIT_TIMEOUT;
     case Reason::kStopped: return VMM_EXIT_STOPPED;
     case Reason::kError: return VMM_EXIT_ERROR;
+    case Reason::kCommandExit: break;  // the C API has no MachineConfig::command
   }
   return VMM_EXIT_ERROR;
 }

@@ -2,7 +2,13 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cstdio>
+#include <optional>
+#include <thread>
 
 #include "vmm/cli/control_client.hpp"
 #include "vmm/cli/options.hpp"
@@ -23,6 +29,56 @@ void confine_main_thread(const vmm::MachineConfig& config) {
   vmm::security::confine_thread(vmm::security::ThreadKind::kMain);
 #endif
 }
+
+// vmm run: the first Ctrl-C (SIGINT) goes to the command, the next stops the guest. SIGINT is
+// blocked in every thread (before the machine makes any) and taken by a thread of its own.
+class InterruptForwarder {
+ public:
+  // Before the machine's threads exist: they inherit the mask.
+  static void block_interrupts() {
+    sigset_t set = interrupt_set();
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+  InterruptForwarder(vmm::Machine& machine, bool confine)
+      : thread_([this, &machine, confine] { forward(machine, confine); }) {}
+  InterruptForwarder(const InterruptForwarder&) = delete;
+  InterruptForwarder& operator=(const InterruptForwarder&) = delete;
+  ~InterruptForwarder() {
+    done_ = true;
+    ::pthread_kill(thread_.native_handle(), SIGINT);
+    thread_.join();
+  }
+
+ private:
+  static sigset_t interrupt_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    return set;
+  }
+
+  void forward(vmm::Machine& machine, bool confine) {
+    if (confine) vmm::security::confine_thread(vmm::security::ThreadKind::kMain);
+    const sigset_t set = interrupt_set();
+    int interrupts = 0;
+    while (true) {
+      const int signal = ::sigwaitinfo(&set, nullptr);
+      if (done_) return;
+      if (signal != SIGINT) continue;
+      if (++interrupts == 1) {
+        spdlog::info("Ctrl-C: passed to the command (again: stop the guest)");
+        machine.signal_command(SIGINT);
+      } else {
+        spdlog::info("Ctrl-C again: stopping the guest");
+        machine.stop();
+      }
+    }
+  }
+
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -45,13 +101,19 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(options.log_level));
 
+  const bool runs_command = !options.restore && options.machine.command;
+  if (runs_command) InterruptForwarder::block_interrupts();
   try {
     auto machine = options.restore ? vmm::Machine::restore(*options.restore)
                                    : vmm::Machine::create(options.machine);
     machine->start();
+    std::optional<InterruptForwarder> forwarder;
+    if (runs_command) forwarder.emplace(*machine, machine->config().seccomp);
     confine_main_thread(machine->config());
     const vmm::MachineExit exit = *machine->wait();
-    if (exit.reason == vmm::MachineExit::Reason::kError) {
+    forwarder.reset();
+    if (exit.reason == vmm::MachineExit::Reason::kError ||
+        (exit.ran_command && exit.reason != vmm::MachineExit::Reason::kCommandExit)) {
       std::fprintf(stderr, "vmm: %s\n", exit.message.c_str());
     } else {
       spdlog::info("{}", exit.describe());
@@ -59,6 +121,7 @@ int main(int argc, char** argv) {
     return exit.exit_status();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vmm: %s\n", e.what());
-    return vmm::kExitStatusError;
+    // vmm run: whatever failed, the command's status never came.
+    return runs_command ? vmm::kExitStatusNoCommandStatus : vmm::kExitStatusError;
   }
 }

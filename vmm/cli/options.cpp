@@ -2,7 +2,15 @@
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <string_view>
 
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
@@ -60,13 +68,27 @@ PATH and sending "CONNECT P\n" (answered "OK <host port>\n", then the stream is 
 a guest connecting to host CID 2, port P reaches the Unix socket PATH_P, which a host program
 listens on.
 
+Shared directories: --share HOST_DIR:TAG[,readonly=on] gives the guest a virtio-fs device (modules
+virtio_mmio, virtiofs) that it mounts with 'mount -t virtiofs TAG /mnt'. vmm starts Debian's
+virtiofsd for it (/usr/libexec/virtiofsd or /usr/lib/qemu/virtiofsd; --virtiofsd PATH picks
+another; it needs root), in a mount and network namespace of its own, and stops it with the
+guest; readonly=on makes the share a read-only mount there, so writes fail whatever the guest
+does. --share socket=PATH,tag=TAG uses a virtio-fs backend you run instead. --vhost-user
+fs|blk,socket=PATH[,tag=TAG] attaches any vhost-user device (fs, blk). If a backend dies, the
+guest's requests to it fail with I/O errors and vmm says so once; nothing waits for it.
+
 Least privilege: once the guest starts, each vmm thread (vCPUs, event loop, control socket, disk
 workers, the main thread) runs under a seccomp filter that allows only the system calls it needs.
 A forbidden call is reported on stderr ("vmm: seccomp: <thread> thread made a forbidden system
 call: <name>") and kills vmm with SIGSYS; --seccomp off runs without filters, for debugging.
 
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
-runs (Ctrl-C ends vmm). Log messages go to stderr.
+runs (Ctrl-C ends vmm). --console puts a virtio-console (hvc0, module virtio_console) on the
+terminal instead, which is faster than the UART (the kernel's early messages then need
+--serial file:PATH). Log messages go to stderr.
+
+vmm run [OPTIONS] -- CMD [ARGS...] runs one command in a guest whose root is this host's root,
+and exits with its status (vmm run --help).
 
 --api-socket PATH serves a control API on a Unix socket: one JSON request per line, one JSON
 response per line. {"command":"status"} answers {"ok":true,"state":"running","uptime_ms":N};
@@ -97,6 +119,63 @@ Exit status:
   124  --timeout expired
   V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
 )";
+
+constexpr const char* kRunDescription =
+    "vmm run: runs CMD in a guest whose root is this host's root (shared read-only, with a\n"
+    "writable tmpfs overlay), in the current directory (shared read-write), as you, with your\n"
+    "environment; exits with CMD's status.\n";
+
+constexpr const char* kRunFooter = R"(Examples:
+  vmm run -- uname -r
+  vmm run --kernel arch/x86/boot/bzImage --modules /tmp/mods/lib/modules/6.12.0 -- ./run-tests.sh
+  vmm run --share /srv/data:data,readonly=on --memory 2G -- sh -c 'wc -l /srv/data/*'
+
+CMD's stdout and stderr reach vmm's stdout and stderr, kept apart (virtio-console ports, not the
+kernel's console); vmm's stdin, if it is a pipe or a terminal, is CMD's. The kernel's console
+goes where --serial says (none by default). Ctrl-C is passed to CMD; a second Ctrl-C stops the
+guest. The shares need a virtiofsd (Debian 12: /usr/lib/qemu/virtiofsd, from
+qemu-system-common), which needs root. The guest kernel needs virtio_mmio, virtio_console,
+virtiofs and overlay (built in or as modules in --modules DIR, default /lib/modules/<release>).
+
+Exit status:
+  N    CMD's status (128+S if signal S killed it; 126: not executable; 127: not found)
+  125  CMD's status never came: the guest panicked, timed out, or vmm failed before CMD ran or
+       while it ran (vmm says which on stderr)
+  2    bad command line
+)";
+
+// The tags of the shares `vmm run` makes: the host's root and the working directory.
+constexpr const char* kRunRootTag = "vmm-root";
+constexpr const char* kRunWorkTag = "vmm-cwd";
+
+// What of the caller's environment makes no sense in a guest: its sockets, agents, display and
+// session (none of them is there).
+constexpr std::array<std::string_view, 19> kHostOnlyVariables = {
+    "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "GPG_AGENT_INFO", "INVOCATION_ID", "JOURNAL_STREAM",
+    "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET", "OLDPWD", "PWD", "SSH_AGENT_PID",
+    "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TMUX", "WAYLAND_DISPLAY",
+    "XAUTHORITY", "XDG_RUNTIME_DIR"};
+
+std::vector<std::string> guest_environment(const std::vector<std::string>& environment,
+                                           const std::string& cwd) {
+  std::vector<std::string> guest;
+  for (const std::string& variable : environment) {
+    const std::string_view name = std::string_view(variable).substr(0, variable.find('='));
+    if (variable.find('=') == std::string::npos ||
+        std::find(kHostOnlyVariables.begin(), kHostOnlyVariables.end(), name) !=
+            kHostOnlyVariables.end()) {
+      continue;
+    }
+    guest.push_back(variable);
+  }
+  guest.push_back("PWD=" + cwd);
+  return guest;
+}
+
+std::string absolute_path(const std::string& path, const std::string& cwd) {
+  if (!path.empty() && path.front() == '/') return path;
+  return cwd == "/" ? "/" + path : cwd + "/" + path;
+}
 
 std::vector<std::string> split(const std::string& text, char separator) {
   std::vector<std::string> parts;
@@ -199,6 +278,69 @@ VsockConfig parse_vsock(const std::string& text) {
   return vsock;
 }
 
+ShareConfig parse_share(const std::string& text) {
+  const std::vector<std::string> parts = split(text, ',');
+  ShareConfig share;
+  size_t first_option = 1;
+  if (parts.front().find('=') == std::string::npos) {
+    const size_t colon = parts.front().rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      fail("--share {}: use HOST_DIR:TAG[,readonly=on] or socket=PATH,tag=TAG", text);
+    }
+    share.host_dir = parts.front().substr(0, colon);
+    share.tag = parts.front().substr(colon + 1);
+  } else {
+    first_option = 0;
+  }
+  for (size_t i = first_option; i < parts.size(); ++i) {
+    const auto [part, key, value] = split_part(parts[i]);
+    if (key == "readonly" && (value == "on" || value == "off") && !share.host_dir.empty()) {
+      share.read_only = value == "on";
+    } else if (key == "socket" && value && !value->empty() && share.host_dir.empty()) {
+      share.socket_path = *value;
+    } else if (key == "tag" && value && share.host_dir.empty()) {
+      share.tag = *value;
+    } else {
+      fail(
+          "--share {}: unknown option '{}' (use HOST_DIR:TAG[,readonly=on] or "
+          "socket=PATH,tag=TAG)",
+          text, part);
+    }
+  }
+  if (share.host_dir.empty() && share.socket_path.empty()) {
+    fail("--share {}: needs HOST_DIR:TAG or socket=PATH,tag=TAG", text);
+  }
+  return share;
+}
+
+VhostUserConfig parse_vhost_user(const std::string& text) {
+  const std::vector<std::string> parts = split(text, ',');
+  VhostUserConfig device;
+  if (parts.front() == "fs") {
+    device.type = VhostUserConfig::Type::kFs;
+  } else if (parts.front() == "blk") {
+    device.type = VhostUserConfig::Type::kBlock;
+  } else {
+    fail("--vhost-user {}: the type comes first: fs or blk", text);
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const auto [part, key, value] = split_part(parts[i]);
+    if (key == "socket" && value && !value->empty()) {
+      device.socket_path = *value;
+    } else if (key == "tag" && value && device.type == VhostUserConfig::Type::kFs) {
+      device.tag = *value;
+    } else {
+      fail("--vhost-user {}: unknown option '{}' (use socket=PATH, and tag=TAG for fs)", text,
+           part);
+    }
+  }
+  if (device.socket_path.empty()) fail("--vhost-user {}: needs socket=PATH", text);
+  if (device.type == VhostUserConfig::Type::kFs && device.tag.empty()) {
+    fail("--vhost-user {}: an fs device needs tag=TAG (what the guest mounts)", text);
+  }
+  return device;
+}
+
 std::optional<SerialConfig> parse_serial(const std::string& text) {
   SerialConfig serial;
   if (text == "stdio") {
@@ -228,9 +370,12 @@ bool parse_app(CLI::App& app, const std::vector<std::string>& args, const std::s
     result.output = app.help();
   } catch (const CLI::ParseError& e) {
     result.exit_status = kExitStatusUsage;
-    result.error = command == "vmm"
+    // "vmm snapshot" says "snapshot: ..." first.
+    const size_t space = command.find(' ');
+    result.error = space == std::string::npos
                        ? fmt::format("{} (see vmm --help)", e.what())
-                       : fmt::format("snapshot: {} (see {} --help)", e.what(), command);
+                       : fmt::format("{}: {} (see {} --help)", command.substr(space + 1), e.what(),
+                                     command);
   }
   return false;
 }
@@ -257,71 +402,105 @@ ParseResult parse_snapshot_command(const std::vector<std::string>& args) {
 
 }  // namespace
 
-ParseResult parse_command_line(const std::vector<std::string>& args) {
-  if (!args.empty() && args.front() == "snapshot") return parse_snapshot_command(args);
-  Options options;
-  std::string restore;
-  std::string memory = "512M";
-  std::string serial = "stdio";
-  std::vector<std::string> disks;
-  std::vector<std::string> nets;
-  std::string vsock;
-  std::string seccomp = "on";
-  std::string cmdline;
-  std::string modules;
-  int verbosity = 0;
-  bool version = false;
+namespace {
 
-  CLI::App app(kDescription, "vmm");
-  app.footer(kFooter);
-  app.get_formatter()->column_width(34);
-  app.add_option("-k,--kernel", options.machine.kernel_path,
-                 "Linux kernel to boot: a bzImage (vmlinuz) or an ELF vmlinux")
+// What `vmm` and `vmm run` both take, as the command line spells it.
+struct MachineArgs {
+  std::string memory{};
+  std::string serial{};
+  std::vector<std::string> disks{};
+  std::vector<std::string> nets{};
+  std::vector<std::string> shares{};
+  std::vector<std::string> vhost_user{};
+  std::string vsock{};
+  std::string seccomp = "on";
+  std::string cmdline{};
+  std::string modules{};
+  int verbosity = 0;
+  CLI::Option* cmdline_option = nullptr;
+};
+
+// The options of a machine that boots a kernel; `run` leaves out what a command's machine has
+// no use for (disks: its root is the host's; --cmdline: vmm's init needs its words).
+void add_machine_options(CLI::App& app, Options& options, MachineArgs& args, bool run) {
+  MachineConfig& machine = options.machine;
+  app.add_option("-k,--kernel", machine.kernel_path,
+                 run ? "Linux kernel to boot (default: the running kernel's /boot/vmlinuz-<release>)"
+                     : "Linux kernel to boot: a bzImage (vmlinuz) or an ELF vmlinux")
       ->type_name("PATH");
-  app.add_option("-i,--initrd", options.machine.initrd_path, "Initial ramdisk (initramfs)")
-      ->type_name("PATH");
-  app.add_option("--append", options.machine.append,
-                 "More kernel command line, after vmm's defaults (see below)")
+  if (!run) {
+    app.add_option("-i,--initrd", machine.initrd_path, "Initial ramdisk (initramfs)")
+        ->type_name("PATH");
+  }
+  app.add_option("--append", machine.append,
+                 run ? "More kernel command line, after vmm's defaults"
+                     : "More kernel command line, after vmm's defaults (see below)")
       ->type_name("TEXT");
-  auto* cmdline_option =
-      app.add_option("--cmdline", cmdline, "The whole kernel command line: replaces vmm's")
-          ->type_name("TEXT");
-  app.add_option("--modules", modules,
-                 "Kernel modules for the built initramfs (default /lib/modules/<release>); none: "
-                 "no initramfs")
-      ->type_name("DIR|none");
-  app.add_option("-c,--cpus", options.machine.cpus, "Number of vCPUs")
+  if (!run) {
+    args.cmdline_option =
+        app.add_option("--cmdline", args.cmdline, "The whole kernel command line: replaces vmm's")
+            ->type_name("TEXT");
+  }
+  app.add_option("--modules", args.modules,
+                 run ? "Kernel modules for the built initramfs (default /lib/modules/<release>)"
+                     : "Kernel modules for the built initramfs (default /lib/modules/<release>); "
+                       "none: no initramfs")
+      ->type_name(run ? "DIR" : "DIR|none");
+  app.add_option("-c,--cpus", machine.cpus, "Number of vCPUs")
       ->type_name("N")
       ->capture_default_str();
-  app.add_option("-m,--memory", memory, "Guest RAM, with a unit: 512M, 2G")
+  app.add_option("-m,--memory", args.memory, "Guest RAM, with a unit: 512M, 2G")
       ->type_name("SIZE")
       ->capture_default_str();
-  app.add_option("-d,--disk", disks,
-                 "Virtio disk from a raw image; repeat for vdb, ... (see below)")
-      ->type_name("PATH[,OPTS]")
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-n,--net", nets, "Virtio NIC on a tap device; repeat for eth1, ... (see below)")
+  if (!run) {
+    app.add_option("-d,--disk", args.disks,
+                   "Virtio disk from a raw image; repeat for vdb, ... (see below)")
+        ->type_name("PATH[,OPTS]")
+        ->take_all()
+        ->allow_extra_args(false);
+  }
+  app.add_option("-n,--net", args.nets,
+                 run ? "Virtio NIC on a tap device (see vmm --help); repeat for eth1, ..."
+                     : "Virtio NIC on a tap device; repeat for eth1, ... (see below)")
       ->type_name("tap=NAME[,mac=MAC]")
       ->take_all()
       ->allow_extra_args(false);
-  app.add_option("--vsock", vsock, "Virtio vsock device with its host side on a Unix socket")
+  app.add_option("--vsock", args.vsock, "Virtio vsock device with its host side on a Unix socket")
       ->type_name("cid=N,socket=PATH");
-  app.add_option("--serial", serial, "Guest console: stdio, file:PATH or none")
+  app.add_option("--share", args.shares,
+                 run ? "Also share a host directory, mounted at the same path in the guest"
+                     : "Share a host directory (virtio-fs, through virtiofsd); repeat for more")
+      ->type_name(run ? "HOST_DIR:TAG[,readonly=on]" : "HOST_DIR:TAG[,readonly=on]")
+      ->take_all()
+      ->allow_extra_args(false);
+  if (!run) {
+    app.add_option("--vhost-user", args.vhost_user,
+                   "A device served by a vhost-user backend you run; repeat for more")
+        ->type_name("fs|blk,socket=PATH[,tag=TAG]")
+        ->take_all()
+        ->allow_extra_args(false);
+    app.add_flag("--console", machine.console.enabled,
+                 "A virtio-console on this terminal (hvc0: console=hvc0 is added; the serial "
+                 "console then defaults to none)");
+  }
+  app.add_option("--virtiofsd", machine.virtiofsd_path,
+                 "The virtiofsd that serves --share directories (default: Debian's)")
+      ->type_name("PATH");
+  app.add_option("--serial", args.serial,
+                 run ? "The kernel's console (ttyS0): none, stdio or file:PATH"
+                     : "Guest console: stdio, file:PATH or none")
       ->type_name("MODE")
       ->capture_default_str();
-  app.add_option("--timeout", options.machine.timeout_seconds,
-                 "Stop the guest after this many seconds (exit status 124); 0: never")
+  app.add_option("--timeout", machine.timeout_seconds,
+                 run ? "Stop the guest after this many seconds (exit status 125); 0: never"
+                     : "Stop the guest after this many seconds (exit status 124); 0: never")
       ->type_name("SECONDS")
       ->capture_default_str();
-  app.add_option("--api-socket", options.machine.api_socket,
+  app.add_option("--api-socket", machine.api_socket,
                  "Serve the control API (JSON lines: status, pause, resume, stop, snapshot, "
                  "config) on this Unix socket")
       ->type_name("PATH");
-  app.add_option("--restore", restore,
-                 "Continue the guest of a snapshot (vmm snapshot) instead of booting a kernel")
-      ->type_name("DIR");
-  app.add_option("--seccomp", seccomp,
+  app.add_option("--seccomp", args.seccomp,
                  "Confine vmm's threads to the system calls they need (off: for debugging)")
       ->type_name("on|off")
       ->check(CLI::IsMember({"on", "off"}))
@@ -330,7 +509,132 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
       ->type_name("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
       ->capture_default_str();
-  app.add_flag("-v,--verbose", verbosity, "More log output (-v info, -vv debug, -vvv trace)");
+  app.add_flag("-v,--verbose", args.verbosity, "More log output (-v info, -vv debug, -vvv trace)");
+}
+
+// Turns `args` into `options`; a usage error's message, or nullopt.
+std::optional<std::string> apply_machine_args(const MachineArgs& args, Options& options) {
+  MachineConfig& machine = options.machine;
+  const auto bytes = parse_size(args.memory);
+  if (!bytes) {
+    return fmt::format("--memory {}: not a size (use a number with a unit: 512M, 2G)",
+                       args.memory);
+  }
+  machine.memory_bytes = *bytes;
+  const auto serial_config = parse_serial(args.serial);
+  if (!serial_config) return fmt::format("--serial {}: use stdio, file:PATH or none", args.serial);
+  machine.serial = *serial_config;
+  machine.seccomp = args.seccomp == "on";
+  if (args.cmdline_option != nullptr && args.cmdline_option->count() > 0) {
+    if (!machine.append.empty()) {
+      return "--append and --cmdline: --cmdline replaces the whole command line, --append's "
+             "words included; give one of them";
+    }
+    machine.cmdline = args.cmdline;
+  }
+  if (args.modules == "none") {
+    machine.build_initramfs = false;
+  } else {
+    machine.modules_dir = args.modules;
+  }
+  try {
+    for (const std::string& disk : args.disks) machine.disks.push_back(parse_disk(disk));
+    for (const std::string& net : args.nets) machine.nets.push_back(parse_net(net));
+    if (!args.vsock.empty()) machine.vsock = parse_vsock(args.vsock);
+    for (const std::string& share : args.shares) machine.shares.push_back(parse_share(share));
+    for (const std::string& device : args.vhost_user) {
+      machine.vhost_user.push_back(parse_vhost_user(device));
+    }
+  } catch (const Error& e) {
+    return e.what();
+  }
+  static constexpr const char* kLevels[] = {"info", "debug", "trace"};
+  if (args.verbosity > 0) options.log_level = kLevels[std::min(args.verbosity, 3) - 1];
+  return std::nullopt;
+}
+
+ParseResult usage_error(std::string message) {
+  ParseResult result;
+  result.exit_status = kExitStatusUsage;
+  result.error = std::move(message);
+  return result;
+}
+
+// `vmm run [OPTIONS] -- CMD [ARGS...]`.
+ParseResult parse_run_command(const std::vector<std::string>& args, const RunContext& context) {
+  Options options;
+  MachineArgs machine_args{.memory = "1G", .serial = "none"};
+  // What follows "--" is the command's, whatever it looks like; CLI11 sees what comes before.
+  const auto dashes = std::find(args.begin() + 1, args.end(), "--");
+  std::vector<std::string> command(dashes == args.end() ? dashes : dashes + 1, args.end());
+  std::vector<std::string> positional;
+  CLI::App app(kRunDescription, "vmm run");
+  app.footer(kRunFooter);
+  app.get_formatter()->column_width(34);
+  add_machine_options(app, options, machine_args, true);
+  app.add_option("command", positional, "The command and its arguments (after --)")
+      ->type_name("-- CMD [ARGS...]");
+  ParseResult result;
+  if (!parse_app(app, {args.begin() + 1, dashes}, "vmm run", result)) return result;
+  if (!positional.empty() && !command.empty()) {
+    return usage_error(fmt::format("run: {}: put the whole command after -- (see vmm run --help)",
+                                   positional.front()));
+  }
+  if (command.empty()) command = std::move(positional);
+  if (command.empty()) return usage_error("run: needs a command: vmm run -- CMD [ARGS...]");
+  if (auto error = apply_machine_args(machine_args, options)) return usage_error(*error);
+  MachineConfig& machine = options.machine;
+  if (machine.kernel_path.empty()) {
+    machine.kernel_path = "/boot/vmlinuz-" + context.kernel_release;
+    if (::access(machine.kernel_path.c_str(), R_OK) != 0) {
+      return usage_error(fmt::format(
+          "run: no --kernel, and the running kernel's {} can't be read: {} (give --kernel)",
+          machine.kernel_path, std::strerror(errno)));
+    }
+  }
+  // The user's shares are mounted where they are on the host.
+  for (ShareConfig& share : machine.shares) {
+    if (share.host_dir.empty()) {
+      return usage_error(fmt::format(
+          "--share socket={}: run mounts a share at its host path; give HOST_DIR:TAG",
+          share.socket_path));
+    }
+    share.host_dir = absolute_path(share.host_dir, context.cwd);
+    share.guest_path = share.host_dir;
+  }
+  machine.shares.insert(machine.shares.begin(),
+                        {ShareConfig{.host_dir = "/", .tag = kRunRootTag, .read_only = true,
+                                     .guest_path = "/"},
+                         ShareConfig{.host_dir = context.cwd,
+                                     .tag = kRunWorkTag,
+                                     .guest_path = context.cwd}});
+  machine.command = GuestCommand{.argv = command,
+                                 .env = guest_environment(context.environment, context.cwd),
+                                 .cwd = context.cwd,
+                                 .uid = context.uid,
+                                 .gid = context.gid,
+                                 .groups = context.groups};
+  result.options = std::move(options);
+  return result;
+}
+
+}  // namespace
+
+ParseResult parse_command_line(const std::vector<std::string>& args, const RunContext& context) {
+  if (!args.empty() && args.front() == "snapshot") return parse_snapshot_command(args);
+  if (!args.empty() && args.front() == "run") return parse_run_command(args, context);
+  Options options;
+  MachineArgs machine_args{.memory = "512M", .serial = "stdio"};
+  std::string restore;
+  bool version = false;
+
+  CLI::App app(kDescription, "vmm");
+  app.footer(kFooter);
+  app.get_formatter()->column_width(34);
+  add_machine_options(app, options, machine_args, false);
+  app.add_option("--restore", restore,
+                 "Continue the guest of a snapshot (vmm snapshot) instead of booting a kernel")
+      ->type_name("DIR");
   app.add_flag("--version", version, "Print the version and exit");
 
   ParseResult result;
@@ -339,11 +643,6 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
     result.output = fmt::format("vmm {}\n", VMM_VERSION);
     return result;
   }
-  auto usage_error = [&result](std::string message) {
-    result.exit_status = kExitStatusUsage;
-    result.error = std::move(message);
-    return result;
-  };
   if (!restore.empty()) {
     for (const char* name :
          {"--kernel", "--initrd", "--append", "--cmdline", "--modules", "--cpus", "--memory"}) {
@@ -356,43 +655,33 @@ ParseResult parse_command_line(const std::vector<std::string>& args) {
   } else if (options.machine.kernel_path.empty()) {
     return usage_error("--kernel is required (or --restore DIR; see vmm --help)");
   }
-  const auto bytes = parse_size(memory);
-  if (!bytes) {
-    return usage_error(
-        fmt::format("--memory {}: not a size (use a number with a unit: 512M, 2G)", memory));
+  if (options.machine.console.enabled && app.get_option("--serial")->count() == 0) {
+    machine_args.serial = "none";
   }
-  options.machine.memory_bytes = *bytes;
-  const auto serial_config = parse_serial(serial);
-  if (!serial_config) {
-    return usage_error(fmt::format("--serial {}: use stdio, file:PATH or none", serial));
-  }
-  options.machine.serial = *serial_config;
-  options.machine.seccomp = seccomp == "on";
-  if (cmdline_option->count() > 0) {
-    if (!options.machine.append.empty()) {
-      return usage_error(
-          "--append and --cmdline: --cmdline replaces the whole command line, --append's words "
-          "included; give one of them");
-    }
-    options.machine.cmdline = cmdline;
-  }
-  if (modules == "none") {
-    options.machine.build_initramfs = false;
-  } else {
-    options.machine.modules_dir = modules;
-  }
-  try {
-    for (const std::string& disk : disks) options.machine.disks.push_back(parse_disk(disk));
-    for (const std::string& net : nets) options.machine.nets.push_back(parse_net(net));
-    if (!vsock.empty()) options.machine.vsock = parse_vsock(vsock);
-  } catch (const Error& e) {
-    return usage_error(e.what());
-  }
-  static constexpr const char* kLevels[] = {"info", "debug", "trace"};
-  if (verbosity > 0) options.log_level = kLevels[std::min(verbosity, 3) - 1];
+  if (auto error = apply_machine_args(machine_args, options)) return usage_error(*error);
   if (!restore.empty()) options.restore = restore_config(restore, options.machine);
   result.options = std::move(options);
   return result;
+}
+
+RunContext RunContext::of_this_process() {
+  RunContext context;
+  utsname name{};
+  if (::uname(&name) == 0) context.kernel_release = name.release;
+  std::array<char, 4096> cwd{};
+  if (::getcwd(cwd.data(), cwd.size()) != nullptr) context.cwd = cwd.data();
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    context.environment.emplace_back(*variable);
+  }
+  context.uid = ::getuid();
+  context.gid = ::getgid();
+  const int count = ::getgroups(0, nullptr);
+  if (count > 0) {
+    std::vector<gid_t> groups(static_cast<size_t>(count));
+    const int got = ::getgroups(count, groups.data());
+    for (int i = 0; i < got; ++i) context.groups.push_back(groups[static_cast<size_t>(i)]);
+  }
+  return context;
 }
 
 }  // namespace vmm::cli

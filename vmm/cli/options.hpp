@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,7 +33,20 @@ struct ParseResult {
   std::string error;   // one line for stderr
 };
 
-ParseResult parse_command_line(const std::vector<std::string>& args);
+// What `vmm run` takes from the process that runs it.
+struct RunContext {
+  std::string kernel_release;  // uname -r: the default kernel is /boot/vmlinuz-<release>
+  std::string cwd;
+  std::vector<std::string> environment;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups;
+
+  static RunContext of_this_process();
+};
+
+ParseResult parse_command_line(const std::vector<std::string>& args,
+                               const RunContext& context = RunContext::of_this_process());
 
 // "PATH[,readonly=on|off][,serial=ID][,io=auto|io_uring|threads]"; throws vmm::Error naming the
 // bad part.
@@ -43,6 +57,13 @@ NetConfig parse_net(const std::string& text);
 
 // "cid=N,socket=PATH"; throws vmm::Error naming the bad part.
 VsockConfig parse_vsock(const std::string& text);
+
+// "HOST_DIR:TAG[,readonly=on|off]" or "socket=PATH,tag=TAG"; throws vmm::Error naming the bad
+// part.
+ShareConfig parse_share(const std::string& text);
+
+// "fs|blk,socket=PATH[,tag=TAG]" (fs needs the tag); throws vmm::Error naming the bad part.
+VhostUserConfig parse_vhost_user(const std::string& text);
 
 // "stdio", "none", "file:PATH"; nullopt for anything else.
 std::optional<SerialConfig> parse_serial(const std::string& text);

@@ -6,14 +6,17 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <iterator>
 
 #include "base/util/error.hpp"
 #include "base/util/file.hpp"
 #include "boot/initramfs/init_program.hpp"
 #include "boot/initramfs/initramfs.hpp"
 #include "boot/initramfs/root_fs.hpp"
+#include "boot/initramfs/run_job.hpp"
 #include "boot/kernel_loader.hpp"
 #include "boot/kernel_release.hpp"
+#include "devices/vhost_user/backend_channel.hpp"
 #include "vmm/machine/kernel_cmdline.hpp"
 
 namespace vmm {
@@ -39,6 +42,70 @@ void check_socket_directory(const std::string& option, const std::string& socket
   if (::stat(directory.c_str(), &st) != 0) throw_errno(what);
   if (!S_ISDIR(st.st_mode)) fail("{}: not a directory", what);
   if (::access(directory.c_str(), W_OK | X_OK) != 0) throw_errno(what);
+}
+
+// What the init of a command's initramfs does: the shares with a guest path (the root first), then
+// the command.
+boot::RunJob run_job(const MachineConfig& config) {
+  const GuestCommand& command = *config.command;
+  boot::RunJob job{.uid = command.uid,
+                   .gid = command.gid,
+                   .groups = command.groups,
+                   .cwd = command.cwd,
+                   .mounts = {},
+                   .argv = command.argv,
+                   .env = command.env};
+  for (const ShareConfig& share : config.shares) {
+    if (share.guest_path.empty()) continue;
+    const boot::RunJob::Mount mount{share.tag, share.guest_path, share.read_only};
+    if (share.guest_path == "/") {
+      job.mounts.insert(job.mounts.begin(), mount);
+    } else {
+      job.mounts.push_back(mount);
+    }
+  }
+  return job;
+}
+
+std::string virtiofsd_program(const MachineConfig& config, const std::string& option) {
+  if (!config.virtiofsd_path.empty()) return config.virtiofsd_path;
+  const std::vector<std::string> candidates(std::begin(kVirtiofsdPaths), std::end(kVirtiofsdPaths));
+  if (auto found = devices::Virtiofsd::find_program(candidates)) return *found;
+  fail(
+      "{}: no virtiofsd found ({}; Debian 12 has it in qemu-system-common): install it, or "
+      "give --virtiofsd PATH",
+      option, fmt::join(candidates, ", "));
+}
+
+// Starts a virtiofsd per shared directory and connects to every vhost-user backend, so that a
+// missing directory or socket is reported before /dev/kvm is opened.
+void open_vhost_user_backends(const MachineConfig& config, HostResources& resources) {
+  for (const ShareConfig& share : config.shares) {
+    if (share.host_dir.empty()) {
+      try {
+        resources.vhost_user_sockets.push_back(
+            devices::vhost_user::BackendChannel::connect(share.socket_path));
+      } catch (const Error& e) {
+        fail("--share {}", e.what());
+      }
+      continue;
+    }
+    const std::string option = fmt::format("--share {}:{}", share.host_dir, share.tag);
+    resources.virtiofsds.push_back(devices::Virtiofsd::start(
+        {.program = virtiofsd_program(config, option),
+         .directory = share.host_dir,
+         .read_only = share.read_only,
+         .name = option}));
+    resources.vhost_user_sockets.push_back(resources.virtiofsds.back().take_socket());
+  }
+  for (const VhostUserConfig& device : config.vhost_user) {
+    try {
+      resources.vhost_user_sockets.push_back(
+          devices::vhost_user::BackendChannel::connect(device.socket_path));
+    } catch (const Error& e) {
+      fail("--vhost-user {}", e.what());
+    }
+  }
 }
 
 // The root filesystem's module for the built initramfs: rootfstype='s, else what the superblock
@@ -77,7 +144,8 @@ std::string root_fs_module(const MachineConfig& config, const HostResources& res
 // and no initrd, vmm builds the initramfs that loads them. A kernel without a release string
 // (vmm's test guests) boots the disk directly.
 void build_initramfs(const MachineConfig& config, HostResources& resources) {
-  const bool wanted = config.build_initramfs && config.initrd_path.empty() && !config.disks.empty();
+  const bool wanted = config.build_initramfs && config.initrd_path.empty() &&
+                      (!config.disks.empty() || config.command);
   if (!wanted) {
     if (!config.modules_dir.empty()) {
       spdlog::warn(
@@ -100,8 +168,9 @@ void build_initramfs(const MachineConfig& config, HostResources& resources) {
   const boot::InitramfsSpec spec{
       .release = *release,
       .modules = boot::find_modules_dir(given, *release, resources.kernel_name),
-      .root_fs_module = root_fs_module(config, resources),
-      .init_program = boot::init_program()};
+      .root_fs_module = config.command ? "" : root_fs_module(config, resources),
+      .init_program = boot::init_program(),
+      .run_job = config.command ? std::optional(run_job(config)) : std::nullopt};
   const boot::Initramfs initramfs(spec);
   resources.initrd = initramfs.bytes();
   resources.initrd_name = "the initramfs built from " + spec.modules.path;
@@ -126,6 +195,7 @@ HostResources HostResources::open(const MachineConfig& config) {
     resources.initrd = std::move(initrd);
     resources.initrd_name = "--initrd " + config.initrd_path;
   }
+  open_vhost_user_backends(config, resources);
   resources.cmdline = compose_cmdline(config);
   spdlog::info("kernel command line: {}", resources.cmdline);
   build_initramfs(config, resources);

@@ -48,10 +48,6 @@ std::optional<std::string_view> parameter_value(std::string_view param, std::str
   return value;
 }
 
-size_t virtio_device_count(const MachineConfig& config) {
-  return config.disks.size() + config.nets.size() + (config.vsock ? 1 : 0);
-}
-
 }  // namespace
 
 bool cmdline_has(std::string_view cmdline, std::string_view name) {
@@ -76,6 +72,10 @@ std::string compose_cmdline(const MachineConfig& config) {
   if (!config.disks.empty() && !cmdline_has(user, "root")) {
     known += config.disks.front().read_only ? " root=/dev/vda ro" : " root=/dev/vda rw";
   }
+  // A command's console is hvc... ports of its own; the kernel's is for trouble: with nowhere to
+  // show it, its chatter would only cost UART exits. --console's hvc0 is the guest's console.
+  if (config.command && config.serial.mode == SerialConfig::Mode::kNone) known += " quiet";
+  if (config.console.enabled) known += " console=hvc0";
   if (cmdline_value(user, "acpi") == "off") {
     for (uint32_t i = 0; i < virtio_device_count(config); ++i) {
       known += fmt::format(" virtio_mmio.device={}@{:#x}:{}",

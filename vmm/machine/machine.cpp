@@ -42,10 +42,14 @@
 #include "devices/legacy/vm_generation_id.hpp"
 #include "devices/virtio/block.hpp"
 #include "devices/virtio/net.hpp"
+#include "devices/virtio/console.hpp"
 #include "devices/virtio/vsock.hpp"
+#include "devices/vhost_user/vhost_user_device.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/mptable.hpp"
 #include "firmware/reset_vector.hpp"
+#include "boot/initramfs/init/init_abi.h"
+#include "vmm/machine/command_control.hpp"
 #include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine/control_socket.hpp"
 #include "vmm/machine/exit_latch.hpp"
@@ -64,6 +68,9 @@ namespace vmm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// MachineConfig::command's console ports: stdin, stdout, stderr, control (create_console()).
+constexpr uint32_t kCommandControlPort = 3;
 
 // A snapshot disk's overlay in a snapshot: its written sectors in the state, its bytes in a file.
 std::string overlay_section(size_t disk) {
@@ -145,6 +152,12 @@ struct Machine::Impl final : ControlTarget {
   void create_disks();
   void create_nics();
   void create_vsock();
+  // The shares (virtio-fs) and the other vhost-user devices, each over its backend's socket.
+  void create_vhost_user_devices();
+  // MachineConfig::command's ports, or --console's hvc0.
+  void create_console();
+  void on_command_control(std::span<const uint8_t> bytes);
+  void signal_command(int signal);
   // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
   void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
   // Without `boot_state`: bare vCPUs, whose state a restore sets.
@@ -214,6 +227,10 @@ struct Machine::Impl final : ControlTarget {
   bool stdin_watched = false;
   // A restored machine's snapshot folder (its disk overlays' files).
   std::string snapshot_dir;
+  // Owned by its transport (virtio_slots); the loop thread's.
+  devices::virtio::VirtioConsole* console_device = nullptr;
+  std::vector<UniqueFd> console_fds;  // the ports' host ends that vmm made
+  CommandControl command_control;     // the loop thread's
 
   // send_console_input() → the loop thread, which feeds the UART as it makes room.
   EventFd console_input;
@@ -270,6 +287,8 @@ void Machine::Impl::create_all_devices() {
   create_disks();
   create_nics();
   create_vsock();
+  create_vhost_user_devices();
+  create_console();
 }
 
 void Machine::Impl::assemble() {
@@ -458,6 +477,134 @@ void Machine::Impl::create_vsock() {
   plug_virtio(std::move(vsock), fmt::format("virtio-vsock cid {}", config_.vsock->guest_cid));
 }
 
+void Machine::Impl::create_vhost_user_devices() {
+  using devices::vhost_user::BackendChannel;
+  using devices::vhost_user::VhostUserDevice;
+  // What a virtiofsd says goes to the log, named by its share. Watched until its pipe ends.
+  for (devices::Virtiofsd& process : host_.virtiofsds) {
+    const int fd = process.log_fd();
+    loop.add(fd, EPOLLIN, [this, &process, fd](uint32_t events) {
+      for (const std::string& line : process.read_log()) spdlog::warn("virtiofsd: {}", line);
+      if ((events & (EPOLLHUP | EPOLLERR)) != 0) loop.remove(fd);
+    });
+  }
+  size_t socket = 0;
+  for (const ShareConfig& share : config_.shares) {
+    const std::string name =
+        share.host_dir.empty() ? fmt::format("virtio-fs {} (socket={})", share.tag, share.socket_path)
+                               : fmt::format("virtio-fs {} ({})", share.tag, share.host_dir);
+    std::unique_ptr<VhostUserDevice> device;
+    try {
+      auto channel = std::make_unique<BackendChannel>(
+          std::move(host_.vhost_user_sockets.at(socket++)), name);
+      device = std::make_unique<VhostUserDevice>(
+          memory, loop, std::move(channel), devices::vhost_user::fs_device_spec(share.tag, 1));
+    } catch (const Error& e) {
+      // A virtiofsd that could not start says why on stderr and exits; say how it ended too.
+      std::string ended;
+      for (devices::Virtiofsd& process : host_.virtiofsds) {
+        if (auto how = process.exit_description()) ended = " (" + *how + ")";
+      }
+      fail("--share {}:{}: {}{}", share.host_dir.empty() ? "socket=" + share.socket_path
+                                                        : share.host_dir,
+           share.tag, e.what(), ended);
+    }
+    plug_virtio(std::move(device), name);
+  }
+  for (const VhostUserConfig& config : config_.vhost_user) {
+    const bool fs = config.type == VhostUserConfig::Type::kFs;
+    const std::string name =
+        fmt::format("vhost-user {} (socket={})", fs ? "fs " + config.tag : "blk", config.socket_path);
+    std::unique_ptr<VhostUserDevice> device;
+    try {
+      auto channel = std::make_unique<BackendChannel>(
+          std::move(host_.vhost_user_sockets.at(socket++)), name);
+      device = std::make_unique<VhostUserDevice>(
+          memory, loop, std::move(channel),
+          fs ? devices::vhost_user::fs_device_spec(config.tag, 1)
+             : devices::vhost_user::blk_device_spec());
+    } catch (const Error& e) {
+      fail("--vhost-user socket={}: {}", config.socket_path, e.what());
+    }
+    plug_virtio(std::move(device), name);
+  }
+}
+
+namespace {
+
+// `fd` if epoll can watch it (a pipe, a terminal, a socket), else the read end of an empty pipe:
+// a console port's input from a regular file or /dev/null reads as an immediate end of file.
+UniqueFd pollable_input(int fd, const std::string& name) {
+  const UniqueFd probe(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event event{};
+  event.events = EPOLLIN;
+  if (probe && ::epoll_ctl(probe.get(), EPOLL_CTL_ADD, fd, &event) == 0) {
+    UniqueFd duplicate(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!duplicate) throw_errno(name);
+    return duplicate;
+  }
+  std::array<int, 2> ends{};
+  if (::pipe2(ends.data(), O_CLOEXEC) != 0) throw_errno(name + ": pipe");
+  ::close(ends[1]);
+  return UniqueFd(ends[0]);
+}
+
+}  // namespace
+
+void Machine::Impl::create_console() {
+  using devices::virtio::ConsolePort;
+  std::vector<ConsolePort> ports;
+  if (config_.command) {
+    console_fds.push_back(pollable_input(STDIN_FILENO, "the command's stdin"));
+    console_fds.push_back(non_blocking_writer(STDOUT_FILENO, "the command's stdout"));
+    console_fds.push_back(non_blocking_writer(STDERR_FILENO, "the command's stderr"));
+    auto port = [&ports](const char* name) -> ConsolePort& {
+      ports.emplace_back().name = name;
+      return ports.back();
+    };
+    port(VMM_RUN_PORT_STDIN).input_fd = console_fds[0].get();
+    port(VMM_RUN_PORT_STDOUT).output_fd = console_fds[1].get();
+    port(VMM_RUN_PORT_STDERR).output_fd = console_fds[2].get();
+    port(VMM_RUN_PORT_CONTROL).output_callback = [this](std::span<const uint8_t> bytes) {
+      on_command_control(bytes);
+    };
+  } else if (config_.console.enabled) {
+    console_fds.push_back(pollable_input(STDIN_FILENO, "--console (stdin)"));
+    console_fds.push_back(non_blocking_writer(STDOUT_FILENO, "--console (stdout)"));
+    ConsolePort& hvc0 = ports.emplace_back();
+    hvc0.console = true;
+    hvc0.input_fd = console_fds[0].get();
+    hvc0.output_fd = console_fds[1].get();
+  } else {
+    return;
+  }
+  auto device = std::make_unique<devices::virtio::VirtioConsole>(memory, loop, std::move(ports),
+                                                                 "virtio-console");
+  console_device = device.get();
+  plug_virtio(std::move(device), "virtio-console");
+}
+
+// Loop thread: the command's control port.
+void Machine::Impl::on_command_control(std::span<const uint8_t> bytes) {
+  const std::optional<int> status = command_control.feed(bytes);
+  if (!status) return;
+  MachineExit exit;
+  exit.reason = MachineExit::Reason::kCommandExit;
+  exit.debug_code = *status;
+  latch.set(exit);
+}
+
+void Machine::Impl::signal_command(int signal) {
+  if (!config_.command || console_device == nullptr) return;
+  loop.post([this, signal] {
+    const std::string line = CommandControl::signal_line(signal);
+    if (!console_device->send(kCommandControlPort,
+                              std::span(reinterpret_cast<const uint8_t*>(line.data()), line.size()))) {
+      spdlog::warn("the command's control port is full: signal {} not passed on", signal);
+    }
+  });
+}
+
 void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device,
                                 const std::string& name) {
   const auto index = static_cast<uint32_t>(virtio_slots.size());
@@ -497,6 +644,7 @@ void Machine::Impl::watch_console() {
     console_input.consume();
     feed_console_input();
   });
+  if (config_.console.enabled) terminal = RawTerminal::enter(STDIN_FILENO);
   if (config_.serial.mode != SerialConfig::Mode::kStdio) return;
   terminal = RawTerminal::enter(STDIN_FILENO);
   // Reading stdin pauses while the UART's input queue is full, and resumes on the refill request:
@@ -644,6 +792,8 @@ void Machine::Impl::run_loop() {
   // What the guest printed last (a test guest's verdict) reaches the sink before wait() returns;
   // a reader that stopped reading costs at most ConsoleOutput::kFlushStall.
   console_output->flush();
+  // What the command wrote before its exit line, and any guest's last words on hvc0.
+  if (console_device != nullptr) console_device->flush_output();
   terminal.reset();
   const auto exit = latch.result();
   if (exit && exit->reason == MachineExit::Reason::kTimeout) log_where_things_stood();
@@ -672,7 +822,9 @@ std::optional<MachineExit> Machine::Impl::wait(std::optional<std::chrono::millis
     MutexLock join(join_mutex);
     if (loop_thread.joinable()) loop_thread.join();
   }
-  return latch.result().value_or(MachineExit{});
+  MachineExit exit = latch.result().value_or(MachineExit{});
+  exit.ran_command = config_.command.has_value();
+  return exit;
 }
 
 void Machine::Impl::pause() {
@@ -933,8 +1085,12 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
   validate_config(config);
   prepare_seccomp(config);
   HostResources host = HostResources::open(config);
-  auto impl =
-      std::make_unique<Impl>(config, std::move(host), GuestMemory::allocate(config.memory_bytes));
+  // A vhost-user backend maps guest RAM: it must be a memfd.
+  const bool shared_ram = !config.shares.empty() || !config.vhost_user.empty();
+  auto impl = std::make_unique<Impl>(
+      config, std::move(host),
+      GuestMemory::allocate(config.memory_bytes, shared_ram ? GuestMemory::Backing::kMemfd
+                                                            : GuestMemory::Backing::kAuto));
   impl->assemble();
   if (!config.api_socket.empty()) {
     impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);
@@ -981,6 +1137,10 @@ const MachineConfig& Machine::config() const {
 
 void Machine::send_console_input(std::span<const uint8_t> bytes) {
   impl_->send_console_input(bytes);
+}
+
+void Machine::signal_command(int signal) {
+  impl_->signal_command(signal);
 }
 
 }  // namespace vmm

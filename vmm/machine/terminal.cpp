@@ -100,12 +100,29 @@ void set_non_blocking(int fd, const std::string& name) {
 
 }  // namespace
 
+UniqueFd non_blocking_writer(int fd, const std::string& name) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno(name);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+    if (UniqueFd own = reopen_non_blocking(fd, st)) return own;
+    // Shared with whoever else holds this file description (the shell, stderr): it stays
+    // non-blocking, since the machine's threads may not call fcntl to restore it.
+    spdlog::debug("{}: could not reopen it ({}); making it non-blocking", name,
+                  std::strerror(errno));
+    set_non_blocking(fd, name);
+  }
+  // A regular file is never "full" (O_NONBLOCK means nothing to it); a socket is sent to with
+  // MSG_DONTWAIT.
+  UniqueFd duplicate(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!duplicate) throw_errno(name);
+  return duplicate;
+}
+
 std::unique_ptr<ConsoleOutput> ConsoleOutput::to_fd(EventLoop& loop, devices::Serial16550& uart,
                                                     int fd, std::string name) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_errno(name);
   if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
-    // Never "full": written as is (O_NONBLOCK means nothing to a regular file).
     return std::unique_ptr<ConsoleOutput>(
         new ConsoleOutput(loop, uart, Kind::kWrite, fd, std::move(name)));
   }
@@ -113,15 +130,7 @@ std::unique_ptr<ConsoleOutput> ConsoleOutput::to_fd(EventLoop& loop, devices::Se
     return std::unique_ptr<ConsoleOutput>(
         new ConsoleOutput(loop, uart, Kind::kSend, fd, std::move(name)));
   }
-  if (UniqueFd own = reopen_non_blocking(fd, st)) {
-    return to_owned_fd(loop, uart, std::move(own), std::move(name));
-  }
-  // Shared with whoever else holds this file description (the shell, stderr): it stays
-  // non-blocking, since the machine's threads may not call fcntl to restore it.
-  spdlog::debug("{}: could not reopen it ({}); making it non-blocking", name, std::strerror(errno));
-  set_non_blocking(fd, name);
-  return std::unique_ptr<ConsoleOutput>(
-      new ConsoleOutput(loop, uart, Kind::kWrite, fd, std::move(name)));
+  return to_owned_fd(loop, uart, non_blocking_writer(fd, name), std::move(name));
 }
 
 std::unique_ptr<ConsoleOutput> ConsoleOutput::to_owned_fd(EventLoop& loop,

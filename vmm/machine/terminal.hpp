@@ -30,6 +30,13 @@ class RawTerminal {
   RawTerminal() = default;
 };
 
+// A descriptor of its own for writing to `fd` (the caller's, which keeps its flags) from an event
+// loop that must never block: for a pipe or a terminal a non-blocking file description of its own
+// (reopened through /proc/self/fd; where that fails, `fd`'s description is made non-blocking and
+// stays so); for a regular file, a block device or a socket, a duplicate. Throws vmm::Error naming
+// `name`.
+UniqueFd non_blocking_writer(int fd, const std::string& name);
+
 // The host side of the guest's console output. The UART buffers what the guest transmits (and
 // reports its transmitter busy while the buffer is full); this moves it to the sink on the event
 // loop's thread, never blocking: a sink that takes no more is written again when epoll says it is

@@ -145,7 +145,9 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
                     SCMP_SYS(io_uring_enter),
                     // vsock: host programs connecting, guest connections to host sockets
                     SCMP_SYS(accept4), SCMP_SYS(connect), SCMP_SYS(recvfrom), SCMP_SYS(sendto),
-                    SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(shutdown)});
+                    SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(shutdown),
+                    // vhost-user: waiting (bounded) for a backend's reply
+                    SCMP_SYS(poll), SCMP_SYS(ppoll)});
       policy.allow_arg(SCMP_SYS(socket), 0, {AF_UNIX});
       policy.allow_ioctls({KVM_IRQ_LINE,              // console input raises the UART's interrupt
                            KVM_GET_REGS,              // where the vCPUs were when --timeout expired
@@ -177,8 +179,13 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
       // Waiting for the machine, then destroying it: threads joined, devices reset (in-flight
       // disk I/O waited for), ioeventfds and irqfds deassigned, fds closed, memory unmapped,
       // socket files (--api-socket, --vsock) removed.
+      // vhost-user devices stop their backends' rings (a bounded wait for each reply), and the
+      // virtiofsds vmm started are stopped and reaped. vmm run's signal thread waits for Ctrl-C.
       policy.allow({SCMP_SYS(read), SCMP_SYS(close), SCMP_SYS(epoll_ctl), SCMP_SYS(io_uring_enter),
-                    SCMP_SYS(shutdown), SCMP_SYS(unlink)});
+                    SCMP_SYS(shutdown), SCMP_SYS(unlink), SCMP_SYS(sendmsg), SCMP_SYS(recvmsg),
+                    SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(wait4), SCMP_SYS(waitid),
+                    SCMP_SYS(rt_sigtimedwait)});
+      policy.allow_arg(SCMP_SYS(kill), 1, {signal_number(SIGTERM), signal_number(SIGKILL)});
       policy.allow_ioctls({KVM_IOEVENTFD, KVM_IRQFD, TUNSETOFFLOAD});
       policy.allow_arg(SCMP_SYS(tgkill), 2, {kick});
       break;

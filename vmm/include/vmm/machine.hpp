@@ -21,13 +21,20 @@ struct MachineExit {
     kTimeout,    // the configured timeout expired: status 124
     kStopped,    // the host stopped it (Machine::stop(), the control socket's stop): status 5
     kError,      // the VMM failed or the guest could not be run: status 1
+    kCommandExit,  // MachineConfig::command finished: its status (debug_code)
   };
   Reason reason = Reason::kError;
-  int debug_code = 0;   // kDebugExit
+  int debug_code = 0;   // kDebugExit, kCommandExit
+  // The machine ran a MachineConfig::command: any other reason than kCommandExit means its status
+  // never came, which exits with kExitStatusNoCommandStatus whatever the reason.
+  bool ran_command = false;
   std::string message;  // kError: what went wrong
 
   int exit_status() const;
   std::string describe() const;
+
+ private:
+  std::string describe_reason() const;
 };
 
 inline constexpr int kExitStatusError = 1;
@@ -36,6 +43,9 @@ inline constexpr int kExitStatusReboot = 3;
 inline constexpr int kExitStatusPanic = 4;
 inline constexpr int kExitStatusStopped = 5;
 inline constexpr int kExitStatusTimeout = 124;
+// `vmm run`: the command's status never came (a panic, a timeout, a failure to start it): what
+// docker run and env(1) use for "the runner failed", and vmm says why on stderr.
+inline constexpr int kExitStatusNoCommandStatus = 125;
 
 enum class MachineState {
   kCreated,  // assembled, not started
@@ -97,6 +107,10 @@ class Machine {
   // Bytes for the guest's console (COM1) input, e.g. from a library user whose console is a
   // callback. Bytes beyond what the UART's input queue holds wait until the guest reads.
   void send_console_input(std::span<const uint8_t> bytes);
+  // MachineConfig::command: asks the guest's init to send `signal` to the command's process group
+  // (what vmm run does with the first Ctrl-C). No-op for a machine without a command, or once it
+  // has stopped.
+  void signal_command(int signal);
 
  private:
   struct Impl;

@@ -64,6 +64,48 @@ struct NetConfig {
   std::optional<std::array<uint8_t, 6>> mac;
 };
 
+// A host directory the guest mounts with `mount -t virtiofs TAG DIR`: a virtio-fs device whose
+// requests a virtiofsd serves over vhost-user. Either vmm starts Debian's virtiofsd for
+// `host_dir` (and stops it with the machine), or `socket_path` names the socket of a virtiofsd
+// (or any virtio-fs vhost-user backend) the user runs.
+struct ShareConfig {
+  std::string host_dir{};     // vmm runs virtiofsd for it
+  std::string socket_path{};  // or: a backend's vhost-user socket
+  std::string tag{};          // what the guest mounts: 1 to 36 bytes
+  // host_dir only, enforced on the host: virtiofsd serves a read-only bind mount of the
+  // directory, so the guest's writes fail with EROFS whatever it does.
+  bool read_only = false;
+  // MachineConfig::command only: where the guest's init mounts it ("" : not mounted).
+  std::string guest_path{};
+};
+
+// A device whose queues a vhost-user backend process serves (its socket at `socket_path`).
+struct VhostUserConfig {
+  enum class Type { kFs, kBlock };
+  Type type = Type::kFs;
+  std::string socket_path;
+  std::string tag;  // kFs: the tag the guest mounts
+};
+
+// A virtio-console device with one console port (the guest's hvc0) on this process's stdin and
+// stdout: faster than the UART for a guest getty (console=hvc0).
+struct ConsoleConfig {
+  bool enabled = false;
+};
+
+// A command the guest runs instead of an init, its output and exit status vmm's (`vmm run`):
+// vmm builds an initramfs whose init mounts the shares that have a guest_path (the one at "/" as
+// the root, read-only, under a writable tmpfs overlay), then runs `argv` as uid/gid in `cwd` with
+// `env`, its stdin, stdout and stderr on virtio-console ports that vmm connects to its own.
+struct GuestCommand {
+  std::vector<std::string> argv{};
+  std::vector<std::string> env{};  // NAME=value
+  std::string cwd{};
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups{};
+};
+
 // Everything needed to assemble a VM. Built by the CLI or by a library user, checked by
 // validate_config() before anything is created.
 // What vmm puts first on every kernel command line it composes.
@@ -89,6 +131,12 @@ struct MachineConfig {
   std::vector<DiskConfig> disks;  // the guest's vda, vdb, ... in this order
   std::vector<NetConfig> nets;    // the guest's eth0, eth1, ... in this order
   std::optional<VsockConfig> vsock;
+  std::vector<ShareConfig> shares;          // virtio-fs devices, after the NICs
+  std::vector<VhostUserConfig> vhost_user;  // after the shares
+  ConsoleConfig console;
+  // The virtiofsd a ShareConfig::host_dir runs; empty: the first of kVirtiofsdPaths that exists.
+  std::string virtiofsd_path;
+  std::optional<GuestCommand> command;
   // A Unix socket to serve the control API on (JSON: status, pause, resume, stop, config); empty:
   // none.
   std::string api_socket;
@@ -126,6 +174,12 @@ struct RestoreConfig {
 // --restore and the C API take their options). The rest of `config` is unused.
 RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfig& config);
 
+// Where Debian keeps virtiofsd: its own package (Debian 13 on), then QEMU's (Debian 12).
+inline constexpr const char* kVirtiofsdPaths[] = {"/usr/libexec/virtiofsd",
+                                                  "/usr/lib/qemu/virtiofsd"};
+// VIRTIO_FS's tag field.
+inline constexpr size_t kMaxShareTagBytes = 36;
+
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
@@ -134,6 +188,10 @@ inline constexpr uint32_t kMaxCpus = 254;
 inline constexpr size_t kMaxDiskSerialBytes = 20;
 // Each virtio device has an interrupt line of its own (GSIs 5-23 but for 8).
 inline constexpr size_t kMaxVirtioDevices = 18;
+
+// The virtio devices `config` gives the guest: disks, NICs, vsock, shares, vhost-user devices, and
+// the console (a command's included).
+size_t virtio_device_count(const MachineConfig& config);
 
 // Throws vmm::Error naming the offending field ("--memory 1M: ...") for any value that can't work.
 // Checks only what can be checked without /dev/kvm; the machine checks the rest (KVM's vCPU limit).
