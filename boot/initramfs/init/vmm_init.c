@@ -493,12 +493,21 @@ static void open_ports(int fds[kPortCount]) {
     fds[port] = open(devices[port], kPorts[port].flags | O_CLOEXEC);
     if (fds[port] < 0) die("%s (%s): %s", devices[port], kPorts[port].name, strerror(errno));
   }
+  /* Until the host has opened the control port (the driver makes a port writable only then): a
+   * read before would be an end of file, and the host's signals lost. */
+  struct pollfd control = {.fd = fds[kControlPort], .events = POLLOUT};
+  int ready;
+  while ((ready = poll(&control, 1, kPortWaitSeconds * 1000)) < 0 && errno == EINTR) {
+  }
+  if (ready <= 0 || !(control.revents & POLLOUT))
+    die("%s: the host did not open it within %d s", VMM_RUN_PORT_CONTROL, kPortWaitSeconds);
 }
 
 /* In the child: the job's command, as the caller, on the ports. Never returns; a failure is said on
  * the stderr port and is the exit status a shell would give. */
-static void exec_command(const struct run_job* job, const int ports[kPortCount],
-                         const sigset_t* original_mask) {
+static __attribute__((noreturn)) void exec_command(const struct run_job* job,
+                                                   const int ports[kPortCount],
+                                                   const sigset_t* original_mask) {
   sigprocmask(SIG_SETMASK, original_mask, NULL);
   /* Its own session and process group: the host's "signal N" goes to all of it. */
   if (setsid() < 0) dprintf(STDERR_FILENO, "vmm run: setsid: %s\n", strerror(errno));
@@ -529,7 +538,7 @@ static void deliver_signal(int signal, void* context) {
 }
 
 /* Tells vmm the command's exit code and powers off, after the guest's writes reach the shares. */
-static void finish(int control_fd, int exit_code) {
+static __attribute__((noreturn)) void finish(int control_fd, int exit_code) {
   char line[32];
   int length = snprintf(line, sizeof line, VMM_RUN_CONTROL_EXIT "%d\n", exit_code);
   ssize_t written;
@@ -545,7 +554,8 @@ static void finish(int control_fd, int exit_code) {
 
 /* PID 1's loop while the command runs: reaps every child (orphans come to init), passes the host's
  * signals on, and finishes when the command exits. SIGCHLD is blocked: it arrives on a signalfd. */
-static void supervise(pid_t command, int control_fd, const sigset_t* child_signal) {
+static __attribute__((noreturn)) void supervise(pid_t command, int control_fd,
+                                                const sigset_t* child_signal) {
   int signal_fd = signalfd(-1, child_signal, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) die("signalfd: %s", strerror(errno));
   struct run_control_reader reader = {0};
@@ -566,16 +576,17 @@ static void supervise(pid_t command, int control_fd, const sigset_t* child_signa
       char bytes[256];
       ssize_t count = read(control_fd, bytes, sizeof bytes);
       if (count > 0) run_control_feed(&reader, bytes, (size_t)count, deliver_signal, &command);
-      if (count == 0) watched[1].fd = -1; /* the host closed it: no more signals */
+      /* The host closed it (or it failed): no more signals; poll would report it for ever. */
+      if (count == 0 || (count < 0 && errno != EAGAIN && errno != EINTR)) watched[1].fd = -1;
     } else if (watched[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-      watched[1].fd = -1; /* not open on the host's side: nothing to read, and poll would spin */
+      watched[1].fd = -1;
     }
   }
 }
 
-/* Run mode: from the loaded modules to the command's exit. Never returns. */
-static void run_job(void) {
-  char* job_bytes = NULL;
+/* Run mode: from the loaded modules to the command's exit. */
+static __attribute__((noreturn)) void serve_run_job(void) {
+  char* job_bytes = NULL; /* kept: the job points into it */
   struct run_job job;
   read_run_job(&job_bytes, &job);
   mount_run_root(&job.mounts[0]);
@@ -617,7 +628,7 @@ int main(int argc, char** argv) {
   if (!run_mode && !init_cmdline_check_root(&cmdline, error, sizeof error)) die("%s", error);
 
   load_modules(&cmdline, options_size);
-  if (run_mode) run_job();
+  if (run_mode) serve_run_job();
   wait_for_root(&cmdline);
   mount_root(&cmdline);
   switch_to_disk_root();
