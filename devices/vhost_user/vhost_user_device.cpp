@@ -107,6 +107,10 @@ VhostUserDevice::~VhostUserDevice() {
   }
 }
 
+uint16_t VhostUserDevice::queue_count() const {
+  return static_cast<uint16_t>(queues_.size());  // at most kMaxQueues
+}
+
 uint16_t VhostUserDevice::negotiate_queue_count() {
   uint16_t count = spec_.queue_count;
   if ((protocol_features_ & kProtocolFeatureMq) != 0) {
@@ -139,7 +143,7 @@ void VhostUserDevice::map_shadow_rings() {
     throw_errno(fmt::format("{}: cannot size the shadow rings' memfd", name_));
   }
   shadow_ = MemoryMapping::of_file(shadow_fd_.get(), 0, size, MemoryMapping::Sharing::kShared);
-  for (size_t index = 0; index < queues_.size(); ++index) {
+  for (size_t index = 0; index < queue_count(); ++index) {
     Queue& queue = queues_[index];
     queue.shadow_avail = shadow_->data() + stride * index;
     queue.shadow_used = queue.shadow_avail + avail_bytes(spec_.queue_size);
@@ -190,7 +194,7 @@ void VhostUserDevice::read_config(uint64_t offset, std::span<uint8_t> data) cons
 
 void VhostUserDevice::activate(const virtio::Activation& activation) {
   interrupt_ = activation.interrupt;
-  for (size_t index = 0; index < queues_.size(); ++index) {
+  for (size_t index = 0; index < queue_count(); ++index) {
     queues_[index].guest = activation.queues.at(index);
   }
   if (!backend_dead()) {
@@ -198,7 +202,7 @@ void VhostUserDevice::activate(const virtio::Activation& activation) {
       // Without EVENT_IDX: the shadow rings have none (see the class comment).
       channel_->set_features((activation.driver_features & ~virtio::kFeatureRingEventIdx) |
                              (backend_features_ & kFeatureProtocolFeatures));
-      for (uint16_t index = 0; index < queues_.size(); ++index) {
+      for (uint16_t index = 0; index < queue_count(); ++index) {
         if (queues_[index].guest->ready()) start_queue(index);
       }
     } catch (const BackendError& error) {
@@ -239,7 +243,7 @@ void VhostUserDevice::start_queue(uint16_t index) {
 void VhostUserDevice::watch_active(const std::vector<int>& notify_fds) {
   watched_.clear();
   watched_.add_notify_fds(notify_fds, [this](uint16_t index) { notify(index); });
-  for (uint16_t index = 0; index < queues_.size(); ++index) {
+  for (uint16_t index = 0; index < queue_count(); ++index) {
     watched_.add(queues_[index].call.fd(), EPOLLIN, [this, index](uint32_t) {
       queues_[index].call.consume();
       collect_used(index);
@@ -256,7 +260,7 @@ void VhostUserDevice::notify(uint16_t index) {
 void VhostUserDevice::on_resume() {
   resume_.consume();
   if (interrupt_ == nullptr) return;
-  for (uint16_t index = 0; index < queues_.size(); ++index) {
+  for (uint16_t index = 0; index < queue_count(); ++index) {
     collect_used(index);
     forward_available(index);
   }
@@ -355,7 +359,7 @@ void VhostUserDevice::backend_failed(const std::string& reason) {
   channel_watched_.clear();
   channel_.reset();
   if (interrupt_ == nullptr) return;
-  for (uint16_t index = 0; index < queues_.size(); ++index) {
+  for (uint16_t index = 0; index < queue_count(); ++index) {
     fail_in_flight(queues_[index]);
     forward_available(index);
   }
@@ -393,7 +397,7 @@ void VhostUserDevice::reset(ResetDone done) {
   resume_.consume();
   try {
     // The backend stops using the rings (and the guest's buffers) before it replies.
-    for (uint16_t index = 0; index < queues_.size(); ++index) {
+    for (uint16_t index = 0; index < queue_count(); ++index) {
       if (!backend_dead() && queues_[index].started) channel_->get_vring_base(index);
     }
   } catch (const BackendError& error) {
@@ -422,7 +426,7 @@ size_t VhostUserDevice::requests_in_flight() const {
 
 std::string VhostUserDevice::debug_state() const {
   std::string in_flight;
-  for (size_t index = 0; index < queues_.size(); ++index) {
+  for (size_t index = 0; index < queue_count(); ++index) {
     if (queues_[index].in_flight_count == 0) continue;
     in_flight += fmt::format("{}queue {}: {}", in_flight.empty() ? "" : ", ", index,
                              queues_[index].in_flight_count);

@@ -86,6 +86,7 @@ class VhostUserDevice final : public virtio::VirtioDevice {
  private:
   struct Queue;
 
+  uint16_t queue_count() const;
   // The handshake's steps (constructor).
   uint16_t negotiate_queue_count();
   std::vector<uint8_t> backend_config();

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -438,8 +439,8 @@ class FakeBackend {
       case Request::kSetVringAddr: {
         Vring& ring = vrings_[words[0] & 0xffffffff];
         // index, flags; desc, used, avail, log
-        ring.used = reinterpret_cast<uint8_t*>(words[2]);
-        ring.avail = reinterpret_cast<uint8_t*>(words[3]);
+        ring.used = std::bit_cast<uint8_t*>(words[2]);
+        ring.avail = std::bit_cast<uint8_t*>(words[3]);
         break;
       }
       case Request::kSetVringCall:
