@@ -457,6 +457,44 @@ def vcpu_exit():
     exit_seed("mapping_too_small", kvm_run(KVM_EXIT_INTR), size=64)
 
 
+# --- vhost_user_reply: mode byte, then a reply to parse or a conversation --------------------
+VU_GET_FEATURES, VU_GET_PROTOCOL_FEATURES, VU_GET_QUEUE_NUM, VU_GET_VRING_BASE, VU_GET_CONFIG, \
+    VU_SET_MEM_TABLE, VU_SET_VRING_NUM, VU_SET_VRING_ENABLE, VU_SET_VRING_KICK, \
+    VU_SET_FEATURES = range(10)
+VU_CODES = [1, 15, 17, 11, 24, 5, 8, 18, 12, 2]
+
+
+def vu_reply(call, payload, flags=0x5):
+    return u32(VU_CODES[call]) + u32(flags) + u32(len(payload)) + payload
+
+
+def vhost_user_reply():
+    # What Debian 12's virtiofsd answered (tests/devices/vhost_user/message_test.cpp).
+    replies = [
+        (VU_GET_FEATURES, u64(0x175000000)),
+        (VU_GET_PROTOCOL_FEATURES, u64(0x8c2b)),
+        (VU_GET_QUEUE_NUM, u64(2)),
+        (VU_GET_VRING_BASE, u32(1) + u32(7)),  # ring 1, as the target asks
+        (VU_GET_CONFIG, b""),  # a refusal
+        (VU_SET_MEM_TABLE, u64(0)),
+    ]
+    for call, payload in replies:
+        write("vhost_user_reply", "parse_%d" % call, u8(0) + u8(call) + vu_reply(call, payload))
+    write("vhost_user_reply", "parse_config",
+          u8(0) + u8(VU_GET_CONFIG) + vu_reply(VU_GET_CONFIG, u32(4) + u32(16) + u32(0) + bytes(16)))
+    handshake = [VU_GET_FEATURES, VU_GET_PROTOCOL_FEATURES, VU_GET_QUEUE_NUM]
+    stream = b"".join(vu_reply(call, payload) for call, payload in replies[:3])
+    write("vhost_user_reply", "handshake",
+          u8(1) + u8(0) + u8(len(handshake)) + bytes(handshake) + stream)
+    # With REPLY_ACK: every SET_* waits for its ack.
+    acked = [VU_SET_MEM_TABLE, VU_SET_VRING_NUM, VU_SET_VRING_KICK, VU_SET_VRING_ENABLE,
+             VU_GET_VRING_BASE]
+    stream = b"".join(vu_reply(call, u64(0)) for call in acked[:-1]) + \
+        vu_reply(VU_GET_VRING_BASE, u32(1) + u32(7))
+    write("vhost_user_reply", "acked_ring_setup",
+          u8(1) + u8(1) + u8(len(acked)) + bytes(acked) + stream)
+
+
 def main():
     virtqueue()
     mmio_transport()
@@ -469,6 +507,7 @@ def main():
     vcpu_exit()
     kernels()
     cli()
+    vhost_user_reply()
     return 0
 
 
