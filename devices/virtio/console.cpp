@@ -312,7 +312,7 @@ void VirtioConsole::queue_control(uint32_t port, uint16_t event, uint16_t value,
   const VirtioConsoleControl header{.id = port, .event = event, .value = value};
   std::vector<uint8_t> message(sizeof(header) + payload.size());
   std::memcpy(message.data(), &header, sizeof(header));
-  std::memcpy(message.data() + sizeof(header), payload.data(), payload.size());
+  std::copy(payload.begin(), payload.end(), message.begin() + sizeof(header));
   control_out_.push_back(std::move(message));
 }
 
