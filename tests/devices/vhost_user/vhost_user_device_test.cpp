@@ -105,6 +105,7 @@ class FsGuest {
   EventLoop loop;
   FakeDeviceInterrupt interrupt;
   std::vector<std::unique_ptr<SplitQueue>> queues;
+  uint16_t queue_size = kQueueSize;  // the size the driver picks (queue_config: up to 256)
   Driver driver{memory, queue_config(kRequestQueue, kQueueSize)};
 
   static uint64_t request_address(uint32_t n) { return 0x100000 + 0x10000ull * n; }
@@ -119,13 +120,13 @@ class FsGuest {
     for (uint16_t max_size : device.queue_max_sizes()) {
       const auto index = static_cast<uint16_t>(queues.size());
       queues.push_back(std::make_unique<SplitQueue>(memory, max_size));
-      const virtio::QueueConfig config = queue_config(index, kQueueSize, true);
+      const virtio::QueueConfig config = queue_config(index, queue_size, true);
       const std::vector<uint8_t> zeros(0x5000);
       ASSERT_TRUE(memory.write(config.desc_table, zeros));
       if (index == kRequestQueue || hiprio) queues.back()->activate(config);
       pointers.push_back(queues.back().get());
     }
-    driver.restart(queue_config(kRequestQueue, kQueueSize, true));
+    driver.restart(queue_config(kRequestQueue, queue_size, true));
     device.activate(
         {.driver_features = device.features(), .queues = pointers, .interrupt = &interrupt});
   }
@@ -540,6 +541,47 @@ TEST_F(FakeBackendTest, UsedEntriesReturnToTheGuest) {
   EXPECT_EQ(guest_.driver.used(1).len, kReplyBytes);
   EXPECT_EQ(device_.requests_in_flight(), 0u);
   EXPECT_GT(guest_.interrupt.used, 0);
+  EXPECT_FALSE(device_.backend_dead());
+}
+
+TEST_F(FakeBackendTest, EachWakeUpMovesABudgetAndComesBackForTheRest) {
+  guest_.queue_size = 256;
+  guest_.activate(device_);
+  // 100 one-descriptor requests (FORGET-like: nothing to write back).
+  constexpr uint16_t kRequests = 100;
+  static_assert(kRequests > VhostUserDevice::kBudget);
+  for (uint16_t head = 0; head < kRequests; ++head) {
+    guest_.driver.desc(head, FsGuest::request_address(0), sizeof(FuseInHeader));
+    guest_.driver.publish(head);
+  }
+  device_.notify(kRequestQueue);
+  EXPECT_EQ(backend_.avail_idx(kRequestQueue), VhostUserDevice::kBudget);
+  guest_.loop.run_once(10);  // the resume eventfd
+  EXPECT_EQ(backend_.avail_idx(kRequestQueue), kRequests);
+
+  for (uint16_t slot = 0; slot < kRequests; ++slot) {
+    backend_.complete(kRequestQueue, slot, backend_.avail_entry(kRequestQueue, slot), 0,
+                      static_cast<uint16_t>(slot + 1));
+  }
+  guest_.loop.run_once(10);  // the call
+  EXPECT_EQ(guest_.driver.used_idx(), VhostUserDevice::kBudget);
+  ASSERT_TRUE(guest_.wait_used(kRequests));
+  EXPECT_EQ(device_.requests_in_flight(), 0u);
+  EXPECT_FALSE(device_.backend_dead());
+}
+
+TEST_F(FakeBackendTest, HeadOfferedAgainWhileInFlightIsReturnedEmpty) {
+  guest_.activate(device_);
+  const uint16_t head = forward(0);
+  guest_.driver.publish(head);
+  device_.notify(kRequestQueue);
+  EXPECT_EQ(backend_.avail_idx(kRequestQueue), 1);  // the backend sees it once
+  EXPECT_EQ(guest_.driver.used_idx(), 1);
+  EXPECT_EQ(guest_.driver.used(0).len, 0u);
+  EXPECT_EQ(log_.count("while it is in flight"), 1) << log_.all();
+  backend_.complete(kRequestQueue, 0, head, 16, 1);
+  ASSERT_TRUE(guest_.wait_used(2));
+  EXPECT_EQ(guest_.driver.used(1).len, 16u);
   EXPECT_FALSE(device_.backend_dead());
 }
 
