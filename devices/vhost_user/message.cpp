@@ -68,6 +68,7 @@ std::vector<uint8_t> u64_payload(uint64_t value) {
 
 std::vector<uint8_t> vring_state_payload(uint32_t index, uint32_t num) {
   std::vector<uint8_t> out;
+  out.reserve(kVringStateSize);
   append(out, index);
   append(out, num);
   return out;
@@ -75,6 +76,7 @@ std::vector<uint8_t> vring_state_payload(uint32_t index, uint32_t num) {
 
 std::vector<uint8_t> vring_address_payload(const VringAddress& address) {
   std::vector<uint8_t> out;
+  out.reserve(kVringAddressSize);
   append(out, address.index);
   append(out, uint32_t{0});  // flags: no VHOST_VRING_F_LOG, vmm does not log dirty pages
   append(out, address.desc_user_address);
@@ -90,6 +92,7 @@ std::vector<uint8_t> memory_table_payload(std::span<const MemoryRegion> regions)
          kMaxMemoryRegions);
   }
   std::vector<uint8_t> out;
+  out.reserve(kMemoryTableHeaderSize + regions.size() * kMemoryRegionSize);
   append(out, static_cast<uint32_t>(regions.size()));
   append(out, uint32_t{0});  // padding
   for (const MemoryRegion& region : regions) {
