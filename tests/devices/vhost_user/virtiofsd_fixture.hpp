@@ -1,9 +1,11 @@
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -35,21 +37,24 @@ class Virtiofsd {
   // its log).
   Virtiofsd() {
     std::filesystem::create_directory(shared_dir());
+    // Everything the child needs is made before fork(): after it, only async-signal-safe calls.
+    const std::string socket_arg = "--socket-path=" + socket_path();
+    const std::string source_arg = "source=" + shared_dir();
+    const std::array<const char*, 8> argv = {kProgram, socket_arg.c_str(), "-o", source_arg.c_str(),
+                                             "-o",     "cache=auto",       "-f", nullptr};
+    const int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log_fd < 0) throw std::runtime_error("cannot create " + log_path());
     pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
       // Its own process group: virtiofsd forks into a new PID namespace, and kill() of the group
       // reaches both processes.
       ::setpgid(0, 0);
-      const std::string socket_arg = "--socket-path=" + socket_path();
-      const std::string source_arg = "source=" + shared_dir();
-      const std::string log = log_path();
-      std::FILE* log_file = std::freopen(log.c_str(), "w", stderr);
-      if (log_file == nullptr) ::_exit(126);
-      ::execl(kProgram, kProgram, socket_arg.c_str(), "-o", source_arg.c_str(), "-o", "cache=auto",
-              "-f", static_cast<char*>(nullptr));
+      if (::dup2(log_fd, STDERR_FILENO) < 0) ::_exit(126);
+      ::execv(kProgram, const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
+    ::close(log_fd);
+    if (pid_ < 0) throw std::runtime_error("fork failed");
     // It logs this line after listen(), right before accept(); a probe connection would take the
     // one connection it serves.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
