@@ -145,7 +145,8 @@ class VirtioConsole final : public VirtioDevice {
   // back to the guest) to the ports' outputs, waiting (1 ms naps) for an output that is full:
   // what the guest wrote before it powered off is never lost. An output that fails is given up.
   void flush_output();
-  // The guest opened (true) or closed port `port` (its PORT_OPEN): called on the loop thread.
+  // The guest opened (true) or closed port `port` (its PORT_OPEN; a device reset closes the ports
+  // it had open): called on the loop thread.
   std::function<void(uint32_t port, bool open)> on_guest_open;
 
   // On the owner thread.
