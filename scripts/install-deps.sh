@@ -11,6 +11,8 @@ packages=(
   clang clang-format clang-tidy libclang-rt-14-dev
   # the nested lab and the guest payloads it boots
   qemu-system-x86 busybox-static cpio e2fsprogs libc6-dev kmod
+  # --share and vmm run: Debian 12's virtiofsd (/usr/lib/qemu/virtiofsd; Debian 13 on: package virtiofsd)
+  qemu-system-common
   # scripts/vmm-net.sh --nat (and its test)
   iproute2 nftables
   # extract-vmlinux.sh: the decompressors a Debian kernel may use

@@ -86,6 +86,9 @@ cp "$l2/tools/kvm-hold" "$root/usr/local/bin/kvm-hold"
 lab_write_l1_net "$root/lab/l1-net.sh"
 if [ -n "$vmm" ]; then
   lab_add_binary "$root" "$vmm" /usr/local/bin/vmm
+  # The shares' backend (vmm run, --share): Debian 12's, from qemu-system-common.
+  [ -x /usr/lib/qemu/virtiofsd ] || lab_die "/usr/lib/qemu/virtiofsd not found (apt-get install qemu-system-common)"
+  lab_add_binary "$root" /usr/lib/qemu/virtiofsd /usr/lib/qemu/virtiofsd
 fi
 if [ $with_qemu -eq 1 ]; then
   qemu=$(command -v qemu-system-x86_64) || lab_die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"

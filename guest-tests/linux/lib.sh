@@ -139,7 +139,8 @@ lab_add_modules() {
 # what vmm's --modules reads (the whole tree would not fit in L1's memory).
 # The modules the one-line boot's --modules folder keeps: what vmm's built initramfs takes, and
 # crc32c, which ext4 asks the crypto API for by name (a soft dependency).
-lab_oneline_modules=(virtio_mmio virtio_blk virtio_net vmw_vsock_virtio_transport pvpanic_mmio ext4 crc32c_generic)
+lab_oneline_modules=(virtio_mmio virtio_blk virtio_net vmw_vsock_virtio_transport pvpanic_mmio ext4 crc32c_generic
+  virtio_console virtiofs overlay)
 
 lab_copy_module_tree() {
   local moddir=$1 dest=$2 rel; shift 2

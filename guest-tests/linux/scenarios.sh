@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -1025,6 +1025,147 @@ scenario_clones() {
   else
     result clones PASS "4 clones at once: distinct VM generation IDs and random bytes (RNG reseeded), each pinged L1 from its own tap, status 0; $detail; wall=${wall}s"
   fi
+}
+
+# vmm run: the L2 guest's root is L1's root (shared read-only through virtiofsd, under a tmpfs
+# overlay), its working directory L1's (read-write); the command's stdout and stderr are vmm's, kept
+# apart, and its exit status is vmm's. The kernel's console goes to NAME's log.
+RUN_MIB=10
+run_vmm() { # run_vmm NAME ARGS...: vmm run, its stdout and stderr in /tmp/NAME.out and /tmp/NAME.err
+  name=$1
+  shift
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
+  with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" run --kernel "$LAB_L2/cloud/vmlinuz" \
+    --modules "$LAB_L2/cloud/package" --timeout "$L2_TIMEOUT" --serial "file:$(logfile "$name")" \
+    $LAB_VMM_ARGS "$@" >"/tmp/$name.out" 2>"/tmp/$name.err"
+}
+# pid_of TEXT: the first process whose command line has TEXT (busybox has no pgrep)
+pid_of() { ps | grep -F -- "$1" | grep -v grep | awk '{ print $1; exit }'; }
+
+# One guest: the shared working directory both ways (L1 writes, the guest reads; the guest writes a
+# file, sets its mode and owner, and L1 reads them back; then L1 writes and the guest reads), a
+# readonly=on share refusing a write, a write to /etc landing in the overlay (L1's /etc untouched),
+# RUN_MIB MiB on stdout arriving whole (md5 against the guest's, which it says on stderr), and
+# `exit 7` as vmm's status.
+scenario_run() {
+  vmm_only run "vmm run is vmm's" || return
+  work=/tmp/run-work ro=/tmp/run-ro err=/tmp/run.err
+  rm -rf "$work" "$ro" /etc/vmm-run-probe "$err"
+  mkdir -p "$work" "$ro"
+  echo from-host-before >"$work/host-before.txt"
+  echo ro-content >"$ro/file"
+  : >"$err"
+  start=$(now)
+  (cd "$work" && run_vmm run --share "$ro:ro,readonly=on" -- sh -c '
+    cat host-before.txt >&2
+    echo guest-wrote >guest.txt && chmod 0640 guest.txt && chown 1234:5678 guest.txt && echo VMM-RUN-WROTE >&2
+    i=0; while [ ! -f host-after.txt ] && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
+    echo "host-after: $(cat host-after.txt)" >&2
+    if (echo x >'"$ro"'/new) 2>/dev/null; then echo RO-WRITTEN >&2; else echo RO-REFUSED >&2; fi
+    echo probe >/etc/vmm-run-probe && echo ETC-WRITTEN-IN-GUEST >&2
+    dd if=/dev/urandom of=/tmp/blob bs=1M count='"$RUN_MIB"' 2>/dev/null
+    echo "md5 $(md5sum </tmp/blob | cut -d" " -f1)" >&2
+    cat /tmp/blob
+    exit 7') &
+  pid=$!
+  owner=""
+  if wait_console "$err" "$pid" VMM-RUN-WROTE 60; then
+    owner="$(cat "$work/guest.txt") $(stat -c '%a %u:%g' "$work/guest.txt")"
+  fi
+  echo from-host-after >"$work/host-after.txt"
+  wait "$pid"
+  status=$?
+  wall=$(elapsed "$start")
+  sent=$(sed -n 's/^md5 //p' "$err")
+  got=$(md5sum <"/tmp/run.out" | cut -d' ' -f1)
+  size=$(stat -c %s /tmp/run.out)
+  detail="wall=${wall}s"
+  if [ "$status" -ne 7 ]; then
+    result run FAIL "status $status, expected 7 (the command's); stderr: $(head -c 400 "$err"); $detail"
+  elif [ "$owner" != "guest-wrote 640 1234:5678" ]; then
+    result run FAIL "the guest's file in the shared directory reads '$owner', expected 'guest-wrote 640 1234:5678'; $detail"
+  elif ! grep -qx from-host-before "$err" || ! grep -qx "host-after: from-host-after" "$err"; then
+    result run FAIL "the guest did not read L1's files (stderr: $(head -c 400 "$err")); $detail"
+  elif ! grep -qx RO-REFUSED "$err"; then
+    result run FAIL "the readonly=on share took a write ($(ls "$ro")); $detail"
+  elif ! grep -qx ETC-WRITTEN-IN-GUEST "$err" || [ -e /etc/vmm-run-probe ]; then
+    result run FAIL "a write to /etc: $(grep -c ETC-WRITTEN-IN-GUEST "$err") in the guest, L1's /etc/vmm-run-probe $([ -e /etc/vmm-run-probe ] && echo exists || echo absent); $detail"
+  elif [ "$size" -ne $((RUN_MIB << 20)) ] || [ "$sent" != "$got" ]; then
+    result run FAIL "stdout: $size bytes, md5 $got; the guest sent $((RUN_MIB << 20)) bytes, md5 $sent; $detail"
+  elif [ "$(stat -c %s "$err")" -gt 1024 ]; then
+    result run FAIL "stderr has $(stat -c %s "$err") bytes: stdout leaked into it?; $detail"
+  else
+    result run PASS "status 7; the shared directory both ways (mode 640, owner 1234:5678), readonly=on refused a write, /etc written in the overlay only, $RUN_MIB MiB on stdout whole (md5 $got), stderr apart; $detail"
+  fi
+  rm -rf "$work" "$ro" /tmp/run.out
+}
+
+# The statuses that are not the command's choice: a command that does not exist (127, as a shell
+# says), and a guest that panics before the command ends (125: its status never came; vmm says why).
+scenario_run_status() {
+  vmm_only run-status "vmm run is vmm's" || return
+  start=$(now)
+  (cd /tmp && run_vmm run-status -- /no/such/command)
+  missing=$?
+  (cd /tmp && run_vmm run-status-panic -- sh -c 'echo c >/proc/sysrq-trigger; sleep 30')
+  panic=$?
+  wall=$(elapsed "$start")
+  if [ "$missing" -ne 127 ] || ! grep -q "/no/such/command" /tmp/run-status.err; then
+    result run-status FAIL "a missing command: status $missing (expected 127), stderr: $(head -c 300 /tmp/run-status.err); wall=${wall}s"
+  elif [ "$panic" -ne 125 ] || ! grep -q "exit status never came: guest panicked" /tmp/run-status-panic.err; then
+    result run-status FAIL "a panic: status $panic (expected 125), stderr: $(head -c 300 /tmp/run-status-panic.err); wall=${wall}s"
+  else
+    result run-status PASS "a missing command 127, a panic 125 with '$(head -n1 /tmp/run-status-panic.err)'; wall=${wall}s"
+  fi
+}
+
+# A virtiofsd killed under a guest that reads from its share: the guest gets I/O errors (not a hang),
+# vmm says so once; then Ctrl-C (SIGINT to vmm) reaches the command, whose trap makes it exit 9.
+scenario_run_signals() {
+  vmm_only run-signals "vmm run is vmm's" || return
+  dir=/tmp/run-kill err=/tmp/run-signals.err
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  echo data >"$dir/file"
+  : >"$err"
+  start=$(now)
+  (cd /tmp && run_vmm run-signals --share "$dir:kill" -- sh -c '
+    echo VMM-RUN-READY >&2
+    while cat '"$dir"'/file >/dev/null 2>/tmp/cat.err; do sleep 0.2; done
+    echo "VMM-RUN-EIO $(cat /tmp/cat.err)" >&2
+    trap "echo VMM-RUN-INT >&2; exit 9" INT
+    echo VMM-RUN-TRAP >&2
+    while :; do sleep 0.2; done') &
+  pid=$!
+  why=""
+  if ! wait_console "$err" "$pid" VMM-RUN-READY 60; then
+    why="the command never started"
+  else
+    virtiofsd=$(pid_of "source=$dir")
+    [ -n "$virtiofsd" ] && kill -9 "$virtiofsd"
+    if [ -z "$virtiofsd" ]; then
+      why="no virtiofsd serves $dir"
+    elif ! wait_console "$err" "$pid" VMM-RUN-TRAP 30; then
+      why="the guest saw no error after virtiofsd died"
+    else
+      kill -INT "$(pid_of "$LAB_VMM_BIN run")"
+    fi
+  fi
+  wait "$pid"
+  status=$?
+  wall=$(elapsed "$start")
+  eio=$(grep VMM-RUN-EIO "$err")
+  reports=$(grep -c "fail with I/O errors" "$err")
+  if [ -n "$why" ]; then
+    result run-signals FAIL "$why; status $status; stderr: $(head -c 400 "$err"); wall=${wall}s"
+  elif [ "$status" -ne 9 ] || ! grep -qx VMM-RUN-INT "$err"; then
+    result run-signals FAIL "after Ctrl-C: status $status (expected 9, the trap's); stderr: $(head -c 400 "$err"); wall=${wall}s"
+  elif ! echo "$eio" | grep -q "Input/output error" || [ "$reports" -ne 1 ]; then
+    result run-signals FAIL "the guest saw '$eio'; vmm reported the dead backend $reports times (expected 1); wall=${wall}s"
+  else
+    result run-signals PASS "virtiofsd killed: the guest got '${eio#VMM-RUN-EIO }', vmm said so once; Ctrl-C reached the command (status 9); wall=${wall}s"
+  fi
+  rm -rf "$dir"
 }
 
 selected() {

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     forwarder.reset();
     if (exit.reason == vmm::MachineExit::Reason::kError ||
         (exit.ran_command && exit.reason != vmm::MachineExit::Reason::kCommandExit)) {
-      std::fprintf(stderr, "vmm: %s\n", exit.message.c_str());
+      std::fprintf(stderr, "vmm: %s\n", exit.describe().c_str());
     } else {
       spdlog::info("{}", exit.describe());
     }

@@ -222,3 +222,141 @@ TEST(Serial, Modes) {
 
 }  // namespace
 }  // namespace vmm::cli
+
+namespace vmm::cli {
+namespace {
+
+RunContext run_context() {
+  RunContext context;
+  context.kernel_release = "6.1.0-test";
+  context.cwd = "/home/u/src";
+  context.environment = {"HOME=/home/u", "PATH=/usr/bin:/bin", "SSH_AUTH_SOCK=/run/x",
+                         "DISPLAY=:0", "PWD=/elsewhere", "TERM=xterm", "NOEQUALS"};
+  context.uid = 1000;
+  context.gid = 1001;
+  context.groups = {27, 100};
+  return context;
+}
+
+TEST(RunOptions, CommandAfterDashesWithTheCallersContext) {
+  auto result = parse_command_line(
+      {"run", "--kernel", "/k", "--", "sh", "-c", "exit 7", "--kernel", "not-vmm's"},
+      run_context());
+  ASSERT_TRUE(result.options) << result.error;
+  const MachineConfig& m = result.options->machine;
+  ASSERT_TRUE(m.command);
+  EXPECT_EQ(m.command->argv,
+            (std::vector<std::string>{"sh", "-c", "exit 7", "--kernel", "not-vmm's"}));
+  EXPECT_EQ(m.command->cwd, "/home/u/src");
+  EXPECT_EQ(m.command->uid, 1000u);
+  EXPECT_EQ(m.command->gid, 1001u);
+  EXPECT_EQ(m.command->groups, (std::vector<uint32_t>{27, 100}));
+  // The host's sockets and display make no sense in the guest; PWD is the guest's.
+  EXPECT_EQ(m.command->env, (std::vector<std::string>{"HOME=/home/u", "PATH=/usr/bin:/bin",
+                                                      "TERM=xterm", "PWD=/home/u/src"}));
+  EXPECT_EQ(m.kernel_path, "/k");
+  EXPECT_EQ(m.memory_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kNone);
+  // The host's root read-only at /, the working directory read-write at its own path.
+  ASSERT_EQ(m.shares.size(), 2u);
+  EXPECT_EQ(m.shares[0].host_dir, "/");
+  EXPECT_EQ(m.shares[0].guest_path, "/");
+  EXPECT_TRUE(m.shares[0].read_only);
+  EXPECT_EQ(m.shares[1].host_dir, "/home/u/src");
+  EXPECT_EQ(m.shares[1].guest_path, "/home/u/src");
+  EXPECT_FALSE(m.shares[1].read_only);
+  EXPECT_NE(m.shares[0].tag, m.shares[1].tag);
+  EXPECT_NO_THROW(validate_config(m));
+}
+
+TEST(RunOptions, MoreSharesMountAtTheirHostPath) {
+  auto result = parse_command_line(
+      {"run", "-k", "/k", "--share", "data:d,readonly=on", "--share", "/srv:s", "--", "true"},
+      run_context());
+  ASSERT_TRUE(result.options) << result.error;
+  const auto& shares = result.options->machine.shares;
+  ASSERT_EQ(shares.size(), 4u);
+  EXPECT_EQ(shares[2].host_dir, "/home/u/src/data");
+  EXPECT_EQ(shares[2].guest_path, "/home/u/src/data");
+  EXPECT_TRUE(shares[2].read_only);
+  EXPECT_EQ(shares[3].guest_path, "/srv");
+}
+
+TEST(RunOptions, WithoutDashesTheCommandIsPositional) {
+  auto result = parse_command_line({"run", "-k", "/k", "true"}, run_context());
+  ASSERT_TRUE(result.options) << result.error;
+  EXPECT_EQ(result.options->machine.command->argv, std::vector<std::string>{"true"});
+}
+
+TEST(RunOptions, BadInputIsAUsageError) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string fragment;
+  };
+  const std::vector<Case> cases = {
+      {{"run", "-k", "/k"}, "run: needs a command"},
+      {{"run", "-k", "/k", "--"}, "run: needs a command"},
+      {{"run", "-k", "/k", "ls", "--", "true"}, "put the whole command after --"},
+      {{"run", "-k", "/k", "--disk", "x.img", "--", "true"}, "--disk"},
+      {{"run", "-k", "/k", "--share", "socket=/s,tag=t", "--", "true"}, "give HOST_DIR:TAG"},
+      {{"run", "-k", "/k", "--memory", "lots", "--", "true"}, "--memory lots"},
+      {{"run", "--", "true"}, "/boot/vmlinuz-6.1.0-test"},
+  };
+  for (const Case& c : cases) {
+    auto result = parse_command_line(c.args, run_context());
+    EXPECT_FALSE(result.options) << c.fragment;
+    EXPECT_EQ(result.exit_status, kExitStatusUsage) << c.fragment;
+    EXPECT_NE(result.error.find(c.fragment), std::string::npos) << result.error;
+    EXPECT_EQ(result.error.find('\n'), std::string::npos) << result.error;
+  }
+}
+
+TEST(RunOptions, HelpTeachesTheExitStatuses) {
+  auto result = parse_command_line({"run", "--help"}, run_context());
+  EXPECT_FALSE(result.options);
+  EXPECT_EQ(result.exit_status, 0);
+  EXPECT_NE(result.output.find("vmm run -- uname -r"), std::string::npos);
+  EXPECT_NE(result.output.find("125"), std::string::npos);
+  EXPECT_NE(result.output.find("Ctrl-C"), std::string::npos);
+}
+
+TEST(ShareOptions, DirectoryOrSocket) {
+  const ShareConfig dir = parse_share("/srv/a:b,readonly=on");
+  EXPECT_EQ(dir.host_dir, "/srv/a");
+  EXPECT_EQ(dir.tag, "b");
+  EXPECT_TRUE(dir.read_only);
+  // The last colon splits: a directory may have one.
+  EXPECT_EQ(parse_share("/x:y:t").host_dir, "/x:y");
+  const ShareConfig socket = parse_share("socket=/run/fs.sock,tag=docs");
+  EXPECT_EQ(socket.socket_path, "/run/fs.sock");
+  EXPECT_EQ(socket.tag, "docs");
+  EXPECT_TRUE(socket.host_dir.empty());
+  for (const char* bad : {"/srv", ":t", "/srv:t,readonly=maybe", "/srv:t,socket=/s", "tag=x",
+                          "socket=/s,tag=t,readonly=on", "/srv:t,bogus"}) {
+    EXPECT_THROW(parse_share(bad), Error) << bad;
+  }
+}
+
+TEST(ShareOptions, VhostUser) {
+  const VhostUserConfig fs = parse_vhost_user("fs,socket=/s,tag=t");
+  EXPECT_EQ(fs.type, VhostUserConfig::Type::kFs);
+  EXPECT_EQ(fs.socket_path, "/s");
+  EXPECT_EQ(fs.tag, "t");
+  EXPECT_EQ(parse_vhost_user("blk,socket=/b").type, VhostUserConfig::Type::kBlock);
+  for (const char* bad : {"net,socket=/s", "fs,socket=/s", "blk,socket=/b,tag=t", "blk", "fs,tag=t"}) {
+    EXPECT_THROW(parse_vhost_user(bad), Error) << bad;
+  }
+  auto result = parse_command_line({"-k", "/k", "--share", "/srv:a", "--vhost-user",
+                                    "blk,socket=/b", "--console", "--virtiofsd", "/v"});
+  ASSERT_TRUE(result.options) << result.error;
+  const MachineConfig& m = result.options->machine;
+  EXPECT_EQ(m.shares.size(), 1u);
+  EXPECT_EQ(m.vhost_user.size(), 1u);
+  EXPECT_TRUE(m.console.enabled);
+  EXPECT_EQ(m.virtiofsd_path, "/v");
+  // --console takes the terminal: the serial console is none unless given.
+  EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kNone);
+}
+
+}  // namespace
+}  // namespace vmm::cli

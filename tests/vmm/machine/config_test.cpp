@@ -120,3 +120,66 @@ TEST(ValidateConfig, Vsock) {
 
 }  // namespace
 }  // namespace vmm
+
+namespace vmm {
+namespace {
+
+TEST(ValidateConfig, Shares) {
+  auto c = good();
+  c.shares.push_back({.host_dir = "/srv", .tag = "a"});
+  c.shares.push_back({.socket_path = "/run/fs.sock", .tag = "b"});
+  c.vhost_user.push_back({.type = VhostUserConfig::Type::kBlock, .socket_path = "/run/b.sock"});
+  EXPECT_NO_THROW(validate_config(c));
+  EXPECT_EQ(virtio_device_count(c), 3u);
+
+  auto twice = c;
+  twice.shares[1].tag = "a";
+  expect_refused(twice, "tag 'a' is given twice");
+  auto long_tag = good();
+  long_tag.shares.push_back({.host_dir = "/srv", .tag = std::string(kMaxShareTagBytes + 1, 't')});
+  expect_refused(long_tag, "must be 1 to 36 bytes");
+  auto both = good();
+  both.shares.push_back({.host_dir = "/srv", .socket_path = "/s", .tag = "a"});
+  expect_refused(both, "not both");
+  auto ro_socket = good();
+  ro_socket.shares.push_back({.socket_path = "/s", .tag = "a", .read_only = true});
+  expect_refused(ro_socket, "readonly=on is for a directory vmm shares");
+  auto blk_tag = good();
+  blk_tag.vhost_user.push_back(
+      {.type = VhostUserConfig::Type::kBlock, .socket_path = "/s", .tag = "t"});
+  expect_refused(blk_tag, "tag= is for fs devices");
+}
+
+TEST(ValidateConfig, Command) {
+  auto c = good();
+  c.serial.mode = SerialConfig::Mode::kNone;
+  c.shares.push_back({.host_dir = "/", .tag = "root", .read_only = true, .guest_path = "/"});
+  c.command = GuestCommand{.argv = {"true"}, .cwd = "/tmp"};
+  EXPECT_NO_THROW(validate_config(c));
+  // The command's console is one more virtio device.
+  EXPECT_EQ(virtio_device_count(c), 2u);
+
+  auto no_root = c;
+  no_root.shares[0].guest_path = "/mnt";
+  expect_refused(no_root, "needs a share mounted at /");
+  auto relative = c;
+  relative.command->cwd = "tmp";
+  expect_refused(relative, "not absolute");
+  auto empty = c;
+  empty.command->argv.clear();
+  expect_refused(empty, "needs a command");
+  auto console = c;
+  console.console.enabled = true;
+  expect_refused(console, "a command's console is its own");
+}
+
+TEST(ValidateConfig, ConsoleWantsTheTerminalToItself) {
+  auto c = good();
+  c.console.enabled = true;
+  expect_refused(c, "--console and --serial stdio");
+  c.serial.mode = SerialConfig::Mode::kNone;
+  EXPECT_NO_THROW(validate_config(c));
+}
+
+}  // namespace
+}  // namespace vmm
