@@ -282,8 +282,8 @@ void VirtioConsole::handle_control(const VirtioConsoleControl& message) {
     if (port.config.console) queue_control(message.id, kConsoleConsolePort, 1);
     if (!port.config.name.empty()) queue_control(message.id, kConsolePortName, 1, port.config.name);
     // An input that ended in the driver's previous session stays at its end.
-    port.closed_for_guest = port.input_ended;
-    queue_control(message.id, kConsolePortOpen, port.input_ended ? 0 : 1);
+    port.closed_for_guest = port.input_ended && port.output_kind == OutputKind::kNone;
+    queue_control(message.id, kConsolePortOpen, port.closed_for_guest ? 0 : 1);
     return;
   }
   if (!port.ready) return drop_control(message, "a port not ready yet");
@@ -502,7 +502,9 @@ void VirtioConsole::read_input(uint32_t index) {
       spdlog::debug("virtio-console {}: port {}: input fd {} ended", name_, index, fd);
     }
     port.input_ended = true;
-    close_for_guest(index);
+    // Closing a port that carries output too would block the guest's writes (Linux waits for the
+    // host to connect again): hvc0 just gets no more input.
+    if (port.output_kind == OutputKind::kNone) close_for_guest(index);
     return;
   }
   const auto bytes = static_cast<size_t>(n);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/util/error.hpp"
 #include "vmm/machine.hpp"
 
 namespace vmm::cli {

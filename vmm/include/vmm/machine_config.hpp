@@ -83,8 +83,8 @@ struct ShareConfig {
 struct VhostUserConfig {
   enum class Type { kFs, kBlock };
   Type type = Type::kFs;
-  std::string socket_path;
-  std::string tag;  // kFs: the tag the guest mounts
+  std::string socket_path{};
+  std::string tag{};  // kFs: the tag the guest mounts
 };
 
 // A virtio-console device with one console port (the guest's hvc0) on this process's stdin and
