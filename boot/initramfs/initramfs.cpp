@@ -26,7 +26,7 @@ constexpr uint32_t kConsoleMinor = 1;
 constexpr uint32_t kConsolePermissions = 0600;
 constexpr std::string_view kMountPoints[] = {"proc", "sys", "root"};
 constexpr std::string_view kWantedModules[] = {"virtio_net", "vmw_vsock_virtio_transport",
-                                               "pvpanic_mmio"};
+                                               "pvpanic_mmio", "virtio_console", "virtiofs"};
 // virtiofs depends on fuse (modules.dep brings it), the root's overlay on overlay.
 constexpr std::string_view kRunModules[] = {"virtio_mmio", "virtio_console", "virtiofs", "overlay"};
 constexpr std::string_view kWantedRunModules[] = {"pvpanic_mmio"};

@@ -25,8 +25,9 @@ struct InitramfsSpec {
 };
 
 // The modules the guest needs, with their dependencies, in load order: virtio_mmio, virtio_blk and
-// `root_fs_module` must be there (built in or as modules); virtio_net, the vsock transport and
-// pvpanic_mmio (so a guest panic reaches vmm's pvpanic device) are taken when the kernel has them.
+// `root_fs_module` must be there (built in or as modules); virtio_net, the vsock transport,
+// pvpanic_mmio (so a guest panic reaches vmm's pvpanic device), virtio_console (--console's hvc0)
+// and virtiofs (--share) are taken when the kernel has them.
 std::vector<KernelModule> initramfs_modules(const ModuleTree& tree,
                                             std::string_view root_fs_module);
 

@@ -134,7 +134,7 @@ std::optional<std::string> Virtiofsd::find_program(const std::vector<std::string
 Virtiofsd Virtiofsd::start(const Options& options) {
   const std::string& name = options.name;
   if (::access(options.program.c_str(), X_OK) != 0) throw_errno(name + ": " + options.program);
-  struct stat st{};
+  struct stat st {};
   if (::stat(options.directory.c_str(), &st) != 0) throw_errno(name + ": " + options.directory);
   if (!S_ISDIR(st.st_mode)) fail("{}: {} is not a directory", name, options.directory);
 
@@ -155,15 +155,12 @@ Virtiofsd Virtiofsd::start(const Options& options) {
   UniqueFd pipe_write = moved_high(UniqueFd(pipe_fds[1]), name);
 
   // Everything the child needs, made before fork().
-  const std::vector<std::string> args = {"virtiofsd",
-                                         fmt::format("--fd={}", kListenFd),
-                                         "-o",
-                                         "source=" + options.directory,
-                                         "-o",
-                                         "sandbox=chroot",
-                                         "-o",
-                                         "log_level=err"};
+  const std::vector<std::string> args = {"virtiofsd", fmt::format("--fd={}", kListenFd),
+                                         "-o",        "source=" + options.directory,
+                                         "-o",        "sandbox=chroot",
+                                         "-o",        "log_level=err"};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
 

@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals console"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -1166,6 +1166,28 @@ scenario_run_signals() {
     result run-signals PASS "virtiofsd killed: the guest got '${eio#VMM-RUN-EIO }', vmm said so once; Ctrl-C reached the command (status 9); wall=${wall}s"
   fi
   rm -rf "$dir"
+}
+
+# --console: the one-line boot with its console on a virtio-console (hvc0) and the UART's output in a
+# file: once vmm's initramfs has loaded virtio_console, the kernel's messages (the root's mount) and
+# the root's init's output (/dev/console is hvc0) reach vmm's stdout, down to its last line before
+# the poweroff; the early boot, before virtio_console loads, is on ttyS0 (the kernel writes to both).
+scenario_console() {
+  name=console img=/tmp/console.img serial=/tmp/console-serial.log
+  vmm_only "$name" "--console is vmm's option" || return
+  unpack_root_image "$name" cloud "$img" || return
+  L2_ONELINE=1 L2_DISKS=$img L2_VMM_EXTRA="--console --serial file:$serial"
+  run_l2 "$name" cloud 1 none
+  L2_ONELINE="" L2_DISKS="" L2_VMM_EXTRA=""
+  if ! verify "$name" "$status" "$status_poweroff" "$wall" "EXT4-fs (vda): mounted filesystem" \
+    "VMM-L2-ROOTFS-UP /dev/vda,ext4,rw" "VMM-L2-DISK-SYNCED"; then
+    result "$name" FAIL "hvc0 (vmm's stdout): $why; $timing"
+  elif ! grep -qF "Run /init as init process" "$serial"; then
+    result "$name" FAIL "the early boot is not on ttyS0 ($(wc -l <"$serial") lines in the file); $timing"
+  else
+    result "$name" PASS "status=$status, the kernel's and the root init's messages on hvc0 once virtio_console loaded ($(grep -c . "$(logfile "$name")") lines), the early boot on ttyS0; $timing"
+  fi
+  rm -f "$img" "$serial"
 }
 
 selected() {

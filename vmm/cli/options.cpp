@@ -1,9 +1,9 @@
 #include "vmm/cli/options.hpp"
 
 #include <fmt/format.h>
-#include <CLI/CLI.hpp>
 #include <sys/utsname.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <array>
@@ -150,11 +150,25 @@ constexpr const char* kRunWorkTag = "vmm-cwd";
 
 // What of the caller's environment makes no sense in a guest: its sockets, agents, display and
 // session (none of them is there).
-constexpr std::array<std::string_view, 19> kHostOnlyVariables = {
-    "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "GPG_AGENT_INFO", "INVOCATION_ID", "JOURNAL_STREAM",
-    "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET", "OLDPWD", "PWD", "SSH_AGENT_PID",
-    "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TMUX", "WAYLAND_DISPLAY",
-    "XAUTHORITY", "XDG_RUNTIME_DIR"};
+constexpr std::array<std::string_view, 19> kHostOnlyVariables = {"DBUS_SESSION_BUS_ADDRESS",
+                                                                 "DISPLAY",
+                                                                 "GPG_AGENT_INFO",
+                                                                 "INVOCATION_ID",
+                                                                 "JOURNAL_STREAM",
+                                                                 "LISTEN_FDS",
+                                                                 "LISTEN_PID",
+                                                                 "NOTIFY_SOCKET",
+                                                                 "OLDPWD",
+                                                                 "PWD",
+                                                                 "SSH_AGENT_PID",
+                                                                 "SSH_AUTH_SOCK",
+                                                                 "SSH_CLIENT",
+                                                                 "SSH_CONNECTION",
+                                                                 "SSH_TTY",
+                                                                 "TMUX",
+                                                                 "WAYLAND_DISPLAY",
+                                                                 "XAUTHORITY",
+                                                                 "XDG_RUNTIME_DIR"};
 
 std::vector<std::string> guest_environment(const std::vector<std::string>& environment,
                                            const std::string& cwd) {
@@ -372,10 +386,10 @@ bool parse_app(CLI::App& app, const std::vector<std::string>& args, const std::s
     result.exit_status = kExitStatusUsage;
     // "vmm snapshot" says "snapshot: ..." first.
     const size_t space = command.find(' ');
-    result.error = space == std::string::npos
-                       ? fmt::format("{} (see vmm --help)", e.what())
-                       : fmt::format("{}: {} (see {} --help)", command.substr(space + 1), e.what(),
-                                     command);
+    result.error =
+        space == std::string::npos
+            ? fmt::format("{} (see vmm --help)", e.what())
+            : fmt::format("{}: {} (see {} --help)", command.substr(space + 1), e.what(), command);
   }
   return false;
 }
@@ -424,9 +438,10 @@ struct MachineArgs {
 // no use for (disks: its root is the host's; --cmdline: vmm's init needs its words).
 void add_machine_options(CLI::App& app, Options& options, MachineArgs& args, bool run) {
   MachineConfig& machine = options.machine;
-  app.add_option("-k,--kernel", machine.kernel_path,
-                 run ? "Linux kernel to boot (default: the running kernel's /boot/vmlinuz-<release>)"
-                     : "Linux kernel to boot: a bzImage (vmlinuz) or an ELF vmlinux")
+  app.add_option(
+         "-k,--kernel", machine.kernel_path,
+         run ? "Linux kernel to boot (default: the running kernel's /boot/vmlinuz-<release>)"
+             : "Linux kernel to boot: a bzImage (vmlinuz) or an ELF vmlinux")
       ->type_name("PATH");
   if (!run) {
     app.add_option("-i,--initrd", machine.initrd_path, "Initial ramdisk (initramfs)")
@@ -470,7 +485,7 @@ void add_machine_options(CLI::App& app, Options& options, MachineArgs& args, boo
   app.add_option("--share", args.shares,
                  run ? "Also share a host directory, mounted at the same path in the guest"
                      : "Share a host directory (virtio-fs, through virtiofsd); repeat for more")
-      ->type_name(run ? "HOST_DIR:TAG[,readonly=on]" : "HOST_DIR:TAG[,readonly=on]")
+      ->type_name("HOST_DIR:TAG[,readonly=on]")
       ->take_all()
       ->allow_extra_args(false);
   if (!run) {
@@ -517,8 +532,7 @@ std::optional<std::string> apply_machine_args(const MachineArgs& args, Options& 
   MachineConfig& machine = options.machine;
   const auto bytes = parse_size(args.memory);
   if (!bytes) {
-    return fmt::format("--memory {}: not a size (use a number with a unit: 512M, 2G)",
-                       args.memory);
+    return fmt::format("--memory {}: not a size (use a number with a unit: 512M, 2G)", args.memory);
   }
   machine.memory_bytes = *bytes;
   const auto serial_config = parse_serial(args.serial);
@@ -595,19 +609,17 @@ ParseResult parse_run_command(const std::vector<std::string>& args, const RunCon
   // The user's shares are mounted where they are on the host.
   for (ShareConfig& share : machine.shares) {
     if (share.host_dir.empty()) {
-      return usage_error(fmt::format(
-          "--share socket={}: run mounts a share at its host path; give HOST_DIR:TAG",
-          share.socket_path));
+      return usage_error(
+          fmt::format("--share socket={}: run mounts a share at its host path; give HOST_DIR:TAG",
+                      share.socket_path));
     }
     share.host_dir = absolute_path(share.host_dir, context.cwd);
     share.guest_path = share.host_dir;
   }
-  machine.shares.insert(machine.shares.begin(),
-                        {ShareConfig{.host_dir = "/", .tag = kRunRootTag, .read_only = true,
-                                     .guest_path = "/"},
-                         ShareConfig{.host_dir = context.cwd,
-                                     .tag = kRunWorkTag,
-                                     .guest_path = context.cwd}});
+  machine.shares.insert(
+      machine.shares.begin(),
+      {ShareConfig{.host_dir = "/", .tag = kRunRootTag, .read_only = true, .guest_path = "/"},
+       ShareConfig{.host_dir = context.cwd, .tag = kRunWorkTag, .guest_path = context.cwd}});
   machine.command = GuestCommand{.argv = command,
                                  .env = guest_environment(context.environment, context.cwd),
                                  .cwd = context.cwd,

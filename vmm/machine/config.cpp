@@ -60,8 +60,9 @@ void validate_shares(const MachineConfig& config) {
     fail("--console: a command's console is its own (vmm run)");
   }
   if (config.console.enabled && config.serial.mode == SerialConfig::Mode::kStdio) {
-    fail("--console and --serial stdio: both would read this terminal (give --serial none or "
-         "file:PATH)");
+    fail(
+        "--console and --serial stdio: both would read this terminal (give --serial none or "
+        "file:PATH)");
   }
   if (!config.command) return;
   const GuestCommand& command = *config.command;
@@ -69,8 +70,9 @@ void validate_shares(const MachineConfig& config) {
   if (command.cwd.empty() || command.cwd.front() != '/') {
     fail("run: the working directory {} is not absolute", command.cwd);
   }
-  const bool has_root = std::any_of(config.shares.begin(), config.shares.end(),
-                                    [](const ShareConfig& share) { return share.guest_path == "/"; });
+  const bool has_root =
+      std::any_of(config.shares.begin(), config.shares.end(),
+                  [](const ShareConfig& share) { return share.guest_path == "/"; });
   if (!has_root) fail("run: needs a share mounted at / (the guest's root)");
   if (!config.disks.empty()) fail("run: the guest's root is a share; --disk is not for run");
 }
@@ -126,9 +128,10 @@ void validate_config(const MachineConfig& config) {
   }
   const size_t virtio_devices = virtio_device_count(config);
   if (virtio_devices > kMaxVirtioDevices) {
-    fail("--disk/--net/--vsock/--share/--vhost-user/--console: {} devices, at most {} virtio "
-         "devices fit the interrupt lines",
-         virtio_devices, kMaxVirtioDevices);
+    fail(
+        "--disk/--net/--vsock/--share/--vhost-user/--console: {} devices, at most {} virtio "
+        "devices fit the interrupt lines",
+        virtio_devices, kMaxVirtioDevices);
   }
   validate_shares(config);
   for (const DiskConfig& disk : config.disks) {

@@ -91,11 +91,11 @@ void open_vhost_user_backends(const MachineConfig& config, HostResources& resour
       continue;
     }
     const std::string option = fmt::format("--share {}:{}", share.host_dir, share.tag);
-    resources.virtiofsds.push_back(devices::Virtiofsd::start(
-        {.program = virtiofsd_program(config, option),
-         .directory = share.host_dir,
-         .read_only = share.read_only,
-         .name = option}));
+    resources.virtiofsds.push_back(
+        devices::Virtiofsd::start({.program = virtiofsd_program(config, option),
+                                   .directory = share.host_dir,
+                                   .read_only = share.read_only,
+                                   .name = option}));
     resources.vhost_user_sockets.push_back(resources.virtiofsds.back().take_socket());
   }
   for (const VhostUserConfig& device : config.vhost_user) {

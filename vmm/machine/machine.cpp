@@ -28,6 +28,7 @@
 #include "base/util/thread_annotations.hpp"
 #include "base/util/unique_fd.hpp"
 #include "boot/cpuid.hpp"
+#include "boot/initramfs/init/init_abi.h"
 #include "boot/kernel_loader.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/backends/disk_image.hpp"
@@ -40,15 +41,14 @@
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "devices/legacy/vm_generation_id.hpp"
-#include "devices/virtio/block.hpp"
-#include "devices/virtio/net.hpp"
-#include "devices/virtio/console.hpp"
-#include "devices/virtio/vsock.hpp"
 #include "devices/vhost_user/vhost_user_device.hpp"
+#include "devices/virtio/block.hpp"
+#include "devices/virtio/console.hpp"
+#include "devices/virtio/net.hpp"
+#include "devices/virtio/vsock.hpp"
 #include "firmware/acpi/acpi.hpp"
 #include "firmware/mptable.hpp"
 #include "firmware/reset_vector.hpp"
-#include "boot/initramfs/init/init_abi.h"
 #include "vmm/machine/command_control.hpp"
 #include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine/control_socket.hpp"
@@ -491,38 +491,39 @@ void Machine::Impl::create_vhost_user_devices() {
   size_t socket = 0;
   for (const ShareConfig& share : config_.shares) {
     const std::string name =
-        share.host_dir.empty() ? fmt::format("virtio-fs {} (socket={})", share.tag, share.socket_path)
-                               : fmt::format("virtio-fs {} ({})", share.tag, share.host_dir);
+        share.host_dir.empty()
+            ? fmt::format("virtio-fs {} (socket={})", share.tag, share.socket_path)
+            : fmt::format("virtio-fs {} ({})", share.tag, share.host_dir);
     std::unique_ptr<VhostUserDevice> device;
     try {
-      auto channel = std::make_unique<BackendChannel>(
-          std::move(host_.vhost_user_sockets.at(socket++)), name);
-      device = std::make_unique<VhostUserDevice>(
-          memory, loop, std::move(channel), devices::vhost_user::fs_device_spec(share.tag, 1));
+      auto channel =
+          std::make_unique<BackendChannel>(std::move(host_.vhost_user_sockets.at(socket++)), name);
+      device = std::make_unique<VhostUserDevice>(memory, loop, std::move(channel),
+                                                 devices::vhost_user::fs_device_spec(share.tag, 1));
     } catch (const Error& e) {
       // A virtiofsd that could not start says why on stderr and exits; say how it ended too.
       std::string ended;
       for (devices::Virtiofsd& process : host_.virtiofsds) {
         if (auto how = process.exit_description()) ended = " (" + *how + ")";
       }
-      fail("--share {}:{}: {}{}", share.host_dir.empty() ? "socket=" + share.socket_path
-                                                        : share.host_dir,
-           share.tag, e.what(), ended);
+      fail("--share {}:{}: {}{}",
+           share.host_dir.empty() ? "socket=" + share.socket_path : share.host_dir, share.tag,
+           e.what(), ended);
     }
     plug_virtio(std::move(device), name);
   }
   for (const VhostUserConfig& config : config_.vhost_user) {
     const bool fs = config.type == VhostUserConfig::Type::kFs;
-    const std::string name =
-        fmt::format("vhost-user {} (socket={})", fs ? "fs " + config.tag : "blk", config.socket_path);
+    const std::string name = fmt::format("vhost-user {} (socket={})",
+                                         fs ? "fs " + config.tag : "blk", config.socket_path);
     std::unique_ptr<VhostUserDevice> device;
     try {
-      auto channel = std::make_unique<BackendChannel>(
-          std::move(host_.vhost_user_sockets.at(socket++)), name);
-      device = std::make_unique<VhostUserDevice>(
-          memory, loop, std::move(channel),
-          fs ? devices::vhost_user::fs_device_spec(config.tag, 1)
-             : devices::vhost_user::blk_device_spec());
+      auto channel =
+          std::make_unique<BackendChannel>(std::move(host_.vhost_user_sockets.at(socket++)), name);
+      device =
+          std::make_unique<VhostUserDevice>(memory, loop, std::move(channel),
+                                            fs ? devices::vhost_user::fs_device_spec(config.tag, 1)
+                                               : devices::vhost_user::blk_device_spec());
     } catch (const Error& e) {
       fail("--vhost-user socket={}: {}", config.socket_path, e.what());
     }
@@ -598,8 +599,9 @@ void Machine::Impl::signal_command(int signal) {
   if (!config_.command || console_device == nullptr) return;
   loop.post([this, signal] {
     const std::string line = CommandControl::signal_line(signal);
-    if (!console_device->send(kCommandControlPort,
-                              std::span(reinterpret_cast<const uint8_t*>(line.data()), line.size()))) {
+    if (!console_device->send(
+            kCommandControlPort,
+            std::span(reinterpret_cast<const uint8_t*>(line.data()), line.size()))) {
       spdlog::warn("the command's control port is full: signal {} not passed on", signal);
     }
   });

@@ -35,7 +35,8 @@ std::string MachineExit::describe_reason() const {
     case Reason::kTimeout: return "timeout expired";
     case Reason::kStopped: return "stopped by the host";
     case Reason::kError: return message;
-    case Reason::kCommandExit: return fmt::format("the command exited with status {}", debug_code & 0xff);
+    case Reason::kCommandExit:
+      return fmt::format("the command exited with status {}", debug_code & 0xff);
   }
   return message;
 }

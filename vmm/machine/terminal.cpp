@@ -130,7 +130,8 @@ std::unique_ptr<ConsoleOutput> ConsoleOutput::to_fd(EventLoop& loop, devices::Se
     return std::unique_ptr<ConsoleOutput>(
         new ConsoleOutput(loop, uart, Kind::kSend, fd, std::move(name)));
   }
-  return to_owned_fd(loop, uart, non_blocking_writer(fd, name), std::move(name));
+  UniqueFd own = non_blocking_writer(fd, name);
+  return to_owned_fd(loop, uart, std::move(own), std::move(name));
 }
 
 std::unique_ptr<ConsoleOutput> ConsoleOutput::to_owned_fd(EventLoop& loop,

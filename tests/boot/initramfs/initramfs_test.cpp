@@ -97,11 +97,12 @@ class InitramfsTest : public ::testing::Test {
 TEST_F(InitramfsTest, HoldsTheAbisLayout) {
   const auto parsed = read_cpio(build_initramfs(spec()));
   ASSERT_TRUE(parsed.has_trailer);
-  EXPECT_THAT(
-      names_in(parsed),
-      ElementsAre("init", "dev", "dev/console", "proc", "sys", "root", "vmm", "vmm/modules",
-                  "vmm/modules/virtio.ko", "vmm/modules/virtio_mmio.ko",
-                  "vmm/modules/virtio_blk.ko", "vmm/modules/pvpanic_mmio.ko", "vmm/modules.load"));
+  EXPECT_THAT(names_in(parsed),
+              ElementsAre("init", "dev", "dev/console", "proc", "sys", "root", "vmm", "vmm/modules",
+                          "vmm/modules/virtio.ko", "vmm/modules/virtio_mmio.ko",
+                          "vmm/modules/virtio_blk.ko", "vmm/modules/pvpanic_mmio.ko",
+                          "vmm/modules/virtio_console.ko", "vmm/modules/fuse.ko",
+                          "vmm/modules/virtiofs.ko", "vmm/modules.load"));
   EXPECT_EQ(parsed.find("init")->mode, S_IFREG | 0755u);
   EXPECT_EQ(parsed.find("init")->data, kInit);
   const auto* console = parsed.find("dev/console");
@@ -112,7 +113,7 @@ TEST_F(InitramfsTest, HoldsTheAbisLayout) {
     EXPECT_EQ(parsed.find(folder)->mode, S_IFDIR | 0755u) << folder;
   }
   EXPECT_EQ(parsed.find("vmm/modules.load")->text(),
-            "virtio\nvirtio_mmio\nvirtio_blk\npvpanic_mmio\n");
+            "virtio\nvirtio_mmio\nvirtio_blk\npvpanic_mmio\nvirtio_console\nfuse\nvirtiofs\n");
 }
 
 TEST_F(InitramfsTest, ModulesAreStoredUncompressedUnderTheirNames) {
@@ -123,10 +124,10 @@ TEST_F(InitramfsTest, ModulesAreStoredUncompressedUnderTheirNames) {
             fake_module("pvpanic_mmio", kRelease));
 }
 
-TEST_F(InitramfsTest, TheRootFilesystemsModuleIsLoadedLast) {
+TEST_F(InitramfsTest, TheRootFilesystemsModuleFollowsTheVirtioOnes) {
   const auto parsed = read_cpio(build_initramfs(spec("xfs")));
   EXPECT_EQ(parsed.find("vmm/modules.load")->text(),
-            "virtio\nvirtio_mmio\nvirtio_blk\nxfs\npvpanic_mmio\n");
+            "virtio\nvirtio_mmio\nvirtio_blk\nxfs\npvpanic_mmio\nvirtio_console\nfuse\nvirtiofs\n");
 }
 
 // As vmm uses it: opened first, moved into place, then written straight into (guest) memory that
@@ -134,7 +135,7 @@ TEST_F(InitramfsTest, TheRootFilesystemsModuleIsLoadedLast) {
 TEST_F(InitramfsTest, WritesIntoTheCallersMemoryAfterAMove) {
   Initramfs opened(spec());
   const Initramfs initramfs(std::move(opened));
-  ASSERT_EQ(initramfs.modules().size(), 4u);
+  ASSERT_EQ(initramfs.modules().size(), 7u);
   EXPECT_EQ(initramfs.modules()[2].path, path("kernel/drivers/block/virtio_blk.ko.xz"));
   std::vector<uint8_t> memory(initramfs.size(), 0xa5);
   initramfs.write_to(memory);

@@ -285,11 +285,11 @@ TEST_F(RealModuleTreeTest, CloudKernelHasExt4BuiltInAndVirtioAsModules) {
   const ModuleTree tree = ModuleTree::load({modules_dir("cloud"), "cloud"});
   EXPECT_TRUE(tree.is_builtin("ext4"));
   const auto modules = initramfs_modules(tree, "ext4");
-  EXPECT_THAT(
-      names_of(modules),
-      ElementsAre("virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "failover", "net_failover",
-                  "virtio_net", "vsock", "vmw_vsock_virtio_transport_common",
-                  "vmw_vsock_virtio_transport", "pvpanic", "pvpanic_mmio"));
+  EXPECT_THAT(names_of(modules),
+              ElementsAre("virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "failover",
+                          "net_failover", "virtio_net", "vsock",
+                          "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
+                          "pvpanic", "pvpanic_mmio", "virtio_console", "fuse", "virtiofs"));
   for (const auto& module : modules) {
     EXPECT_TRUE(std::filesystem::is_regular_file(module.path)) << module.path;
   }

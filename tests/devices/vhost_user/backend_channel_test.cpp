@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/devices/vhost_user/backend_error.hpp"
 #include "tests/devices/vhost_user/virtiofsd_fixture.hpp"
 
 namespace vmm::devices::vhost_user {
@@ -125,14 +126,7 @@ class FakeBackend {
   UniqueFd peer_;
 };
 
-std::string error_of(auto&& call) {
-  try {
-    call();
-  } catch (const BackendError& error) {
-    return error.what();
-  }
-  return "no BackendError";
-}
+using testing::error_of;
 
 size_t open_fds() {
   return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),

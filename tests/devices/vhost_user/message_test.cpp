@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "tests/devices/vhost_user/backend_error.hpp"
+
 namespace vmm::devices::vhost_user {
 namespace {
 
@@ -59,14 +61,7 @@ T field_at(const std::vector<uint8_t>& bytes, size_t offset) {
   return value;
 }
 
-std::string error_of(auto&& call) {
-  try {
-    call();
-  } catch (const BackendError& error) {
-    return error.what();
-  }
-  return "no BackendError";
-}
+using testing::error_of;
 
 TEST(VhostUserMessage, ParsesVirtiofsdRecordedReplies) {
   EXPECT_EQ(

@@ -232,7 +232,8 @@ RunContext run_context() {
   context.kernel_release = "6.1.0-test";
   context.cwd = "/home/u/src";
   context.environment = {"HOME=/home/u", "PATH=/usr/bin:/bin", "SSH_AUTH_SOCK=/run/x",
-                         "DISPLAY=:0", "PWD=/elsewhere", "TERM=xterm", "NOEQUALS"};
+                         "DISPLAY=:0",   "PWD=/elsewhere",     "TERM=xterm",
+                         "NOEQUALS"};
   context.uid = 1000;
   context.gid = 1001;
   context.groups = {27, 100};
@@ -344,7 +345,8 @@ TEST(ShareOptions, VhostUser) {
   EXPECT_EQ(fs.socket_path, "/s");
   EXPECT_EQ(fs.tag, "t");
   EXPECT_EQ(parse_vhost_user("blk,socket=/b").type, VhostUserConfig::Type::kBlock);
-  for (const char* bad : {"net,socket=/s", "fs,socket=/s", "blk,socket=/b,tag=t", "blk", "fs,tag=t"}) {
+  for (const char* bad :
+       {"net,socket=/s", "fs,socket=/s", "blk,socket=/b,tag=t", "blk", "fs,tag=t"}) {
     EXPECT_THROW(parse_vhost_user(bad), Error) << bad;
   }
   auto result = parse_command_line({"-k", "/k", "--share", "/srv:a", "--vhost-user",

@@ -31,8 +31,8 @@ TEST(CommandControlTest, TheFirstStatusIsTheOne) {
 
 TEST(CommandControlTest, JunkIsDropped) {
   CommandControl control;
-  for (const char* junk : {"exit\n", "exit \n", "exit 256\n", "exit -1\n", "exit 1x\n",
-                           "exit  1\n", "EXIT 1\n", "signal 2\n", "\n", "exit 00000000001 \n"}) {
+  for (const char* junk : {"exit\n", "exit \n", "exit 256\n", "exit -1\n", "exit 1x\n", "exit  1\n",
+                           "EXIT 1\n", "signal 2\n", "\n", "exit 00000000001 \n"}) {
     EXPECT_EQ(feed(control, junk), std::nullopt) << junk;
   }
   EXPECT_EQ(feed(control, "exit 3\n"), 3);

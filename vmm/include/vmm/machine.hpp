@@ -14,17 +14,17 @@ namespace vmm {
 // Why a machine stopped, and the status the vmm process exits with for it.
 struct MachineExit {
   enum class Reason {
-    kPowerOff,   // guest ACPI poweroff: status 0
-    kReboot,     // guest reboot or reset: status 3
-    kPanic,      // guest panic reported through pvpanic: status 4
-    kDebugExit,  // test guest wrote V to the debug-exit port: status V
-    kTimeout,    // the configured timeout expired: status 124
-    kStopped,    // the host stopped it (Machine::stop(), the control socket's stop): status 5
-    kError,      // the VMM failed or the guest could not be run: status 1
+    kPowerOff,     // guest ACPI poweroff: status 0
+    kReboot,       // guest reboot or reset: status 3
+    kPanic,        // guest panic reported through pvpanic: status 4
+    kDebugExit,    // test guest wrote V to the debug-exit port: status V
+    kTimeout,      // the configured timeout expired: status 124
+    kStopped,      // the host stopped it (Machine::stop(), the control socket's stop): status 5
+    kError,        // the VMM failed or the guest could not be run: status 1
     kCommandExit,  // MachineConfig::command finished: its status (debug_code)
   };
   Reason reason = Reason::kError;
-  int debug_code = 0;   // kDebugExit, kCommandExit
+  int debug_code = 0;  // kDebugExit, kCommandExit
   // The machine ran a MachineConfig::command: any other reason than kCommandExit means its status
   // never came, which exits with kExitStatusNoCommandStatus whatever the reason.
   bool ran_command = false;
