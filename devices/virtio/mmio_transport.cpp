@@ -38,6 +38,7 @@ constexpr uint64_t kQueueDriverLow = 0x090;
 constexpr uint64_t kQueueDriverHigh = 0x094;
 constexpr uint64_t kQueueDeviceLow = 0x0a0;
 constexpr uint64_t kQueueDeviceHigh = 0x0a4;
+constexpr uint64_t kShmSel = 0x0ac;
 constexpr uint64_t kShmLenLow = 0x0b0;
 constexpr uint64_t kShmBaseHigh = 0x0bc;
 constexpr uint64_t kConfigGeneration = 0x0fc;
@@ -229,6 +230,8 @@ void MmioTransport::write_register(uint64_t offset, uint32_t value) {
     case kQueueDeviceHigh:
       if (auto* queue = writable_queue("QueueDeviceHigh")) set_high(queue->used_ring, value);
       return;
+    // virtiofs probes for a DAX window: any region it selects reads as absent (above).
+    case kShmSel: return;
     default:
       spdlog::debug("{}: write of {:#x} to read-only or unknown register {:#x} ignored", name_,
                     value, offset);
