@@ -495,6 +495,60 @@ def vhost_user_reply():
           u8(1) + u8(1) + u8(len(acked)) + bytes(acked) + stream)
 
 
+# --- virtio_console: port count, port flags, features, then ops ------------------------------
+CO_CONTROL, CO_TX_DATA, CO_RX_BUFFERS, CO_DESC, CO_DATA, CO_PUBLISH, CO_NOTIFY, CO_RUN_LOOP, \
+    CO_HOST_WRITE, CO_HOST_READ, CO_HOST_CLOSE, CO_SEND, CO_FLUSH, CO_RESET = range(14)
+CO_CONSOLE, CO_OUTPUT_PIPE, CO_OUTPUT_CALLBACK, CO_INPUT_PIPE, CO_NAMED = 1, 2, 4, 8, 16
+# VIRTIO_CONSOLE_* control events.
+CO_DEVICE_READY, CO_PORT_READY, CO_PORT_OPEN = 0, 3, 6
+CO_CONTROL_RX = 0x80  # CO_RX_BUFFERS' queue choice: the control receive queue
+CO_MULTIPORT = 1 << 1
+
+
+def co_control(port, event, value):
+    return u8(CO_CONTROL) + u8(port) + u16(event) + u16(value) + u8(0)
+
+
+def co_bytes(op, port, data):
+    return u8(op) + u8(port) + u8(len(data)) + data
+
+
+def virtio_console():
+    # The driver's bring-up of a multiport device: control buffers, DEVICE_READY, each port
+    # READY and OPEN, receive buffers; then traffic both ways, and the host hanging up.
+    def bring_up(ports):
+        ops = u8(CO_RX_BUFFERS) + u8(CO_CONTROL_RX) + u8(8) + u16(64)
+        ops += co_control(0, CO_DEVICE_READY, 1) + u8(CO_RUN_LOOP)
+        for port in range(ports):
+            ops += co_control(port, CO_PORT_READY, 1) + co_control(port, CO_PORT_OPEN, 1)
+            ops += u8(CO_RX_BUFFERS) + u8(port) + u8(4) + u16(256)
+        return ops + u8(CO_RUN_LOOP)
+
+    console = CO_CONSOLE | CO_OUTPUT_PIPE | CO_INPUT_PIPE
+    header = u8(0) + u8(console) + u32(CO_MULTIPORT)
+    ops = bring_up(1)
+    ops += u8(CO_TX_DATA) + u8(0) + u8(0) + u8(6) + b"hello\n"
+    ops += co_bytes(CO_HOST_WRITE, 0, b"ls\n") + u8(CO_RUN_LOOP) + u8(CO_HOST_READ) + u8(0)
+    write("virtio_console", "console", header + ops)
+
+    channels = [console, CO_OUTPUT_CALLBACK | CO_NAMED, CO_OUTPUT_PIPE | CO_INPUT_PIPE | CO_NAMED]
+    header = u8(2) + b"".join(u8(flags) for flags in channels) + u32(CO_MULTIPORT)
+    ops = bring_up(3)
+    for port in range(3):
+        ops += u8(CO_TX_DATA) + u8(port) + u8(port) + u8(4) + b"out" + u8(port)
+        ops += co_bytes(CO_SEND, port, b"from host")
+    ops += co_bytes(CO_HOST_WRITE, 2, b"input") + u8(CO_HOST_CLOSE) + u8(2) + u8(1)
+    ops += u8(CO_RUN_LOOP) + u8(CO_HOST_READ) + u8(2) + u8(CO_FLUSH)
+    write("virtio_console", "three_ports", header + ops)
+
+    # Without MULTIPORT: port 0 alone, no control queues in use; then a reset and again.
+    header = u8(0) + u8(console) + u32(0)
+    ops = u8(CO_RX_BUFFERS) + u8(0) + u8(4) + u16(128)
+    ops += u8(CO_TX_DATA) + u8(0) + u8(1) + u8(3) + b"hi\n" + u8(CO_RUN_LOOP)
+    ops += u8(CO_RESET) + u8(CO_TX_DATA) + u8(0) + u8(2) + u8(3) + b"re\n" + u8(CO_RUN_LOOP)
+    write("virtio_console", "single_port_reset", header + ops)
+
+
 def main():
     virtqueue()
     mmio_transport()
@@ -508,6 +562,7 @@ def main():
     kernels()
     cli()
     vhost_user_reply()
+    virtio_console()
     return 0
 
 
