@@ -3,10 +3,11 @@
 # writes). One L1 boot, two parts, each printing one line per measurement, "BENCH-RESULT KIND run=N
 # NAME=VALUE ..." (a failed one says "failed" and is followed by its evidence between "--- ..." and
 # "--- end ---" lines):
-#  1. BENCH_FS_RUNS rounds of QEMU, vmm and vmm run, each a guest that untars /share/tree.tar into
+#  1. A warm-up round, then BENCH_FS_RUNS rounds of QEMU, vmm and vmm run, each a guest that untars /share/tree.tar into
 #     /share/tree (L1's tmpfs, shared as "bench" through virtiofsd), then runs find and grep -r over
 #     it, timing each step by its own clock (steps.sh, below): KIND fs-qemu, fs-vmm, fs-vmm-run
-#     (untar_s, find_s, grep_s, entries, matches, exit_s, status, maxrss_mib). QEMU's virtiofsd is
+#     (untar_s, find_s, grep_s, entries, matches, exit_s, status, maxrss_mib; the warm-up round's
+#     kinds are warmup-fs-*). QEMU's virtiofsd is
 #     started here with vmm's options; vmm starts its own.
 #  2. BENCH_RUNS rounds of vmm booting the lab's L2 initramfs to its marker (KIND boot-marker) and
 #     vmm run -- true (KIND run-true), each under bench/stamp: marker_ms, exit_ms, status,
@@ -70,8 +71,9 @@ failed() {
 }
 
 # --- 1. untar, find, grep ---
+# fs_one VMM RUN [warmup]: one guest; a warm-up one's kind is warmup-fs-VMM (not in the tables).
 fs_one() {
-  kind=fs-$1 run=$2 daemon=""
+  kind=${3:+$3-}fs-$1 run=$2 daemon=""
   rm -rf "$SHARE/tree"
   mkdir "$SHARE/tree"
   case $1 in
@@ -172,6 +174,9 @@ fi
 hold=$!
 
 echo "BENCH-PART untar, find, grep l1-uptime=$(uptime_s)"
+# A round first that does not count: in a first try the first two guests of the L1 boot took three
+# times as long as the same guests later (L1's TCG translating virtiofsd's and the VMMs' paths anew).
+for vmm_kind in qemu vmm vmm-run; do fs_one "$vmm_kind" 0 warmup; done
 run=1
 while [ "$run" -le "$BENCH_FS_RUNS" ]; do
   for vmm_kind in qemu vmm vmm-run; do fs_one "$vmm_kind" "$run"; done
