@@ -260,6 +260,7 @@ void VirtioConsole::handle_control(const VirtioConsoleControl& message) {
     if (device_ready_) return drop_control(message, "the device is ready already");
     device_ready_ = true;
     for (uint32_t index = 0; index < ports_.size(); ++index) {
+      if (ports_[index].removed) continue;
       ports_[index].added = true;
       queue_control(index, kConsoleDeviceAdd, 1);
     }
@@ -416,10 +417,20 @@ void VirtioConsole::drain_output(uint32_t index) {
       port.output_blocked = true;
       return;
     }
-    spdlog::warn(
-        "virtio-console {}: port {}: output fd {}: {}; its output is discarded from now on", name_,
-        index, fd, n < 0 ? std::strerror(errno) : "wrote nothing");
+    const std::string why = n < 0 ? std::strerror(errno) : "wrote nothing";
     port.output_failed = true;
+    if (port.config.input_fd < 0) {
+      // Like a write into a pipe without a reader, the guest's next write should fail: an
+      // output-only port goes away (DEVICE_REMOVE; Linux then fails writes with ENODEV) rather
+      // than take the guest's output into nothing for ever (`vmm run -- yes | head -1`).
+      spdlog::debug("virtio-console {}: port {}: output fd {}: {}; the port is removed", name_,
+                    index, fd, why);
+      remove_port(index);
+    } else {
+      spdlog::warn(
+          "virtio-console {}: port {}: output fd {}: {}; its output is discarded from now on",
+          name_, index, fd, why);
+    }
   }
 }
 
@@ -512,6 +523,15 @@ void VirtioConsole::read_input(uint32_t index) {
   rx_queue(index)->add_used(std::move(*port.rx_chain), static_cast<uint32_t>(bytes));
   port.rx_chain.reset();
   process_port_rx(index);  // holds the next chain, if the driver has one
+}
+
+void VirtioConsole::remove_port(uint32_t index) {
+  Port& port = ports_[index];
+  if (std::exchange(port.removed, true) || !port.added) return;
+  port.added = false;
+  port.ready = false;
+  queue_control(index, kConsoleDeviceRemove, 1);
+  process_control_rx();
 }
 
 void VirtioConsole::close_for_guest(uint32_t index) {

@@ -88,7 +88,9 @@ struct ConsoleCounters {
 // chains are read into that buffer only while it has room, and a chain goes back to the guest
 // once all of it is in: an output that stops taking bytes (EAGAIN; watched for EPOLLOUT) stops
 // the port's transmit queue, and the guest's writes wait in the guest. An output that fails
-// (EPIPE) is given up, logged once: the port's later output is discarded.
+// (EPIPE) is given up: the port's later output is discarded, and an output-only port is removed
+// (DEVICE_REMOVE), so the guest's next write to it fails as a write into a pipe without a reader
+// would; a port with an input too (hvc0) stays, logged once.
 //
 // Host -> guest: bytes go only into receive buffers of a port the guest has opened (Linux
 // discards what reaches a closed port). send()'s bytes (at most kInputBufferBytes waiting) go
@@ -177,6 +179,7 @@ class VirtioConsole final : public VirtioDevice {
     std::optional<DescriptorChain> rx_chain;  // popped for the next input
     bool input_ended = false;                 // input_fd's end of file (or error) seen
     bool closed_for_guest = false;            // PORT_OPEN 0 queued for the guest
+    bool removed = false;  // DEVICE_REMOVE sent: an output-only port whose output failed
     // The guest's side.
     bool added = false;  // DEVICE_ADD queued
     bool ready = false;  // the guest's PORT_READY handled
@@ -205,6 +208,8 @@ class VirtioConsole final : public VirtioDevice {
   void process_port_rx(uint32_t port);
   void read_input(uint32_t port);
   void close_for_guest(uint32_t port);
+  // DEVICE_REMOVE for `port`: the guest's writes to it fail from then on.
+  void remove_port(uint32_t port);
 
   // Whether the device waits for the port's input fd: it holds a receive chain of a port the guest
   // opened, and has nothing else for it.

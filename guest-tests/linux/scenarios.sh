@@ -1102,21 +1102,35 @@ scenario_run() {
 
 # The statuses that are not the command's choice: a command that does not exist (127, as a shell
 # says), and a guest that panics before the command ends (125: its status never came; vmm says why).
+# The panicking guest first runs `yes` into vmm's stdout, a pipe to `head -c 1000`: once head has
+# its bytes and exits, `yes` must fail to write, as on the host (the stdout port goes away: else it
+# writes for ever, into nothing, and the guest times out instead of panicking).
 scenario_run_status() {
   vmm_only run-status "vmm run is vmm's" || return
   start=$(now)
   (cd /tmp && run_vmm run-status -- /no/such/command)
   missing=$?
-  (cd /tmp && run_vmm run-status-panic -- sh -c 'echo c >/proc/sysrq-trigger; sleep 30')
-  panic=$?
+  # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
+  (cd /tmp && {
+    with_timeout "$L2_HARD_TIMEOUT" "$LAB_VMM_BIN" run --kernel "$LAB_L2/cloud/vmlinuz" \
+      --modules "$LAB_L2/cloud/package" --timeout "$L2_TIMEOUT" \
+      --serial "file:$(logfile run-status-panic)" $LAB_VMM_ARGS -- \
+      sh -c 'yes; echo c >/proc/sysrq-trigger; sleep 30' 2>/tmp/run-status-panic.err
+    echo $? >/tmp/run-status-panic.status
+  } | head -c 1000 >/tmp/run-status-panic.out)
+  panic=$(cat /tmp/run-status-panic.status)
+  piped=$(stat -c %s /tmp/run-status-panic.out)
   wall=$(elapsed "$start")
   if [ "$missing" -ne 127 ] || ! grep -q "/no/such/command" /tmp/run-status.err; then
     result run-status FAIL "a missing command: status $missing (expected 127), stderr: $(head -c 300 /tmp/run-status.err); wall=${wall}s"
   elif [ "$panic" -ne 125 ] || ! grep -q "exit status never came: guest panicked" /tmp/run-status-panic.err; then
-    result run-status FAIL "a panic: status $panic (expected 125), stderr: $(head -c 300 /tmp/run-status-panic.err); wall=${wall}s"
+    result run-status FAIL "yes piped to head, then a panic: status $panic (expected 125), stderr: $(head -c 300 /tmp/run-status-panic.err); wall=${wall}s"
+  elif [ "$piped" -ne 1000 ]; then
+    result run-status FAIL "head got $piped bytes of yes, expected 1000; wall=${wall}s"
   else
-    result run-status PASS "a missing command 127, a panic 125 with '$(head -n1 /tmp/run-status-panic.err)'; wall=${wall}s"
+    result run-status PASS "a missing command 127; yes into head -c 1000 ended (its port removed), then a panic: 125 with '$(grep "never came" /tmp/run-status-panic.err)'; wall=${wall}s"
   fi
+  rm -f /tmp/run-status*.out
 }
 
 # A virtiofsd killed under a guest that reads from its share: the guest gets I/O errors (not a hang),

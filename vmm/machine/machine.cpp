@@ -158,6 +158,7 @@ struct Machine::Impl final : ControlTarget {
   void create_console();
   void on_command_control(std::span<const uint8_t> bytes);
   void signal_command(int signal);
+  void send_command_signal(int signal);
   // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
   void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
   // Without `boot_state`: bare vCPUs, whose state a restore sets.
@@ -597,14 +598,17 @@ void Machine::Impl::on_command_control(std::span<const uint8_t> bytes) {
 
 void Machine::Impl::signal_command(int signal) {
   if (!config_.command || console_device == nullptr) return;
-  loop.post([this, signal] {
-    const std::string line = CommandControl::signal_line(signal);
-    if (!console_device->send(
-            kCommandControlPort,
-            std::span(reinterpret_cast<const uint8_t*>(line.data()), line.size()))) {
-      spdlog::warn("the command's control port is full: signal {} not passed on", signal);
-    }
-  });
+  loop.post([this, signal] { send_command_signal(signal); });
+}
+
+// Loop thread.
+void Machine::Impl::send_command_signal(int signal) {
+  const std::string line = CommandControl::signal_line(signal);
+  if (!console_device->send(
+          kCommandControlPort,
+          std::span(reinterpret_cast<const uint8_t*>(line.data()), line.size()))) {
+    spdlog::warn("the command's control port is full: signal {} not passed on", signal);
+  }
 }
 
 void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device,
@@ -995,8 +999,40 @@ void Machine::Impl::shut_down() {
 
 Machine::Machine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+namespace {
+
+// SIGPIPE held back on the calling thread while it lives: tearing a machine down writes what its
+// devices still hold to their sinks (a console's pipe whose reader went away), and that must be an
+// EPIPE, not a signal that ends the caller's process. A SIGPIPE raised meanwhile is consumed.
+class SigpipeHeld {
+ public:
+  SigpipeHeld() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_, &previous_);
+  }
+  ~SigpipeHeld() {
+    // One the caller held back itself is the caller's.
+    const timespec now{};
+    while (sigismember(&previous_, SIGPIPE) == 0 &&
+           ::sigtimedwait(&pipe_, nullptr, &now) == SIGPIPE) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  SigpipeHeld(const SigpipeHeld&) = delete;
+  SigpipeHeld& operator=(const SigpipeHeld&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t previous_{};
+};
+
+}  // namespace
+
 Machine::~Machine() {
+  const SigpipeHeld held;
   impl_->shut_down();
+  impl_.reset();
 }
 
 namespace {

@@ -548,6 +548,23 @@ TEST_F(VirtioConsoleTest, ABrokenOutputDiscardsAndTheGuestGoesOn) {
   EXPECT_EQ(queues[tx_index(1)]->in_flight(), 0);
   EXPECT_EQ(device->counters().output_discarded, 4u * 4 + 7);
   EXPECT_THAT(device->debug_state(), HasSubstr("output failed"));
+  // An output-only port whose reader went away goes: the guest's next write to it fails, as a
+  // write into a pipe without a reader would, instead of vanishing for ever.
+  EXPECT_THAT(take_control(), ElementsAre(ControlMessage{0, kConsoleDeviceRemove, 1, ""}));
+}
+
+TEST_F(VirtioConsoleTest, ABrokenOutputOfAPortWithInputKeepsThePort) {
+  Pipe output;
+  Pipe input;
+  ConsolePort port = output_to(output.write_end.get());
+  port.input_fd = input.read_end.get();
+  create({port});
+  handshake(1);
+  output.read_end.reset();
+  publish_readable(tx_index(0), as_bytes("lost"));
+  pump();
+  EXPECT_EQ(device->counters().output_discarded, 4u);
+  EXPECT_THAT(take_control(), ElementsAre());
 }
 
 TEST_F(VirtioConsoleTest, ResetClosesThePortsAndKeepsTheOutputTaken) {
