@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/devices/vhost_user/backend_error.hpp"
+#include "tests/devices/vhost_user/reply_message.hpp"
 #include "tests/devices/vhost_user/virtiofsd_fixture.hpp"
 
 namespace vmm::devices::vhost_user {
@@ -27,18 +28,6 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 constexpr const char* kName = "vhost-user fs (test)";
-
-std::vector<uint8_t> reply(Request request, const std::vector<uint8_t>& payload,
-                           uint32_t flags = kFlagVersion | kFlagReply) {
-  std::vector<uint8_t> out(kHeaderSize);
-  const auto code = static_cast<uint32_t>(request);
-  const auto size = static_cast<uint32_t>(payload.size());
-  std::memcpy(out.data(), &code, 4);
-  std::memcpy(out.data() + 4, &flags, 4);
-  std::memcpy(out.data() + 8, &size, 4);
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
 
 struct Received {
   std::vector<uint8_t> bytes;  // header and payload
@@ -127,6 +116,7 @@ class FakeBackend {
 };
 
 using testing::error_of;
+using testing::reply;
 
 size_t open_fds() {
   return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tests/devices/vhost_user/backend_error.hpp"
+#include "tests/devices/vhost_user/reply_message.hpp"
 
 namespace vmm::devices::vhost_user {
 namespace {
@@ -42,18 +43,6 @@ constexpr std::array<uint8_t, 20> kGetVringBaseReply = {0x0b, 0x00, 0x00, 0x00, 
 constexpr std::array<uint8_t, 12> kGetConfigRefusal = {0x18, 0x00, 0x00, 0x00, 0x05, 0x00,
                                                        0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
 
-std::vector<uint8_t> reply(Request request, std::vector<uint8_t> payload,
-                           uint32_t flags = kFlagVersion | kFlagReply) {
-  std::vector<uint8_t> out(kHeaderSize);
-  const auto code = static_cast<uint32_t>(request);
-  const auto size = static_cast<uint32_t>(payload.size());
-  std::memcpy(out.data(), &code, 4);
-  std::memcpy(out.data() + 4, &flags, 4);
-  std::memcpy(out.data() + 8, &size, 4);
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
-
 template <typename T>
 T field_at(const std::vector<uint8_t>& bytes, size_t offset) {
   T value;
@@ -62,6 +51,7 @@ T field_at(const std::vector<uint8_t>& bytes, size_t offset) {
 }
 
 using testing::error_of;
+using testing::reply;
 
 TEST(VhostUserMessage, ParsesVirtiofsdRecordedReplies) {
   EXPECT_EQ(

@@ -427,7 +427,9 @@ class FakeBackend {
   void handle(Request request, const std::vector<uint8_t>& payload, std::vector<UniqueFd>& fds) {
     const auto code = static_cast<uint32_t>(request);
     uint64_t words[5] = {};
-    std::memcpy(words, payload.data(), std::min(payload.size(), sizeof(words)));
+    // An empty payload's data() may be null, which memcpy must not get even for 0 bytes.
+    if (!payload.empty())
+      std::memcpy(words, payload.data(), std::min(payload.size(), sizeof(words)));
     const std::lock_guard lock(mutex_);
     requests_.push_back(request);
     switch (request) {
