@@ -50,12 +50,8 @@ void check_id(uint32_t id, std::string_view what) {
 }
 
 std::string joined_groups(const std::vector<uint32_t>& groups) {
-  std::string text;
-  for (const uint32_t group : groups) {
-    check_id(group, "group");
-    text += (text.empty() ? "" : ",") + std::to_string(group);
-  }
-  return text;
+  for (const uint32_t group : groups) check_id(group, "group");
+  return fmt::format("{}", fmt::join(groups, ","));
 }
 
 void add_mounts(JobWriter& writer, const std::vector<RunJob::Mount>& mounts) {
