@@ -179,7 +179,7 @@ INSTANTIATE_TEST_SUITE_P(
                  "vmm_config_add_disk_snapshot: snapshot 7 is neither VMM_DISK_SNAPSHOT_FILE nor "
                  "VMM_DISK_SNAPSHOT_MEMORY"},
         BadField{"too_many_devices", [](vmm_config* c) { return add_disks(c, 19); },
-                 "--disk/--net: 19 devices"},
+                 "--disk/--net/--vsock/--share/--vhost-user/--console: 19 devices"},
         BadField{"net_null", [](vmm_config* c) { return vmm_config_add_net(c, nullptr, nullptr); },
                  "vmm_config_add_net: tap is NULL"},
         BadField{"net_empty", [](vmm_config* c) { return vmm_config_add_net(c, "", nullptr); },
