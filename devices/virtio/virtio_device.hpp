@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/util/state_stream.hpp"
+#include "devices/virtio/device_metrics.hpp"
 #include "devices/virtio/queue.hpp"
 
 namespace vmm::devices::virtio {
@@ -135,6 +136,13 @@ class VirtioDevice {
   // link, lost connections). Every value is checked: a bad one throws vmm::Error
   // (StateReader::corrupt).
   virtual void restore_state(StateReader& /*in*/) {}
+
+  // The device's counters (device_metrics.hpp). Any thread.
+  DeviceMetricsSnapshot metrics() const { return metrics_.snapshot(); }
+
+ protected:
+  // Counted by the device on its owner thread.
+  DeviceMetrics metrics_;
 };
 
 }  // namespace vmm::devices::virtio
