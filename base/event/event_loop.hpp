@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -46,8 +47,24 @@ class EventLoop {
   // (a handler that keeps its fd ready would be called every round).
   uint64_t dispatched() const { return dispatched_; }
 
+  // The longest a handler call took, and whose fd it was (posted work runs in the handler of the
+  // loop's own wake-up eventfd): a handler that keeps the loop busy delays every other device.
+  struct LongestHandler {
+    std::chrono::nanoseconds duration{0};
+    int fd = -1;  // -1 before any handler ran
+  };
+  // Thread-safe.
+  LongestHandler longest_handler() const VMM_EXCLUDES(longest_mutex_);
+
  private:
+  struct Registration {
+    int fd;
+    std::shared_ptr<Handler> handler;  // shared: kept alive while a handler removes itself
+  };
+
   void run_posted() VMM_EXCLUDES(posted_mutex_);
+  // Keeps the longest handler call (the loop's thread).
+  void record_handler_time(std::chrono::nanoseconds duration, int fd) VMM_EXCLUDES(longest_mutex_);
 
   UniqueFd epoll_;
   EventFd wakeup_;
@@ -57,7 +74,11 @@ class EventLoop {
   std::vector<std::function<void()>> posted_ VMM_GUARDED_BY(posted_mutex_);
   uint64_t next_token_ = 0;
   std::map<int, uint64_t> token_of_fd_;
-  std::map<uint64_t, std::shared_ptr<Handler>> handlers_;  // by token
+  std::map<uint64_t, Registration> handlers_;  // by token
+  // The loop's thread compares with its own copy; the mutex is taken only for a new maximum.
+  std::chrono::nanoseconds longest_seen_{0};
+  mutable Mutex longest_mutex_;
+  LongestHandler longest_ VMM_GUARDED_BY(longest_mutex_);
 };
 
 }  // namespace vmm

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
 
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -123,6 +124,26 @@ TEST(EventLoop, PostedWorkRunsOnTheLoopThreadInOrder) {
   EXPECT_EQ(ran_on, std::this_thread::get_id());
   EXPECT_TRUE(loop.run_once(1000));
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(EventLoop, KeepsTheLongestHandlerCallAndItsFd) {
+  EventLoop loop;
+  EXPECT_EQ(loop.longest_handler().fd, -1);
+  EventFd quick, slow;
+  loop.add(quick.fd(), EPOLLIN, [&](uint32_t) { quick.consume(); });
+  loop.add(slow.fd(), EPOLLIN, [&](uint32_t) {
+    slow.consume();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  });
+  slow.signal();
+  loop.run_once(1000);
+  quick.signal();
+  loop.run_once(1000);
+  // Read from another thread, as the control socket does.
+  EventLoop::LongestHandler longest;
+  std::thread([&] { longest = loop.longest_handler(); }).join();
+  EXPECT_GE(longest.duration, std::chrono::milliseconds(20));
+  EXPECT_EQ(longest.fd, slow.fd());
 }
 
 TEST(EventFd, CountsAccumulateUntilConsumed) {
