@@ -2,10 +2,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <utility>
-#include <vector>
 
 #include "base/util/unique_fd.hpp"
 
@@ -22,6 +22,10 @@ inline constexpr uint32_t kBufAlloc = 256 * 1024;
 // Guest to host: our buf_alloc is kBufAlloc and our fwd_cnt counts the bytes written to the
 // socket, so a driver that honours its credit never has more than kBufAlloc bytes buffered here.
 // Host to guest: we send at most the peer's credit, peer_buf_alloc - (tx_cnt - peer_fwd_cnt).
+//
+// The buffer is a ring whose capacity grows in powers of two with what is buffered and never
+// past kBufAlloc, so a connection holds at most kBufAlloc bytes of memory whatever the pattern of
+// guest writes and host reads.
 class Connection {
  public:
   enum class State {
@@ -29,6 +33,11 @@ class Connection {
     kEstablished,
   };
   enum class Flush { kDone, kWouldBlock, kBroken };
+  // Where reserved bytes go: the ring's free space may wrap, so it is up to two pieces.
+  struct Room {
+    std::span<uint8_t> first;
+    std::span<uint8_t> second;
+  };
 
   Connection(UniqueFd socket, uint32_t host_port, uint32_t guest_port, State state);
 
@@ -48,13 +57,15 @@ class Connection {
   void count_sent(uint32_t bytes) { tx_cnt_ += bytes; }
 
   // Guest to host. Room for `len` more bytes in the buffer, or nullopt if the guest sent beyond
-  // the credit we gave it (nothing is reserved then). Fill the span, then flush().
-  std::optional<std::span<uint8_t>> reserve(uint32_t len);
+  // the credit we gave it (nothing is reserved then). Fill both spans in order, then flush().
+  std::optional<Room> reserve(uint32_t len);
   // Writes buffered bytes to the socket until it would block.
   Flush flush();
   // Forgets the buffered bytes (the socket cannot take them), counting them as forwarded.
   void discard_buffered();
-  size_t buffered() const { return buffer_.size() - head_; }
+  size_t buffered() const { return size_; }
+  // Memory held for the buffer: at most kBufAlloc.
+  size_t capacity() const { return capacity_; }
 
   // Our fwd_cnt, and whether enough of it is news to the guest that a CREDIT_UPDATE is worth
   // sending (half the buffer: the guest keeps streaming without an update per packet).
@@ -73,8 +84,14 @@ class Connection {
   uint32_t tx_cnt_ = 0;  // bytes sent to the guest (wraps, like the guest's counters)
   uint32_t fwd_cnt_ = 0;
   uint32_t reported_fwd_cnt_ = 0;
-  std::vector<uint8_t> buffer_;  // guest data not yet written; starts at head_
+  // Moves the buffered bytes into a ring of `capacity` bytes (a power of two), starting at 0.
+  void regrow(size_t capacity);
+
+  // Guest data not yet written: size_ bytes from head_, wrapping at capacity_.
+  std::unique_ptr<uint8_t[]> ring_;
+  size_t capacity_ = 0;
   size_t head_ = 0;
+  size_t size_ = 0;
 };
 
 }  // namespace vmm::devices::virtio::vsock

@@ -361,7 +361,9 @@ void Muxer::send(const Header& header, const DescriptorChain& chain) {
       if (entry.host_write_closed) {
         entry.conn.discard_buffered();  // the socket is gone; the guest learns from our SHUTDOWN
       } else {
-        chain.read(kHeaderSize, *room);  // len fits the readable part: checked by the parser
+        // len fits the readable part: checked by the parser.
+        chain.read(kHeaderSize, room->first);
+        chain.read(kHeaderSize + room->first.size(), room->second);
       }
       if (!flush(entry)) {
         close(key, true);

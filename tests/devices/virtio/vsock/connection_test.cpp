@@ -34,6 +34,12 @@ class VsockConnectionTest : public ::testing::Test {
   UniqueFd peer;
 };
 
+// Fills a reserved room with the running byte sequence `next`, `next + 1`, ...
+void fill(const Connection::Room& room, uint8_t& next) {
+  for (auto& byte : room.first) byte = next++;
+  for (auto& byte : room.second) byte = next++;
+}
+
 TEST_F(VsockConnectionTest, PeerCreditIsBufAllocMinusWhatIsInFlight) {
   EXPECT_EQ(conn->peer_credit(), 0u);  // until the guest tells its buf_alloc
   conn->update_peer_credit(1000, 0);
@@ -67,8 +73,8 @@ TEST_F(VsockConnectionTest, BuffersAtMostBufAllocAndForwardsInOrder) {
   while (true) {
     auto room = conn->reserve(static_cast<uint32_t>(chunk.size()));
     if (!room) break;
-    for (auto& byte : *room) byte = seed++;
-    written += room->size();
+    fill(*room, seed);
+    written += chunk.size();
     ASSERT_NE(conn->flush(), Connection::Flush::kBroken);
     ASSERT_LT(written, 10u << 20);
   }
@@ -114,6 +120,47 @@ TEST_F(VsockConnectionTest, RefusesDataBeyondTheCredit) {
   }
   EXPECT_EQ(conn->flush(), Connection::Flush::kDone);
   EXPECT_TRUE(conn->reserve(kBufAlloc));
+}
+
+TEST_F(VsockConnectionTest, RingNeverHoldsMoreThanBufAllocUnderSmallWritesAndPartialReads) {
+  // A small socket buffer, odd-sized guest writes and host reads smaller than them keep the ring
+  // nearly full and wrapping: the pattern that grew the old vector to almost 1 MiB.
+  const int sndbuf = 4096;
+  ASSERT_EQ(setsockopt(conn->fd(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+  uint8_t write_seed = 0;
+  uint8_t read_seed = 0;
+  uint32_t lcg = 12345;
+  const auto next_random = [&lcg](uint32_t bound) {
+    lcg = lcg * 1664525u + 1013904223u;
+    return 1 + (lcg >> 8) % bound;
+  };
+  size_t wrapped_reservations = 0;
+  size_t refused_reservations = 0;
+  std::vector<uint8_t> bytes(4096);
+  for (int round = 0; round < 20000; ++round) {
+    if (auto room = conn->reserve(next_random(3000))) {
+      fill(*room, write_seed);
+      if (!room->second.empty()) ++wrapped_reservations;
+    } else {
+      ++refused_reservations;
+    }
+    ASSERT_NE(conn->flush(), Connection::Flush::kBroken);
+    ASSERT_LE(conn->capacity(), kBufAlloc) << "round " << round;
+    const ssize_t n = recv(peer.get(), bytes.data(), next_random(2000), MSG_DONTWAIT);
+    for (ssize_t i = 0; i < n; ++i) ASSERT_EQ(bytes[i], read_seed++) << "round " << round;
+  }
+  EXPECT_GT(wrapped_reservations, 0u);
+  EXPECT_GT(refused_reservations, 0u);  // the ring was full at times: the bound was reached
+  EXPECT_EQ(conn->capacity(), kBufAlloc);
+}
+
+TEST_F(VsockConnectionTest, RingGrowsWithWhatIsBuffered) {
+  EXPECT_EQ(conn->capacity(), 0u);  // nothing allocated before the first byte
+  ASSERT_TRUE(conn->reserve(100));
+  EXPECT_EQ(conn->capacity(), 4096u);
+  ASSERT_EQ(conn->flush(), Connection::Flush::kDone);
+  ASSERT_TRUE(conn->reserve(kMaxPayload));
+  EXPECT_EQ(conn->capacity(), kMaxPayload);
 }
 
 }  // namespace
