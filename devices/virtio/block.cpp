@@ -98,10 +98,12 @@ void VirtioBlock::watch(const std::vector<int>& notify_fds) {
     resume_.consume();
     notify(0);
   });
+  throttle_.watch(watched_, [this] { notify(0); });
 }
 
 std::string VirtioBlock::debug_state() const {
-  return fmt::format("{} request(s) in flight ({}){}", io_->in_flight(), io_->name(),
+  return fmt::format("{} request(s) in flight ({}){}{}", io_->in_flight(), io_->name(),
+                     throttle_.waiting() ? ", waiting for its rate limit" : "",
                      reset_done_ ? ", resetting" : "");
 }
 
@@ -120,15 +122,26 @@ void VirtioBlock::start_available() {
   // so popping until nothing is left cannot miss a buffer made available meanwhile.
   // Requests refused or malformed complete at once, so the in-flight cap alone would not bound a
   // driver that keeps the ring full: one queue's worth per wake-up, then the loop's other work.
+  // A chain over the rate limit is held and goes first once the limit's timer fires.
   uint32_t budget = queue_->config().size;
-  while (in_flight_.size() < kQueueSize) {  // else completions make room and call us again
+  // Else completions make room, or the timer fires, and call us again.
+  while (in_flight_.size() < kQueueSize && !throttle_.waiting()) {
     if (budget-- == 0) {
       resume_.signal();
       break;
     }
-    auto chain = queue_->pop();
+    auto chain = throttled_ ? std::exchange(throttled_, std::nullopt) : queue_->pop();
     if (!chain) break;
-    start(std::move(*chain));
+    BlockRequest request = parse_block_request(memory_, *chain, limits_);
+    const bool transfer =
+        request.kind == BlockRequest::Kind::kRead || request.kind == BlockRequest::Kind::kWrite;
+    const uint64_t bytes = transfer ? request.length : 0;
+    if (!throttle_.allows(bytes)) {
+      throttled_ = std::move(chain);
+      break;
+    }
+    throttle_.take(bytes);
+    start(std::move(*chain), std::move(request));
   }
   check_broken();
   io_->flush_submissions();
@@ -140,6 +153,9 @@ void VirtioBlock::reset(ResetDone done) {
   // dropped, and the reset is done when the last one has come in.
   for (auto& [cookie, request] : in_flight_) std::move(request.chain).discard();
   in_flight_.clear();
+  if (throttled_) std::move(*throttled_).discard();
+  throttled_.reset();
+  throttle_.cancel();
   pending_.clear();
   queue_ = nullptr;
   interrupt_ = nullptr;
@@ -156,8 +172,7 @@ void VirtioBlock::finish_reset_if_idle() {
   std::exchange(reset_done_, nullptr)();
 }
 
-void VirtioBlock::start(DescriptorChain chain) {
-  BlockRequest request = parse_block_request(memory_, chain, limits_);
+void VirtioBlock::start(DescriptorChain chain, BlockRequest request) {
   using Kind = BlockRequest::Kind;
   switch (request.kind) {
     case Kind::kRefused: {
@@ -368,13 +383,18 @@ void VirtioBlock::save_state(StateWriter& out) const {
     fail("virtio-blk {}: {} request(s) in flight: a snapshot quiesces the device first", name_,
          in_flight_.size());
   }
-  // None held: the restore checks that the queue has no chain in use either.
-  SplitQueue::save_chains(out, {});
+  // At most the chain held for the rate limit: the restore checks that the queue has no other
+  // chain in use.
+  SplitQueue::save_chains(out, held(throttled_));
 }
 
 void VirtioBlock::restore_state(StateReader& in) {
   queue_failed_ = queue_->broken();  // reported before the snapshot
-  queue_->restore_chains(in, 0);
+  std::vector<DescriptorChain> chains = queue_->restore_chains(in, 1);
+  if (!chains.empty()) {
+    throttled_ = std::move(chains.front());
+    resume_.signal();  // started once the loop runs
+  }
 }
 
 void VirtioBlock::complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,

@@ -13,8 +13,10 @@
 #include "base/event/event_loop.hpp"
 #include "base/memory/guest_memory.hpp"
 #include "base/util/event_fd.hpp"
+#include "base/util/token_bucket.hpp"
 #include "devices/backends/async_io.hpp"
 #include "devices/virtio/block_request.hpp"
+#include "devices/virtio/throttle.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "devices/virtio/watched_fds.hpp"
 
@@ -31,7 +33,8 @@ inline constexpr uint64_t kBlkFeatureWriteZeroes = uint64_t{1} << 14;
 
 struct BlockOptions {
   bool read_only = false;
-  std::string serial;  // VIRTIO_BLK_ID_BYTES (20) max; the CLI refuses longer ones
+  std::string serial{};    // VIRTIO_BLK_ID_BYTES (20) max; the CLI refuses longer ones
+  RateLimit rate_limit{};  // bytes read or written, and requests of any kind
 };
 
 // struct virtio_blk_config (virtio 1.2, 5.2.4) up to the write-zeroes fields, little-endian.
@@ -79,9 +82,13 @@ static_assert(sizeof(VirtioBlkConfig) == 60);
 // the loop serves everything else in between. reset() asks the engine to cancel what is in flight
 // and reports done once the last request has completed, without blocking the loop.
 //
+// Rate limit (BlockOptions::rate_limit, set_rate_limit()): a chain over the budget is held as the
+// next to start, nothing more is popped, and the limit's timer resumes the queue; nothing is
+// refused.
+//
 // Snapshot: quiesce() waits on the calling thread, up to its deadline, for the requests in flight
 // and completes them; the saved state then holds no request, only the queue (restored by the
-// transport).
+// transport) and the chain held for the rate limit, if any (the limit's buckets start full again).
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = kBlkQueueSize;
@@ -109,6 +116,8 @@ class VirtioBlock final : public VirtioDevice {
 
   std::string debug_state() const override;
   uint64_t capacity_sectors() const { return config_.capacity; }
+  // A live change of the rate limit, on the owner thread.
+  void set_rate_limit(const RateLimit& limit) { throttle_.set(limit); }
 
  private:
   // What a request in flight is waiting for.
@@ -138,8 +147,8 @@ class VirtioBlock final : public VirtioDevice {
   // Starts the chains the driver made available, as many as there is room for in flight and at
   // most one queue's worth; signals resume_ if it stopped with chains left for the budget's sake.
   void start_available();
-  // Parses a popped chain and submits its first stage, or completes it at once.
-  void start(DescriptorChain chain);
+  // Submits a popped chain's first stage, or completes it at once.
+  void start(DescriptorChain chain, BlockRequest request);
   // `request`'s current stage returned `result`: its final status, or nullopt after queueing the
   // next stage in pending_.
   std::optional<uint8_t> advance(InFlight& request, int64_t result);
@@ -174,6 +183,8 @@ class VirtioBlock final : public VirtioDevice {
   uint64_t next_cookie_ = 0;
   std::unordered_map<uint64_t, InFlight> in_flight_;
   std::vector<IoRequest> pending_;  // follow-up stages queued while reaping
+  Throttle throttle_{options_.rate_limit, metrics_};
+  std::optional<DescriptorChain> throttled_;  // popped, waiting for the rate limit: next to start
 };
 
 }  // namespace vmm::devices::virtio

@@ -256,6 +256,10 @@ TEST_F(VirtioBlockTest, ReadsIntoGuestMemory) {
   EXPECT_EQ(guest(kData + 0x2000, 1024), expected_pattern(4 * 512, 1024));
   EXPECT_EQ(last_used_len(), 2049u);  // data + status
   EXPECT_EQ(interrupt.used, 1);
+  const DeviceMetricsSnapshot metrics = device->metrics();
+  EXPECT_EQ(metrics.requests, 1u);
+  EXPECT_EQ(metrics.bytes, 2048u);
+  EXPECT_EQ(metrics.errors, 0u);
 }
 
 TEST_F(VirtioBlockTest, WritesToTheImageAndReadsBack) {
@@ -432,6 +436,8 @@ TEST_F(VirtioBlockTest, UnknownTypeIsUnsupported) {
   EXPECT_EQ(execute(99, 0, {{kData, 512, true}}), kBlkStatusUnsupp);
   EXPECT_EQ(execute(2, 0, {}), kBlkStatusUnsupp);  // VIRTIO_BLK_T_SCSI_CMD_OUT (legacy)
   EXPECT_TRUE(io->ops.empty());
+  EXPECT_EQ(device->metrics().errors, 2u);
+  EXPECT_EQ(device->metrics().requests, 0u);
 }
 
 TEST_F(VirtioBlockTest, UnalignedLengthIsRefused) {
@@ -448,6 +454,8 @@ TEST_F(VirtioBlockTest, ShortTransferIsAnError) {
   EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 1024, true}}), kBlkStatusIoErr);
   io->next_result = -EIO;
   EXPECT_EQ(execute(kBlkTypeFlush, 0, {}), kBlkStatusIoErr);
+  EXPECT_EQ(device->metrics().errors, 2u);
+  EXPECT_EQ(device->metrics().bytes, 0u);
 }
 
 TEST_F(VirtioBlockTest, TooManySegmentsAreRefused) {
@@ -491,6 +499,8 @@ TEST_F(VirtioBlockTest, ChainWithoutStatusByteIsCompletedEmpty) {
   publish(next);
   run_until_used(2);
   EXPECT_EQ(status(next), kBlkStatusOk);
+  EXPECT_EQ(device->metrics().errors, 1u);
+  EXPECT_EQ(device->metrics().requests, 1u);
 }
 
 TEST_F(VirtioBlockTest, HeaderSplitAcrossDescriptors) {
@@ -674,6 +684,7 @@ TEST_F(VirtioBlockTest, BrokenQueueAsksForAReset) {
   device->notify(0);
   EXPECT_EQ(interrupt.needs_reset, 1);
   EXPECT_TRUE(io->ops.empty());
+  EXPECT_EQ(device->metrics().errors, 1u);  // once, however often the driver notifies
 }
 
 TEST_F(VirtioBlockTest, EventIdxRearmsAfterDraining) {
@@ -778,6 +789,86 @@ TEST_P(VirtioBlockEngineTest, ServesRequests) {
   EXPECT_EQ(execute(kBlkTypeFlush, 0, {}), kBlkStatusOk);
 }
 
+// ---- Rate limit ----
+
+// 20 requests a second, a burst of one: the second request waits 50 ms for its token.
+constexpr RateLimit kOnePerFiftyMs{.ops_per_second = 20, .ops_burst = 1};
+
+TEST_F(VirtioBlockTest, ARequestOverTheRateLimitWaitsForTheTimerAndIsNotRefused) {
+  start(BlockOptions{.rate_limit = kOnePerFiftyMs});
+  const uint16_t first = write_request(0, kBlkTypeIn, 0, {{kData, 512, true}});
+  const uint16_t second = write_request(3, kBlkTypeIn, 1, {{kData + 0x1000, 512, true}});
+  driver.publish(first);
+  driver.publish(second);
+  device->notify(0);
+  EXPECT_EQ(io->ops.size(), 1u);  // the second is held, not submitted
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+  EXPECT_THAT(device->debug_state(), ::testing::HasSubstr("waiting for its rate limit"));
+  // A notification meanwhile neither starts it nor counts another wait.
+  device->notify(0);
+  EXPECT_EQ(io->ops.size(), 1u);
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+  loop.run_once(0);  // the first one's completion
+  ASSERT_EQ(driver.used_idx(), 1);
+  EXPECT_EQ(driver.used(0).id, first);
+  EXPECT_EQ(status(second), 0xff);
+  run_until_used(2);  // the limit's timer fires
+  EXPECT_EQ(driver.used(1).id, second);
+  EXPECT_EQ(status(second), kBlkStatusOk);
+  EXPECT_EQ(guest(kData + 0x1000, 512), expected_pattern(512, 512));
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+}
+
+TEST_F(VirtioBlockTest, TheBytesLimitCountsTheDataOfReadsAndWrites) {
+  start(BlockOptions{.rate_limit = {.bytes_per_second = 20 * 1024, .bytes_burst = 1024}});
+  // A flush moves no data: it goes whatever the bytes bucket holds.
+  const uint16_t read = write_request(0, kBlkTypeIn, 0, {{kData, 1024, true}});
+  const uint16_t flush = write_request(3, kBlkTypeFlush, 0, {});
+  const uint16_t write = write_request(5, kBlkTypeOut, 4, {{kData + 0x1000, 512, false}});
+  driver.publish(read);
+  driver.publish(flush);
+  driver.publish(write);
+  device->notify(0);
+  EXPECT_THAT(io->ops, ElementsAre(IoRequest::Op::kRead, IoRequest::Op::kFlush));
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+  run_until_used(3);
+  EXPECT_EQ(driver.used(2).id, write);
+  EXPECT_EQ(status(write), kBlkStatusOk);
+}
+
+TEST_F(VirtioBlockTest, ARequestLargerThanTheBurstStillGoes) {
+  start(BlockOptions{.rate_limit = {.bytes_per_second = 100 * 1024, .bytes_burst = 512}});
+  EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 4096, true}}), kBlkStatusOk);
+  // It left a debt: the next one waits until it is paid back (40 ms), then goes.
+  EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 512, true}}), kBlkStatusOk);
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+}
+
+TEST_F(VirtioBlockTest, ALiveChangeOfTheLimitStartsAWaitingRequestAtOnce) {
+  start(BlockOptions{.rate_limit = {.ops_per_second = 1, .ops_burst = 1}});  // a 1 s wait
+  EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 512, true}}), kBlkStatusOk);
+  const uint16_t second = write_request(3, kBlkTypeIn, 1, {{kData, 512, true}});
+  publish(second);
+  EXPECT_EQ(status(second), 0xff);
+  device->set_rate_limit({});
+  const auto began = std::chrono::steady_clock::now();
+  run_until_used(2);
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::milliseconds(500));
+  EXPECT_EQ(status(second), kBlkStatusOk);
+}
+
+TEST_F(VirtioBlockTest, AResetGivesUpTheRequestWaitingForTheLimit) {
+  start(BlockOptions{.rate_limit = kOnePerFiftyMs});
+  EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 512, true}}), kBlkStatusOk);
+  publish(write_request(3, kBlkTypeIn, 1, {{kData + 0x1000, 512, true}}));
+  bool reset_done = false;
+  device->reset([&] { reset_done = true; });
+  EXPECT_TRUE(reset_done);
+  for (int i = 0; i < 3; ++i) loop.run_once(40);  // past the timer's 50 ms: nothing fires
+  EXPECT_EQ(driver.used_idx(), 1);
+  EXPECT_EQ(io->ops.size(), 1u);
+}
+
 // ---- Snapshot and restore ----
 
 using std::chrono::steady_clock;
@@ -861,6 +952,22 @@ TEST_P(VirtioBlockEngineTest, QuiesceCompletesTheRequestsInFlightAndTheRestoreCa
   EXPECT_EQ(requests(restored.ram.ram), requests(ram));
   EXPECT_EQ(interrupt.used, 2);
   EXPECT_EQ(restored.interrupt.used, 1);
+}
+
+TEST_F(VirtioBlockTest, ARequestWaitingForTheLimitIsSavedAndTheRestoredDeviceStartsIt) {
+  start(BlockOptions{.rate_limit = {.ops_per_second = 1, .ops_burst = 1}});
+  EXPECT_EQ(execute(kBlkTypeIn, 0, {{kData, 512, true}}), kBlkStatusOk);
+  const uint16_t waiting = write_request(3, kBlkTypeIn, 1, {{kData + 0x1000, 512, true}});
+  publish(waiting);
+  device->quiesce(steady_clock::now() + std::chrono::seconds(1));
+  const std::vector<uint8_t> bytes = testing::save_device({&queue}, *device);
+  // The restored device (unlimited: the limit's state is not saved) starts the held chain.
+  RestoredBlock restored(ram, image->fd());
+  restored.restore(bytes, device->features());
+  for (int i = 0; i < 50 && restored.driver.used_idx() < 2; ++i) restored.loop.run_once(100);
+  ASSERT_EQ(restored.driver.used_idx(), 2);
+  EXPECT_EQ(restored.driver.used(1).id, waiting);
+  EXPECT_EQ(*restored.ram.memory.read_obj<uint8_t>(status_gpa(waiting)), kBlkStatusOk);
 }
 
 TEST_F(VirtioBlockTest, QuiesceGivesUpOnADiskThatDoesNotAnswer) {
