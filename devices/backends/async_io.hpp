@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,8 @@ struct IoRequest {
   uint64_t length = 0;  // kPunchHole and kZeroRange only
   std::vector<iovec> buffers;
   uint64_t cookie = 0;  // handed back with the completion
-  int fd = -1;          // the file to work on; -1: the engine's own (create()'s `fd`)
+  int fd = -1;          // the file to work on: -1 for the engine's own (create()'s `fd`), or one of
+                        // create()'s `other_fds` (io_uring fails any other with -EBADF)
 };
 
 // Runs `request` with its blocking system call (preadv, pwritev, fdatasync, fallocate), on
@@ -74,12 +76,14 @@ class AsyncIo {
   // with a seccomp filter; if it throws, create() fails with its message.
   using ThreadStartHook = std::function<void()>;
 
-  // An engine for `fd` with room for `depth` requests in flight. kAuto tries io_uring and falls
-  // back to the thread pool where io_uring is unavailable (old kernel, seccomp, sysctl
-  // io_uring_disabled), logging which it chose. The destructor waits for in-flight requests, so
-  // their buffers may be unmapped afterwards.
+  // An engine for `fd` (and `other_fds`, which requests may name) with room for `depth` requests
+  // in flight. kAuto tries io_uring and falls back to the thread pool where io_uring is
+  // unavailable (old kernel, seccomp, sysctl io_uring_disabled) or cannot be restricted (kernels
+  // before 5.10), logging which it chose. The destructor waits for in-flight requests, so their
+  // buffers may be unmapped afterwards.
   static std::unique_ptr<AsyncIo> create(int fd, unsigned depth, Engine engine = Engine::kAuto,
-                                         ThreadStartHook on_thread_start = {});
+                                         ThreadStartHook on_thread_start = {},
+                                         std::span<const int> other_fds = {});
 };
 
 }  // namespace vmm::devices

@@ -75,7 +75,8 @@ OverlayIo::OverlayIo(int base_fd, std::shared_ptr<SnapshotOverlay> overlay, unsi
       disk_bytes_(overlay_->written.sectors() * SectorBitmap::kSectorSize),
       // A read that spans written and unwritten sectors takes a part per run: room for two parts
       // a request lets the usual mixed reads run whole without waiting for the engine.
-      inner_(AsyncIo::create(overlay_->fd.get(), 2 * depth, engine, std::move(on_thread_start))),
+      inner_(AsyncIo::create(overlay_->fd.get(), 2 * depth, engine, std::move(on_thread_start),
+                             std::span<const int>(&base_fd_, 1))),
       requests_(depth),
       parts_(2 * depth) {
   free_requests_.reserve(depth);

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -200,17 +201,21 @@ TEST_P(AsyncIoTest, ErrorsAreNegativeErrno) {
               ::testing::ElementsAre(::testing::Pair(1, -EBADF), ::testing::Pair(2, kBlock)));
 }
 
-// A wrapping engine (OverlayIo) sends some requests to another file, and answers some with no I/O.
+// A wrapping engine (OverlayIo) sends some requests to another file it named at creation, and
+// answers some with no I/O.
 TEST_P(AsyncIoTest, ARequestMayNameAnotherFileOrDoNothing) {
   SKIP_IF_UNAVAILABLE();
   const std::string other_path = dir_.file("other.img");
   UniqueFd other(::open(other_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   ASSERT_TRUE(other);
+  const int other_fd = other.get();
+  std::unique_ptr<AsyncIo> io =
+      AsyncIo::create(fd_.get(), kDepth, GetParam(), {}, std::span<const int>(&other_fd, 1));
   std::vector<uint8_t> data = pattern(kBlock, 5);
   IoRequest write = write_request(0, {buffer(data)}, 1);
-  write.fd = other.get();
+  write.fd = other_fd;
   IoRequest nop{IoRequest::Op::kNop, 0, 0, {}, 2};
-  EXPECT_THAT(run(*io_, {std::move(write), std::move(nop)}),
+  EXPECT_THAT(run(*io, {std::move(write), std::move(nop)}),
               ::testing::ElementsAre(::testing::Pair(1, kBlock), ::testing::Pair(2, 0)));
   std::vector<uint8_t> read_back(kBlock);
   EXPECT_EQ(::pread(other.get(), read_back.data(), kBlock, 0), static_cast<ssize_t>(kBlock));
