@@ -9,14 +9,15 @@ namespace vmm::devices {
 
 // A raw disk image file, opened for a virtual disk and locked against other writers.
 //
-// Locking uses open file description locks (F_OFD_SETLK) over the whole file: a writable image
-// takes a write lock, a read-only one a read lock, so two VMs (or a VM and a tool that locks, such
-// as QEMU) can share an image read-only but never while one of them writes.
+// Locking is QEMU's (open file description locks on the bytes that stand for its permissions),
+// so vmm and QEMU see each other's: an image is shared by readers, or written by one writer alone.
+// Both a writable and a read-only disk forbid others writing and resizing it (QEMU's
+// share-rw=off); only a reader that lets others write (QEMU's share-rw=on) may join a writer.
 class RawFile {
  public:
   // Throws vmm::Error naming `path`: "PATH: No such file or directory", "PATH: is a directory",
-  // "PATH: in use by another process (locked)", "PATH: Read-only file system" (when opening for
-  // writing is refused), ...
+  // "PATH: in use: locked by another vmm, QEMU, or another --disk of this VM, which writes it",
+  // "PATH: Read-only file system" (when opening for writing is refused), ...
   static RawFile open(const std::string& path, bool read_only);
 
   int fd() const { return fd_.get(); }

@@ -41,7 +41,7 @@ constexpr uint64_t kSector = 512;
 constexpr uint64_t kDiskSize = 1 << 20;
 constexpr unsigned kDepth = 64;
 constexpr const char* kInUse =
-    ": in use (locked by another vmm, QEMU, or another --disk of this VM)";
+    ": in use: locked by another vmm, QEMU, or another --disk of this VM, which ";
 
 IoRequest range_request(IoRequest::Op op, uint64_t offset, uint64_t length, uint64_t cookie) {
   return {op, offset, length, {}, cookie};
@@ -439,12 +439,13 @@ TEST(DiskImageOpenTest, SnapshotsShareTheBaseAndExcludeAWriter) {
     const DiskImage first = DiskImage::open(base.path(), false, Overlay::kTempFile);
     const DiskImage second = DiskImage::open(base.path(), false, Overlay::kMemory);
     const DiskImage third = DiskImage::open(base.path(), false, Overlay::kTempFile);
-    EXPECT_EQ(open_error(base.path(), false, Overlay::kNone), base.path() + kInUse);
+    EXPECT_EQ(open_error(base.path(), false, Overlay::kNone),
+              base.path() + kInUse + "forbids writing it (readonly=on would share it)");
   }
   const DiskImage writer = DiskImage::open(base.path(), false, Overlay::kNone);
   EXPECT_EQ(writer.describe(), "");
-  EXPECT_EQ(open_error(base.path(), false, Overlay::kTempFile), base.path() + kInUse);
-  EXPECT_EQ(open_error(base.path(), false, Overlay::kMemory), base.path() + kInUse);
+  EXPECT_EQ(open_error(base.path(), false, Overlay::kTempFile), base.path() + kInUse + "writes it");
+  EXPECT_EQ(open_error(base.path(), false, Overlay::kMemory), base.path() + kInUse + "writes it");
 }
 
 TEST(DiskImageOpenTest, AMissingTmpdirIsOneLineNamingIt) {

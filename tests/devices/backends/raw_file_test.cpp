@@ -13,6 +13,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
@@ -22,6 +23,9 @@ namespace vmm::devices {
 namespace {
 
 using ::testing::StrEq;
+
+constexpr const char* kInUse =
+    ": in use: locked by another vmm, QEMU, or another --disk of this VM, which ";
 
 class RawFileTest : public ::testing::Test {
  protected:
@@ -121,10 +125,7 @@ TEST_F(RawFileTest, SecondWriterInTheSameProcessIsRefused) {
   const std::string path = make_image("disk.img", 512);
   {
     const RawFile first = RawFile::open(path, false);
-    EXPECT_THAT(
-        open_error(path, false),
-        ::testing::Optional(
-            StrEq(path + ": in use (locked by another vmm, QEMU, or another --disk of this VM)")));
+    EXPECT_THAT(open_error(path, false), ::testing::Optional(StrEq(path + kInUse + "writes it")));
   }
   // The lock goes with the descriptor.
   EXPECT_EQ(open_error(path, false), std::nullopt);
@@ -135,15 +136,154 @@ TEST_F(RawFileTest, ReadersShareButExcludeWriters) {
   {
     const RawFile first = RawFile::open(path, true);
     const RawFile second = RawFile::open(path, true);
-    EXPECT_THAT(
-        open_error(path, false),
-        ::testing::Optional(
-            StrEq(path + ": in use (locked by another vmm, QEMU, or another --disk of this VM)")));
+    EXPECT_THAT(open_error(path, false),
+                ::testing::Optional(
+                    StrEq(path + kInUse + "forbids writing it (readonly=on would share it)")));
   }
   const RawFile writer = RawFile::open(path, false);
+  EXPECT_THAT(open_error(path, true), ::testing::Optional(StrEq(path + kInUse + "writes it")));
+}
+
+// QEMU's side of the image locks (block/file-posix.c, raw_apply_lock_bytes and
+// raw_check_lock_bytes), on an open file description of its own as a QEMU process would hold:
+// permission bits `uses` lock bytes 100 + bit, the bits it does not share lock 200 + bit.
+class QemuLocks {
+ public:
+  static constexpr unsigned kConsistentRead = 0x1;
+  static constexpr unsigned kWrite = 0x2;
+  static constexpr unsigned kWriteUnchanged = 0x4;
+  static constexpr unsigned kResize = 0x8;
+  static constexpr unsigned kAll = 0xf;
+
+  explicit QemuLocks(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC)) {
+    EXPECT_TRUE(fd_);
+  }
+
+  // What `-drive file=PATH,format=raw` behind a virtio-blk device takes: read-write, it uses
+  // reading and writing and shares all but writing (the device may be resized); readonly=on, it
+  // uses reading and shares all but writing (share-rw=on: all).
+  static QemuLocks writer(const std::string& path) {
+    return QemuLocks(path, kConsistentRead | kWrite, kAll & ~kWrite);
+  }
+  static QemuLocks reader(const std::string& path, bool share_rw) {
+    return QemuLocks(path, kConsistentRead, share_rw ? kAll : kAll & ~kWrite);
+  }
+
+  // Whether QEMU would refuse to take these permissions, as raw_check_lock_bytes decides.
+  bool refused(unsigned uses, unsigned shares) const {
+    for (off_t bit = 0; (1u << bit) <= kAll; ++bit) {
+      if ((uses & (1u << bit)) != 0 && held_by_others(200 + bit)) return true;
+      if ((shares & (1u << bit)) == 0 && held_by_others(100 + bit)) return true;
+    }
+    return false;
+  }
+  bool writer_refused() const { return refused(kConsistentRead | kWrite, kAll & ~kWrite); }
+  bool reader_refused(bool share_rw) const {
+    return refused(kConsistentRead, share_rw ? kAll : kAll & ~kWrite);
+  }
+
+  // Whether another open file description holds a lock on `byte`.
+  bool held_by_others(off_t byte) const {
+    flock lock{};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = byte;
+    lock.l_len = 1;
+    EXPECT_EQ(::fcntl(fd_.get(), F_OFD_GETLK, &lock), 0);
+    return lock.l_type != F_UNLCK;
+  }
+
+ private:
+  QemuLocks(const std::string& path, unsigned uses, unsigned shares) : QemuLocks(path) {
+    for (off_t bit = 0; (1u << bit) <= kAll; ++bit) {
+      if ((uses & (1u << bit)) != 0) lock(100 + bit);
+      if ((shares & (1u << bit)) == 0) lock(200 + bit);
+    }
+  }
+
+  void lock(off_t byte) {
+    flock lock{};
+    lock.l_type = F_RDLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = byte;
+    lock.l_len = 1;
+    EXPECT_EQ(::fcntl(fd_.get(), F_OFD_SETLK, &lock), 0) << "byte " << byte;
+  }
+
+  UniqueFd fd_;
+};
+
+TEST_F(RawFileTest, TakesQemusLockBytes) {
+  const std::string path = make_image("disk.img", 512);
+  const QemuLocks observer(path);
+  const auto held = [&] {
+    std::vector<off_t> bytes;
+    for (off_t byte = 100; byte < 210; ++byte) {
+      if (observer.held_by_others(byte)) bytes.push_back(byte);
+    }
+    return bytes;
+  };
+  {
+    // Uses reading and writing; forbids writing and resizing.
+    const RawFile writer = RawFile::open(path, false);
+    EXPECT_THAT(held(), ::testing::ElementsAre(100, 101, 201, 203));
+  }
+  {
+    // Uses reading; forbids writing and resizing.
+    const RawFile reader = RawFile::open(path, true);
+    EXPECT_THAT(held(), ::testing::ElementsAre(100, 201, 203));
+  }
+  EXPECT_THAT(held(), ::testing::IsEmpty());
+}
+
+TEST_F(RawFileTest, AnImageQemuWritesIsRefusedEvenReadOnly) {
+  const std::string path = make_image("disk.img", 512);
+  const QemuLocks qemu = QemuLocks::writer(path);
+  EXPECT_THAT(open_error(path, false), ::testing::Optional(StrEq(path + kInUse + "writes it")));
+  // The guest would cache what QEMU then changes under it.
+  EXPECT_THAT(open_error(path, true), ::testing::Optional(StrEq(path + kInUse + "writes it")));
+}
+
+TEST_F(RawFileTest, AnImageQemuReadsIsSharedWithReadersOnlyUnlessItSharesWriting) {
+  const std::string path = make_image("disk.img", 512);
+  {
+    const QemuLocks qemu = QemuLocks::reader(path, false);
+    EXPECT_THAT(open_error(path, false),
+                ::testing::Optional(
+                    StrEq(path + kInUse + "forbids writing it (readonly=on would share it)")));
+    EXPECT_EQ(open_error(path, true), std::nullopt);
+  }
+  const QemuLocks qemu = QemuLocks::reader(path, true);
+  EXPECT_EQ(open_error(path, false), std::nullopt);
+}
+
+TEST_F(RawFileTest, QemuCannotWriteAnImageVmmUses) {
+  const std::string path = make_image("disk.img", 512);
+  const QemuLocks qemu(path);
+  {
+    const RawFile writer = RawFile::open(path, false);
+    EXPECT_TRUE(qemu.writer_refused());
+    EXPECT_TRUE(qemu.reader_refused(false));
+    EXPECT_FALSE(qemu.reader_refused(true));  // QEMU's share-rw=on: it lets others write
+  }
+  {
+    const RawFile reader = RawFile::open(path, true);
+    EXPECT_TRUE(qemu.writer_refused());
+    EXPECT_FALSE(qemu.reader_refused(false));
+  }
+  EXPECT_FALSE(qemu.writer_refused());
+}
+
+TEST_F(RawFileTest, AnExclusiveWholeFileLockIsRefused) {
+  const std::string path = make_image("disk.img", 512);
+  UniqueFd other(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(other);
+  flock lock{};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(other.get(), F_OFD_SETLK, &lock), 0);
   EXPECT_THAT(open_error(path, true),
-              ::testing::Optional(StrEq(
-                  path + ": in use (locked by another vmm, QEMU, or another --disk of this VM)")));
+              ::testing::Optional(StrEq(path + kInUse + "holds an exclusive lock on it")));
 }
 
 // A loop device bound to a 1 MiB file: its node's st_size is 0, so the size must come from
