@@ -53,8 +53,9 @@ device; options after the path, comma-separated:
                    $TMPDIR; mem: in memory); the image is only read: many vmm can boot it at once
   serial=ID        the disk's ID as the guest reads it (/sys/block/vda/serial), up to 20 bytes
   io=MODE          auto (default: io_uring, else a thread pool), io_uring, or threads
-The guest sees size/512 sectors (a trailing partial sector is not visible). An image in use by
-another writer (vmm, QEMU) is refused: vmm takes an OFD lock on it.
+The guest sees size/512 sectors (a trailing partial sector is not visible). vmm locks each image
+as QEMU does: an image another vmm or QEMU writes is refused (even readonly=on), and so is writing
+one they read.
 
 NICs are virtio-net devices on virtio-mmio (modules virtio_mmio and virtio_net in the guest),
 each over a tap device: --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. vmm attaches to an existing tap
