@@ -53,12 +53,14 @@ const char* net_error_name(NetError error) {
 
 VirtioNet::VirtioNet(const GuestMemory& memory, EventLoop& loop,
                      std::unique_ptr<PacketBackend> backend, std::array<uint8_t, 6> mac,
-                     std::string name)
+                     std::string name, const NetRateLimits& limits)
     : memory_(memory),
       loop_(loop),
       backend_(std::move(backend)),
       name_(std::move(name)),
-      staging_(kStagingBytes) {
+      staging_(kStagingBytes),
+      rx_throttle_(limits.rx, metrics_),
+      tx_throttle_(limits.tx, metrics_) {
   std::copy(mac.begin(), mac.end(), config_.mac);
   config_.status = kNetStatusLinkUp;
 }
@@ -113,6 +115,8 @@ void VirtioNet::watch(const std::vector<int>& notify_fds) {
   unwatch();
   watched_.add_notify_fds(notify_fds, [this](uint16_t queue) { notify(queue); });
   watched_.add(resume_.fd(), EPOLLIN, [this](uint32_t) { on_resume(); });
+  rx_throttle_.watch(watched_, [this] { on_resume(); });
+  tx_throttle_.watch(watched_, [this] { on_resume(); });
   if (!backend_hung_up_) {
     loop_.add(backend_->fd(), 0, [this](uint32_t events) { on_events(events); });
     backend_watched_ = true;
@@ -134,6 +138,8 @@ void VirtioNet::reset(ResetDone done) {
   rx_chains_.clear();
   if (tx_waiting_) std::move(*tx_waiting_).discard();
   tx_waiting_.reset();
+  rx_throttle_.cancel();
+  tx_throttle_.cancel();
   if (staged_ != 0) ++counters_.rx_dropped;
   staged_ = 0;
   rx_queue_ = nullptr;
@@ -194,7 +200,14 @@ std::string VirtioNet::debug_state() const {
       counters_.rx_packets, counters_.rx_dropped, counters_.rx_bad_buffers, staged_,
       rx_chains_.size(), rx_out_of_buffers_ ? "waiting for buffers" : "not waiting",
       counters_.tx_packets, counters_.tx_dropped,
-      tx_waiting_ ? "a chain waits for the backend" : "nothing waiting");
+      !tx_waiting_             ? "nothing waiting"
+      : tx_throttle_.waiting() ? "a chain waits for the rate limit"
+                               : "a chain waits for the backend");
+}
+
+void VirtioNet::set_rate_limits(const NetRateLimits& limits) {
+  rx_throttle_.set(limits.rx);
+  tx_throttle_.set(limits.tx);
 }
 
 void VirtioNet::notify(uint16_t index) {
@@ -239,8 +252,9 @@ void VirtioNet::update_interest() {
   if (!backend_watched_) return;
   uint32_t wanted = 0;
   if (rx_queue_ != nullptr && !failed_) {
-    if (!rx_failed_ && !rx_out_of_buffers_) wanted |= EPOLLIN;
-    if (!tx_failed_ && tx_waiting_) wanted |= EPOLLOUT;
+    // A side waiting for its rate limit watches nothing: its timer brings it back.
+    if (!rx_failed_ && !rx_out_of_buffers_ && !rx_throttle_.waiting()) wanted |= EPOLLIN;
+    if (!tx_failed_ && tx_waiting_ && !tx_throttle_.waiting()) wanted |= EPOLLOUT;
   }
   if (wanted == events_) return;
   loop_.modify(backend_->fd(), wanted);
@@ -263,7 +277,7 @@ void VirtioNet::check_broken(SplitQueue* queue, bool& failed, const char* what) 
 }
 
 void VirtioNet::process_rx() {
-  if (rx_failed_ || !rx_queue_->ready()) return;
+  if (rx_failed_ || !rx_queue_->ready() || rx_throttle_.waiting()) return;
   rx_yielded_ = false;
   rx_skip_budget_ = rx_queue_->config().size;
   for (int budget = kRxBudget; budget > 0; --budget) {
@@ -280,10 +294,14 @@ void VirtioNet::process_rx() {
       if (!read_packet()) return;
       if (staged_ == 0) continue;  // dropped
     }
+    // Over the limit, the packet waits in staging_ (the timer resumes us).
+    const uint64_t frame = staged_ - kNetHdrSize;
+    if (!rx_throttle_.allows(frame)) return;
     if (!deliver_packet()) {
       rx_out_of_buffers_ = !rx_yielded_;
       return;
     }
+    rx_throttle_.take(frame);
   }
 }
 
@@ -396,10 +414,10 @@ bool VirtioNet::deliver_packet() {
 }
 
 void VirtioNet::process_tx() {
-  if (tx_failed_ || !tx_queue_->ready()) return;
-  // A chain that would have blocked goes first, so packets leave in order.
+  if (tx_failed_ || !tx_queue_->ready() || tx_throttle_.waiting()) return;
+  // A chain that would have blocked, or was over the limit, goes first: packets leave in order.
   if (tx_waiting_) {
-    if (transmit(*tx_waiting_) == Sent::kWouldBlock) return;
+    if (transmit(*tx_waiting_) != Sent::kDone) return;
     tx_waiting_.reset();
   }
   // One queue's worth per wake-up: a driver can keep the ring full for ever.
@@ -409,7 +427,7 @@ void VirtioNet::process_tx() {
       check_broken(tx_queue_, tx_failed_, "transmit");
       return;
     }
-    if (transmit(*chain) == Sent::kWouldBlock) {
+    if (transmit(*chain) != Sent::kDone) {
       tx_waiting_ = std::move(*chain);
       return;
     }
@@ -437,6 +455,8 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
             fmt::format("{} descriptors", chain.buffers().size()));
     return Sent::kDone;
   }
+  const uint64_t frame = chain.readable_bytes() - kNetHdrSize;
+  if (!tx_throttle_.allows(frame)) return Sent::kThrottled;
   tx_iov_.clear();
   for (const Buffer& buffer : chain) {
     // Inside guest memory: checked when the chain was popped.
@@ -457,6 +477,7 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
             fmt::format("{}: {}", backend_->name(), std::strerror(errno)));
     return Sent::kDone;
   }
+  tx_throttle_.take(frame);
   ++counters_.tx_packets;
   tx_queue_->add_used(std::move(chain), 0);
   return Sent::kDone;

@@ -17,8 +17,10 @@
 #include "base/event/event_loop.hpp"
 #include "base/memory/guest_memory.hpp"
 #include "base/util/event_fd.hpp"
+#include "base/util/token_bucket.hpp"
 #include "devices/backends/packet_backend.hpp"
 #include "devices/virtio/net_header.hpp"
+#include "devices/virtio/throttle.hpp"
 #include "devices/virtio/virtio_device.hpp"
 #include "devices/virtio/watched_fds.hpp"
 
@@ -72,6 +74,13 @@ struct NetErrorPolicy {
   spdlog::level::level_enum level;
 };
 NetErrorPolicy net_error_policy(NetError error);
+
+// A NIC's rate limits: frames (without the virtio header) the guest receives and transmits.
+struct NetRateLimits {
+  RateLimit rx{};
+  RateLimit tx{};
+  bool operator==(const NetRateLimits&) const = default;
+};
 const char* net_error_name(NetError error);
 
 // A virtio-net device (virtio 1.2, 5.1) with one receive queue (0) and one transmit queue (1) on a
@@ -88,6 +97,11 @@ const char* net_error_name(NetError error);
 //
 // Transmit: each chain's readable part (header + frame) is one writev. When the backend would
 // block, that chain waits and the fd is watched for writing; later chains wait behind it.
+//
+// Rate limits (NetRateLimits, set_rate_limits()): a received packet over the rx budget waits in
+// the staging buffer and the backend's fd is not watched for reading (more packets queue in the
+// tap); a transmit chain over the tx budget waits as the next to go, in the guest's ring, and
+// nothing more is popped. Each side's timer resumes it. Nothing is dropped for the limit.
 //
 // Reset: chains held for receive and the waiting transmit chain are discarded; a packet in the
 // staging buffer is dropped too, because it was received under the old offloads and the next
@@ -117,7 +131,7 @@ class VirtioNet final : public VirtioDevice {
   // `backend`'s fd is watched on `loop` while the device is active. `name` is for logs ("eth0
   // (tap0)").
   VirtioNet(const GuestMemory& memory, EventLoop& loop, std::unique_ptr<PacketBackend> backend,
-            std::array<uint8_t, 6> mac, std::string name);
+            std::array<uint8_t, 6> mac, std::string name, const NetRateLimits& limits = {});
   VirtioNet(const VirtioNet&) = delete;
   VirtioNet& operator=(const VirtioNet&) = delete;
   ~VirtioNet() override;
@@ -134,6 +148,8 @@ class VirtioNet final : public VirtioDevice {
 
   // On the owner thread.
   NetCounters counters() const { return counters_; }
+  // A live change of the rate limits.
+  void set_rate_limits(const NetRateLimits& limits);
   std::string debug_state() const override;
 
  private:
@@ -156,7 +172,7 @@ class VirtioNet final : public VirtioDevice {
   // Counts and logs `error` (net_error_policy) for the staged packet, which is dropped.
   void drop_rx(NetError error, const std::string& detail);
   void process_tx();
-  enum class Sent { kDone, kWouldBlock };
+  enum class Sent { kDone, kWouldBlock, kThrottled };
   Sent transmit(DescriptorChain& chain);
   void drop_tx(DescriptorChain&& chain, NetError error, const std::string& detail = {});
   void report(NetError error, uint16_t head, const std::string& detail);
@@ -199,6 +215,8 @@ class VirtioNet final : public VirtioDevice {
   std::optional<DescriptorChain> tx_waiting_;
   std::vector<iovec> tx_iov_;
   NetCounters counters_;
+  Throttle rx_throttle_;
+  Throttle tx_throttle_;
   std::bitset<kNetErrorKinds> reported_;  // the kinds logged at their level already
   bool warned_rx_error_ = false;
 };

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -690,6 +691,99 @@ TEST_F(VirtioNetTest, ABadStagedPacketOrATruncatedStateIsRefused) {
                  Error)
         << size;
   }
+}
+
+// ---- Rate limits ----
+
+// 20 packets a second, a burst of one: the second packet waits 50 ms for its token.
+constexpr RateLimit kOnePerFiftyMs{.ops_per_second = 20, .ops_burst = 1};
+
+class VirtioNetRateLimitTest : public VirtioNetTest {
+ protected:
+  void limit(const NetRateLimits& limits) {
+    device.reset();
+    auto [device_end, host_end] = devices::testing::socket_pair(SOCK_SEQPACKET);
+    peer = std::move(host_end);
+    device.emplace(memory, loop, std::make_unique<FakeBackend>(std::move(device_end), log), kMac,
+                   "eth0 (fake0)", limits);
+    activate(kAllFeatures);
+  }
+  // Runs the loop until `driver`'s used ring holds `count` entries.
+  void run_until_used(const Driver& driver, uint16_t count) {
+    for (int i = 0; i < 50 && driver.used_idx() < count; ++i) loop.run_once(100);
+    ASSERT_EQ(driver.used_idx(), count);
+  }
+};
+
+TEST_F(VirtioNetRateLimitTest, ATransmitOverTheLimitWaitsInTheRingAndLeavesInOrder) {
+  limit({.tx = kOnePerFiftyMs});
+  const Packet first = make_packet(100, 1);
+  const Packet second = make_packet(200, 2);
+  tx_chain(0, kTxData, first, {100});
+  tx_chain(1, kTxData + 0x1000, second, {200});
+  tx.publish(0);
+  tx.publish(1);
+  device->notify(1);
+  EXPECT_EQ(host_receive(), first);
+  EXPECT_EQ(host_receive(), std::nullopt);
+  EXPECT_EQ(tx.used_idx(), 1);
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+  EXPECT_THAT(device->debug_state(), ::testing::HasSubstr("a chain waits for the rate limit"));
+  EXPECT_EQ(idle_round(), 0u);  // the writable backend is not watched meanwhile: no spinning
+  device->notify(1);            // nor does a notification start it early
+  EXPECT_EQ(host_receive(), std::nullopt);
+  run_until_used(tx, 2);
+  EXPECT_EQ(tx.used(1).id, 1u);
+  EXPECT_EQ(host_receive(), second);
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+}
+
+TEST_F(VirtioNetRateLimitTest, AReceivedPacketOverTheLimitWaitsAndNothingIsDropped) {
+  limit({.rx = {.bytes_per_second = 20 * 1000, .bytes_burst = 1000}});
+  post_rx(0, kRxData, 4096);
+  post_rx(1, kRxData + 0x2000, 4096);
+  const Packet first = make_packet(1000 + kNetHdrSize, 1);
+  const Packet second = make_packet(500 + kNetHdrSize, 2);
+  host_send(first);
+  host_send(second);
+  loop.run_once(100);
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(guest(kRxData, first.size()), with_num_buffers(first, 1));
+  EXPECT_EQ(device->metrics().rate_limit_waits, 1u);
+  EXPECT_EQ(idle_round(), 0u);  // the readable backend is not watched meanwhile
+  run_until_used(rx, 2);        // 500 bytes at 20,000 a second: 25 ms
+  EXPECT_EQ(guest(kRxData + 0x2000, second.size()), with_num_buffers(second, 1));
+  EXPECT_EQ(device->counters().rx_dropped, 0u);
+}
+
+TEST_F(VirtioNetRateLimitTest, ALiveChangeSendsAWaitingPacketAtOnce) {
+  limit({.tx = {.ops_per_second = 1, .ops_burst = 1}});  // a 1 s wait
+  tx_chain(0, kTxData, make_packet(100, 1), {100});
+  tx_chain(1, kTxData + 0x1000, make_packet(100, 2), {100});
+  tx.publish(0);
+  tx.publish(1);
+  device->notify(1);
+  EXPECT_EQ(tx.used_idx(), 1);
+  device->set_rate_limits({});
+  const auto began = std::chrono::steady_clock::now();
+  run_until_used(tx, 2);
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::milliseconds(500));
+}
+
+TEST_F(VirtioNetRateLimitTest, AResetGivesUpTheChainWaitingForTheLimit) {
+  limit({.tx = kOnePerFiftyMs});
+  tx_chain(0, kTxData, make_packet(100, 1), {100});
+  tx_chain(1, kTxData + 0x1000, make_packet(100, 2), {100});
+  tx.publish(0);
+  tx.publish(1);
+  device->notify(1);
+  bool reset_done = false;
+  device->reset([&] { reset_done = true; });
+  EXPECT_TRUE(reset_done);
+  for (int i = 0; i < 3; ++i) loop.run_once(40);  // past the timer's 50 ms: nothing fires
+  EXPECT_EQ(tx.used_idx(), 1);
+  ASSERT_TRUE(host_receive().has_value());
+  EXPECT_EQ(host_receive(), std::nullopt);
 }
 
 }  // namespace
