@@ -286,6 +286,7 @@ void VhostUserDevice::forward_available(uint16_t index) {
     if (backend_dead()) {
       const uint32_t written = spec_.fail_request(*chain);
       queue.guest->add_used(std::move(*chain), written);
+      metrics_.count_error();
       continue;
     }
     const uint16_t head = chain->head();
@@ -298,6 +299,7 @@ void VhostUserDevice::forward_available(uint16_t index) {
             name_, index, head);
       }
       queue.guest->add_used(std::move(*chain), 0);
+      metrics_.count_error();
       continue;
     }
     const uint64_t slot = queue.next_avail & (queue.size - 1);
@@ -341,7 +343,9 @@ void VhostUserDevice::collect_used(uint16_t index) {
       return;
     }
     // SplitQueue clamps the length to the chain's writable part.
-    queue.guest->fill_used(std::move(*queue.in_flight[used.id]), used.len);
+    DescriptorChain& chain = *queue.in_flight[used.id];
+    metrics_.count_request(std::min<uint64_t>(used.len, chain.writable_bytes()));
+    queue.guest->fill_used(std::move(chain), used.len);
     queue.in_flight[used.id].reset();
     --queue.in_flight_count;
     ++queue.next_used;
@@ -373,6 +377,7 @@ void VhostUserDevice::fail_in_flight(Queue& queue) {
     const uint32_t written = spec_.fail_request(*chain);
     queue.guest->fill_used(std::move(*chain), written);
     chain.reset();
+    metrics_.count_error();
   }
   queue.in_flight_count = 0;
   queue.guest->publish_used();
@@ -383,6 +388,7 @@ void VhostUserDevice::check_broken(uint16_t index) {
   Queue& queue = queues_[index];
   if (queue.broken_reported || !queue.guest->broken()) return;
   queue.broken_reported = true;
+  metrics_.count_error();
   spdlog::error("{}: queue {}: {}; the device needs a reset", name_, index,
                 queue.guest->broken_reason());
   interrupt_->signal_needs_reset();

@@ -179,8 +179,9 @@ void VirtioBlock::start(DescriptorChain chain, BlockRequest request) {
       const BlockErrorPolicy policy = report(request.error, chain.head(), request.detail);
       if (!policy.has_status) {
         queue_->add_used(std::move(chain), 0);
+        metrics_.count_error();
       } else {
-        complete(std::move(chain), request.status_offset, 0, policy.status);
+        complete(std::move(chain), request.status_offset, 0, policy.status, 0);
       }
       return;
     }
@@ -190,7 +191,8 @@ void VirtioBlock::start(DescriptorChain chain, BlockRequest request) {
                   std::min<size_t>(options_.serial.size(), id.size()));
       const size_t bytes = chain.write(0, std::span<const uint8_t>(id).first(
                                               std::min<size_t>(id.size(), request.status_offset)));
-      complete(std::move(chain), request.status_offset, static_cast<uint32_t>(bytes), kBlkStatusOk);
+      complete(std::move(chain), request.status_offset, static_cast<uint32_t>(bytes), kBlkStatusOk,
+               bytes);
       return;
     }
     default: break;
@@ -199,7 +201,7 @@ void VirtioBlock::start(DescriptorChain chain, BlockRequest request) {
   const bool is_transfer = request.kind == Kind::kRead || request.kind == Kind::kWrite;
   if (request.kind != Kind::kFlush && request.length == 0) {
     // Nothing to move (and fallocate refuses an empty range).
-    complete(std::move(chain), request.status_offset, 0, kBlkStatusOk);
+    complete(std::move(chain), request.status_offset, 0, kBlkStatusOk, 0);
     return;
   }
   Stage stage = Stage::kFlush;
@@ -238,6 +240,7 @@ void VirtioBlock::start(DescriptorChain chain, BlockRequest request) {
                          .expected = is_transfer ? request.length : 0,
                          .status_offset = request.status_offset,
                          .data_written = 0,
+                         .payload = is_transfer ? request.length : 0,
                          .modifies = request.kind != Kind::kRead && request.kind != Kind::kFlush,
                      });
   io.cookie = cookie;
@@ -345,7 +348,8 @@ void VirtioBlock::reap_completions() {
       pending_[queued].cookie = completion.cookie;
       return;
     }
-    complete(std::move(request.chain), request.status_offset, request.data_written, *status);
+    complete(std::move(request.chain), request.status_offset, request.data_written, *status,
+             request.payload);
     in_flight_.erase(it);
   });
   // Follow-up stages are submitted after reap(), not from inside its callback (none during a
@@ -398,9 +402,14 @@ void VirtioBlock::restore_state(StateReader& in) {
 }
 
 void VirtioBlock::complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,
-                           uint8_t status) {
+                           uint8_t status, uint64_t payload) {
   chain.write(status_offset, std::span<const uint8_t>(&status, 1));
   queue_->add_used(std::move(chain), data_written + 1);
+  if (status == kBlkStatusOk) {
+    metrics_.count_request(payload);
+  } else {
+    metrics_.count_error();
+  }
 }
 
 void VirtioBlock::notify_driver() {
@@ -410,6 +419,7 @@ void VirtioBlock::notify_driver() {
 void VirtioBlock::check_broken() {
   if (queue_failed_ || !queue_->broken()) return;
   queue_failed_ = true;
+  metrics_.count_error();
   spdlog::error("virtio-blk {}: {}; the device needs a reset", name_, queue_->broken_reason());
   interrupt_->signal_needs_reset();
 }

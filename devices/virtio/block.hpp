@@ -137,6 +137,7 @@ class VirtioBlock final : public VirtioDevice {
     uint64_t expected;       // kTransfer and kWriteZeros: bytes the call must transfer
     uint32_t status_offset;  // in the writable part
     uint32_t data_written;   // bytes of data written into the writable part (reads)
+    uint64_t payload;        // bytes the guest reads or writes, for the metrics
     bool modifies;           // needs an fdatasync when writing through
   };
 
@@ -152,8 +153,9 @@ class VirtioBlock final : public VirtioDevice {
   // `request`'s current stage returned `result`: its final status, or nullopt after queueing the
   // next stage in pending_.
   std::optional<uint8_t> advance(InFlight& request, int64_t result);
+  // Writes the status, returns the chain and counts it in the metrics (`payload` bytes moved).
   void complete(DescriptorChain&& chain, uint32_t status_offset, uint32_t data_written,
-                uint8_t status);
+                uint8_t status, uint64_t payload);
   // Logs a refused or failed request (the first of each kind at its policy's level, the rest at
   // debug) and returns what the policy answers.
   BlockErrorPolicy report(BlockError error, uint16_t head, const std::string& detail);

@@ -222,6 +222,7 @@ void VirtioConsole::notify_driver() {
 void VirtioConsole::check_broken(SplitQueue* queue) {
   if (failed_ || !queue->broken()) return;
   failed_ = true;
+  metrics_.count_error();
   spdlog::error("virtio-console {}: {}; the device needs a reset", name_, queue->broken_reason());
   interrupt_->signal_needs_reset();
 }
@@ -239,6 +240,7 @@ void VirtioConsole::process_control_tx() {
     VirtioConsoleControl message{};
     if (chain->readable_bytes() != sizeof(message)) {
       ++counters_.control_dropped;
+      metrics_.count_error();
       spdlog::debug("virtio-console {}: control chain {} of {} bytes dropped (not {})", name_,
                     chain->head(), chain->readable_bytes(), sizeof(message));
     } else {
@@ -298,6 +300,7 @@ void VirtioConsole::handle_control(const VirtioConsoleControl& message) {
 
 void VirtioConsole::drop_control(const VirtioConsoleControl& message, const char* why) {
   ++counters_.control_dropped;
+  metrics_.count_error();
   spdlog::debug("virtio-console {}: control message (port {}, event {}, value {}) dropped: {}",
                 name_, message.id, message.event, message.value, why);
 }
@@ -382,6 +385,7 @@ VirtioConsole::Fill VirtioConsole::fill_output(Port& port, SplitQueue* queue, Bu
     port.tx_offset += static_cast<uint32_t>(bytes);
     budget.bytes -= std::min(budget.bytes, bytes);
     if (port.tx_offset == chain.readable_bytes()) {
+      metrics_.count_request(chain.readable_bytes());
       queue->add_used(std::move(chain), 0);
       port.tx_chain.reset();
     }
@@ -490,6 +494,7 @@ void VirtioConsole::process_port_rx(uint32_t index) {
     // Without send()'s bytes the chain waits for input_fd (update_interest watches it).
     if (port.input.empty()) return;
     const size_t written = port.rx_chain->write(0, port.input);
+    metrics_.count_request(written);
     queue->add_used(std::move(*port.rx_chain), static_cast<uint32_t>(written));
     port.rx_chain.reset();
     port.input.erase(port.input.begin(), port.input.begin() + static_cast<ptrdiff_t>(written));
@@ -520,6 +525,7 @@ void VirtioConsole::read_input(uint32_t index) {
   }
   const auto bytes = static_cast<size_t>(n);
   port.rx_chain->write(0, std::span(staging_).first(bytes));
+  metrics_.count_request(bytes);
   rx_queue(index)->add_used(std::move(*port.rx_chain), static_cast<uint32_t>(bytes));
   port.rx_chain.reset();
   process_port_rx(index);  // holds the next chain, if the driver has one

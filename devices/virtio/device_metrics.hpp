@@ -7,9 +7,9 @@ namespace vmm::devices::virtio {
 
 // What a device has done, as the control socket's "metrics" command reports it.
 struct DeviceMetricsSnapshot {
-  uint64_t requests = 0;          // chains completed (or packets moved, for a NIC)
-  uint64_t bytes = 0;             // payload bytes read or written for the guest
-  uint64_t errors = 0;            // requests that failed (bad chain, I/O error, dropped)
+  uint64_t requests = 0;          // chains completed successfully (packets moved, for a NIC)
+  uint64_t bytes = 0;             // their payload bytes, read or written for the guest
+  uint64_t errors = 0;            // chains that failed (refused, I/O error, dropped), broken queues
   uint64_t rate_limit_waits = 0;  // times a queue stopped because its rate limit ran dry
 };
 

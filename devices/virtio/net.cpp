@@ -271,6 +271,7 @@ void VirtioNet::notify_driver() {
 void VirtioNet::check_broken(SplitQueue* queue, bool& failed, const char* what) {
   if (failed || !queue->broken()) return;
   failed = true;
+  metrics_.count_error();
   spdlog::error("virtio-net {}: {} queue: {}; the device needs a reset", name_, what,
                 queue->broken_reason());
   interrupt_->signal_needs_reset();
@@ -356,6 +357,7 @@ void VirtioNet::drop_rx(NetError error, const std::string& detail) {
 void VirtioNet::report(NetError error, uint16_t head, const std::string& detail) {
   const NetErrorPolicy policy = net_error_policy(error);
   ++(counters_.*policy.counter);
+  metrics_.count_error();
   const auto kind = static_cast<size_t>(error);
   ++counters_.errors[kind];
   const bool first = !reported_.test(kind);
@@ -409,6 +411,7 @@ bool VirtioNet::deliver_packet() {
   rx_queue_->publish_used();
   rx_chains_.erase(rx_chains_.begin(), rx_chains_.begin() + static_cast<ptrdiff_t>(needed));
   ++counters_.rx_packets;
+  metrics_.count_request(staged_ - kNetHdrSize);  // the frame, without the virtio header
   staged_ = 0;
   return true;
 }
@@ -479,6 +482,7 @@ VirtioNet::Sent VirtioNet::transmit(DescriptorChain& chain) {
   }
   tx_throttle_.take(frame);
   ++counters_.tx_packets;
+  metrics_.count_request(chain.readable_bytes() - kNetHdrSize);
   tx_queue_->add_used(std::move(chain), 0);
   return Sent::kDone;
 }

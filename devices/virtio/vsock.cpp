@@ -157,6 +157,7 @@ void VirtioVsock::notify_driver() {
 void VirtioVsock::check_broken(SplitQueue* queue, bool& failed, const char* what) {
   if (failed || !queue->broken()) return;
   failed = true;
+  metrics_.count_error();
   spdlog::error("virtio-vsock {}: {} queue: {}; the device needs a reset", name_, what,
                 queue->broken_reason());
   interrupt_->signal_needs_reset();
@@ -187,6 +188,7 @@ void VirtioVsock::handle_tx(const DescriptorChain& chain) {
   const Header& header = packet.header;
   if (packet.verdict == Verdict::kAccept) {
     ++counters_.tx_packets;
+    metrics_.count_request(header.len);  // checked against the chain by parse_tx_packet
     muxer_.send(header, chain);
     return;
   }
@@ -198,6 +200,7 @@ void VirtioVsock::handle_tx(const DescriptorChain& chain) {
 void VirtioVsock::drop_tx(const DescriptorChain& chain, Verdict verdict,
                           spdlog::level::level_enum level) {
   ++counters_.tx_dropped;
+  metrics_.count_error();
   const auto kind = static_cast<size_t>(verdict);
   ++counters_.tx_dropped_by[kind];
   const bool first = !reported_.test(kind);
@@ -248,6 +251,7 @@ std::optional<DescriptorChain> VirtioVsock::pop_rx_chain() {
     // would stall a connection that has data.
     if (chain->writable_bytes() > kHeaderSize) return chain;
     ++counters_.rx_bad_buffers;
+    metrics_.count_error();
     if (!std::exchange(warned_rx_buffer_, true)) {
       spdlog::warn(
           "virtio-vsock {}: receive chain {} has {} writable bytes, no room for a header and data; "
@@ -287,6 +291,7 @@ void VirtioVsock::process_rx() {
       rx_queue_->add_used(std::move(*rx_chain_), bytes);
       rx_chain_.reset();
       ++counters_.rx_packets;
+      metrics_.count_request(bytes - kHeaderSize);  // receive() writes a header, then the data
     }
   }
 }

@@ -544,6 +544,9 @@ TEST_F(FakeBackendTest, UsedEntriesReturnToTheGuest) {
   EXPECT_EQ(device_.requests_in_flight(), 0u);
   EXPECT_GT(guest_.interrupt.used, 0);
   EXPECT_FALSE(device_.backend_dead());
+  EXPECT_EQ(device_.metrics().requests, 2u);
+  EXPECT_EQ(device_.metrics().bytes, 16u + kReplyBytes);  // as clamped
+  EXPECT_EQ(device_.metrics().errors, 0u);
 }
 
 TEST_F(FakeBackendTest, EachWakeUpMovesABudgetAndComesBackForTheRest) {
@@ -585,6 +588,8 @@ TEST_F(FakeBackendTest, HeadOfferedAgainWhileInFlightIsReturnedEmpty) {
   ASSERT_TRUE(guest_.wait_used(2));
   EXPECT_EQ(guest_.driver.used(1).len, 16u);
   EXPECT_FALSE(device_.backend_dead());
+  EXPECT_EQ(device_.metrics().errors, 1u);
+  EXPECT_EQ(device_.metrics().requests, 1u);
 }
 
 TEST_F(FakeBackendTest, BadUsedIdMeansTheBackendIsBroken) {
@@ -604,6 +609,8 @@ TEST_F(FakeBackendTest, BadUsedIdMeansTheBackendIsBroken) {
   forward(1);
   EXPECT_EQ(guest_.driver.used_idx(), 2);
   EXPECT_EQ(guest_.reply(1).error, -EIO);
+  EXPECT_EQ(device_.metrics().errors, 2u);  // the one in flight, the later one
+  EXPECT_EQ(device_.metrics().requests, 0u);
 }
 
 TEST_F(FakeBackendTest, UsedIndexBeyondTheRequestsInFlightMeansTheBackendIsBroken) {

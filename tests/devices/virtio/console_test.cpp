@@ -329,6 +329,7 @@ TEST_F(VirtioConsoleTest, HostileControlMessagesAreDropped) {
   EXPECT_THAT(take_control(), ElementsAre(ControlMessage{1, kConsolePortName, 1, "b"},
                                           ControlMessage{1, kConsolePortOpen, 1, ""}));
   EXPECT_EQ(device->counters().control_dropped, before + 11);
+  EXPECT_EQ(device->metrics().errors, before + 11);
 }
 
 TEST_F(VirtioConsoleTest, AControlBufferTooSmallIsReturnedEmptyAndAShortOneCutsTheName) {
@@ -442,6 +443,8 @@ TEST_F(VirtioConsoleTest, TwoPortsStayApart) {
   pump();
   EXPECT_EQ(first.drain(), "one0,one1,one2,one3,one4,one5,one6,one7,one8,one9,");
   EXPECT_EQ(second, "two0,two1,two2,two3,two4,two5,two6,two7,two8,two9,");
+  EXPECT_EQ(device->metrics().requests, 20u);
+  EXPECT_EQ(device->metrics().bytes, 100u);
 }
 
 TEST_F(VirtioConsoleTest, InputReachesTheGuestOnlyOnceItOpenedThePort) {
@@ -467,6 +470,9 @@ TEST_F(VirtioConsoleTest, InputReachesTheGuestOnlyOnceItOpenedThePort) {
   post(rx_index(0), 1);
   pump();
   EXPECT_EQ(take_input(0), "later");
+  // "hello, guest" in two buffers, "sent", "later".
+  EXPECT_EQ(device->metrics().requests, 4u);
+  EXPECT_EQ(device->metrics().bytes, 21u);
 }
 
 TEST_F(VirtioConsoleTest, SendIsBoundedAndKnowsItsPorts) {

@@ -212,6 +212,8 @@ TEST_F(VirtioNetTest, TransmitsASingleDescriptorPacket) {
   EXPECT_EQ(tx.used(0).len, 0u);
   EXPECT_EQ(interrupt.used, 1);
   EXPECT_EQ(device->counters().tx_packets, 1u);
+  EXPECT_EQ(device->metrics().requests, 1u);
+  EXPECT_EQ(device->metrics().bytes, 100u - kNetHdrSize);  // the frame
 }
 
 TEST_F(VirtioNetTest, TransmitsAMultiDescriptorPacketAsOnePacket) {
@@ -252,6 +254,8 @@ TEST_F(VirtioNetTest, DropsMalformedTransmitChainsAndKeepsWorking) {
   EXPECT_EQ(device->counters().of(NetError::kTxDeviceWritable), 1u);
   EXPECT_EQ(device->counters().of(NetError::kTxTooLong), 1u);
   EXPECT_EQ(device->counters().tx_packets, 1u);
+  EXPECT_EQ(device->metrics().errors, 3u);
+  EXPECT_EQ(device->metrics().requests, 1u);
   EXPECT_EQ(interrupt.needs_reset, 0);
   // A packet of exactly the largest size still goes.
   const Packet biggest = make_packet(kNetMaxPacket, 7);
@@ -299,6 +303,8 @@ TEST_F(VirtioNetTest, ReceivesIntoOneBigBuffer) {
   EXPECT_EQ(guest(kRxData, packet.size()), with_num_buffers(packet, 1));
   EXPECT_EQ(interrupt.used, 1);
   EXPECT_EQ(device->counters().rx_packets, 1u);
+  EXPECT_EQ(device->metrics().requests, 1u);
+  EXPECT_EQ(device->metrics().bytes, 1514u);
 }
 
 TEST_F(VirtioNetTest, ReceivesIntoAChainOfDescriptors) {
@@ -360,6 +366,8 @@ TEST_F(VirtioNetTest, DropsAPacketTooBigForOneBufferWithoutMergeable) {
   EXPECT_EQ(device->counters().rx_dropped, 1u);
   EXPECT_EQ(device->counters().of(NetError::kRxDoesNotFit), 1u);
   EXPECT_EQ(device->counters().rx_packets, 1u);
+  EXPECT_EQ(device->metrics().errors, 1u);  // the dropped packet
+  EXPECT_EQ(device->metrics().requests, 1u);
 }
 
 TEST_F(VirtioNetTest, DropsPacketsWithOffloadsTheDriverRefused) {

@@ -293,6 +293,10 @@ TEST_F(VirtioVsockTest, HostInitiatedConnectAndDataBothWays) {
   EXPECT_EQ(tx.used_idx(), 2);
   EXPECT_EQ(device->connection_count(), 1u);
   EXPECT_EQ(idle_round(), 0u);
+  // The request, the response and the data both ways, at least; "hello" and "world" are payload.
+  EXPECT_GE(device->metrics().requests, 4u);
+  EXPECT_EQ(device->metrics().bytes, 10u);
+  EXPECT_EQ(device->metrics().errors, 0u);
 }
 
 TEST_F(VirtioVsockTest, SplitsSocketDataAcrossReceiveBuffers) {
@@ -756,6 +760,7 @@ TEST_F(VirtioVsockTest, DropsMalformedPacketsAndAnswersWellAddressedOnesWithRst)
   EXPECT_EQ(device->counters().tx_dropped, 7u);
   EXPECT_EQ(device->counters().dropped(vsock::Verdict::kBadType), 1u);
   EXPECT_EQ(device->counters().dropped(vsock::Verdict::kUnknownOp), 1u);
+  EXPECT_EQ(device->metrics().errors, 7u);
   EXPECT_EQ(interrupt.needs_reset, 0);
 }
 
@@ -769,6 +774,9 @@ TEST_F(VirtioVsockTest, ReturnsReceiveChainsTooSmallEmpty) {
   EXPECT_EQ(rx.used(0).len, 0u);
   EXPECT_EQ(rx.used(1).len, kHeaderSize);
   EXPECT_EQ(device->counters().rx_bad_buffers, 1u);
+  EXPECT_EQ(device->metrics().errors, 1u);
+  EXPECT_EQ(device->metrics().requests, 2u);  // the guest's packet, the RST
+  EXPECT_EQ(device->metrics().bytes, 0u);
 }
 
 TEST_F(VirtioVsockTest, HostileChainsBreakTheQueueNotTheDevice) {
