@@ -13,6 +13,7 @@
 #include "vmm/cli/control_client.hpp"
 #include "vmm/cli/options.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/security/jail.hpp"
 #include "vmm/security/seccomp_filter.hpp"
 
 namespace {
@@ -104,6 +105,12 @@ int main(int argc, char** argv) {
   const bool runs_command = !options.restore && options.machine.command;
   if (runs_command) InterruptForwarder::block_interrupts();
   try {
+    // Before the machine opens anything or starts a thread: a fork of a single thread.
+    if (options.jail) {
+      if (const auto status = vmm::security::enter_jail(*options.jail, options.machine)) {
+        return *status;
+      }
+    }
     auto machine = options.restore ? vmm::Machine::restore(*options.restore)
                                    : vmm::Machine::create(options.machine);
     machine->start();

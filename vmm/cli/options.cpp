@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -82,6 +83,21 @@ Least privilege: once the guest starts, each vmm thread (vCPUs, event loop, cont
 workers, the main thread) runs under a seccomp filter that allows only the system calls it needs.
 A forbidden call is reported on stderr ("vmm: seccomp: <thread> thread made a forbidden system
 call: <name>") and kills vmm with SIGSYS; --seccomp off runs without filters, for debugging.
+
+--jail DIR,uid=N,gid=N (run as root) confines vmm before it opens anything, as Firecracker's
+jailer does: new mount, PID, IPC, UTS and (without --net) network namespaces; as root, a tmpfs on
+DIR (an existing directory) holding only what this machine needs, bind-mounted at the same paths
+as on the host (kernel, initrd, modules and read-only disks read-only; the other disks, the KVM
+device, /dev/net/tun; the folders of --api-socket, --vsock's socket and --serial file:, so put
+them in folders of their own); then uid N, gid N (not 0), no capabilities. More options:
+  cgroup=NAME   the cgroup v2 group /sys/fs/cgroup/vmm/NAME (default: DIR's name), made when a
+                limit is set: memory=SIZE (memory.max: RAM, vmm and the jail's /tmp), cpus=N
+                (cpu.max: 1.5 is a CPU and a half), pids=N (pids.max)
+  nofile=N      RLIMIT_NOFILE          fsize=SIZE   RLIMIT_FSIZE (more than the largest disk)
+A tap must exist and belong to uid N (ip tuntap add tap0 mode tap user N); a --share HOST_DIR
+needs a virtiofsd run outside (--share socket=); snapshot=on overlays go to the jail's /tmp, in
+memory. The process you started stays outside, waits and forwards signals. E.g.
+  vmm --jail /srv/jail/vm1,uid=1000,gid=1000,memory=1G,pids=64 --kernel ... --disk ...
 
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
 runs (Ctrl-C ends vmm). --console puts a virtio-console (hvc0, module virtio_console) on the
@@ -373,6 +389,99 @@ std::optional<SerialConfig> parse_serial(const std::string& text) {
 
 namespace {
 
+// A positive whole number (uid=, pids=, ...) of a --jail value.
+uint64_t jail_number(const std::string& text, const std::string& key, const std::string& value,
+                     uint64_t max) {
+  uint64_t number = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), number);
+  if (error != std::errc() || end != value.data() + value.size() || number == 0 || number > max) {
+    fail("--jail {}: {}={} is not a number from 1 to {}", text, key, value, max);
+  }
+  return number;
+}
+
+uint64_t jail_size(const std::string& text, const std::string& key, const std::string& value) {
+  const auto bytes = parse_size(value);
+  if (!bytes || *bytes == 0) fail("--jail {}: {}={} is not a size (512M, 2G)", text, key, value);
+  return *bytes;
+}
+
+// cpus=1.5: a CPU and a half's time per period, as cpu.max's quota in microseconds.
+uint64_t jail_cpu_quota(const std::string& text, const std::string& value) {
+  double cpus = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), cpus);
+  const double quota = cpus * static_cast<double>(security::kCpuPeriodUs);
+  // cpu.max takes at least 1 ms per period.
+  if (error != std::errc() || end != value.data() + value.size() || !(quota >= 1000) ||
+      cpus > kMaxCpus) {
+    fail("--jail {}: cpus={} is not a number of CPUs from 0.01 to {}", text, value, kMaxCpus);
+  }
+  return static_cast<uint64_t>(quota);
+}
+
+// A cgroup's name: one path component that cgroupfs takes.
+bool valid_cgroup_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 && name.front() != '.' &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' ||
+                  c == '.';
+         });
+}
+
+}  // namespace
+
+security::JailConfig parse_jail(const std::string& text, const std::string& cwd) {
+  constexpr const char* kUsage =
+      "DIR,uid=N,gid=N[,cgroup=NAME][,memory=SIZE][,cpus=N][,pids=N][,nofile=N][,fsize=SIZE]";
+  const std::vector<std::string> parts = split(text, ',');
+  security::JailConfig jail;
+  if (parts.front().empty()) fail("--jail {}: needs a directory first ({})", text, kUsage);
+  jail.dir = absolute_path(parts.front(), cwd);
+  while (jail.dir.size() > 1 && jail.dir.back() == '/') jail.dir.pop_back();
+  if (jail.dir == "/") fail("--jail {}: the jail's directory can't be /", text);
+  constexpr uint64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "unchanged"
+  bool have_uid = false;
+  bool have_gid = false;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const auto [part, key, value] = split_part(parts[i]);
+    if (!value) fail("--jail {}: unknown option '{}' ({})", text, part, kUsage);
+    if ((key == "uid" || key == "gid") && value == "0") {
+      // Root would keep its power over the host's files: the jail is for an unprivileged vmm.
+      fail("--jail {}: {}=0 is root's; give an unprivileged one", text, key);
+    }
+    if (key == "uid") {
+      jail.uid = static_cast<uint32_t>(jail_number(text, key, *value, kMaxId));
+      have_uid = true;
+    } else if (key == "gid") {
+      jail.gid = static_cast<uint32_t>(jail_number(text, key, *value, kMaxId));
+      have_gid = true;
+    } else if (key == "cgroup") {
+      jail.cgroup = *value;
+    } else if (key == "memory") {
+      jail.memory_max = jail_size(text, key, *value);
+    } else if (key == "cpus") {
+      jail.cpu_quota_us = jail_cpu_quota(text, *value);
+    } else if (key == "pids") {
+      jail.pids_max = jail_number(text, key, *value, uint64_t{1} << 22);
+    } else if (key == "nofile") {
+      jail.nofile = jail_number(text, key, *value, uint64_t{1} << 20);
+    } else if (key == "fsize") {
+      jail.fsize = jail_size(text, key, *value);
+    } else {
+      fail("--jail {}: unknown option '{}' ({})", text, part, kUsage);
+    }
+  }
+  if (!have_uid || !have_gid) fail("--jail {}: needs uid=N,gid=N (an unprivileged user)", text);
+  if (jail.cgroup.empty()) jail.cgroup = jail.dir.substr(jail.dir.rfind('/') + 1);
+  if (!valid_cgroup_name(jail.cgroup)) {
+    fail("--jail {}: '{}' can't name a cgroup (letters, digits, '-', '_', '.'): give cgroup=NAME",
+         text, jail.cgroup);
+  }
+  return jail;
+}
+
+namespace {
+
 // Parses `args` into `app`'s options; false with `result` set to what to print and exit with
 // (--help, or a usage error naming `command`'s help).
 bool parse_app(CLI::App& app, const std::vector<std::string>& args, const std::string& command,
@@ -639,6 +748,7 @@ ParseResult parse_command_line(const std::vector<std::string>& args, const RunCo
   Options options;
   MachineArgs machine_args{.memory = "512M", .serial = "stdio"};
   std::string restore;
+  std::string jail;
   bool version = false;
 
   CLI::App app(kDescription, "vmm");
@@ -648,6 +758,9 @@ ParseResult parse_command_line(const std::vector<std::string>& args, const RunCo
   app.add_option("--restore", restore,
                  "Continue the guest of a snapshot (vmm snapshot) instead of booting a kernel")
       ->type_name("DIR");
+  app.add_option("--jail", jail,
+                 "Run confined: namespaces, DIR as the root, this uid/gid, limits (see below)")
+      ->type_name("DIR,uid=N,gid=N[,...]");
   app.add_flag("--version", version, "Print the version and exit");
 
   ParseResult result;
@@ -673,6 +786,16 @@ ParseResult parse_command_line(const std::vector<std::string>& args, const RunCo
   }
   if (auto error = apply_machine_args(machine_args, options)) return usage_error(*error);
   if (!restore.empty()) options.restore = restore_config(restore, options.machine);
+  if (!jail.empty()) {
+    if (!restore.empty()) {
+      return usage_error(fmt::format("--jail {}: --restore can't be jailed yet", jail));
+    }
+    try {
+      options.jail = parse_jail(jail, context.cwd);
+    } catch (const Error& e) {
+      return usage_error(e.what());
+    }
+  }
   result.options = std::move(options);
   return result;
 }

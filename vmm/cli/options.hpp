@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "vmm/machine_config.hpp"
+#include "vmm/security/jail.hpp"
 
 namespace vmm::cli {
 
@@ -21,6 +22,8 @@ struct Options {
   // --restore DIR: the machine comes from a snapshot; `machine` is unused.
   std::optional<RestoreConfig> restore;
   std::optional<SnapshotRequest> snapshot;
+  // --jail: vmm confines itself before it makes the machine (security::enter_jail).
+  std::optional<security::JailConfig> jail;
   std::string log_level = "warn";
 };
 
@@ -64,6 +67,10 @@ ShareConfig parse_share(const std::string& text);
 
 // "fs|blk,socket=PATH[,tag=TAG]" (fs needs the tag); throws vmm::Error naming the bad part.
 VhostUserConfig parse_vhost_user(const std::string& text);
+
+// "DIR,uid=N,gid=N[,cgroup=NAME][,memory=SIZE][,cpus=N][,pids=N][,nofile=N][,fsize=SIZE]", DIR
+// made absolute from `cwd`; throws vmm::Error naming the bad part.
+security::JailConfig parse_jail(const std::string& text, const std::string& cwd);
 
 // "stdio", "none", "file:PATH"; nullopt for anything else.
 std::optional<SerialConfig> parse_serial(const std::string& text);

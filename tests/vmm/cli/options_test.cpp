@@ -361,5 +361,69 @@ TEST(ShareOptions, VhostUser) {
   EXPECT_EQ(m.serial.mode, SerialConfig::Mode::kNone);
 }
 
+TEST(JailOptions, DirectoryIdsAndLimits) {
+  const security::JailConfig jail = parse_jail(
+      "jails/vm1/,uid=1000,gid=1001,memory=1G,cpus=1.5,pids=64,nofile=256,fsize=4G", "/srv");
+  EXPECT_EQ(jail.dir, "/srv/jails/vm1");
+  EXPECT_EQ(jail.uid, 1000u);
+  EXPECT_EQ(jail.gid, 1001u);
+  EXPECT_EQ(jail.cgroup, "vm1");  // the directory's name
+  EXPECT_EQ(jail.memory_max, uint64_t{1} << 30);
+  EXPECT_EQ(jail.cpu_quota_us, 150'000u);
+  EXPECT_EQ(jail.pids_max, 64u);
+  EXPECT_EQ(jail.nofile, 256u);
+  EXPECT_EQ(jail.fsize, uint64_t{4} << 30);
+  EXPECT_TRUE(jail.has_cgroup_limits());
+
+  const security::JailConfig plain = parse_jail("/j,uid=5,gid=6,cgroup=web-1", "/");
+  EXPECT_EQ(plain.cgroup, "web-1");
+  EXPECT_FALSE(plain.has_cgroup_limits());
+  EXPECT_FALSE(plain.nofile);
+}
+
+TEST(JailOptions, BadValuesAreRefusedNamingThePart) {
+  const auto error_of = [](const std::string& text) {
+    try {
+      parse_jail(text, "/");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(error_of("/j,uid=0,gid=5"),
+            "--jail /j,uid=0,gid=5: uid=0 is root's; give an unprivileged one");
+  EXPECT_EQ(error_of("/j,uid=5"), "--jail /j,uid=5: needs uid=N,gid=N (an unprivileged user)");
+  EXPECT_EQ(error_of(",uid=5,gid=5").rfind("--jail ,uid=5,gid=5: needs a directory first", 0), 0u);
+  EXPECT_EQ(error_of("/,uid=5,gid=5"), "--jail /,uid=5,gid=5: the jail's directory can't be /");
+  EXPECT_NE(error_of("/j,uid=x,gid=5").find("uid=x is not a number"), std::string::npos);
+  EXPECT_NE(error_of("/j,uid=5,gid=5,cpus=0.001").find("cpus=0.001 is not a number of CPUs"),
+            std::string::npos);
+  EXPECT_NE(error_of("/j,uid=5,gid=5,memory=lots").find("memory=lots is not a size"),
+            std::string::npos);
+  EXPECT_NE(error_of("/j,uid=5,gid=5,swap=1G").find("unknown option 'swap=1G'"), std::string::npos);
+  EXPECT_NE(error_of("/j/.x,uid=5,gid=5").find("'.x' can't name a cgroup"), std::string::npos);
+  EXPECT_NE(error_of("/j,uid=5,gid=5,cgroup=../x").find("'../x' can't name a cgroup"),
+            std::string::npos);
+}
+
+TEST(JailOptions, OnTheCommandLine) {
+  auto result = parse({"-k", "/k", "--jail", "/j,uid=7,gid=8"});
+  ASSERT_TRUE(result.options) << result.error;
+  ASSERT_TRUE(result.options->jail);
+  EXPECT_EQ(result.options->jail->uid, 7u);
+
+  result = parse({"-k", "/k", "--jail", "/j,uid=7"});
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+  EXPECT_EQ(result.error, "--jail /j,uid=7: needs uid=N,gid=N (an unprivileged user)");
+
+  result = parse({"--restore", "/snap", "--jail", "/j,uid=7,gid=8"});
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+  EXPECT_EQ(result.error, "--jail /j,uid=7,gid=8: --restore can't be jailed yet");
+
+  // vmm run's guest needs virtiofsds, which need root: it has no --jail.
+  result = parse({"run", "--jail", "/j,uid=7,gid=8", "--", "true"});
+  EXPECT_EQ(result.exit_status, kExitStatusUsage);
+}
+
 }  // namespace
 }  // namespace vmm::cli
