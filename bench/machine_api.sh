@@ -57,7 +57,7 @@ memory_mib=128
 cmdline="console=ttyS0 exit=0"
 greeting="hello from the test guest"
 vmm_command=("$vmm" --kernel "$hello" --memory "${memory_mib}M" --cmdline "$cmdline"
-  --serial stdio --timeout 30)
+  --serial stdio --timeout 30 --debug-exit)
 # isa-debug-exit turns the guest's status S into QEMU's exit status (S << 1) | 1.
 # shellcheck disable=SC2054  # the commas are QEMU's, inside one argument
 qemu_command=(qemu-system-x86_64 -M microvm -accel kvm -nodefaults -no-user-config -display none

@@ -3,9 +3,13 @@
  * status, as the vmm command would. Build with CMake (CMakeLists.txt here) or with pkg-config:
  *
  *   cc -std=c99 -o boot_c boot.c $(pkg-config --cflags --libs vmm)
- *   boot_c KERNEL [CMDLINE]
+ *   boot_c [--debug-exit] KERNEL [CMDLINE]
+ *
+ * --debug-exit is for test guests: a byte V they write to I/O port 0xf4 ends the machine with
+ * exit status V (the guest chooses the status, so it is off unless asked for).
  */
 #include <stdio.h>
+#include <string.h>
 #include <vmm/vmm.h>
 
 /* Called on a vCPU thread with what the guest wrote to its serial port. */
@@ -22,8 +26,14 @@ static int failed(const char* what) {
 }
 
 int main(int argc, char** argv) {
+  const char* program = argv[0];
+  const bool debug_exit = argc > 1 && strcmp(argv[1], "--debug-exit") == 0;
+  if (debug_exit) {
+    --argc;
+    ++argv;
+  }
   if (argc < 2 || argc > 3) {
-    fprintf(stderr, "usage: %s KERNEL [CMDLINE]\n", argv[0]);
+    fprintf(stderr, "usage: %s [--debug-exit] KERNEL [CMDLINE]\n", program);
     return 2;
   }
   vmm_config* config = vmm_config_new();
@@ -32,6 +42,7 @@ int main(int argc, char** argv) {
       (argc == 3 && vmm_config_set_cmdline(config, argv[2]) != VMM_OK) ||
       vmm_config_set_memory_bytes(config, (uint64_t)128 << 20) != VMM_OK ||
       vmm_config_set_timeout(config, 60) != VMM_OK ||
+      vmm_config_set_debug_exit(config, debug_exit) != VMM_OK ||
       vmm_config_set_console_callback(config, print_console, NULL) != VMM_OK) {
     vmm_config_free(config);
     return failed("config");

@@ -2,7 +2,10 @@
 // the run is bounded by a timeout, and the program ends with the machine's exit status, as the
 // vmm command would. Build: see CMakeLists.txt here (find_package(vmm), target vmm::vmm).
 //
-//   boot_cpp KERNEL [CMDLINE]
+//   boot_cpp [--debug-exit] KERNEL [CMDLINE]
+//
+// --debug-exit is for test guests: a byte V they write to I/O port 0xf4 ends the machine with exit
+// status V (the guest chooses the status, so it is off unless asked for).
 #include <vmm/machine.hpp>
 
 #include <chrono>
@@ -11,13 +14,21 @@
 #include <exception>
 #include <optional>
 #include <span>
+#include <string_view>
 
 int main(int argc, char** argv) {
+  const char* program = argv[0];
+  const bool debug_exit = argc > 1 && std::string_view(argv[1]) == "--debug-exit";
+  if (debug_exit) {
+    --argc;
+    ++argv;
+  }
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: %s KERNEL [CMDLINE]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [--debug-exit] KERNEL [CMDLINE]\n", program);
     return 2;
   }
   vmm::MachineConfig config;
+  config.debug_exit = debug_exit;
   config.kernel_path = argv[1];
   if (argc == 3) config.cmdline = argv[2];
   config.memory_bytes = uint64_t{128} << 20;

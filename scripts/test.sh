@@ -144,7 +144,7 @@ kvm_where=${VMM_KVM_TESTS:-}
 kvm_why=""
 if [ -z "$kvm_where" ] && [ $built -eq 1 ]; then
   probe=$(timeout 60 build/vmm/vmm --kernel build/guest-tests/hello.bzImage --memory 64M \
-    --serial stdio --cmdline "console=ttyS0 exit=7" --timeout 30 2>&1)
+    --serial stdio --cmdline "console=ttyS0 exit=7" --timeout 30 --debug-exit 2>&1)
   probe_status=$?
   if [ $probe_status -eq 7 ]; then
     kvm_where=host

@@ -113,6 +113,7 @@ vmm::MachineConfig make_config(const Options& options, Console& console) {
   config.cpus = 1;
   config.memory_bytes = options.memory_mib << 20;
   config.timeout_seconds = 30;  // a wedged guest ends as kTimeout, a failure, not a hang
+  config.debug_exit = true;     // the test guest ends through the exit port
   config.serial.mode = vmm::SerialConfig::Mode::kCallback;
   config.serial.callback = [&console](std::span<const uint8_t> bytes) {
     if (bytes.empty()) return;

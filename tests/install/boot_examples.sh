@@ -1,6 +1,7 @@
 #!/bin/sh
 # The install test's last step: every example built against the installed prefix, and the installed
-# vmm command, boots the hello test guest (cmdline exit=7) and must print its greeting and exit 7.
+# vmm command, boots the hello test guest (cmdline exit=7, with --debug-exit so that its status is
+# vmm's) and must print its greeting and exit 7.
 # POSIX sh: it runs on the host, or inside the nested lab's L1 (busybox) where the host's /dev/kvm
 # can't run the test guests (install_test.sh stages it with everything it needs).
 # Usage: boot_examples.sh WORK PREFIX LIBDIR HELLO_IMAGE
@@ -31,11 +32,11 @@ $out"
   fi
   echo "$name: ok"
 }
-check_boot boot_cpp boot_cpp "$work/examples/boot_cpp" "$hello" "$cmdline"
-check_boot boot_c boot_c "$work/examples/boot_c" "$hello" "$cmdline"
-check_boot boot_c_static boot_c "$work/examples/boot_c_static" "$hello" "$cmdline"
+check_boot boot_cpp boot_cpp "$work/examples/boot_cpp" --debug-exit "$hello" "$cmdline"
+check_boot boot_c boot_c "$work/examples/boot_c" --debug-exit "$hello" "$cmdline"
+check_boot boot_c_static boot_c "$work/examples/boot_c_static" --debug-exit "$hello" "$cmdline"
 check_boot "boot_c (pkg-config)" boot_c env LD_LIBRARY_PATH="$prefix/$libdir" \
-  "$work/boot_c_pc" "$hello" "$cmdline"
+  "$work/boot_c_pc" --debug-exit "$hello" "$cmdline"
 check_boot "installed vmm" "" "$prefix/bin/vmm" --kernel "$hello" --memory 64M \
-  --serial stdio --cmdline "$cmdline"
+  --serial stdio --cmdline "$cmdline" --debug-exit
 echo "boot_examples: all passed"

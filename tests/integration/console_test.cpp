@@ -45,7 +45,7 @@ TEST_F(ConsoleGuest, TimeoutEndsAGuestPrintingIntoAPipeNobodyReads) {
 
   const std::vector<std::string> argv = {
       VMM_BINARY, "--kernel",  test_guest_image("console"), "--memory",  "64M", "--serial",
-      "stdio",    "--cmdline", "flood=1048576 burst=4096",  "--timeout", "2"};
+      "stdio",    "--cmdline", "flood=1048576 burst=4096",  "--timeout", "2",   "--debug-exit"};
   const auto start = std::chrono::steady_clock::now();
   // A vCPU blocked on the pipe would keep vmm from ever exiting: the deadline kills it.
   ProcessResult r = run_process(argv, liveness_bound(std::chrono::seconds(30)), vmm_stdout.get());

@@ -41,6 +41,7 @@ MachineConfig hello(const std::string& cmdline, uint32_t cpus) {
   config.cpus = cpus;
   config.memory_bytes = 128 << 20;
   config.serial.mode = SerialConfig::Mode::kNone;
+  config.debug_exit = true;
   return config;
 }
 

@@ -52,6 +52,7 @@ ProcessResult run_vmm(const GuestRun& run) {
   if (run.vmm_timeout_seconds != 0) {
     argv.insert(argv.end(), {"--timeout", std::to_string(run.vmm_timeout_seconds)});
   }
+  if (run.debug_exit) argv.push_back("--debug-exit");
   argv.insert(argv.end(), run.extra_args.begin(), run.extra_args.end());
   return run_process(argv, liveness_bound(run.host_timeout));
 }

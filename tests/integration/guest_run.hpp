@@ -30,6 +30,8 @@ struct GuestRun {
   uint32_t cpus = 1;
   std::string cmdline;
   uint32_t vmm_timeout_seconds = 0;  // vmm's own --timeout; 0: not passed
+  // --debug-exit: the test guests end through the exit port, with their status.
+  bool debug_exit = true;
   // Our deadline for the vmm process, so a hung vmm fails the test instead of hanging it.
   std::chrono::milliseconds host_timeout{60000};
   // Appended after the options above (e.g. --disk ...); `{}` lets designated initializers omit it.
@@ -37,7 +39,7 @@ struct GuestRun {
 };
 
 // Runs `vmm --kernel ... --cpus N --memory 64M --serial stdio [--cmdline ...] [--timeout S]
-// [extra_args...]`.
+// [--debug-exit] [extra_args...]`.
 ProcessResult run_vmm(const GuestRun& run);
 
 // The whole story of a run, for assertion messages.

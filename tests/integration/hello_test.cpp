@@ -58,6 +58,18 @@ TEST_F(HelloGuest, TimeoutStopsAGuestThatNeverExits) {
   EXPECT_GE(elapsed, std::chrono::seconds(2));
 }
 
+// Without --debug-exit, port 0xf4 is not there: the guest's "exit=5" (vmm's "stopped by the
+// host") is a write to nowhere, the guest halts, and the timeout ends it.
+TEST_F(HelloGuest, WithoutDebugExitItCannotChooseVmmsExitStatus) {
+  GuestRun run = hello("exit=5");
+  run.debug_exit = false;
+  run.vmm_timeout_seconds = 2;
+  const ProcessResult r = run_vmm(run);
+  ASSERT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.exit_status, 124) << describe(r);
+  EXPECT_NE(r.out.find("exiting with status 5"), std::string::npos) << describe(r);
+}
+
 struct PlatformExit {
   const char* word;
   int status;

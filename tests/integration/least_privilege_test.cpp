@@ -224,6 +224,7 @@ int run_as_nobody(const std::string& dir) {
   config.cmdline = "console=ttyS0 exit=9";
   config.memory_bytes = 32 << 20;
   config.serial.mode = SerialConfig::Mode::kNone;
+  config.debug_exit = true;
   config.kvm_device = node;
   config.disks.push_back({dir + "/disk.img", false, "", {}});
   try {

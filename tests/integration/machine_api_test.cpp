@@ -40,6 +40,7 @@ MachineConfig hello(const std::string& cmdline) {
   config.cmdline = "console=ttyS0 " + cmdline;
   config.memory_bytes = 32 << 20;
   config.serial.mode = SerialConfig::Mode::kNone;
+  config.debug_exit = true;
   return config;
 }
 

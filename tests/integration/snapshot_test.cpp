@@ -44,6 +44,7 @@ MachineConfig compute_guest() {
   config.memory_bytes = 32 << 20;
   config.serial.mode = SerialConfig::Mode::kNone;
   config.timeout_seconds = kGuestTimeoutSeconds;
+  config.debug_exit = true;
   return config;
 }
 
@@ -140,6 +141,7 @@ std::unique_ptr<Machine> restore_from(const std::string& dir, ConsoleCapture& co
   restore.snapshot_dir = dir;
   restore.serial = console.config();
   restore.timeout_seconds = kGuestTimeoutSeconds;
+  restore.debug_exit = true;  // the restoring process's choice, like the timeout
   return Machine::restore(restore);
 }
 

@@ -312,6 +312,13 @@ vmm_status vmm_config_set_seccomp(vmm_config* config, bool enabled) {
   });
 }
 
+vmm_status vmm_config_set_debug_exit(vmm_config* config, bool enabled) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char*) {
+    next.debug_exit = enabled;
+    return VMM_OK;
+  });
+}
+
 vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path) {
   return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
     if (path == nullptr) return null_argument(function, "path");

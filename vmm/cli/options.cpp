@@ -120,8 +120,8 @@ stays paused with --paused. vmm --restore DIR continues it in a new process, RAM
 copy-on-write from DIR/memory (many restores share one page cache). The disks must be as they
 were at the snapshot (snapshot with --paused and stop that vmm, or give the disks snapshot=on).
 --restore takes --disk, --net, --vsock (each list as long as the snapshot's), --serial,
---api-socket, --timeout and --seccomp; the CPUs, memory and kernel come from the snapshot, and a
-snapshot restores only into the same vmm version on the same CPU model.
+--api-socket, --timeout, --seccomp and --debug-exit; the CPUs, memory and kernel come from the
+snapshot, and a snapshot restores only into the same vmm version on the same CPU model.
 A paused guest's vCPUs and devices are held and its clock stops; --timeout counts wall time,
 paused time included.
 
@@ -134,7 +134,8 @@ Exit status:
        init of the initramfs vmm built could not mount the root (it says why on the console)
   5    stopped by the host (the control API's "stop")
   124  --timeout expired
-  V    a test guest wrote V to the debug-exit port (I/O port 0xf4)
+  V    a test guest wrote V to the debug-exit port (I/O port 0xf4), with --debug-exit only;
+       without it the port is not there, and no guest chooses vmm's exit status
 )";
 
 constexpr const char* kRunDescription =
@@ -653,6 +654,11 @@ std::optional<std::string> apply_machine_args(const MachineArgs& args, Options& 
     if (!machine.append.empty()) {
       return "--append and --cmdline: --cmdline replaces the whole command line, --append's "
              "words included; give one of them";
+  if (!run) {
+    app.add_flag("--debug-exit", machine.debug_exit,
+                 "Test guests: a byte V written to I/O port 0xf4 ends vmm with exit status V (the "
+                 "guest then chooses vmm's exit status; trusted guests only)");
+  }
     }
     machine.cmdline = args.cmdline;
   }

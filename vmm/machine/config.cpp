@@ -162,6 +162,7 @@ RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfi
   restore.timeout_seconds = config.timeout_seconds;
   restore.seccomp = config.seccomp;
   restore.kvm_device = config.kvm_device;
+  restore.debug_exit = config.debug_exit;
   return restore;
 }
 

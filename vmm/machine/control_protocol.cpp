@@ -79,7 +79,8 @@ json config_to_json(const MachineConfig& config) {
               {"serial", std::move(serial)},
               {"api_socket", config.api_socket},
               {"timeout_seconds", config.timeout_seconds},
-              {"seccomp", config.seccomp}};
+              {"seccomp", config.seccomp},
+              {"debug_exit", config.debug_exit}};
 }
 
 }  // namespace

@@ -34,11 +34,8 @@
 #include "devices/backends/disk_image.hpp"
 #include "devices/backends/tap.hpp"
 #include "devices/bus.hpp"
-#include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/cmos_rtc.hpp"
-#include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
-#include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
 #include "devices/legacy/vm_generation_id.hpp"
 #include "devices/vhost_user/vhost_user_device.hpp"
@@ -388,12 +385,7 @@ void Machine::Impl::create_devices() {
   pio.insert(devices::I8042::kPortBase, devices::I8042::kPortCount, i8042);
   rtc = std::make_shared<devices::CmosRtc>();
   pio.insert(devices::CmosRtc::kPortBase, devices::CmosRtc::kPortCount, rtc);
-  pio.insert(devices::DebugExit::kPortBase, devices::DebugExit::kPortCount,
-             std::make_shared<devices::DebugExit>(latch));
-  pio.insert(devices::AcpiPower::kPortBase, devices::AcpiPower::kPortCount,
-             std::make_shared<devices::AcpiPower>(latch));
-  pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
-             std::make_shared<devices::PvPanic>(latch));
+  insert_guest_request_ports(pio, latch, config_.debug_exit);
   generation_id = std::make_unique<devices::VmGenerationId>(memory, layout::kVmGenerationId,
                                                             line(kVmGenerationIdGsi));
   spdlog::debug("VM generation ID {:02x}", fmt::join(generation_id->id(), ""));
@@ -1129,6 +1121,7 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
       config, std::move(host),
       GuestMemory::allocate(config.memory_bytes, shared_ram ? GuestMemory::Backing::kMemfd
                                                             : GuestMemory::Backing::kAuto));
+  config.debug_exit = restore.debug_exit;
   impl->assemble();
   if (!config.api_socket.empty()) {
     impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);

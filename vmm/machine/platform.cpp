@@ -1,13 +1,37 @@
 #include "vmm/machine/platform.hpp"
 
+#include <memory>
+
 #include "base/memory/layout.hpp"
+#include "base/util/error.hpp"
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/cmos_rtc.hpp"
+#include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/pvpanic.hpp"
 #include "devices/legacy/serial_16550.hpp"
 
 namespace vmm {
+
+uint32_t virtio_gsi(uint32_t index) {
+  const uint64_t gsi = index < 3 ? uint64_t{5} + index : uint64_t{6} + index;  // no wrap to 0
+  if (gsi >= kIoapicPins) {
+    fail("virtio device {}: GSI {} is beyond the IOAPIC's pins 0-{}", index, gsi, kIoapicPins - 1);
+  }
+  return static_cast<uint32_t>(gsi);
+}
+
+void insert_guest_request_ports(devices::Bus& pio, devices::PlatformEvents& events,
+                                bool debug_exit) {
+  if (debug_exit) {
+    pio.insert(devices::DebugExit::kPortBase, devices::DebugExit::kPortCount,
+               std::make_shared<devices::DebugExit>(events));
+  }
+  pio.insert(devices::AcpiPower::kPortBase, devices::AcpiPower::kPortCount,
+             std::make_shared<devices::AcpiPower>(events));
+  pio.insert(devices::PvPanic::kPortBase, devices::PvPanic::kPortCount,
+             std::make_shared<devices::PvPanic>(events));
+}
 
 acpi::PlatformDescription platform_description(uint32_t cpu_count) {
   acpi::PlatformDescription platform{};

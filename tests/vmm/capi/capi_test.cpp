@@ -224,6 +224,8 @@ TEST(CApi, SettersRefuseANullConfig) {
   EXPECT_STREQ(vmm_last_error(), "vmm_config_set_cpus: config is NULL");
   EXPECT_EQ(vmm_config_set_console_none(nullptr), VMM_EINVAL);
   EXPECT_STREQ(vmm_last_error(), "vmm_config_set_console_none: config is NULL");
+  EXPECT_EQ(vmm_config_set_debug_exit(nullptr, true), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_debug_exit: config is NULL");
 }
 
 TEST(CApi, AFailedSetterLeavesTheConfigAsItWas) {
@@ -248,6 +250,7 @@ TEST(CApi, GoodValuesAreAccepted) {
   EXPECT_EQ(vmm_config_set_memory_bytes(c, uint64_t{16} << 20), VMM_OK);
   EXPECT_EQ(vmm_config_set_timeout(c, 5), VMM_OK);
   EXPECT_EQ(vmm_config_set_seccomp(c, false), VMM_OK);
+  EXPECT_EQ(vmm_config_set_debug_exit(c, true), VMM_OK);
   EXPECT_EQ(vmm_config_add_disk(c, "/x.img", true, "exactly-20-bytes-id!"), VMM_OK);
   EXPECT_EQ(vmm_config_add_disk_snapshot(c, "/y.img", "base", VMM_DISK_SNAPSHOT_FILE), VMM_OK);
   EXPECT_EQ(vmm_config_add_disk_snapshot(c, "/z.img", nullptr, VMM_DISK_SNAPSHOT_MEMORY), VMM_OK);
@@ -552,6 +555,7 @@ class CApiGuest : public ::testing::Test {
     EXPECT_EQ(vmm_config_set_cmdline(config.get(), cmdline.c_str()), VMM_OK);
     EXPECT_EQ(vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20), VMM_OK);
     EXPECT_EQ(vmm_config_set_timeout(config.get(), timeout), VMM_OK);
+    EXPECT_EQ(vmm_config_set_debug_exit(config.get(), true), VMM_OK);
     EXPECT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
     vmm_machine* machine = nullptr;
     EXPECT_EQ(vmm_machine_create(config.get(), &machine), VMM_OK) << vmm_last_error();
@@ -680,6 +684,7 @@ TEST_F(CApiGuest, ConsoleToAFileAndToAnFd) {
     ConfigPtr config = new_config();
     vmm_config_set_kernel(config.get(), hello_image().c_str());
     vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20);
+    vmm_config_set_debug_exit(config.get(), true);
     ASSERT_EQ(to_fd ? vmm_config_set_console_fd(config.get(), fd)
                     : vmm_config_set_console_file(config.get(), file_path.c_str()),
               VMM_OK);
@@ -717,6 +722,7 @@ TEST_F(CApiGuest, SeveralMachinesFromSeveralThreads) {
       vmm_config_set_kernel(config.get(), hello_image().c_str());
       vmm_config_set_memory_bytes(config.get(), uint64_t{64} << 20);
       vmm_config_set_cmdline(config.get(), ("exit=" + std::to_string(10 + i)).c_str());
+      vmm_config_set_debug_exit(config.get(), true);
       vmm_config_set_console_callback(config.get(), &Console::append, &result.console);
       vmm_machine* raw = nullptr;
       result.create = vmm_machine_create(config.get(), &raw);
@@ -773,6 +779,7 @@ TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
     ASSERT_EQ(vmm_config_set_kernel(config.get(), guest_image("compute").c_str()), VMM_OK);
     ASSERT_EQ(vmm_config_set_cmdline(config.get(), "console=ttyS0"), VMM_OK);
     ASSERT_EQ(vmm_config_set_memory_bytes(config.get(), uint64_t{32} << 20), VMM_OK);
+    ASSERT_EQ(vmm_config_set_debug_exit(config.get(), true), VMM_OK);
     ASSERT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
     vmm_machine* raw = nullptr;
     ASSERT_EQ(vmm_machine_create(config.get(), &raw), VMM_OK) << vmm_last_error();
@@ -796,6 +803,7 @@ TEST_F(CApiGuest, ARestoredGuestCarriesOnWhereItWasSnapshotted) {
   Console console;
   ConfigPtr config = new_config();
   ASSERT_EQ(vmm_config_set_console_callback(config.get(), &Console::append, &console), VMM_OK);
+  ASSERT_EQ(vmm_config_set_debug_exit(config.get(), true), VMM_OK);  // the restorer's choice
   vmm_machine* raw = nullptr;
   ASSERT_EQ(vmm_machine_restore(path.c_str(), config.get(), &raw), VMM_OK) << vmm_last_error();
   MachinePtr machine(raw);

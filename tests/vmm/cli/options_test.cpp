@@ -164,6 +164,20 @@ TEST(Options, SeccompIsOnUnlessTurnedOff) {
   EXPECT_NE(parse({"--help"}).output.find("--seccomp"), std::string::npos);
 }
 
+TEST(Options, DebugExitOnlyWhenAskedFor) {
+  EXPECT_FALSE(parse({"--kernel", "/k"}).options->machine.debug_exit);
+  EXPECT_TRUE(parse({"--kernel", "/k", "--debug-exit"}).options->machine.debug_exit);
+  const auto restore = parse({"--restore", "/snap", "--debug-exit"});
+  ASSERT_TRUE(restore.options) << restore.error;
+  EXPECT_TRUE(restore.options->restore->debug_exit);
+  EXPECT_FALSE(parse({"--restore", "/snap"}).options->restore->debug_exit);
+  const std::string help = parse({"--help"}).output;
+  EXPECT_NE(help.find("--debug-exit"), std::string::npos);
+  EXPECT_NE(help.find("chooses vmm's exit status"), std::string::npos);
+  // vmm run's command reports its own status.
+  EXPECT_EQ(parse({"run", "--debug-exit", "--", "true"}).exit_status, kExitStatusUsage);
+}
+
 TEST(Options, Version) {
   auto result = parse({"--version"});
   EXPECT_FALSE(result.options);

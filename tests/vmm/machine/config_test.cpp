@@ -150,6 +150,30 @@ TEST(ValidateConfig, Shares) {
   expect_refused(blk_tag, "tag= is for fs devices");
 }
 
+TEST(ValidateConfig, EveryKindOfVirtioDeviceCountsTowardTheInterruptLines) {
+  auto c = good();
+  c.disks.push_back({"/a.img", true, ""});
+  c.nets.push_back({"tap0", std::nullopt});
+  c.vsock = VsockConfig{3, "/run/v.sock"};
+  c.shares.push_back({.host_dir = "/srv", .tag = "a"});
+  c.vhost_user.push_back({.type = VhostUserConfig::Type::kBlock, .socket_path = "/run/b.sock"});
+  c.console.enabled = true;
+  c.serial.mode = SerialConfig::Mode::kNone;  // the console has the terminal
+  EXPECT_EQ(virtio_device_count(c), 6u);
+  c.disks.resize(kMaxVirtioDevices - 5, DiskConfig{"/a.img", true, ""});
+  EXPECT_NO_THROW(validate_config(c));
+  // One more of any kind would have a GSI past the IOAPIC's pins; the vsock was the one that
+  // slipped through before it was counted.
+  auto with_disk = c;
+  with_disk.disks.push_back({"/a.img", true, ""});
+  expect_refused(with_disk, "at most 18 virtio devices");
+  auto full_of_disks = good();
+  full_of_disks.disks.assign(kMaxVirtioDevices, DiskConfig{"/a.img", true, ""});
+  EXPECT_NO_THROW(validate_config(full_of_disks));
+  full_of_disks.vsock = VsockConfig{3, "/run/v.sock"};
+  expect_refused(full_of_disks, "--vsock/--share/--vhost-user/--console: 19 devices");
+}
+
 TEST(ValidateConfig, Command) {
   auto c = good();
   c.serial.mode = SerialConfig::Mode::kNone;

@@ -117,6 +117,7 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
   c.timeout_seconds = 9;
   const json response = respond(R"({"command":"config"})", target);
   EXPECT_EQ(response["ok"], true);
+  c.debug_exit = true;
   EXPECT_EQ(response["config"], json::parse(R"({
     "kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0", "cpus": 2,
     "memory_bytes": 67108864,
@@ -124,7 +125,8 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
     "nets": [{"tap": "tap0", "mac": "02:00:00:00:00:01"}, {"tap": "tap1", "mac": null}],
     "vsock": {"guest_cid": 7, "uds_path": "/run/v.sock"},
     "serial": {"mode": "file", "path": "/log"},
-    "api_socket": "/run/api.sock", "timeout_seconds": 9, "seccomp": true})"));
+    "api_socket": "/run/api.sock", "timeout_seconds": 9, "seccomp": true,
+    "debug_exit": true})"));
 }
 
 TEST(ControlProtocol, ConfigWithoutOptionalPartsAndWithUnprintableBytes) {

@@ -163,6 +163,11 @@ struct RestoreConfig {
   std::optional<VsockConfig> vsock;
   // As in MachineConfig; never taken from the snapshot.
   SerialConfig serial;
+  // The test-guest exit port (I/O port 0xf4): a byte V written there stops the machine with
+  // MachineExit::kDebugExit and vmm's exit status V, so the guest chooses the status. Off by
+  // default: an untrusted guest must not pass for a timeout (124) or a stop (5); without it a write
+  // to 0xf4 is an unhandled port like any other.
+  bool debug_exit = false;
   std::string api_socket;
   uint32_t timeout_seconds = 0;
   bool seccomp = true;
@@ -170,8 +175,8 @@ struct RestoreConfig {
 };
 
 // A restore of `snapshot_dir` with what `config` sets: its console, control socket, timeout,
-// seccomp and KVM device, and its disks, NICs and vsock where it has any (how the vmm command's
-// --restore and the C API take their options). The rest of `config` is unused.
+// seccomp, KVM device and debug-exit port, and its disks, NICs and vsock where it has any (how the
+// vmm command's --restore and the C API take their options). The rest of `config` is unused.
 RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfig& config);
 
 // Where Debian keeps virtiofsd: its own package (Debian 13 on), then QEMU's (Debian 12).
@@ -182,6 +187,9 @@ inline constexpr size_t kMaxShareTagBytes = 36;
 
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
+  // Not recorded in a snapshot: whether the guest may choose vmm's exit status is the restoring
+  // process's choice, never the snapshot file's.
+  bool debug_exit = false;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
 inline constexpr uint32_t kMaxCpus = 254;
 // VIRTIO_BLK_ID_BYTES: the ID field of a virtio-blk GET_ID request.

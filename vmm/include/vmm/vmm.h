@@ -50,7 +50,8 @@ typedef enum vmm_exit_reason {
   VMM_EXIT_POWEROFF = 0,   /* guest ACPI poweroff: status 0 */
   VMM_EXIT_REBOOT = 1,     /* guest reboot or reset: status 3 */
   VMM_EXIT_PANIC = 2,      /* guest panic reported through pvpanic: status 4 */
-  VMM_EXIT_DEBUG_EXIT = 3, /* a test guest wrote V to the debug-exit port (0xf4): status V */
+  VMM_EXIT_DEBUG_EXIT = 3, /* a test guest wrote V to the debug-exit port: status V (only with
+                              vmm_config_set_debug_exit) */
   VMM_EXIT_TIMEOUT = 4,    /* the configured timeout expired: status 124 */
   VMM_EXIT_STOPPED = 5,    /* vmm_machine_stop() or the control socket's stop: status 5 */
   VMM_EXIT_ERROR = 6,      /* the VMM failed or the guest could not be run: status 1 */
@@ -85,9 +86,9 @@ VMM_API const char* vmm_last_error(void);
 
 /* ---- Configuration ----
  * A new config has the vmm command's defaults: 1 vCPU, 512 MiB, a composed kernel command line
- * (see vmm_config_set_append), console on stdio, no disks, NICs, vsock, control socket or timeout,
- * and an initramfs built for a disk without an initrd. Setters copy their strings,
- * check what can be checked on its own and leave the config unchanged when they fail. */
+ * (see vmm_config_set_append), console on stdio, no disks, NICs, vsock, control socket, timeout
+ * or debug-exit port, and an initramfs built for a disk without an initrd. Setters copy their
+ * strings, check what can be checked on its own and leave the config unchanged when they fail. */
 VMM_API vmm_config* vmm_config_new(void);         /* NULL only when out of memory */
 VMM_API void vmm_config_free(vmm_config* config); /* NULL is fine */
 
@@ -112,6 +113,10 @@ VMM_API vmm_status vmm_config_set_timeout(vmm_config* config, uint32_t seconds);
 /* Whether the machine's threads run under seccomp allow-lists (default: true). They are per
  * thread: the calling application's threads are never filtered. Off only for debugging. */
 VMM_API vmm_status vmm_config_set_seccomp(vmm_config* config, bool enabled);
+/* The test-guest exit port (I/O port 0xf4): a byte V written there ends the machine with
+ * VMM_EXIT_DEBUG_EXIT and exit status V, so the guest chooses the status. Default false: without
+ * it the port is not there (trusted test guests only). */
+VMM_API vmm_status vmm_config_set_debug_exit(vmm_config* config, bool enabled);
 /* Another KVM device than /dev/kvm. */
 VMM_API vmm_status vmm_config_set_kvm_device(vmm_config* config, const char* path);
 
@@ -194,12 +199,12 @@ VMM_API vmm_status vmm_machine_snapshot(vmm_machine* machine, const char* dir, b
  * mapped copy-on-write from the snapshot, so machines restored from one snapshot share the pages
  * none of them wrote; the guest's clock jumps forward by the time since the snapshot.
  * `config` (NULL: a new config's defaults) gives what the restoring process chooses: the console,
- * control socket, timeout, seccomp and KVM device, and, to replace the snapshot's, its disks,
- * NICs and vsock (as many disks and NICs as the snapshot's guest has, each disk of the same size;
- * none added: the snapshot's). The rest comes from the snapshot: a config whose kernel, initrd,
- * command line, modules, CPUs or memory were set is refused (VMM_EINVAL). VMM_EINVAL also for a
- * snapshot that is missing, corrupt, from another vmm version or CPU, or whose disks don't fit;
- * VMM_EKVM for the KVM device. */
+ * control socket, timeout, seccomp, KVM device and debug-exit port, and, to replace the
+ * snapshot's, its disks, NICs and vsock (as many disks and NICs as the snapshot's guest has, each
+ * disk of the same size; none added: the snapshot's). The rest comes from the snapshot: a config
+ * whose kernel, initrd, command line, modules, CPUs or memory were set is refused (VMM_EINVAL).
+ * VMM_EINVAL also for a snapshot that is missing, corrupt, from another vmm version or CPU, or
+ * whose disks don't fit; VMM_EKVM for the KVM device. */
 VMM_API vmm_status vmm_machine_restore(const char* dir, const vmm_config* config,
                                        vmm_machine** out);
 
