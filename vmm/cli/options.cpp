@@ -631,6 +631,11 @@ void add_machine_options(CLI::App& app, Options& options, MachineArgs& args, boo
       ->type_name("on|off")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  if (!run) {
+    app.add_flag("--debug-exit", machine.debug_exit,
+                 "Test guests: a byte V written to I/O port 0xf4 ends vmm with exit status V (the "
+                 "guest then chooses vmm's exit status; trusted guests only)");
+  }
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->type_name("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
@@ -654,11 +659,6 @@ std::optional<std::string> apply_machine_args(const MachineArgs& args, Options& 
     if (!machine.append.empty()) {
       return "--append and --cmdline: --cmdline replaces the whole command line, --append's "
              "words included; give one of them";
-  if (!run) {
-    app.add_flag("--debug-exit", machine.debug_exit,
-                 "Test guests: a byte V written to I/O port 0xf4 ends vmm with exit status V (the "
-                 "guest then chooses vmm's exit status; trusted guests only)");
-  }
     }
     machine.cmdline = args.cmdline;
   }

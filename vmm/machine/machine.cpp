@@ -1056,6 +1056,7 @@ MachineConfig restored_config(const RestoreConfig& restore, const SnapshotManife
   config.timeout_seconds = restore.timeout_seconds;
   config.seccomp = restore.seccomp;
   config.kvm_device = restore.kvm_device;
+  config.debug_exit = restore.debug_exit;
   // Nothing is booted: the kernel and initramfs are in the restored RAM.
   config.build_initramfs = false;
   config.initrd_path.clear();
@@ -1121,7 +1122,6 @@ std::unique_ptr<Machine> Machine::create(const MachineConfig& config) {
       config, std::move(host),
       GuestMemory::allocate(config.memory_bytes, shared_ram ? GuestMemory::Backing::kMemfd
                                                             : GuestMemory::Backing::kAuto));
-  config.debug_exit = restore.debug_exit;
   impl->assemble();
   if (!config.api_socket.empty()) {
     impl->control = std::make_unique<ControlServer>(config.api_socket, *impl);

@@ -115,9 +115,9 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
   c.serial.path = "/log";
   c.api_socket = "/run/api.sock";
   c.timeout_seconds = 9;
+  c.debug_exit = true;
   const json response = respond(R"({"command":"config"})", target);
   EXPECT_EQ(response["ok"], true);
-  c.debug_exit = true;
   EXPECT_EQ(response["config"], json::parse(R"({
     "kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0", "cpus": 2,
     "memory_bytes": 67108864,

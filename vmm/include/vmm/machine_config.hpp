@@ -148,6 +148,11 @@ struct MachineConfig {
   // under a vCPU thread's filter (it may write to fds, lock, allocate).
   bool seccomp = true;
   std::string kvm_device = "/dev/kvm";
+  // The test-guest exit port (I/O port 0xf4): a byte V written there stops the machine with
+  // MachineExit::kDebugExit and vmm's exit status V, so the guest chooses the status. Off by
+  // default: an untrusted guest must not pass for a timeout (124) or a stop (5); without it a write
+  // to 0xf4 is an unhandled port like any other.
+  bool debug_exit = false;
 };
 
 // What Machine::restore() needs: a snapshot directory (Machine::snapshot) and what the restoring
@@ -163,15 +168,13 @@ struct RestoreConfig {
   std::optional<VsockConfig> vsock;
   // As in MachineConfig; never taken from the snapshot.
   SerialConfig serial;
-  // The test-guest exit port (I/O port 0xf4): a byte V written there stops the machine with
-  // MachineExit::kDebugExit and vmm's exit status V, so the guest chooses the status. Off by
-  // default: an untrusted guest must not pass for a timeout (124) or a stop (5); without it a write
-  // to 0xf4 is an unhandled port like any other.
-  bool debug_exit = false;
   std::string api_socket;
   uint32_t timeout_seconds = 0;
   bool seccomp = true;
   std::string kvm_device = "/dev/kvm";
+  // Not recorded in a snapshot: whether the guest may choose vmm's exit status is the restoring
+  // process's choice, never the snapshot file's.
+  bool debug_exit = false;
 };
 
 // A restore of `snapshot_dir` with what `config` sets: its console, control socket, timeout,
@@ -187,9 +190,6 @@ inline constexpr size_t kMaxShareTagBytes = 36;
 
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
-  // Not recorded in a snapshot: whether the guest may choose vmm's exit status is the restoring
-  // process's choice, never the snapshot file's.
-  bool debug_exit = false;
 // The MADT describes CPUs with xAPIC entries (8-bit APIC IDs; 0xff is broadcast).
 inline constexpr uint32_t kMaxCpus = 254;
 // VIRTIO_BLK_ID_BYTES: the ID field of a virtio-blk GET_ID request.
