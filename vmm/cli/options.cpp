@@ -17,6 +17,7 @@
 #include "base/util/mac_address.hpp"
 #include "base/util/size.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/machine/rate_limit_keys.hpp"
 
 namespace vmm::cli {
 
@@ -54,6 +55,11 @@ device; options after the path, comma-separated:
                    $TMPDIR; mem: in memory); the image is only read: many vmm can boot it at once
   serial=ID        the disk's ID as the guest reads it (/sys/block/vda/serial), up to 20 bytes
   io=MODE          auto (default: io_uring, else a thread pool), io_uring, or threads
+  bw=RATE          a rate limit: bytes read or written a second (10M); bw_burst=SIZE, the most
+                   that goes at once after an idle spell (default: a second's worth)
+  iops=N           a rate limit: requests a second; iops_burst=N as above
+                   A guest over its limit waits (nothing is refused); the control socket's
+                   set-rate-limit changes the limits of a running machine.
 The guest sees size/512 sectors (a trailing partial sector is not visible). vmm locks each image
 as QEMU does: an image another vmm or QEMU writes is refused (even readonly=on), and so is writing
 one they read.
@@ -62,7 +68,9 @@ NICs are virtio-net devices on virtio-mmio (modules virtio_mmio and virtio_net i
 each over a tap device: --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. vmm attaches to an existing tap
 (create one for your user: ip tuntap add tap0 mode tap user $USER; ip link set tap0 up), or creates
 it when it runs with CAP_NET_ADMIN. Without mac=, the guest gets a stable locally administered
-address derived from the tap's name. scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
+address derived from the tap's name. Rate limits, as for disks, on what the guest receives
+(rx_bw=, rx_bw_burst=, rx_iops=, rx_iops_burst=: packets) and sends (tx_...): a packet over the
+limit waits (received ones in the tap, sent ones in the guest's ring). scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
 
 --vsock cid=N,socket=PATH gives the guest a virtio-vsock device (module vmw_vsock_virtio_transport)
 with context ID N (3 or more). Host programs reach guest port P by connecting to the Unix socket
@@ -233,6 +241,19 @@ OptionPart split_part(const std::string& part) {
   return {part, part.substr(0, equals), part.substr(equals + 1)};
 }
 
+// A rate limit's key (rate_limit_keys) in `part` of --OPTION `text`: false if `key` is not one.
+// Its value is a size ("10M") or a count, never 0 (leaving the key out is unlimited).
+bool parse_rate_limit_part(const char* option, const std::string& text, const OptionPart& part,
+                           std::string_view prefix, RateLimitConfig& limit) {
+  const std::optional<uint64_t> amount = part.value ? parse_size(*part.value) : std::nullopt;
+  if (!set_rate_limit_field(limit, prefix, part.key, amount.value_or(0))) return false;
+  if (!amount || *amount == 0) {
+    fail("--{} {}: {} is not a positive amount a second (a count, or a size such as 10M)", option,
+         text, part.text);
+  }
+  return true;
+}
+
 }  // namespace
 
 DiskConfig parse_disk(const std::string& text) {
@@ -260,11 +281,11 @@ DiskConfig parse_disk(const std::string& text) {
       disk.io_engine = DiskConfig::IoEngine::kIoUring;
     } else if (key == "io" && value == "threads") {
       disk.io_engine = DiskConfig::IoEngine::kThreadPool;
-    } else {
+    } else if (!parse_rate_limit_part("disk", text, {part, key, value}, "", disk.rate_limit)) {
       fail(
           "--disk {}: unknown option '{}' (use readonly=on|off, snapshot=on|off|mem, serial=ID, "
-          "io=auto|io_uring|threads)",
-          text, part);
+          "io=auto|io_uring|threads, {})",
+          text, part, rate_limit_keys(""));
     }
   }
   return disk;
@@ -279,8 +300,10 @@ NetConfig parse_net(const std::string& text) {
     } else if (key == "mac" && value) {
       net.mac = parse_mac(*value);
       if (!net.mac) fail("--net {}: mac={} is not a MAC address (XX:XX:XX:XX:XX:XX)", text, *value);
-    } else {
-      fail("--net {}: unknown option '{}' (use tap=NAME, mac=XX:XX:XX:XX:XX:XX)", text, part);
+    } else if (!parse_rate_limit_part("net", text, {part, key, value}, "rx_", net.rx_rate_limit) &&
+               !parse_rate_limit_part("net", text, {part, key, value}, "tx_", net.tx_rate_limit)) {
+      fail("--net {}: unknown option '{}' (use tap=NAME, mac=XX:XX:XX:XX:XX:XX, {}, {})", text,
+           part, rate_limit_keys("rx_"), rate_limit_keys("tx_"));
     }
   }
   if (net.tap.empty()) fail("--net {}: needs tap=NAME", text);

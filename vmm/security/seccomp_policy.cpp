@@ -147,7 +147,9 @@ std::vector<SyscallRule> seccomp_policy(ThreadKind kind) {
                     SCMP_SYS(accept4), SCMP_SYS(connect), SCMP_SYS(recvfrom), SCMP_SYS(sendto),
                     SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(shutdown),
                     // vhost-user: waiting (bounded) for a backend's reply
-                    SCMP_SYS(poll), SCMP_SYS(ppoll)});
+                    SCMP_SYS(poll), SCMP_SYS(ppoll),
+                    // a disk's or NIC's rate limit arms its timer
+                    SCMP_SYS(timerfd_settime)});
       policy.allow_arg(SCMP_SYS(socket), 0, {AF_UNIX});
       policy.allow_ioctls({KVM_IRQ_LINE,              // console input raises the UART's interrupt
                            KVM_GET_REGS,              // where the vCPUs were when --timeout expired

@@ -126,6 +126,43 @@ TEST(Options, NicsInOrder) {
   EXPECT_EQ(nets[1].mac, (std::array<uint8_t, 6>{2, 0, 0, 0, 0, 0x0a}));
 }
 
+TEST(Options, RateLimitsOnDisksAndNics) {
+  auto result =
+      parse({"--kernel", "/k", "--disk", "/a.img,bw=10M,iops=500,bw_burst=1M,iops_burst=50",
+             "--net", "tap=tap0,rx_bw=1G,tx_iops=1000,tx_iops_burst=10"});
+  ASSERT_TRUE(result.options) << result.error;
+  const RateLimitConfig disk = result.options->machine.disks[0].rate_limit;
+  EXPECT_EQ(disk, (RateLimitConfig{.bytes_per_second = 10 << 20,
+                                   .bytes_burst = 1 << 20,
+                                   .ops_per_second = 500,
+                                   .ops_burst = 50}));
+  const NetConfig& net = result.options->machine.nets[0];
+  EXPECT_EQ(net.rx_rate_limit, RateLimitConfig{.bytes_per_second = 1ull << 30});
+  EXPECT_EQ(net.tx_rate_limit, (RateLimitConfig{.ops_per_second = 1000, .ops_burst = 10}));
+  EXPECT_EQ(parse({"--kernel", "/k", "--disk", "/b.img"}).options->machine.disks[0].rate_limit,
+            RateLimitConfig{});
+}
+
+TEST(Options, RateLimitsRefuseZeroGarbageAndUnknownKeys) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--disk", "/a.img,bw=0"}, "--disk /a.img,bw=0: bw=0 is not a positive amount a second"},
+      {{"--disk", "/a.img,iops=fast"}, "--disk /a.img,iops=fast: iops=fast is not a positive"},
+      {{"--disk", "/a.img,bw"}, "--disk /a.img,bw: bw is not a positive amount"},
+      {{"--disk", "/a.img,rx_bw=1M"}, "unknown option 'rx_bw=1M' (use readonly=on|off"},
+      {{"--net", "tap=t,tx_bw=-1"}, "--net tap=t,tx_bw=-1: tx_bw=-1 is not a positive amount"},
+      {{"--net", "tap=t,bw=1M"},
+       "unknown option 'bw=1M' (use tap=NAME, mac=XX:XX:XX:XX:XX:XX, "
+       "rx_bw=, rx_bw_burst=, rx_iops=, rx_iops_burst=, tx_bw="},
+  };
+  for (const auto& [args, message] : cases) {
+    std::vector<std::string> argv{"--kernel", "/k"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto result = parse(argv);
+    EXPECT_FALSE(result.options) << args[1];
+    EXPECT_NE(result.error.find(message), std::string::npos) << result.error;
+  }
+}
+
 TEST(Options, Vsock) {
   auto result = parse({"--kernel", "/k", "--vsock", "cid=42,socket=/tmp/v.sock"});
   ASSERT_TRUE(result.options) << result.error;

@@ -38,6 +38,18 @@ struct VsockConfig {
 };
 
 // A virtio-blk disk backed by a raw image file (or a block device).
+// A device's rate limit (token buckets, Firecracker's model): bytes and operations (a disk's
+// requests, a NIC's packets) a second, each with a burst, the most that may go at once after an
+// idle spell. A rate of 0 leaves that side unlimited; a burst of 0 is one second's worth of the
+// rate. A guest over its budget waits: its requests or packets stay in its rings, none is dropped.
+struct RateLimitConfig {
+  uint64_t bytes_per_second = 0;
+  uint64_t bytes_burst = 0;
+  uint64_t ops_per_second = 0;
+  uint64_t ops_burst = 0;
+  bool operator==(const RateLimitConfig&) const = default;
+};
+
 struct DiskConfig {
   // How requests reach the image: io_uring where the kernel allows it, else a thread pool.
   enum class IoEngine { kAuto, kIoUring, kThreadPool };
@@ -55,6 +67,7 @@ struct DiskConfig {
   std::string serial;      // what the guest reads as the disk's ID; at most kMaxDiskSerialBytes
   IoEngine io_engine = IoEngine::kAuto;
   Snapshot snapshot = Snapshot::kOff;
+  RateLimitConfig rate_limit{};  // data read or written; requests of any kind
 };
 
 // A virtio-net NIC backed by a tap device.
@@ -62,6 +75,8 @@ struct NetConfig {
   std::string tap;  // an existing tap (created when vmm has CAP_NET_ADMIN)
   // Unset: a stable locally administered address derived from the tap's name.
   std::optional<std::array<uint8_t, 6>> mac;
+  RateLimitConfig rx_rate_limit{};  // frames the guest receives
+  RateLimitConfig tx_rate_limit{};  // frames the guest sends (waiting in its transmit ring)
 };
 
 // A host directory the guest mounts with `mount -t virtiofs TAG DIR`: a virtio-fs device whose
