@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "base/memory/layout.hpp"
@@ -15,15 +16,6 @@
 namespace vmm::boot {
 
 namespace {
-
-// What the rest of loading needs to know about a kernel once it is in memory.
-struct LoadedKernel {
-  BootEntry::Mode mode;
-  uint64_t entry;
-  uint64_t start;
-  uint64_t end;
-  SetupHeader header;  // the zero page's header (64-bit entry only)
-};
 
 LoadedKernel load_bzimage(const GuestMemory& memory, std::span<const uint8_t> bytes,
                           const std::string& name) {
@@ -82,39 +74,45 @@ BootEntry load_kernel(const GuestMemory& memory, const KernelLoadConfig& config)
                                              .rsdp_address = config.rsdp_address});
 }
 
-BootEntry load_kernel(const GuestMemory& memory, const KernelLoadInput& input) {
-  const std::string& kernel_name = input.kernel_name;
-  LoadedKernel kernel;
-  if (looks_like_elf(input.kernel)) {
-    kernel = load_vmlinux(memory, input.kernel, kernel_name);
-  } else if (looks_like_bzimage(input.kernel)) {
-    kernel = load_bzimage(memory, input.kernel, kernel_name);
-  } else {
-    fail("{}: not a Linux kernel (neither a bzImage nor an ELF vmlinux)", kernel_name);
-  }
+LoadedKernel load_kernel_image(const GuestMemory& memory, std::span<const uint8_t> kernel,
+                               const std::string& name) {
+  if (looks_like_elf(kernel)) return load_vmlinux(memory, kernel, name);
+  if (looks_like_bzimage(kernel)) return load_bzimage(memory, kernel, name);
+  fail("{}: not a Linux kernel (neither a bzImage nor an ELF vmlinux)", name);
+}
 
+BootLayout write_boot_info(const GuestMemory& memory, const LoadedKernel& kernel,
+                           const KernelLoadInput& input, uint64_t initrd_size) {
   BootInfo info;
   write_cmdline(memory, input.cmdline, kernel.header.cmdline_size);
   info.cmdline_address = layout::kCmdline;
   info.rsdp_address = input.rsdp_address;
-  if (!input.initrd.empty()) {
+  if (initrd_size != 0) {
     info.initrd_address =
-        place_initrd(input.initrd.size(), kernel.header.initrd_addr_max, memory.low_ram_end(),
-                     kernel.start, kernel.end, input.initrd_name);
-    info.initrd_size = input.initrd.size();
-    memory.write_or_throw(info.initrd_address, input.initrd, input.initrd_name);
+        place_initrd(initrd_size, kernel.header.initrd_addr_max, memory.low_ram_end(), kernel.start,
+                     kernel.end, input.initrd_name);
+    info.initrd_size = initrd_size;
   }
   info.e820 = build_e820_map(memory);
 
   if (kernel.mode == BootEntry::Mode::kPvh32) {
     write_pvh_start_info(memory, info);
-    return {kernel.mode, kernel.entry, layout::kPvhStartInfo};
+    return {{kernel.mode, kernel.entry, layout::kPvhStartInfo}, std::move(info)};
   }
   const BootParams params = build_zero_page(kernel.header, info);
   if (!memory.write_obj(layout::kZeroPage, params)) {
     fail("the zero page does not fit in guest memory at {:#x}", layout::kZeroPage);
   }
-  return {kernel.mode, kernel.entry, layout::kZeroPage};
+  return {{kernel.mode, kernel.entry, layout::kZeroPage}, std::move(info)};
+}
+
+BootEntry load_kernel(const GuestMemory& memory, const KernelLoadInput& input) {
+  const LoadedKernel kernel = load_kernel_image(memory, input.kernel, input.kernel_name);
+  const BootLayout boot = write_boot_info(memory, kernel, input, input.initrd.size());
+  if (!input.initrd.empty()) {
+    memory.write_or_throw(boot.info.initrd_address, input.initrd, input.initrd_name);
+  }
+  return boot.entry;
 }
 
 BootCpuState boot_cpu_state(const GuestMemory& memory, const BootEntry& entry) {

@@ -50,6 +50,20 @@ void remove_stale_socket(const std::string& path, const sockaddr_un& address) {
 
 }  // namespace
 
+bool ControlSession::receive(std::string_view bytes) {
+  if (framer_.overflowed()) return false;
+  const bool within_bound = framer_.feed(bytes, [this](std::string_view line) {
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank line
+    output_ += handle_control_request(line, target_);
+    output_ += '\n';
+  });
+  if (!within_bound) {
+    output_ += oversized_request_response();
+    output_ += '\n';
+  }
+  return within_bound;
+}
+
 ControlServer::ControlServer(std::string path, ControlTarget& target)
     : path_(std::move(path)), target_(target) {
   const sockaddr_un address = socket_address(path_);
@@ -110,7 +124,7 @@ void ControlServer::accept_clients() {
     }
     const int raw = fd.get();
     loop_.add(raw, EPOLLIN, [this, raw](uint32_t events) { on_client(raw, events); });
-    clients_.emplace(raw, Client{std::move(fd), {}, {}});
+    clients_.emplace(raw, Client{std::move(fd), ControlSession(target_)});
   }
 }
 
@@ -133,50 +147,26 @@ void ControlServer::on_client(int fd, uint32_t events) {
         disconnect(fd);
         return;
       }
-      client.in.append(buffer.data(), static_cast<size_t>(n));
-      if (!serve_lines(client)) {
+      const bool keep = client.session.receive({buffer.data(), static_cast<size_t>(n)});
+      if (!flush(client) || !keep) {
         disconnect(fd);
         return;
       }
     }
   }
-  loop_.modify(fd, client.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
-}
-
-bool ControlServer::serve_lines(Client& client) {
-  size_t start = 0;
-  while (true) {
-    const size_t end = client.in.find('\n', start);
-    if (end == std::string::npos) break;
-    const std::string_view line(client.in.data() + start, end - start);
-    start = end + 1;
-    if (line.size() > kMaxControlRequestBytes) {
-      client.out += oversized_request_response() + "\n";
-      flush(client);
-      return false;
-    }
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank line
-    client.out += handle_control_request(line, target_) + "\n";
-  }
-  client.in.erase(0, start);
-  if (client.in.size() > kMaxControlRequestBytes) {
-    client.out += oversized_request_response() + "\n";
-    flush(client);
-    return false;
-  }
-  return flush(client);
+  loop_.modify(fd, client.session.output().empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
 }
 
 bool ControlServer::flush(Client& client) {
-  while (!client.out.empty()) {
-    const ssize_t n =
-        ::send(client.fd.get(), client.out.data(), client.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  std::string& out = client.session.output();
+  while (!out.empty()) {
+    const ssize_t n = ::send(client.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) break;
     if (n <= 0) return false;
-    client.out.erase(0, static_cast<size_t>(n));
+    out.erase(0, static_cast<size_t>(n));
   }
-  return client.out.size() <= kMaxPendingResponseBytes;
+  return out.size() <= kMaxPendingResponseBytes;
 }
 
 void ControlServer::disconnect(int fd) {

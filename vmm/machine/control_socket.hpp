@@ -4,13 +4,38 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "base/event/event_loop.hpp"
 #include "base/util/unique_fd.hpp"
 #include "vmm/machine/control_protocol.hpp"
+#include "vmm/machine/line_framer.hpp"
 
 namespace vmm {
+
+// One client's side of the control protocol, without its socket: request bytes in, response
+// lines out. The server feeds it what it reads and sends what it answers.
+class ControlSession {
+ public:
+  explicit ControlSession(ControlTarget& target) : target_(target) {}
+
+  // Answers each request line that `bytes` completes (a blank line gets no answer), appending
+  // the responses to output(), one line each. False once the client sent a line longer than
+  // kMaxControlRequestBytes: the refusal is then the last response, and the client is to be
+  // disconnected once it is sent.
+  bool receive(std::string_view bytes);
+
+  // Responses not yet sent; the server erases what it sends.
+  std::string& output() { return output_; }
+  // Bytes of an unfinished request held (at most kMaxControlRequestBytes).
+  size_t buffered_input() const { return framer_.buffered(); }
+
+ private:
+  ControlTarget& target_;
+  LineFramer framer_{kMaxControlRequestBytes};
+  std::string output_;
+};
 
 // Serves the control protocol (control_protocol.hpp) on a Unix stream socket, on a thread of its
 // own: a pause parks the machine's event loop, and the socket must still answer "resume" then.
@@ -28,15 +53,13 @@ class ControlServer {
  private:
   struct Client {
     UniqueFd fd;
-    std::string in;   // bytes received, not yet a whole line
-    std::string out;  // responses not yet sent
+    ControlSession session;
   };
 
   void accept_clients();
   void on_client(int fd, uint32_t events);
-  // Answers every whole line in `in`; false when the client must be disconnected.
-  bool serve_lines(Client& client);
-  // Sends what it can of `out` without blocking; false when the client is gone or hopeless.
+  // Sends what it can of the client's responses without blocking; false when the client is
+  // gone or hopeless.
   bool flush(Client& client);
   void disconnect(int fd);
 

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
 #include "base/util/error.hpp"
 #include "base/util/unique_fd.hpp"
@@ -79,6 +80,48 @@ std::string read_line(int fd) {
 json request(int fd, std::string_view line) {
   send_all(fd, std::string(line) + "\n");
   return json::parse(read_line(fd), nullptr, false);
+}
+
+// The responses in `output`, one per line.
+std::vector<json> responses(const std::string& output) {
+  std::vector<json> parsed;
+  size_t start = 0;
+  for (size_t end = output.find('\n'); end != std::string::npos; end = output.find('\n', start)) {
+    parsed.push_back(json::parse(output.substr(start, end - start), nullptr, false));
+    start = end + 1;
+  }
+  EXPECT_EQ(start, output.size()) << "a response without its newline";
+  return parsed;
+}
+
+TEST(ControlSession, AnswersEachRequestLineOnceAndSkipsBlankOnes) {
+  FakeTarget target;
+  ControlSession session(target);
+  EXPECT_TRUE(session.receive("{\"command\":\"pause\"}\n \t\r\n\n{\"command\":\"sta"));
+  EXPECT_EQ(session.buffered_input(), 15u);
+  EXPECT_TRUE(session.receive("tus\"}\r\nnot json\n"));
+  EXPECT_EQ(session.buffered_input(), 0u);
+  const std::vector<json> answers = responses(session.output());
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[0]["state"], "paused");
+  EXPECT_EQ(answers[1]["uptime_ms"], 5);
+  EXPECT_EQ(answers[2]["ok"], false);
+}
+
+TEST(ControlSession, AnOversizedRequestIsRefusedOnceAndEndsTheSession) {
+  FakeTarget target;
+  ControlSession session(target);
+  EXPECT_TRUE(session.receive("{\"command\":\"status\"}\n"));
+  EXPECT_TRUE(session.receive(std::string(kMaxControlRequestBytes, 'x')));
+  EXPECT_EQ(session.buffered_input(), kMaxControlRequestBytes);
+  EXPECT_FALSE(session.receive("x\n{\"command\":\"stop\"}\n"));
+  EXPECT_FALSE(session.receive("{\"command\":\"stop\"}\n"));
+  EXPECT_EQ(session.buffered_input(), 0u);
+  const std::vector<json> answers = responses(session.output());
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0]["ok"], true);
+  EXPECT_NE(answers[1]["error"].get<std::string>().find("longer than"), std::string::npos);
+  EXPECT_EQ(target.state_, MachineState::kRunning) << "a request after the refusal was served";
 }
 
 class ControlSocket : public ::testing::Test {
