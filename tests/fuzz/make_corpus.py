@@ -549,6 +549,98 @@ def virtio_console():
     write("virtio_console", "single_port_reset", header + ops)
 
 
+# --- control_socket: the config's strings, then ops -------------------------------------------
+CS_CHUNK, CS_REQUEST, CS_RUN, CS_MACHINE, CS_SPLIT = range(5)
+# Indexes into kRequests (control_socket_fuzz.cpp).
+CS_STATUS, CS_PAUSE, CS_RESUME, CS_STOP, CS_CONFIG, CS_SNAPSHOT, CS_SNAPSHOT_PAUSED = range(7)
+CS_MAX_REQUEST = 64 * 1024
+
+
+def cs_config(*strings):
+    return b"".join(u8(len(s)) + s for s in strings)
+
+
+def cs_chunk(data):
+    return u8(CS_CHUNK) + u16(len(data)) + data
+
+
+def cs_requests(*which):
+    return b"".join(u8(CS_REQUEST) + u8(w) for w in which)
+
+
+def control_socket():
+    config = cs_config(b"/boot/vmlinuz", b"/boot/initrd.img", b"console=ttyS0", b"/var/disk.img",
+                       b"serial-1", b"tap0", b"/tmp/console.log", b"/run/vmm.sock")
+    write("control_socket", "every_command", config + cs_requests(*range(12)))
+    lines = b'{"command":"pause"}\n\n \t\r\n{"command":"status"}\r\n{"command":"resume"}\n'
+    write("control_socket", "pipelined_split",
+          config + u8(CS_SPLIT) + u8(2) + u16(len(lines)) + lines + cs_chunk(b'{"command":"sta') +
+          cs_chunk(b'tus"}\n'))
+    write("control_socket", "oversized_then_more",
+          config + cs_requests(CS_STATUS) + u8(CS_RUN) + u8(ord("x")) + u32(CS_MAX_REQUEST + 1) +
+          cs_requests(CS_STATUS))
+    write("control_socket", "exactly_the_bound",
+          config + u8(CS_RUN) + u8(ord(" ")) + u32(CS_MAX_REQUEST) + cs_chunk(b"\n") +
+          u8(CS_RUN) + u8(ord("a")) + u32(CS_MAX_REQUEST) + cs_chunk(b"\n") +
+          cs_requests(CS_STATUS))
+    write("control_socket", "failing_machine",
+          config + u8(CS_MACHINE) + u8(4 | 3) + cs_requests(CS_PAUSE, CS_SNAPSHOT, CS_STATUS) +
+          u8(CS_MACHINE) + u8(1) + cs_requests(CS_SNAPSHOT_PAUSED, CS_STATUS))
+    odd = cs_config(b"\xff\xfe/kernel", b"", b"quiet \xc3\x28", b"/d\x00isk", b"\x80", b"t\n",
+                    b"", b"/run/\xffsock")
+    write("control_socket", "odd_config",
+          odd + cs_requests(CS_CONFIG) + cs_chunk(b'\x00\xff{"command":"config"}\n[]\n"x"\n'))
+
+
+# --- boot_layout: RAM, initrd, cmdline, flags, then the kernel --------------------------------
+BL_PVH_EXTENT, BL_RSDP = 1, 2
+MIB, GIB = 1 << 20, 1 << 30
+
+
+def bl_ram(choice, size):
+    # The encoding's choice 0 is up to 64 MiB, 1 at the MMIO hole, 2 up to 8 GiB, 3 up to 1 TiB.
+    base = 3 * GIB - 64 * MIB if choice == 1 else 0
+    return u8(choice) + u64((size - base) // 4096 - 1)
+
+
+def bl_cmdline(line, length=None):
+    return u32(len(line) if length is None else length) + u8(len(line)) + line
+
+
+def bl_bzimage(relocatable, log2_align, pref, init_size, initrd_addr_max, cmdline_size):
+    return (u8(relocatable) + u8(log2_align) + u64(pref) + u32(init_size) + u32(initrd_addr_max) +
+            u32(cmdline_size))
+
+
+def bl_extent(pvh, start, length, initrd_addr_max, cmdline_size):
+    return u8(pvh) + u64(start) + u64(length) + u32(initrd_addr_max) + u32(cmdline_size)
+
+
+def boot_layout():
+    console = b"console=ttyS0 panic=-1"
+    write("boot_layout", "bzimage_256m_initrd",
+          bl_ram(2, 256 * MIB) + u8(1) + u64(16 * MIB) + bl_cmdline(console) + u8(BL_RSDP) +
+          bl_bzimage(1, 21, 16 * MIB, 32 * MIB, 0x7fffffff, 2047))
+    write("boot_layout", "bzimage_at_the_hole_big_initrd",
+          bl_ram(1, 3 * GIB + 16 * MIB) + u8(3) + u64(GIB) + bl_cmdline(console) + u8(0) +
+          bl_bzimage(0, 12, 0, 64 * MIB, 0xbfffffff, 255))
+    write("boot_layout", "pvh_6g_big_initrd",
+          bl_ram(3, 6 * GIB) + u8(3) + u64(512 * MIB) + bl_cmdline(b"root=/dev/vda ", 4000) +
+          u8(BL_PVH_EXTENT | BL_RSDP) + bl_extent(1, 16 * MIB, 40 * MIB, 0, 0xffff))
+    write("boot_layout", "vmlinux_64bit_16m",
+          bl_ram(0, 16 * MIB) + u8(1) + u64(4 * MIB) + bl_cmdline(console) + u8(BL_PVH_EXTENT) +
+          bl_extent(0, MIB, 8 * MIB, 0, 0xffff))
+    write("boot_layout", "longest_cmdline",
+          bl_ram(2, 64 * MIB) + u8(0) + u64(0) + bl_cmdline(b"a", 0xffff) + u8(0) +
+          bl_bzimage(1, 21, 16 * MIB, 8 * MIB, 0x7fffffff, 0xffffffff))
+    write("boot_layout", "initrd_fills_ram",
+          bl_ram(1, 3 * GIB) + u8(2) + u64(32 * MIB) + bl_cmdline(console) + u8(BL_PVH_EXTENT) +
+          bl_extent(1, MIB, 16 * MIB, 0xffffffff, 2047))
+    write("boot_layout", "tiny_ram",
+          bl_ram(0, 4096) + u8(1) + u64(4096) + bl_cmdline(console) + u8(0) +
+          bl_bzimage(1, 21, 16 * MIB, 8 * MIB, 0, 2047))
+
+
 def main():
     virtqueue()
     mmio_transport()
@@ -563,6 +655,8 @@ def main():
     cli()
     vhost_user_reply()
     virtio_console()
+    control_socket()
+    boot_layout()
     return 0
 
 
