@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals console"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals console jail"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -1219,6 +1219,65 @@ scenario_console() {
     result "$name" PASS "status=$status, the kernel's and the root init's messages on hvc0 once virtio_console loaded ($(grep -c . "$(logfile "$name")") lines), the early boot on ttyS0; $timing"
   fi
   rm -f "$img" "$serial"
+}
+
+# --jail: vmm boots the ticker guest confined (new namespaces, a tmpfs root with only its files,
+# uid/gid 1000, no capabilities, cgroup v2 limits, rlimits); L1 looks at the jailed vmm from outside
+# through /proc while the guest ticks, then stops it through the control socket, whose folder is
+# the one host folder the jail shows writable.
+JAIL_ID=1000
+scenario_jail() {
+  name=jail dir=/tmp/jail/vm1 sock=/tmp/jail-sock why=""
+  vmm_only "$name" "--jail is vmm's" || return
+  log=$(logfile "$name")
+  rm -rf /tmp/jail "$sock" && mkdir -p "$dir" "$sock" && chown "$JAIL_ID:$JAIL_ID" "$sock"
+  grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || { mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup; }
+  # The jail's user reaches KVM through its group, as a kvm group member would.
+  chgrp "$JAIL_ID" /dev/kvm && chmod g+rw /dev/kvm
+  with_l2_timeout 120
+  l2_start "$name" ticker 1 "--jail $dir,uid=$JAIL_ID,gid=$JAIL_ID,memory=1G,cpus=1.5,pids=64,nofile=256,fsize=1G --api-socket $sock/api.sock"
+  vpid=""
+  if ! wait_console "$log" "$pid" "VMM-L2-TICK 3 " "$L2_TIMEOUT"; then
+    why="the jailed guest printed no ticks"
+  else
+    # The jailed vmm: pid 2 of its PID namespace (NSpid: <L1's pid> 2); pid 1 is the jail's init.
+    for p in /proc/[0-9]*; do
+      grep -q '^Name:.vmm$' "$p/status" 2>/dev/null && grep -q '^NSpid:.*[^0-9]2$' "$p/status" && vpid=${p#/proc/}
+    done
+  fi
+  if [ -z "$why" ] && [ -z "$vpid" ]; then why="no jailed vmm process (NSpid ... 2) found"; fi
+  if [ -z "$why" ]; then
+    root=$(ls /proc/"$vpid"/root | tr '\n' ' ')
+    top=$(echo "$LAB_L2" | cut -d/ -f2) # the kernel's first folder
+    case "$root" in "dev $top proc sys tmp " | "dev $top proc tmp ") ;; *) why="its root holds '$root'" ;; esac
+    for host_file in etc/passwd bin usr; do
+      [ -e "/proc/$vpid/root/$host_file" ] && why="${why:+$why; }the host's /$host_file is visible"
+    done
+    st=/proc/$vpid/status lim=/proc/$vpid/limits cg=/sys/fs/cgroup/vmm/vm1
+    for want in "Uid:	$JAIL_ID	$JAIL_ID	$JAIL_ID	$JAIL_ID" "Gid:	$JAIL_ID	$JAIL_ID	$JAIL_ID	$JAIL_ID" \
+      "CapEff:	0000000000000000" "CapBnd:	0000000000000000" "NoNewPrivs:	1"; do
+      grep -qF "$want" "$st" || why="${why:+$why; }status lacks '$want'"
+    done
+    grep -q '^Max open files  *256  *256 ' "$lim" || why="${why:+$why; }NOFILE: $(grep 'open files' "$lim")"
+    grep -q '^Max file size  *1073741824  *1073741824 ' "$lim" || why="${why:+$why; }FSIZE: $(grep 'file size' "$lim")"
+    [ "$(cat /proc/"$vpid"/cgroup)" = "0::/vmm/vm1" ] || why="${why:+$why; }cgroup $(cat /proc/"$vpid"/cgroup)"
+    limits="$(cat $cg/memory.max) $(cat $cg/cpu.max) $(cat $cg/pids.max)"
+    [ "$limits" = "1073741824 150000 100000 64" ] || why="${why:+$why; }memory.max cpu.max pids.max: $limits"
+    for ns in mnt pid ipc uts net; do
+      [ "$(readlink /proc/"$vpid"/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ] || why="${why:+$why; }the host's $ns namespace"
+    done
+  fi
+  API_SOCKET=$sock/api.sock
+  if stop_api_guest "$name"; then
+    if [ -d /sys/fs/cgroup/vmm/vm1 ]; then
+      result "$name" FAIL "the cgroup stayed after vmm ended; $timing"
+    else
+      result "$name" PASS "status=$status; jailed vmm (pid $vpid): root '$root', uid/gid $JAIL_ID, no capabilities, NOFILE/FSIZE, cgroup limits ($limits), own namespaces; ticked and stopped through the jail's socket; $timing"
+    fi
+  fi
+  API_SOCKET=/tmp/api.sock
+  chgrp 0 /dev/kvm
+  rm -rf /tmp/jail "$sock"
 }
 
 selected() {

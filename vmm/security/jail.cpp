@@ -167,9 +167,30 @@ void bind(const Step& step, const std::string& root, const JailMount& mount) {
              "remounting " + mount.path + (mount.writable ? "" : " read-only"));
 }
 
+// Makes the current directory the root. pivot_root(".", "."): the old root ends up on top of the
+// new one, and is detached. A host whose root is the initramfs (rootfs, which pivot_root refuses
+// with EINVAL: the lab's L1) gets what container runtimes do there: the new root moved over / and
+// chrooted into. The host's tree then stays underneath, out of reach once the capabilities are
+// gone (escaping a chroot takes CAP_SYS_CHROOT or CAP_SYS_ADMIN).
+void enter_root(const Step& step) {
+  if (::syscall(SYS_pivot_root, ".", ".") == 0) {
+    step.check(::umount2(".", MNT_DETACH) == 0, "detaching the host's root");
+    return;
+  }
+  const int pivot_error = errno;
+  struct statfs root {};
+  const bool initramfs = pivot_error == EINVAL && ::statfs("/", &root) == 0 &&
+                         (root.f_type == RAMFS_MAGIC || root.f_type == TMPFS_MAGIC);
+  errno = pivot_error;
+  step.check(initramfs, "pivot_root");
+  step.check(::mount(".", "/", nullptr, MS_MOVE, nullptr) == 0, "moving its root over /");
+  step.check(::chroot(".") == 0, "chroot");
+  step.check(::chdir("/") == 0, "chdir /");
+}
+
 // The new root: a small tmpfs on DIR holding the mounts, a /proc of the new PID namespace (the
 // console reopens its fds through /proc/self/fd) and a /tmp (snapshot=on overlays), then
-// pivot_root into it; the host's tree is detached, and the root made read-only.
+// enter_root; then the root is made read-only.
 void build_root(const Step& step, const JailConfig& jail, const std::vector<JailMount>& mounts,
                 const std::string& cwd) {
   const std::string& root = jail.dir;
@@ -191,9 +212,7 @@ void build_root(const Step& step, const JailConfig& jail, const std::vector<Jail
                "mounting /proc");
   }
   step.check(::chdir(root.c_str()) == 0, "chdir");
-  // pivot_root(".", "."): the old root ends up on top of the new one, and is detached.
-  step.check(::syscall(SYS_pivot_root, ".", ".") == 0, "pivot_root");
-  step.check(::umount2(".", MNT_DETACH) == 0, "detaching the host's root");
+  enter_root(step);
   step.check(
       ::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | kPlain, nullptr) == 0,
       "remounting its root read-only");
