@@ -357,6 +357,14 @@ case $scenario in
       echo "VMM-L2-DISK-WRITE=refused ($(grep -v records /tmp/dd.err | head -n1))"
     fi
     halt_with poweroff -f ;;
+  disk-read)
+    # Reads the whole of /dev/vda once, cold (nothing of it cached yet), timed by this clock: the
+    # disk-rate-limit scenario compares the rate with the disk's limit.
+    wait_for_block /dev/vda
+    t=$(uptime_s)
+    bytes=$(dd if=/dev/vda bs=64k 2>/dev/null | wc -c)
+    echo "VMM-L2-DISK-READ bytes=$bytes seconds=$(seconds_since "$t")"
+    halt_with poweroff -f ;;
   blkbench)
     # bench/tools/blkbench on /dev/vda; its arguments ride on the command line (blkbench=a,b,...).
     wait_for_block /dev/vda

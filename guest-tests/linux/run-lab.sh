@@ -7,12 +7,8 @@
 #                   [--vmm-args ARGS] [--repeat N] [--host-tests LIST]... [--shell]
 #   --vmm PATH             the vmm binary under test
 #   --out DIR              build directory (default: $VMM_LAB_OUT or <repo>/build/lab); .debs are cached there
-#   --only a,b             run only these scenarios (boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi
-#                          poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic
-#                          disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping
-#                          net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket;
-#                          disk-snapshot, the oneline ones and the last three are vmm's alone:
-#                          skipped for QEMU)
+#   --only a,b             run only these scenarios (all_scenarios in scenarios.sh lists them, README.md
+#                          says what each checks; vmm's own ones are skipped for QEMU)
 #   --with-qemu-reference  also run every scenario with QEMU -M microvm (results named qemu/<scenario>);
 #                          without --vmm, only those: this validates the lab itself
 #   --vmm-args "ARGS"      extra vmm arguments for every L2 run (e.g. "--log-level debug"; no commas)

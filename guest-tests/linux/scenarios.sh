@@ -28,7 +28,7 @@ L2_TIMEOUT=60                        # seconds one L2 boot may take (vmm --timeo
 kernel_file=vmlinuz                   # the L2 kernel image in <flavour>/: vmlinuz (bzImage) or vmlinux (ELF)
 L2_HARD_TIMEOUT=$((L2_TIMEOUT + 30)) # the safety net if the VMM ignores its own timeout
 L2_MEMORY=256M
-all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals console jail"
+all_scenarios="boot-cloud boot-generic boot-pvh cpus-2 cpus-2-noacpi poweroff reboot panic echo rtc disk-root disk-readonly disk-two disk-generic disk-snapshot disk-rate-limit oneline-cloud oneline-generic oneline-readonly oneline-badinit net-ping net-tcp net-two-guests net-no-offload net-mac vsock pause-resume api-socket snapshot-restore snapshot-disk-net clones run run-status run-signals console jail"
 # Per run, set by the disk and network scenarios: the L2 initramfs file in <flavour>/, the disks
 # (vmm's --disk syntax, PATH[,readonly=on][,serial=ID], space-separated; the first is vda), the network
 # devices (vmm's --net syntax, tap=NAME[,mac=MAC], space-separated; the first is eth0) and more
@@ -383,6 +383,33 @@ scenario_disk_two() {
     "VMM-L2-DISK vda sectors=$(sectors_of "$a") ro=0 serial=lab-disk-a" \
     "VMM-L2-DISK vdb sectors=$(sectors_of "$b") ro=0 serial=lab-disk-b"
   rm -f "$a" "$b"
+}
+
+# --disk IMG,bw=4M,bw_burst=256K: the guest reads the whole 16 MiB disk once, cold; the rate by the
+# guest's clock must be within 10% of the limit (3.6 to 4.4 MiB/s: unlimited, the lab reads it several
+# times faster). vmm's alone: QEMU's throttling has options of its own.
+scenario_disk_rate_limit() {
+  vmm_only disk-rate-limit "it checks vmm's --disk bw= limit" || return
+  img=/tmp/disk-rate-limit.img
+  if ! dd if=/dev/zero of="$img" bs=1M count=16 2>/dev/null; then
+    result disk-rate-limit FAIL "cannot make the image in /tmp"
+    return
+  fi
+  with_disks initrd-disk.cpio.gz "$img,bw=4M,bw_burst=256K" ""
+  run_l2 disk-rate-limit cloud 1 disk-read
+  with_disks "" "" ""
+  if ! verify disk-rate-limit "$status" "$status_poweroff" "$wall" "VMM-L2-DISK-READ bytes=16777216 "; then
+    result disk-rate-limit FAIL "$why; $timing"
+  else
+    seconds=$(tr -d '\r' <"$(logfile disk-rate-limit)" | sed -n 's/^VMM-L2-DISK-READ .* seconds=\([0-9.]*\).*/\1/p')
+    rate=$(awk -v s="$seconds" 'BEGIN { if (s > 0) printf "%.2f", 16 / s; else print 0 }')
+    if awk -v r="$rate" 'BEGIN { exit !(r >= 3.6 && r <= 4.4) }'; then
+      result disk-rate-limit PASS "16 MiB in ${seconds}s: $rate MiB/s against a 4 MiB/s limit; $timing"
+    else
+      result disk-rate-limit FAIL "16 MiB in ${seconds}s: $rate MiB/s, not within 10% of the 4 MiB/s limit; $timing"
+    fi
+  fi
+  rm -f "$img"
 }
 
 # --disk PATH,snapshot=on: two guests boot one base image at the same time, each writes the
