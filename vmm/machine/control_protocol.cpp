@@ -83,6 +83,28 @@ json config_to_json(const MachineConfig& config) {
               {"debug_exit", config.debug_exit}};
 }
 
+// The "metrics" command's answer: devices by name, so a script reads metrics.devices.disk0.
+json metrics_to_json(const MachineMetrics& metrics) {
+  json devices = json::object();
+  for (const MachineMetrics::Device& device : metrics.devices) {
+    devices[device.name] = {{"requests", device.requests},
+                            {"bytes", device.bytes},
+                            {"errors", device.errors},
+                            {"rate_limit_waits", device.rate_limit_waits}};
+  }
+  json vcpus = json::array();
+  for (const MachineMetrics::Vcpu& vcpu : metrics.vcpus) {
+    vcpus.push_back({{"id", vcpu.id}, {"exits", vcpu.exits}});
+  }
+  return json{{"ok", true},
+              {"uptime_ms", metrics.uptime.count()},
+              {"event_loop",
+               {{"longest_handler_us", metrics.longest_handler.count()},
+                {"longest_handler_fd", metrics.longest_handler_fd}}},
+              {"devices", std::move(devices)},
+              {"vcpus", std::move(vcpus)}};
+}
+
 }  // namespace
 
 const char* state_name(MachineState state) {
@@ -145,11 +167,12 @@ std::string handle_control_request(std::string_view line, ControlTarget& target)
     if (name == "config") {
       return to_line(json{{"ok", true}, {"config", config_to_json(target.config())}});
     }
+    if (name == "metrics") return to_line(metrics_to_json(target.metrics()));
   } catch (const std::exception& e) {
     return error_response(e.what());
   }
-  return error_response(
-      fmt::format("unknown command \"{}\" (status, pause, resume, stop, snapshot, config)", name));
+  return error_response(fmt::format(
+      "unknown command \"{}\" (status, pause, resume, stop, snapshot, config, metrics)", name));
 }
 
 }  // namespace vmm

@@ -22,6 +22,8 @@ class ControlTarget {
   // Machine::snapshot.
   virtual void snapshot(const std::string& path, bool stay_paused) = 0;
   virtual const MachineConfig& config() const = 0;
+  // Machine::metrics; a target without counters (a test's fake) reports none.
+  virtual MachineMetrics metrics() const { return {}; }
 };
 
 // A request line longer than this (without its '\n') is refused and its client disconnected.
@@ -34,6 +36,9 @@ inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
 //   {"command":"pause"}, "resume", "stop" -> {"ok":true,"state":"paused"}
 //   {"command":"config"}  -> {"ok":true,"config":{...}}
 //   {"command":"snapshot","path":DIR[,"paused":true]} -> {"ok":true,"state":"running","path":DIR}
+//   {"command":"metrics"} -> {"ok":true,"uptime_ms":..,"event_loop":{"longest_handler_us":..,
+//       "longest_handler_fd":..},"devices":{"disk0":{"requests":..,"bytes":..,"errors":..,
+//       "rate_limit_waits":..},...},"vcpus":[{"id":0,"exits":{"io":..,"mmio":..}},...]}
 std::string handle_control_request(std::string_view line, ControlTarget& target);
 // The error response for a line over kMaxControlRequestBytes.
 std::string oversized_request_response();

@@ -156,8 +156,10 @@ struct Machine::Impl final : ControlTarget {
   void on_command_control(std::span<const uint8_t> bytes);
   void signal_command(int signal);
   void send_command_signal(int signal);
-  // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry).
-  void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name);
+  // Puts `device` in the next virtio-mmio slot (address, GSI, DSDT entry); `metrics_name` is how
+  // MachineMetrics names it (disk0, net0, ...).
+  void plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device, const std::string& name,
+                   std::string metrics_name);
   // Without `boot_state`: bare vCPUs, whose state a restore sets.
   void create_vcpus(const boot::BootCpuState* boot_state);
   void create_console_output();
@@ -186,6 +188,7 @@ struct Machine::Impl final : ControlTarget {
 
   MachineState state() const override;
   std::chrono::milliseconds uptime() const override;
+  MachineMetrics metrics() const override;
   void pause() override;
   void resume() override;
   void stop() override;
@@ -214,11 +217,15 @@ struct Machine::Impl final : ControlTarget {
   // The console sink: drains the UART's output buffer on the loop thread.
   std::unique_ptr<ConsoleOutput> console_output;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;
+  // One per vCPU, made with them: any thread reads them, from Machine::create on.
+  std::vector<std::unique_ptr<VcpuExitCounts>> vcpu_exits;
   std::vector<std::unique_ptr<VcpuThread>> threads;
   // The loop thread owns the virtio devices; vCPUs hand work over and wait at the gate.
   LoopDeviceOwner device_owner{loop, gate};
   // After the buses (destroyed before them): unplugging a slot resets its device first.
   std::vector<std::unique_ptr<VirtioMmioSlot>> virtio_slots;
+  // Each device (owned by its slot's transport) under its metrics name; read by any thread.
+  std::vector<std::pair<std::string, const devices::virtio::VirtioDevice*>> metered_devices;
   EventFd serial_refill;
   UniqueFd timer;
   std::unique_ptr<RawTerminal> terminal;
@@ -437,7 +444,7 @@ void Machine::Impl::create_disks() {
     } catch (const Error& e) {
       fail("--disk {}", e.what());
     }
-    plug_virtio(std::move(block), "virtio-blk " + name);
+    plug_virtio(std::move(block), "virtio-blk " + name, fmt::format("disk{}", i));
   }
 }
 
@@ -454,7 +461,7 @@ void Machine::Impl::create_nics() {
     } catch (const Error& e) {
       fail("--net {}", e.what());
     }
-    plug_virtio(std::move(nic), "virtio-net " + name);
+    plug_virtio(std::move(nic), "virtio-net " + name, fmt::format("net{}", i));
   }
 }
 
@@ -467,7 +474,8 @@ void Machine::Impl::create_vsock() {
   } catch (const Error& e) {
     fail("--vsock {}", e.what());
   }
-  plug_virtio(std::move(vsock), fmt::format("virtio-vsock cid {}", config_.vsock->guest_cid));
+  plug_virtio(std::move(vsock), fmt::format("virtio-vsock cid {}", config_.vsock->guest_cid),
+              "vsock");
 }
 
 void Machine::Impl::create_vhost_user_devices() {
@@ -503,9 +511,10 @@ void Machine::Impl::create_vhost_user_devices() {
            share.host_dir.empty() ? "socket=" + share.socket_path : share.host_dir, share.tag,
            e.what(), ended);
     }
-    plug_virtio(std::move(device), name);
+    plug_virtio(std::move(device), name, "fs/" + share.tag);
   }
-  for (const VhostUserConfig& config : config_.vhost_user) {
+  for (size_t i = 0; i < config_.vhost_user.size(); ++i) {
+    const VhostUserConfig& config = config_.vhost_user[i];
     const bool fs = config.type == VhostUserConfig::Type::kFs;
     const std::string name = fmt::format("vhost-user {} (socket={})",
                                          fs ? "fs " + config.tag : "blk", config.socket_path);
@@ -520,7 +529,7 @@ void Machine::Impl::create_vhost_user_devices() {
     } catch (const Error& e) {
       fail("--vhost-user socket={}: {}", config.socket_path, e.what());
     }
-    plug_virtio(std::move(device), name);
+    plug_virtio(std::move(device), name, fmt::format("vhost-user{}", i));
   }
 }
 
@@ -575,7 +584,7 @@ void Machine::Impl::create_console() {
   auto device = std::make_unique<devices::virtio::VirtioConsole>(memory, loop, std::move(ports),
                                                                  "virtio-console");
   console_device = device.get();
-  plug_virtio(std::move(device), "virtio-console");
+  plug_virtio(std::move(device), "virtio-console", "console");
 }
 
 // Loop thread: the command's control port.
@@ -604,7 +613,8 @@ void Machine::Impl::send_command_signal(int signal) {
 }
 
 void Machine::Impl::plug_virtio(std::unique_ptr<devices::virtio::VirtioDevice> device,
-                                const std::string& name) {
+                                const std::string& name, std::string metrics_name) {
+  metered_devices.emplace_back(std::move(metrics_name), device.get());
   const auto index = static_cast<uint32_t>(virtio_slots.size());
   virtio_slots.push_back(std::make_unique<VirtioMmioSlot>(
       vm, device_owner, mmio, memory, index, virtio_gsi(index), std::move(device), name));
@@ -626,6 +636,7 @@ void Machine::Impl::create_vcpus(const boot::BootCpuState* boot_state) {
       vcpu->set_fpu(boot_state->fpu);
     }
     vcpus.push_back(std::move(vcpu));
+    vcpu_exits.push_back(std::make_unique<VcpuExitCounts>());
   }
 }
 
@@ -734,6 +745,23 @@ std::chrono::milliseconds Machine::Impl::uptime() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_at);
 }
 
+MachineMetrics Machine::Impl::metrics() const {
+  MachineMetrics metrics;
+  for (const auto& [name, device] : metered_devices) {
+    const devices::virtio::DeviceMetricsSnapshot counts = device->metrics();
+    metrics.devices.push_back(
+        {name, counts.requests, counts.bytes, counts.errors, counts.rate_limit_waits});
+  }
+  for (size_t i = 0; i < vcpu_exits.size(); ++i) {
+    metrics.vcpus.push_back({static_cast<uint32_t>(i), vcpu_exits[i]->snapshot()});
+  }
+  const EventLoop::LongestHandler longest = loop.longest_handler();
+  metrics.longest_handler = std::chrono::duration_cast<std::chrono::microseconds>(longest.duration);
+  metrics.longest_handler_fd = longest.fd;
+  metrics.uptime = uptime();
+  return metrics;
+}
+
 void Machine::Impl::start() {
   MutexLock transition(transition_mutex);
   {
@@ -752,9 +780,9 @@ void Machine::Impl::start() {
     watch_console();
     arm_timeout();
     const size_t run_size = kvm.vcpu_mmap_size();
-    for (auto& vcpu : vcpus) {
-      threads.push_back(
-          std::make_unique<VcpuThread>(*vcpu, run_size, pio, mmio, latch, gate, config_.seccomp));
+    for (size_t i = 0; i < vcpus.size(); ++i) {
+      threads.push_back(std::make_unique<VcpuThread>(*vcpus[i], run_size, pio, mmio, latch, gate,
+                                                     *vcpu_exits[i], config_.seccomp));
     }
     spdlog::debug("+{:.3f} ms: starting {} vCPU(s)", ms_since_start(), vcpus.size());
     for (auto& thread : threads) thread->start();
@@ -1156,6 +1184,10 @@ void Machine::stop() {
 
 void Machine::snapshot(const std::string& path, bool stay_paused) {
   impl_->snapshot(path, stay_paused);
+}
+
+MachineMetrics Machine::metrics() const {
+  return impl_->metrics();
 }
 
 MachineState Machine::state() const {

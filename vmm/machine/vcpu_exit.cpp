@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 
@@ -112,6 +113,21 @@ const char* exit_reason_name(uint32_t reason) {
     case KVM_EXIT_X86_WRMSR: return "wrmsr";
     default: return "unknown reason";
   }
+}
+
+void VcpuExitCounts::count(uint32_t reason) {
+  counts_[std::min<size_t>(reason, kReasons)].fetch_add(1, std::memory_order_relaxed);
+}
+
+std::map<std::string, uint64_t> VcpuExitCounts::snapshot() const {
+  std::map<std::string, uint64_t> counts;
+  for (size_t reason = 0; reason <= kReasons; ++reason) {
+    const uint64_t count = counts_[reason].load(std::memory_order_relaxed);
+    if (count == 0) continue;
+    // Reasons without a name of their own share "unknown reason".
+    counts[reason == kReasons ? "other" : exit_reason_name(static_cast<uint32_t>(reason))] += count;
+  }
+  return counts;
 }
 
 std::string describe_triple_fault(uint32_t id, const kvm_regs& regs, const kvm_sregs& sregs) {

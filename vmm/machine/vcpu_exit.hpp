@@ -2,7 +2,10 @@
 
 #include <linux/kvm.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 
@@ -52,5 +55,21 @@ std::string describe_triple_fault(uint32_t id, const kvm_regs& regs, const kvm_s
 
 // A name for a KVM exit reason, for messages ("hlt", "mmio", ...; "unknown reason" otherwise).
 const char* exit_reason_name(uint32_t reason);
+
+// How many exits of each reason a vCPU took, for the metrics: a guest that spins on port I/O or
+// MMIO shows here. Its thread counts, any thread reads (relaxed atomics: each count is exact, the
+// whole is not one instant).
+class VcpuExitCounts {
+ public:
+  // `reason`: KVM's exit_reason (KVM_EXIT_INTR for a KVM_RUN that a signal or immediate_exit
+  // ended); reasons beyond those KVM defines today are counted together as "other".
+  void count(uint32_t reason);
+  // Each reason counted at least once, by exit_reason_name().
+  std::map<std::string, uint64_t> snapshot() const;
+
+ private:
+  static constexpr size_t kReasons = 64;                      // KVM defines fewer than 64
+  std::array<std::atomic<uint64_t>, kReasons + 1> counts_{};  // the last: "other"
+};
 
 }  // namespace vmm

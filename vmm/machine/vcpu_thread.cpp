@@ -1,5 +1,6 @@
 #include "vmm/machine/vcpu_thread.hpp"
 
+#include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -53,18 +54,26 @@ void VcpuThread::install_kick_handler() {
 }
 
 VcpuThread::VcpuThread(kvm::Vcpu& vcpu, size_t run_size, const devices::Bus& pio,
-                       const devices::Bus& mmio, ExitLatch& latch, PauseGate& gate, bool seccomp)
+                       const devices::Bus& mmio, ExitLatch& latch, PauseGate& gate,
+                       VcpuExitCounts& exits, bool seccomp)
     : owned_(std::make_unique<KvmVcpu>(vcpu, run_size)),
       vcpu_(*owned_),
       pio_(pio),
       mmio_(mmio),
       latch_(latch),
       gate_(gate),
+      exits_(exits),
       seccomp_(seccomp) {}
 
 VcpuThread::VcpuThread(VcpuHandle& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
-                       ExitLatch& latch, PauseGate& gate, bool seccomp)
-    : vcpu_(vcpu), pio_(pio), mmio_(mmio), latch_(latch), gate_(gate), seccomp_(seccomp) {}
+                       ExitLatch& latch, PauseGate& gate, VcpuExitCounts& exits, bool seccomp)
+    : vcpu_(vcpu),
+      pio_(pio),
+      mmio_(mmio),
+      latch_(latch),
+      gate_(gate),
+      exits_(exits),
+      seccomp_(seccomp) {}
 
 VcpuThread::~VcpuThread() {
   stop();
@@ -154,7 +163,10 @@ void VcpuThread::loop() {
       // The latch is set before anyone is told to stop us: once the machine stops, for whatever
       // reason, the guest runs no further instruction on this vCPU.
       if (stopping_.load() || latch_.is_set()) return;
-      if (vcpu_.run() < 0) continue;  // kicked
+      if (vcpu_.run() < 0) {  // kicked
+        exits_.count(KVM_EXIT_INTR);
+        continue;
+      }
       if (!handle_exit()) {
         stopping_.store(true);
         return;
@@ -191,7 +203,12 @@ void VcpuThread::log_triple_fault() const {
 }
 
 bool VcpuThread::handle_exit() {
-  ExitAction action = decode_exit(vcpu_.run_mapping(), pio_, mmio_);
+  const std::span<uint8_t> mapping = vcpu_.run_mapping();
+  // decode_exit fails a mapping too small for struct kvm_run.
+  if (mapping.size() >= sizeof(kvm_run)) {
+    exits_.count(reinterpret_cast<const kvm_run*>(mapping.data())->exit_reason);
+  }
+  ExitAction action = decode_exit(mapping, pio_, mmio_);
   switch (action.kind) {
     case ExitAction::Kind::kContinue: return true;
     case ExitAction::Kind::kGuestRequest:

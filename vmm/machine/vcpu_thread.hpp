@@ -14,6 +14,7 @@
 #include "devices/bus.hpp"
 #include "vmm/machine/exit_latch.hpp"
 #include "vmm/machine/pause_gate.hpp"
+#include "vmm/machine/vcpu_exit.hpp"
 
 namespace vmm {
 
@@ -46,12 +47,13 @@ class VcpuThread {
  public:
   // `run_size`: the size of the vCPU's kvm_run mapping, kvm::Kvm::vcpu_mmap_size(). `seccomp`:
   // the thread confines itself to the vCPU policy (security/seccomp_policy.hpp) before it first
-  // enters the guest.
+  // enters the guest. `exits`: where the thread counts its exits (the machine's, so that they
+  // outlive the thread and are there before it starts); it must outlive the thread.
   VcpuThread(kvm::Vcpu& vcpu, size_t run_size, const devices::Bus& pio, const devices::Bus& mmio,
-             ExitLatch& latch, PauseGate& gate, bool seccomp);
+             ExitLatch& latch, PauseGate& gate, VcpuExitCounts& exits, bool seccomp);
   // For the tests: a vCPU of their own; it must outlive the thread.
   VcpuThread(VcpuHandle& vcpu, const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch,
-             PauseGate& gate, bool seccomp);
+             PauseGate& gate, VcpuExitCounts& exits, bool seccomp);
   ~VcpuThread();
   VcpuThread(const VcpuThread&) = delete;
   VcpuThread& operator=(const VcpuThread&) = delete;
@@ -90,6 +92,7 @@ class VcpuThread {
   const devices::Bus& mmio_;
   ExitLatch& latch_;
   PauseGate& gate_;
+  VcpuExitCounts& exits_;
   const bool seccomp_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

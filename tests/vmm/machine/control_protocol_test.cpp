@@ -30,9 +30,11 @@ class FakeTarget : public ControlTarget {
     if (stay_paused) state_ = MachineState::kPaused;
   }
   const MachineConfig& config() const override { return config_; }
+  MachineMetrics metrics() const override { return metrics_; }
 
   MachineState state_ = MachineState::kRunning;
   MachineConfig config_;
+  MachineMetrics metrics_;
   std::vector<std::pair<std::string, bool>> snapshots_;
 };
 
@@ -137,6 +139,30 @@ TEST(ControlProtocol, ConfigWithoutOptionalPartsAndWithUnprintableBytes) {
   EXPECT_EQ(response["config"]["disks"], json::array());
   EXPECT_EQ(response["config"]["serial"], json::parse(R"({"mode":"stdio"})"));
   EXPECT_EQ(response["config"]["kernel"].get<std::string>().rfind("/k", 0), 0u);
+}
+
+TEST(ControlProtocol, MetricsNameEachDeviceAndListEachVcpusExits) {
+  FakeTarget target;
+  target.metrics_.devices = {{"disk0", 1, 4096, 2, 3}, {"net0", 5, 1500, 0, 0}};
+  target.metrics_.vcpus = {{0, {{"io", 7}, {"mmio", 8}}}, {1, {}}};
+  target.metrics_.longest_handler = std::chrono::microseconds(20500);
+  target.metrics_.longest_handler_fd = 9;
+  target.metrics_.uptime = std::chrono::milliseconds(1234);
+  EXPECT_EQ(respond(R"({"command":"metrics"})", target), json::parse(R"({
+    "ok": true, "uptime_ms": 1234,
+    "event_loop": {"longest_handler_us": 20500, "longest_handler_fd": 9},
+    "devices": {
+      "disk0": {"requests": 1, "bytes": 4096, "errors": 2, "rate_limit_waits": 3},
+      "net0": {"requests": 5, "bytes": 1500, "errors": 0, "rate_limit_waits": 0}},
+    "vcpus": [{"id": 0, "exits": {"io": 7, "mmio": 8}}, {"id": 1, "exits": {}}]})"));
+}
+
+TEST(ControlProtocol, MetricsOfAMachineWithoutDevicesOrVcpusAreEmptyNotNull) {
+  FakeTarget target;
+  const json response = respond(R"({"command":"metrics"})", target);
+  EXPECT_TRUE(response["devices"].is_object());
+  EXPECT_TRUE(response["vcpus"].is_array());
+  EXPECT_EQ(response["event_loop"]["longest_handler_fd"], -1);
 }
 
 TEST(ControlProtocol, MalformedRequestsGetErrors) {

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace vmm {
@@ -310,6 +312,18 @@ TEST_F(VcpuExit, UnexpectedAndUnknownExitsFailNamingTheReason) {
   action = decode();
   EXPECT_EQ(action.kind, ExitAction::Kind::kFail);
   EXPECT_THAT(action.message, HasSubstr("unexpected KVM exit 57005 (unknown reason)"));
+}
+
+TEST(VcpuExitCounts, NamesEachReasonCountedAndFoldsUnknownOnes) {
+  VcpuExitCounts counts;
+  EXPECT_TRUE(counts.snapshot().empty());
+  counts.count(KVM_EXIT_IO);
+  counts.count(KVM_EXIT_IO);
+  counts.count(KVM_EXIT_MMIO);
+  counts.count(0xdead);  // beyond what KVM defines: no out-of-bounds count
+  counts.count(std::numeric_limits<uint32_t>::max());
+  const std::map<std::string, uint64_t> expected{{"io", 2}, {"mmio", 1}, {"other", 2}};
+  EXPECT_EQ(counts.snapshot(), expected);
 }
 
 }  // namespace

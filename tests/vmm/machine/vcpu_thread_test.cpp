@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -161,8 +162,9 @@ class Rig {
 
   ScriptedVcpu& add(std::unique_ptr<ScriptedVcpu> vcpu) {
     vcpus_.push_back(std::move(vcpu));
+    exits_.push_back(std::make_unique<VcpuExitCounts>());
     threads_.push_back(std::make_unique<VcpuThread>(*vcpus_.back(), pio_, mmio_, latch_, gate_,
-                                                    /*seccomp=*/false));
+                                                    *exits_.back(), /*seccomp=*/false));
     return *vcpus_.back();
   }
   void start() {
@@ -189,6 +191,7 @@ class Rig {
     }
   }
   ExitLatch& latch() { return latch_; }
+  const VcpuExitCounts& exits(size_t vcpu) const { return *exits_.at(vcpu); }
 
  private:
   void stop_and_join() {
@@ -201,6 +204,7 @@ class Rig {
   devices::Bus pio_{"pio"};
   devices::Bus mmio_{"mmio"};
   std::vector<std::unique_ptr<ScriptedVcpu>> vcpus_;
+  std::vector<std::unique_ptr<VcpuExitCounts>> exits_;
   std::vector<std::unique_ptr<VcpuThread>> threads_;
 };
 
@@ -324,6 +328,21 @@ TEST(VcpuThread, AVcpuEntersTheGuestNoMoreOnceTheLatchIsSet) {
   rig.start();
   std::this_thread::sleep_for(milliseconds(50));
   EXPECT_EQ(vcpu.entries(), 0);
+}
+
+TEST(VcpuThread, CountsItsExitsByReason) {
+  Rig rig;
+  rig.add(std::make_unique<ScriptedVcpu>(
+      0,
+      std::vector<ScriptedVcpu::Step>{mmio_read(), mmio_read(), exit_reason(KVM_EXIT_INTR),
+                                      out(devices::DebugExit::kPortBase, 7)},
+      3));
+  rig.start();
+  ASSERT_TRUE(rig.wait_then_stop(milliseconds(10000)));
+  const std::map<std::string, uint64_t> exits = rig.exits(0).snapshot();
+  EXPECT_EQ(exits.at("mmio"), 2u);
+  EXPECT_EQ(exits.at("io"), 1u);
+  EXPECT_GE(exits.at("intr"), 1u);  // and the stop's kick, if it came while the vCPU ran
 }
 
 TEST(VcpuThread, AnExitItCannotDecodeFailsTheMachineNamingTheVcpu) {

@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "vmm/machine_config.hpp"
 
@@ -52,6 +54,34 @@ enum class MachineState {
   kRunning,
   kPaused,   // vCPUs parked outside KVM_RUN, device work held, guest clock stopped
   kStopped,  // finished: wait() has (or will at once return) the MachineExit
+};
+
+// What a machine's guest has done so far, for an operator looking for a misbehaving guest
+// (Machine::metrics, the control socket's "metrics"). Each counter is exact; together they are not
+// one instant. Counters start at 0 in a restored machine.
+struct MachineMetrics {
+  struct Device {
+    // As the config names it: disk0, net0 (in their order), vsock, console, fs/TAG (a share),
+    // vhost-user0 (in --vhost-user's order).
+    std::string name;
+    uint64_t requests = 0;          // completed successfully (packets both ways, for a NIC)
+    uint64_t bytes = 0;             // their payload (a NIC's frames without the virtio header)
+    uint64_t errors = 0;            // refused, failed or dropped requests, broken queues
+    uint64_t rate_limit_waits = 0;  // times the device stopped for its rate limit
+  };
+  struct Vcpu {
+    uint32_t id = 0;
+    // Exits to vmm by KVM's reason ("io", "mmio", "intr", "shutdown", ...): a guest spinning on
+    // a port or an MMIO register shows here. Exits KVM handles itself (hlt) are not seen.
+    std::map<std::string, uint64_t> exits;
+  };
+  std::vector<Device> devices;
+  std::vector<Vcpu> vcpus;
+  // The event loop's longest handler call, and the fd it was for (-1: none yet): a device that
+  // holds the loop delays every other.
+  std::chrono::microseconds longest_handler{0};
+  int longest_handler_fd = -1;
+  std::chrono::milliseconds uptime{0};  // wall time since start(), paused time included
 };
 
 // A virtual machine assembled from a validated config: KVM VM, guest memory, vCPUs, devices,
@@ -111,6 +141,8 @@ class Machine {
   // (what vmm run does with the first Ctrl-C). No-op for a machine without a command, or once it
   // has stopped.
   void signal_command(int signal);
+  // The guest's counters so far (MachineMetrics); cheap, any state.
+  MachineMetrics metrics() const;
 
  private:
   struct Impl;
