@@ -118,7 +118,9 @@ and exits with its status (vmm run --help).
 --api-socket PATH serves a control API on a Unix socket: one JSON request per line, one JSON
 response per line. {"command":"status"} answers {"ok":true,"state":"running","uptime_ms":N};
 "pause", "resume" and "stop" change the state; "config" shows the configuration;
-{"command":"snapshot","path":DIR} writes a snapshot (below). Try:
+{"command":"snapshot","path":DIR} writes a snapshot (below); "metrics" shows each device's
+requests, bytes, errors and rate-limit waits, each vCPU's exits and the event loop's longest
+handler, to spot a misbehaving guest. Try:
   echo '{"command":"status"}' | socat - UNIX-CONNECT:PATH
 
 Snapshots: vmm snapshot --api-socket PATH [--paused] DIR asks the vmm serving PATH to write its
@@ -647,7 +649,7 @@ void add_machine_options(CLI::App& app, Options& options, MachineArgs& args, boo
       ->capture_default_str();
   app.add_option("--api-socket", machine.api_socket,
                  "Serve the control API (JSON lines: status, pause, resume, stop, snapshot, "
-                 "config) on this Unix socket")
+                 "config, metrics, set-rate-limit) on this Unix socket")
       ->type_name("PATH");
   app.add_option("--seccomp", args.seccomp,
                  "Confine vmm's threads to the system calls they need (off: for debugging)")
