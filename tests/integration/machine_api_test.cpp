@@ -94,6 +94,22 @@ TEST_F(MachineApi, RunHandsTheConsoleToTheCallbackAndReturnsTheGuestsStatus) {
   EXPECT_EQ(machine->wait(0ms)->exit_status(), 7);
 }
 
+TEST_F(MachineApi, MetricsShowTheGuestsExits) {
+  Console console;
+  MachineConfig config = hello("exit=7");
+  config.serial = console.config();
+  auto machine = Machine::create(config);
+  EXPECT_EQ(machine->metrics().uptime, 0ms);
+  ASSERT_EQ(machine->metrics().vcpus.size(), 1u);
+  EXPECT_TRUE(machine->metrics().vcpus[0].exits.empty());
+  machine->run();
+  const MachineMetrics metrics = machine->metrics();
+  // The greeting went out byte by byte through COM1's port, and the status through debug-exit.
+  EXPECT_GE(metrics.vcpus[0].exits.at("io"), std::string("hello from the test guest").size());
+  EXPECT_GT(metrics.uptime, 0ms);
+  EXPECT_NE(metrics.longest_handler_fd, -1);  // the console's output, at least
+}
+
 TEST_F(MachineApi, WaitTimesOutOnASpinningGuestAndStopEndsIt) {
   Console console;
   MachineConfig config = hello("spin");
