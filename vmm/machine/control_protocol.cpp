@@ -6,8 +6,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "base/util/size.hpp"
 #include "vmm/machine/kernel_cmdline.hpp"
+#include "vmm/machine/rate_limit_keys.hpp"
 
 namespace vmm {
 
@@ -48,6 +51,74 @@ json state_response(const ControlTarget& target) {
   return json{{"ok", true}, {"state", state_name(target.state())}};
 }
 
+json rate_limit_to_json(const RateLimitConfig& limit) {
+  json fields = json::object();
+  for (const auto& [name, field] : kRateLimitFields) fields[std::string(name)] = limit.*field;
+  return fields;
+}
+
+// "set-rate-limit": the keys given (after `prefix`) replace `limit`'s values; false if `key`
+// names none of them.
+bool apply_rate_limit_key(const std::string& key, const json& value, std::string_view prefix,
+                          RateLimitConfig& limit) {
+  std::optional<uint64_t> amount;
+  if (value.is_number_unsigned()) amount = value.get<uint64_t>();
+  if (value.is_string()) amount = parse_size(value.get_ref<const std::string&>());
+  if (!set_rate_limit_field(limit, prefix, key, amount.value_or(0))) return false;
+  if (!amount) fail("\"{}\" must be a count or a size such as \"4M\" (0: unlimited)", key);
+  return true;
+}
+
+// The index in "disk3" after `kind` "disk", if it is below `count`.
+std::optional<size_t> device_index(const std::string& device, std::string_view kind, size_t count) {
+  if (!device.starts_with(kind) || device.size() == kind.size()) return std::nullopt;
+  size_t index = 0;
+  for (const char digit : std::string_view(device).substr(kind.size())) {
+    if (digit < '0' || digit > '9' || index >= count) return std::nullopt;
+    index = index * 10 + static_cast<size_t>(digit - '0');
+  }
+  if (index >= count) return std::nullopt;
+  return index;
+}
+
+json set_rate_limit(const json& request, ControlTarget& target) {
+  const auto device = request.find("device");
+  if (device == request.end() || !device->is_string()) {
+    fail("set-rate-limit needs \"device\": a disk (\"disk0\") or a NIC (\"net0\")");
+  }
+  const std::string& name = device->get_ref<const std::string&>();
+  const MachineConfig& config = target.config();
+  auto apply = [&](std::initializer_list<std::pair<std::string_view, RateLimitConfig*>> limits,
+                   const std::string& keys) {
+    for (const auto& [key, value] : request.items()) {
+      if (key == "command" || key == "device") continue;
+      bool known = false;
+      for (const auto& [prefix, limit] : limits) {
+        known = known || apply_rate_limit_key(key, value, prefix, *limit);
+      }
+      if (!known) fail("unknown key \"{}\" for {} (use {})", key, name, keys);
+    }
+  };
+  if (const auto disk = device_index(name, "disk", config.disks.size())) {
+    RateLimitConfig limit = config.disks[*disk].rate_limit;
+    apply({{"", &limit}}, rate_limit_keys(""));
+    target.set_disk_rate_limit(*disk, limit);
+    return json{{"ok", true}, {"device", name}, {"rate_limit", rate_limit_to_json(limit)}};
+  }
+  if (const auto net = device_index(name, "net", config.nets.size())) {
+    RateLimitConfig rx = config.nets[*net].rx_rate_limit;
+    RateLimitConfig tx = config.nets[*net].tx_rate_limit;
+    apply({{"rx_", &rx}, {"tx_", &tx}}, rate_limit_keys("rx_") + ", " + rate_limit_keys("tx_"));
+    target.set_net_rate_limits(*net, rx, tx);
+    return json{{"ok", true},
+                {"device", name},
+                {"rx_rate_limit", rate_limit_to_json(rx)},
+                {"tx_rate_limit", rate_limit_to_json(tx)}};
+  }
+  fail("no device \"{}\" with a rate limit (disk0..disk{}, net0..net{})", name,
+       static_cast<int64_t>(config.disks.size()) - 1, static_cast<int64_t>(config.nets.size()) - 1);
+}
+
 // The machine's config as the "config" command shows it.
 json config_to_json(const MachineConfig& config) {
   json disks = json::array();
@@ -55,11 +126,15 @@ json config_to_json(const MachineConfig& config) {
     disks.push_back({{"path", disk.path},
                      {"read_only", disk.read_only},
                      {"serial", disk.serial},
-                     {"io_engine", io_engine_name(disk.io_engine)}});
+                     {"io_engine", io_engine_name(disk.io_engine)},
+                     {"rate_limit", rate_limit_to_json(disk.rate_limit)}});
   }
   json nets = json::array();
   for (const NetConfig& net : config.nets) {
-    nets.push_back({{"tap", net.tap}, {"mac", net.mac ? json(format_mac(*net.mac)) : json()}});
+    nets.push_back({{"tap", net.tap},
+                    {"mac", net.mac ? json(format_mac(*net.mac)) : json()},
+                    {"rx_rate_limit", rate_limit_to_json(net.rx_rate_limit)},
+                    {"tx_rate_limit", rate_limit_to_json(net.tx_rate_limit)}});
   }
   json serial = {{"mode", serial_mode_name(config.serial.mode)}};
   if (config.serial.mode == SerialConfig::Mode::kFile) serial["path"] = config.serial.path;
@@ -106,6 +181,15 @@ json metrics_to_json(const MachineMetrics& metrics) {
 }
 
 }  // namespace
+
+void ControlTarget::set_disk_rate_limit(size_t index, const RateLimitConfig& /*limit*/) {
+  fail("no disk{}", index);
+}
+
+void ControlTarget::set_net_rate_limits(size_t index, const RateLimitConfig& /*rx*/,
+                                        const RateLimitConfig& /*tx*/) {
+  fail("no net{}", index);
+}
 
 const char* state_name(MachineState state) {
   switch (state) {
@@ -168,11 +252,14 @@ std::string handle_control_request(std::string_view line, ControlTarget& target)
       return to_line(json{{"ok", true}, {"config", config_to_json(target.config())}});
     }
     if (name == "metrics") return to_line(metrics_to_json(target.metrics()));
+    if (name == "set-rate-limit") return to_line(set_rate_limit(request, target));
   } catch (const std::exception& e) {
     return error_response(e.what());
   }
-  return error_response(fmt::format(
-      "unknown command \"{}\" (status, pause, resume, stop, snapshot, config, metrics)", name));
+  return error_response(
+      fmt::format("unknown command \"{}\" (status, pause, resume, stop, snapshot, config, metrics, "
+                  "set-rate-limit)",
+                  name));
 }
 
 }  // namespace vmm

@@ -24,6 +24,10 @@ class ControlTarget {
   virtual const MachineConfig& config() const = 0;
   // Machine::metrics; a target without counters (a test's fake) reports none.
   virtual MachineMetrics metrics() const { return {}; }
+  // Machine::set_disk_rate_limit and set_net_rate_limits; a target without devices refuses.
+  virtual void set_disk_rate_limit(size_t index, const RateLimitConfig& limit);
+  virtual void set_net_rate_limits(size_t index, const RateLimitConfig& rx,
+                                   const RateLimitConfig& tx);
 };
 
 // A request line longer than this (without its '\n') is refused and its client disconnected.
@@ -36,6 +40,12 @@ inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
 //   {"command":"pause"}, "resume", "stop" -> {"ok":true,"state":"paused"}
 //   {"command":"config"}  -> {"ok":true,"config":{...}}
 //   {"command":"snapshot","path":DIR[,"paused":true]} -> {"ok":true,"state":"running","path":DIR}
+//   {"command":"set-rate-limit","device":"disk0","bw":10485760,"iops":"1k",...}
+//       ->
+//       {"ok":true,"device":"disk0","rate_limit":{"bw":..,"bw_burst":..,"iops":..,"iops_burst":..}}
+//       a disk's keys bw, bw_burst, iops, iops_burst; a NIC's ("net0") the same after rx_ and tx_;
+//       numbers or sizes ("4M"); the keys given replace the current values, 0 is unlimited (a
+//       rate) or one second's worth (a burst)
 //   {"command":"metrics"} -> {"ok":true,"uptime_ms":..,"event_loop":{"longest_handler_us":..,
 //       "longest_handler_fd":..},"devices":{"disk0":{"requests":..,"bytes":..,"errors":..,
 //       "rate_limit_waits":..},...},"vcpus":[{"id":0,"exits":{"io":..,"mmio":..}},...]}

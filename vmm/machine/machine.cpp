@@ -105,6 +105,12 @@ devices::AsyncIo::Engine to_engine(DiskConfig::IoEngine engine) {
   return devices::AsyncIo::Engine::kAuto;
 }
 
+// The public config's limit as the devices take it (the same fields: the public header includes
+// nothing of vmm's own).
+RateLimit to_rate_limit(const RateLimitConfig& limit) {
+  return {limit.bytes_per_second, limit.bytes_burst, limit.ops_per_second, limit.ops_burst};
+}
+
 // LINT0 delivers the PIC's ExtINT, LINT1 NMIs: what a PC's firmware programs and what Linux
 // expects to find on every CPU.
 void set_local_interrupts(kvm::Vcpu& vcpu) {
@@ -189,6 +195,9 @@ struct Machine::Impl final : ControlTarget {
   MachineState state() const override;
   std::chrono::milliseconds uptime() const override;
   MachineMetrics metrics() const override;
+  void set_disk_rate_limit(size_t index, const RateLimitConfig& limit) override;
+  void set_net_rate_limits(size_t index, const RateLimitConfig& rx,
+                           const RateLimitConfig& tx) override;
   void pause() override;
   void resume() override;
   void stop() override;
@@ -226,6 +235,9 @@ struct Machine::Impl final : ControlTarget {
   std::vector<std::unique_ptr<VirtioMmioSlot>> virtio_slots;
   // Each device (owned by its slot's transport) under its metrics name; read by any thread.
   std::vector<std::pair<std::string, const devices::virtio::VirtioDevice*>> metered_devices;
+  // The disks and NICs (owned by their slots), for live changes of their rate limits.
+  std::vector<devices::virtio::VirtioBlock*> blocks;
+  std::vector<devices::virtio::VirtioNet*> nics;
   EventFd serial_refill;
   UniqueFd timer;
   std::unique_ptr<RawTerminal> terminal;
@@ -438,12 +450,14 @@ void Machine::Impl::create_disks() {
       const std::string what = image.describe();
       spdlog::debug("{}: {} ({} bytes{}{}), {}", name, disk.path, image.size(),
                     what.empty() ? "" : ", ", what, io->name());
-      devices::virtio::BlockOptions options{image.read_only(), disk.serial};
+      devices::virtio::BlockOptions options{image.read_only(), disk.serial,
+                                            to_rate_limit(disk.rate_limit)};
       block = std::make_unique<devices::virtio::VirtioBlock>(memory, loop, image.size(),
                                                              std::move(io), options, name);
     } catch (const Error& e) {
       fail("--disk {}", e.what());
     }
+    blocks.push_back(block.get());
     plug_virtio(std::move(block), "virtio-blk " + name, fmt::format("disk{}", i));
   }
 }
@@ -457,10 +471,14 @@ void Machine::Impl::create_nics() {
     try {
       std::unique_ptr<devices::Tap> tap = std::move(host_.taps[i]);
       spdlog::debug("{}: mac {}{}", name, format_mac(mac), tap->created() ? ", tap created" : "");
-      nic = std::make_unique<devices::virtio::VirtioNet>(memory, loop, std::move(tap), mac, name);
+      nic = std::make_unique<devices::virtio::VirtioNet>(
+          memory, loop, std::move(tap), mac, name,
+          devices::virtio::NetRateLimits{to_rate_limit(net.rx_rate_limit),
+                                         to_rate_limit(net.tx_rate_limit)});
     } catch (const Error& e) {
       fail("--net {}", e.what());
     }
+    nics.push_back(nic.get());
     plug_virtio(std::move(nic), "virtio-net " + name, fmt::format("net{}", i));
   }
 }
@@ -760,6 +778,25 @@ MachineMetrics Machine::Impl::metrics() const {
   metrics.longest_handler_fd = longest.fd;
   metrics.uptime = uptime();
   return metrics;
+}
+
+void Machine::Impl::set_disk_rate_limit(size_t index, const RateLimitConfig& limit) {
+  if (index >= blocks.size()) fail("no disk{}: the machine has {} disk(s)", index, blocks.size());
+  config_.disks[index].rate_limit = limit;
+  // The device is the loop's: the change runs there, between two of its handlers.
+  loop.post(
+      [block = blocks[index], limit = to_rate_limit(limit)] { block->set_rate_limit(limit); });
+}
+
+void Machine::Impl::set_net_rate_limits(size_t index, const RateLimitConfig& rx,
+                                        const RateLimitConfig& tx) {
+  if (index >= nics.size()) fail("no net{}: the machine has {} NIC(s)", index, nics.size());
+  config_.nets[index].rx_rate_limit = rx;
+  config_.nets[index].tx_rate_limit = tx;
+  loop.post([nic = nics[index],
+             limits = devices::virtio::NetRateLimits{to_rate_limit(rx), to_rate_limit(tx)}] {
+    nic->set_rate_limits(limits);
+  });
 }
 
 void Machine::Impl::start() {
@@ -1188,6 +1225,15 @@ void Machine::snapshot(const std::string& path, bool stay_paused) {
 
 MachineMetrics Machine::metrics() const {
   return impl_->metrics();
+}
+
+void Machine::set_disk_rate_limit(size_t index, const RateLimitConfig& limit) {
+  impl_->set_disk_rate_limit(index, limit);
+}
+
+void Machine::set_net_rate_limits(size_t index, const RateLimitConfig& rx,
+                                  const RateLimitConfig& tx) {
+  impl_->set_net_rate_limits(index, rx, tx);
 }
 
 MachineState Machine::state() const {

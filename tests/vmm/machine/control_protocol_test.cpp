@@ -31,6 +31,14 @@ class FakeTarget : public ControlTarget {
   }
   const MachineConfig& config() const override { return config_; }
   MachineMetrics metrics() const override { return metrics_; }
+  void set_disk_rate_limit(size_t index, const RateLimitConfig& limit) override {
+    config_.disks.at(index).rate_limit = limit;
+  }
+  void set_net_rate_limits(size_t index, const RateLimitConfig& rx,
+                           const RateLimitConfig& tx) override {
+    config_.nets.at(index).rx_rate_limit = rx;
+    config_.nets.at(index).tx_rate_limit = tx;
+  }
 
   MachineState state_ = MachineState::kRunning;
   MachineConfig config_;
@@ -112,6 +120,8 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
   c.disks.push_back({"/a.img", true, "s1", DiskConfig::IoEngine::kThreadPool});
   c.nets.push_back({"tap0", std::array<uint8_t, 6>{2, 0, 0, 0, 0, 1}});
   c.nets.push_back({"tap1", std::nullopt});
+  c.disks[0].rate_limit = {.bytes_per_second = 1000, .ops_burst = 3};
+  c.nets[1].tx_rate_limit = {.ops_per_second = 5};
   c.vsock = VsockConfig{7, "/run/v.sock"};
   c.serial.mode = SerialConfig::Mode::kFile;
   c.serial.path = "/log";
@@ -123,8 +133,14 @@ TEST(ControlProtocol, ConfigShowsTheWholeConfig) {
   EXPECT_EQ(response["config"], json::parse(R"({
     "kernel": "/k", "initrd": "/i", "cmdline": "console=ttyS0", "cpus": 2,
     "memory_bytes": 67108864,
-    "disks": [{"path": "/a.img", "read_only": true, "serial": "s1", "io_engine": "threads"}],
-    "nets": [{"tap": "tap0", "mac": "02:00:00:00:00:01"}, {"tap": "tap1", "mac": null}],
+    "disks": [{"path": "/a.img", "read_only": true, "serial": "s1", "io_engine": "threads",
+               "rate_limit": {"bw": 1000, "bw_burst": 0, "iops": 0, "iops_burst": 3}}],
+    "nets": [{"tap": "tap0", "mac": "02:00:00:00:00:01",
+              "rx_rate_limit": {"bw": 0, "bw_burst": 0, "iops": 0, "iops_burst": 0},
+              "tx_rate_limit": {"bw": 0, "bw_burst": 0, "iops": 0, "iops_burst": 0}},
+             {"tap": "tap1", "mac": null,
+              "rx_rate_limit": {"bw": 0, "bw_burst": 0, "iops": 0, "iops_burst": 0},
+              "tx_rate_limit": {"bw": 0, "bw_burst": 0, "iops": 5, "iops_burst": 0}}],
     "vsock": {"guest_cid": 7, "uds_path": "/run/v.sock"},
     "serial": {"mode": "file", "path": "/log"},
     "api_socket": "/run/api.sock", "timeout_seconds": 9, "seccomp": true,
@@ -201,6 +217,71 @@ TEST(ControlProtocol, StateNames) {
   EXPECT_STREQ(state_name(MachineState::kRunning), "running");
   EXPECT_STREQ(state_name(MachineState::kPaused), "paused");
   EXPECT_STREQ(state_name(MachineState::kStopped), "stopped");
+}
+
+TEST(ControlProtocol, SetRateLimitChangesTheKeysGivenOfADisk) {
+  FakeTarget target;
+  target.config_.disks.resize(2);
+  target.config_.disks[1].rate_limit = {.bytes_per_second = 100, .ops_per_second = 7};
+  EXPECT_EQ(respond(R"({"command":"set-rate-limit","device":"disk1","bw":"4M","bw_burst":65536})",
+                    target),
+            json::parse(R"({"ok":true,"device":"disk1","rate_limit":)"
+                        R"({"bw":4194304,"bw_burst":65536,"iops":7,"iops_burst":0}})"));
+  EXPECT_EQ(
+      target.config_.disks[1].rate_limit,
+      (RateLimitConfig{.bytes_per_second = 4 << 20, .bytes_burst = 65536, .ops_per_second = 7}));
+  // 0 lifts a limit; "config" shows the limits.
+  respond(R"({"command":"set-rate-limit","device":"disk1","iops":0})", target);
+  const json config = respond(R"({"command":"config"})", target);
+  EXPECT_EQ(config["config"]["disks"][1]["rate_limit"],
+            json::parse(R"({"bw":4194304,"bw_burst":65536,"iops":0,"iops_burst":0})"));
+  EXPECT_EQ(target.config_.disks[0].rate_limit, RateLimitConfig{});
+}
+
+TEST(ControlProtocol, SetRateLimitChangesANicsReceiveAndTransmitSides) {
+  FakeTarget target;
+  target.config_.nets.resize(1);
+  const json response = respond(
+      R"({"command":"set-rate-limit","device":"net0","rx_bw":1000,"tx_iops":50,"tx_iops_burst":5})",
+      target);
+  EXPECT_EQ(response["ok"], true) << response;
+  EXPECT_EQ(target.config_.nets[0].rx_rate_limit, RateLimitConfig{.bytes_per_second = 1000});
+  EXPECT_EQ(target.config_.nets[0].tx_rate_limit,
+            (RateLimitConfig{.ops_per_second = 50, .ops_burst = 5}));
+  EXPECT_EQ(response["tx_rate_limit"]["iops"], 50);
+}
+
+TEST(ControlProtocol, SetRateLimitRefusesUnknownDevicesKeysAndValues) {
+  FakeTarget target;
+  target.config_.disks.resize(1);
+  target.config_.nets.resize(1);
+  auto error_of = [&](std::string_view line) {
+    const json response = respond(line, target);
+    EXPECT_EQ(response["ok"], false) << line;
+    return response["error"].get<std::string>();
+  };
+  EXPECT_EQ(error_of(R"({"command":"set-rate-limit"})"),
+            "set-rate-limit needs \"device\": a disk (\"disk0\") or a NIC (\"net0\")");
+  for (const char* device : {"disk1", "net1", "vsock", "disk", "disk0x", "disk01x", "disk-1"}) {
+    EXPECT_NE(
+        error_of(fmt::format(R"({{"command":"set-rate-limit","device":"{}","bw":1}})", device))
+            .find(fmt::format("no device \"{}\" with a rate limit (disk0..disk0, net0..net0)",
+                              device)),
+        std::string::npos)
+        << device;
+  }
+  EXPECT_EQ(error_of(R"({"command":"set-rate-limit","device":"disk0","rx_bw":1})"),
+            "unknown key \"rx_bw\" for disk0 (use bw=, bw_burst=, iops=, iops_burst=)");
+  EXPECT_NE(error_of(R"({"command":"set-rate-limit","device":"net0","bw":1})")
+                .find("unknown key \"bw\" for net0 (use rx_bw=, "),
+            std::string::npos);
+  for (const char* value : {"-1", "1.5", "\"fast\"", "true", "null"}) {
+    EXPECT_EQ(
+        error_of(fmt::format(R"({{"command":"set-rate-limit","device":"disk0","bw":{}}})", value)),
+        "\"bw\" must be a count or a size such as \"4M\" (0: unlimited)")
+        << value;
+  }
+  EXPECT_EQ(target.config_.disks[0].rate_limit, RateLimitConfig{});  // nothing changed
 }
 
 }  // namespace

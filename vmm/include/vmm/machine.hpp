@@ -143,6 +143,12 @@ class Machine {
   void signal_command(int signal);
   // The guest's counters so far (MachineMetrics); cheap, any state.
   MachineMetrics metrics() const;
+  // Changes a rate limit of the running machine (MachineConfig's are the first ones): disk
+  // `index`'s, or NIC `index`'s receive and transmit limits; config() shows them from then on. The
+  // device takes it between two of its event loop's handlers; a guest waiting for the old limit
+  // tries again at once. Throws vmm::Error for an index out of range.
+  void set_disk_rate_limit(size_t index, const RateLimitConfig& limit);
+  void set_net_rate_limits(size_t index, const RateLimitConfig& rx, const RateLimitConfig& tx);
 
  private:
   struct Impl;
