@@ -21,6 +21,7 @@
 #include "base/util/mac_address.hpp"
 #include "base/util/thread_annotations.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/machine/control_protocol.hpp"
 #include "vmm/machine_config.hpp"
 
 #ifndef VMM_LIBRARY_VERSION
@@ -40,6 +41,8 @@ struct vmm_machine {
   vmm::Mutex mutex;
   std::optional<vmm::MachineExit> exit VMM_GUARDED_BY(mutex);
   std::string exit_message VMM_GUARDED_BY(mutex);
+  // What vmm_machine_metrics last returned.
+  std::string metrics_json VMM_GUARDED_BY(mutex);
 };
 
 namespace {
@@ -77,16 +80,6 @@ vmm_status guarded(const char* function, Body&& body) noexcept {
       return set_error(VMM_EFAIL, "unexpected exception");
     }
   }
-}
-
-const char* state_name(vmm::MachineState state) {
-  switch (state) {
-    case vmm::MachineState::kCreated: return "created";
-    case vmm::MachineState::kRunning: return "running";
-    case vmm::MachineState::kPaused: return "paused";
-    case vmm::MachineState::kStopped: return "stopped";
-  }
-  return "in an unknown state";
 }
 
 vmm_state to_c(vmm::MachineState state) {
@@ -210,6 +203,10 @@ vmm_status classify_restore_error(const char* dir, const vmm::MachineConfig& con
                                   const std::string& message) {
   const vmm_status status = classify_create_error(config, message);
   return status == VMM_EFAIL && message.rfind(dir, 0) == 0 ? VMM_EINVAL : status;
+}
+
+vmm::RateLimitConfig to_config(const vmm_rate_limit& limit) {
+  return {limit.bytes_per_second, limit.bytes_burst, limit.ops_per_second, limit.ops_burst};
 }
 
 }  // namespace
@@ -369,6 +366,34 @@ vmm_status vmm_config_add_net(vmm_config* config, const char* tap, const char* m
       }
     }
     next.nets.push_back(std::move(net));
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_config_set_disk_rate_limit(vmm_config* config, size_t index,
+                                          const vmm_rate_limit* limit) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
+    if (limit == nullptr) return null_argument(function, "limit");
+    if (index >= next.disks.size()) {
+      return error(VMM_EINVAL, "{}: no disk {} (the config has {})", function, index,
+                   next.disks.size());
+    }
+    next.disks[index].rate_limit = to_config(*limit);
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_config_set_net_rate_limits(vmm_config* config, size_t index,
+                                          const vmm_rate_limit* rx, const vmm_rate_limit* tx) {
+  return update(__func__, config, [&](vmm::MachineConfig& next, const char* function) {
+    if (rx == nullptr) return null_argument(function, "rx");
+    if (tx == nullptr) return null_argument(function, "tx");
+    if (index >= next.nets.size()) {
+      return error(VMM_EINVAL, "{}: no NIC {} (the config has {})", function, index,
+                   next.nets.size());
+    }
+    next.nets[index].rx_rate_limit = to_config(*rx);
+    next.nets[index].tx_rate_limit = to_config(*tx);
     return VMM_OK;
   });
 }
@@ -565,6 +590,47 @@ vmm_status vmm_machine_send_console_input(vmm_machine* machine, const uint8_t* b
     if (machine == nullptr) return null_argument(function, "machine");
     if (bytes == nullptr && len != 0) return null_argument(function, "bytes");
     if (len != 0) machine->machine->send_console_input(std::span<const uint8_t>(bytes, len));
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_machine_set_disk_rate_limit(vmm_machine* machine, size_t index,
+                                           const vmm_rate_limit* limit) {
+  return guarded(__func__, [&](const char* function) {
+    if (machine == nullptr) return null_argument(function, "machine");
+    if (limit == nullptr) return null_argument(function, "limit");
+    try {
+      machine->machine->set_disk_rate_limit(index, to_config(*limit));
+    } catch (const vmm::Error& e) {
+      return error(VMM_EINVAL, "{}: {}", function, e.what());
+    }
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_machine_set_net_rate_limits(vmm_machine* machine, size_t index,
+                                           const vmm_rate_limit* rx, const vmm_rate_limit* tx) {
+  return guarded(__func__, [&](const char* function) {
+    if (machine == nullptr) return null_argument(function, "machine");
+    if (rx == nullptr) return null_argument(function, "rx");
+    if (tx == nullptr) return null_argument(function, "tx");
+    try {
+      machine->machine->set_net_rate_limits(index, to_config(*rx), to_config(*tx));
+    } catch (const vmm::Error& e) {
+      return error(VMM_EINVAL, "{}: {}", function, e.what());
+    }
+    return VMM_OK;
+  });
+}
+
+vmm_status vmm_machine_metrics(vmm_machine* machine, const char** json) {
+  return guarded(__func__, [&](const char* function) {
+    if (machine == nullptr) return null_argument(function, "machine");
+    if (json == nullptr) return null_argument(function, "json");
+    std::string line = vmm::metrics_line(machine->machine->metrics());
+    const vmm::MutexLock lock(machine->mutex);
+    machine->metrics_json = std::move(line);
+    *json = machine->metrics_json.c_str();
     return VMM_OK;
   });
 }

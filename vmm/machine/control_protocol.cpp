@@ -182,6 +182,10 @@ json metrics_to_json(const MachineMetrics& metrics) {
 
 }  // namespace
 
+std::string metrics_line(const MachineMetrics& metrics) {
+  return to_line(metrics_to_json(metrics));
+}
+
 void ControlTarget::set_disk_rate_limit(size_t index, const RateLimitConfig& /*limit*/) {
   fail("no disk{}", index);
 }
@@ -251,7 +255,7 @@ std::string handle_control_request(std::string_view line, ControlTarget& target)
     if (name == "config") {
       return to_line(json{{"ok", true}, {"config", config_to_json(target.config())}});
     }
-    if (name == "metrics") return to_line(metrics_to_json(target.metrics()));
+    if (name == "metrics") return metrics_line(target.metrics());
     if (name == "set-rate-limit") return to_line(set_rate_limit(request, target));
   } catch (const std::exception& e) {
     return error_response(e.what());

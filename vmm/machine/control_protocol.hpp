@@ -50,6 +50,8 @@ inline constexpr size_t kMaxControlRequestBytes = 64 * 1024;
 //       "longest_handler_fd":..},"devices":{"disk0":{"requests":..,"bytes":..,"errors":..,
 //       "rate_limit_waits":..},...},"vcpus":[{"id":0,"exits":{"io":..,"mmio":..}},...]}
 std::string handle_control_request(std::string_view line, ControlTarget& target);
+// The "metrics" command's response for `metrics` (also the C API's vmm_machine_metrics).
+std::string metrics_line(const MachineMetrics& metrics);
 // The error response for a line over kMaxControlRequestBytes.
 std::string oversized_request_response();
 

@@ -265,6 +265,25 @@ TEST(CApi, GoodValuesAreAccepted) {
   EXPECT_EQ(vmm_config_set_console_stdio(c), VMM_OK);
 }
 
+TEST(CApi, RateLimitsNameTheDeviceTheyLimit) {
+  ConfigPtr config = new_config();
+  vmm_config* c = config.get();
+  const vmm_rate_limit limit{
+      .bytes_per_second = 4 << 20, .bytes_burst = 0, .ops_per_second = 100, .ops_burst = 10};
+  EXPECT_EQ(vmm_config_set_disk_rate_limit(c, 0, &limit), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_disk_rate_limit: no disk 0 (the config has 0)");
+  EXPECT_EQ(vmm_config_set_net_rate_limits(c, 0, &limit, &limit), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_net_rate_limits: no NIC 0 (the config has 0)");
+  ASSERT_EQ(vmm_config_add_disk(c, "/x.img", false, nullptr), VMM_OK);
+  ASSERT_EQ(vmm_config_add_net(c, "tap0", nullptr), VMM_OK);
+  EXPECT_EQ(vmm_config_set_disk_rate_limit(c, 0, &limit), VMM_OK);
+  EXPECT_EQ(vmm_config_set_net_rate_limits(c, 0, &limit, &limit), VMM_OK);
+  EXPECT_EQ(vmm_config_set_disk_rate_limit(c, 0, nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_disk_rate_limit: limit is NULL");
+  EXPECT_EQ(vmm_config_set_net_rate_limits(c, 0, &limit, nullptr), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_config_set_net_rate_limits: tx is NULL");
+}
+
 // The snapshot reaches the machine, whose disks are opened before the KVM device: a file overlay
 // in a $TMPDIR that does not exist is named; a memory overlay needs none, so KVM comes next.
 TEST(CApi, ASnapshotDiskGetsItsOverlayBeforeKvm) {
@@ -370,6 +389,12 @@ TEST(CApi, MachineCallsRefuseANullMachine) {
   EXPECT_EQ(vmm_machine_state(nullptr, &state), VMM_EINVAL);
   EXPECT_EQ(vmm_machine_exit_info(nullptr, &exit), VMM_EINVAL);
   EXPECT_EQ(vmm_machine_send_console_input(nullptr, nullptr, 0), VMM_EINVAL);
+  const char* json = nullptr;
+  EXPECT_EQ(vmm_machine_metrics(nullptr, &json), VMM_EINVAL);
+  EXPECT_STREQ(vmm_last_error(), "vmm_machine_metrics: machine is NULL");
+  const vmm_rate_limit limit{};
+  EXPECT_EQ(vmm_machine_set_disk_rate_limit(nullptr, 0, &limit), VMM_EINVAL);
+  EXPECT_EQ(vmm_machine_set_net_rate_limits(nullptr, 0, &limit, &limit), VMM_EINVAL);
   vmm_machine_destroy(nullptr);
   vmm_config_free(nullptr);
 }
@@ -583,6 +608,23 @@ TEST_F(CApiGuest, BootsHelloWithACallbackConsole) {
   EXPECT_STREQ(exit.message, "guest exited with status 0");
   EXPECT_THAT(console.get(), HasSubstr("hello from the test guest"));
   EXPECT_THAT(console.get(), HasSubstr("cmdline: console=ttyS0 capi-marker-1"));
+}
+
+TEST_F(CApiGuest, MetricsCountTheGuestsExitsAndLimitsNameTheirDevice) {
+  Console console;
+  MachinePtr machine = hello("console=ttyS0", console);
+  ASSERT_NE(machine, nullptr);
+  const char* json = nullptr;
+  ASSERT_EQ(vmm_machine_metrics(machine.get(), &json), VMM_OK) << vmm_last_error();
+  EXPECT_THAT(json, HasSubstr("\"ok\":true"));
+  EXPECT_THAT(json, HasSubstr("\"vcpus\":[{\"exits\":{"));
+  ASSERT_EQ(vmm_machine_run(machine.get()), VMM_OK) << vmm_last_error();
+  ASSERT_EQ(vmm_machine_metrics(machine.get(), &json), VMM_OK) << vmm_last_error();
+  // The hello guest writes its console through port I/O.
+  EXPECT_THAT(json, HasSubstr("\"io\":"));
+  const vmm_rate_limit limit{};
+  EXPECT_EQ(vmm_machine_set_disk_rate_limit(machine.get(), 0, &limit), VMM_EINVAL);
+  EXPECT_THAT(vmm_last_error(), HasSubstr("no disk0"));
 }
 
 TEST_F(CApiGuest, TheGuestsExitStatusComesThrough) {

@@ -132,6 +132,22 @@ VMM_API vmm_status vmm_config_add_disk_snapshot(vmm_config* config, const char* 
 /* A virtio-net NIC on an existing tap device; `mac` is "52:54:00:12:34:56" or NULL for a stable
  * address derived from the tap's name. */
 VMM_API vmm_status vmm_config_add_net(vmm_config* config, const char* tap, const char* mac);
+/* A rate limit: a token bucket for bytes and one for requests (or packets), each refilled at its
+ * rate per second and holding at most its burst. A rate of 0: no limit; a burst of 0: one
+ * second's worth. A guest over its budget waits; nothing is refused or dropped for it. */
+typedef struct vmm_rate_limit {
+  uint64_t bytes_per_second;
+  uint64_t bytes_burst;
+  uint64_t ops_per_second;
+  uint64_t ops_burst;
+} vmm_rate_limit;
+/* The rate limit of disk `index` (in the order added; the vmm command's --disk PATH,bw=,iops=). */
+VMM_API vmm_status vmm_config_set_disk_rate_limit(vmm_config* config, size_t index,
+                                                  const vmm_rate_limit* limit);
+/* The receive and transmit rate limits of NIC `index` (--net tap=T,rx_bw=,tx_bw=,...). */
+VMM_API vmm_status vmm_config_set_net_rate_limits(vmm_config* config, size_t index,
+                                                  const vmm_rate_limit* rx,
+                                                  const vmm_rate_limit* tx);
 /* A virtio-vsock device with guest CID `cid`, reached by host programs at the Unix socket
  * `uds_path` (Firecracker's convention, see docs/EMBEDDING.md). */
 VMM_API vmm_status vmm_config_set_vsock(vmm_config* config, uint32_t cid, const char* uds_path);
@@ -181,6 +197,19 @@ VMM_API vmm_status vmm_machine_exit_info(vmm_machine* machine, vmm_exit_info* ou
 /* Bytes for the guest's console input (its COM1 receive queue), e.g. with a callback console. */
 VMM_API vmm_status vmm_machine_send_console_input(vmm_machine* machine, const uint8_t* bytes,
                                                   size_t len);
+
+/* Changes a rate limit of a created, running or paused machine at once (the control socket's
+ * set-rate-limit): disk `index`'s, or NIC `index`'s two. VMM_EINVAL for an index out of range. */
+VMM_API vmm_status vmm_machine_set_disk_rate_limit(vmm_machine* machine, size_t index,
+                                                   const vmm_rate_limit* limit);
+VMM_API vmm_status vmm_machine_set_net_rate_limits(vmm_machine* machine, size_t index,
+                                                   const vmm_rate_limit* rx,
+                                                   const vmm_rate_limit* tx);
+/* The machine's counters as the control socket's "metrics" command renders them (one JSON object:
+ * each device's requests, bytes, errors and rate-limit waits, each vCPU's exits by reason, the
+ * event loop's longest handler). *json stays valid until the next call of this function on the
+ * machine, or its destruction. Any state. */
+VMM_API vmm_status vmm_machine_metrics(vmm_machine* machine, const char** json);
 
 /* ---- Snapshots ----
  * A snapshot is a directory: manifest.json, the guest's RAM (a sparse file) and the state of every
