@@ -56,18 +56,18 @@ void VcpuThread::install_kick_handler() {
 VcpuThread::VcpuThread(kvm::Vcpu& vcpu, size_t run_size, const devices::Bus& pio,
                        const devices::Bus& mmio, ExitLatch& latch, PauseGate& gate,
                        VcpuExitCounts& exits, bool seccomp)
-    : owned_(std::make_unique<KvmVcpu>(vcpu, run_size)),
-      vcpu_(*owned_),
-      pio_(pio),
-      mmio_(mmio),
-      latch_(latch),
-      gate_(gate),
-      exits_(exits),
-      seccomp_(seccomp) {}
+    : VcpuThread(std::make_unique<KvmVcpu>(vcpu, run_size), nullptr, pio, mmio, latch, gate, exits,
+                 seccomp) {}
 
 VcpuThread::VcpuThread(VcpuHandle& vcpu, const devices::Bus& pio, const devices::Bus& mmio,
                        ExitLatch& latch, PauseGate& gate, VcpuExitCounts& exits, bool seccomp)
-    : vcpu_(vcpu),
+    : VcpuThread(nullptr, &vcpu, pio, mmio, latch, gate, exits, seccomp) {}
+
+VcpuThread::VcpuThread(std::unique_ptr<VcpuHandle> owned, VcpuHandle* borrowed,
+                       const devices::Bus& pio, const devices::Bus& mmio, ExitLatch& latch,
+                       PauseGate& gate, VcpuExitCounts& exits, bool seccomp)
+    : owned_(std::move(owned)),
+      vcpu_(owned_ ? *owned_ : *borrowed),
       pio_(pio),
       mmio_(mmio),
       latch_(latch),

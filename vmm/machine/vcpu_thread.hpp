@@ -73,6 +73,10 @@ class VcpuThread {
   static void install_kick_handler();
 
  private:
+  // The vCPU is `owned`, or else `borrowed`.
+  VcpuThread(std::unique_ptr<VcpuHandle> owned, VcpuHandle* borrowed, const devices::Bus& pio,
+             const devices::Bus& mmio, ExitLatch& latch, PauseGate& gate, VcpuExitCounts& exits,
+             bool seccomp);
   void run_thread();
   void loop();
   // Carries out the exit KVM_RUN returned with; false if this vCPU must run no more.
