@@ -821,7 +821,7 @@ scenario_api_socket() {
   if ! wait_console "$log" "$pid" "VMM-L2-TICK 1 " "$L2_TIMEOUT"; then
     why="the guest printed no ticks"
   elif ! api "$API_SOCKET" '{"command":"status"}' '{"command":"config"}' 'not json' '{"command":"fly"}' \
-    '{"command":"status"}' >"$out"; then
+    '{"command":"status"}' '{"command":"metrics"}' >"$out"; then
     why="the requests failed: $(tail -n1 /tmp/api.err) (answers: $(paste -sd'|' - <"$out"))"
   else
     up1=$(sed -n '1s/.*"uptime_ms":\([0-9]*\).*/\1/p' "$out") up2=$(sed -n '5s/.*"uptime_ms":\([0-9]*\).*/\1/p' "$out")
@@ -841,13 +841,20 @@ scenario_api_socket() {
     if [ -z "$why" ] && { [ -z "$up1" ] || [ "$up1" -le 0 ] || [ "$up2" -lt "$up1" ]; }; then
       why="uptime_ms $up1 then $up2"
     fi
+    # metrics: each of the 2 vCPUs listed, the guest's port I/O (its UART) counted.
+    metrics=$(sed -n 6p "$out")
+    vcpus=$(echo "$metrics" | grep -o '"id":[0-9]*' | wc -l)
+    case $metrics in
+      *'"ok":true'*'"io":'[1-9]*) [ "$vcpus" -eq 2 ] || why="${why:+$why; }metrics list $vcpus vCPUs: '$metrics'" ;;
+      *) why="${why:+$why; }metrics answered '$metrics'" ;;
+    esac
   fi
   if ! stop_api_guest api-socket; then
     :
   elif [ -e "$API_SOCKET" ]; then
     result api-socket FAIL "vmm exited but left $API_SOCKET behind; $timing"
   else
-    result api-socket PASS "status=$status running (uptime_ms $up1, then $up2), config as given, bad requests answered ok:false, socket removed; $timing"
+    result api-socket PASS "status=$status running (uptime_ms $up1, then $up2), config as given, bad requests answered ok:false, metrics with both vCPUs' exits, socket removed; $timing"
   fi
 }
 
