@@ -50,6 +50,8 @@ class Virtiofsd {
   // The frontend's end of the vhost-user connection (once; afterwards invalid).
   UniqueFd take_socket() { return std::move(socket_); }
   pid_t pid() const { return pid_; }
+  // Options::name: the share it serves ("--share /srv:docs").
+  const std::string& name() const { return name_; }
   // Whether it has exited, and how ("virtiofsd exited with status 1"), without waiting; nullopt
   // while it runs. For the message when the vhost-user handshake fails.
   std::optional<std::string> exit_description();

@@ -503,32 +503,38 @@ void Machine::Impl::create_vhost_user_devices() {
   for (devices::Virtiofsd& process : host_.virtiofsds) {
     const int fd = process.log_fd();
     loop.add(fd, EPOLLIN, [this, &process, fd](uint32_t events) {
-      for (const std::string& line : process.read_log()) spdlog::warn("virtiofsd: {}", line);
+      for (const std::string& line : process.read_log()) {
+        spdlog::warn("virtiofsd of {}: {}", process.name(), line);
+      }
       if ((events & (EPOLLHUP | EPOLLERR)) != 0) loop.remove(fd);
     });
   }
+  // host_.vhost_user_sockets holds the shares' sockets, then --vhost-user's, in config order.
   size_t socket = 0;
+  const auto connect = [&](const std::string& name, devices::vhost_user::DeviceSpec spec) {
+    auto channel =
+        std::make_unique<BackendChannel>(std::move(host_.vhost_user_sockets.at(socket++)), name);
+    return std::make_unique<VhostUserDevice>(memory, loop, std::move(channel), std::move(spec));
+  };
+  size_t virtiofsd = 0;  // the next share's own virtiofsd in host_.virtiofsds
   for (const ShareConfig& share : config_.shares) {
+    const bool own_virtiofsd = !share.host_dir.empty();
     const std::string name =
-        share.host_dir.empty()
-            ? fmt::format("virtio-fs {} (socket={})", share.tag, share.socket_path)
-            : fmt::format("virtio-fs {} ({})", share.tag, share.host_dir);
+        own_virtiofsd ? fmt::format("virtio-fs {} ({})", share.tag, share.host_dir)
+                      : fmt::format("virtio-fs {} (socket={})", share.tag, share.socket_path);
     std::unique_ptr<VhostUserDevice> device;
     try {
-      auto channel =
-          std::make_unique<BackendChannel>(std::move(host_.vhost_user_sockets.at(socket++)), name);
-      device = std::make_unique<VhostUserDevice>(memory, loop, std::move(channel),
-                                                 devices::vhost_user::fs_device_spec(share.tag, 1));
+      device = connect(name, devices::vhost_user::fs_device_spec(share.tag, 1));
     } catch (const Error& e) {
       // A virtiofsd that could not start says why on stderr and exits; say how it ended too.
       std::string ended;
-      for (devices::Virtiofsd& process : host_.virtiofsds) {
-        if (auto how = process.exit_description()) ended = " (" + *how + ")";
+      if (own_virtiofsd) {
+        if (auto how = host_.virtiofsds.at(virtiofsd).exit_description()) ended = " (" + *how + ")";
       }
-      fail("--share {}:{}: {}{}",
-           share.host_dir.empty() ? "socket=" + share.socket_path : share.host_dir, share.tag,
-           e.what(), ended);
+      fail("--share {}:{}: {}{}", own_virtiofsd ? share.host_dir : "socket=" + share.socket_path,
+           share.tag, e.what(), ended);
     }
+    if (own_virtiofsd) ++virtiofsd;
     plug_virtio(std::move(device), name, "fs/" + share.tag);
   }
   for (size_t i = 0; i < config_.vhost_user.size(); ++i) {
@@ -538,12 +544,8 @@ void Machine::Impl::create_vhost_user_devices() {
                                          fs ? "fs " + config.tag : "blk", config.socket_path);
     std::unique_ptr<VhostUserDevice> device;
     try {
-      auto channel =
-          std::make_unique<BackendChannel>(std::move(host_.vhost_user_sockets.at(socket++)), name);
-      device =
-          std::make_unique<VhostUserDevice>(memory, loop, std::move(channel),
-                                            fs ? devices::vhost_user::fs_device_spec(config.tag, 1)
-                                               : devices::vhost_user::blk_device_spec());
+      device = connect(name, fs ? devices::vhost_user::fs_device_spec(config.tag, 1)
+                                : devices::vhost_user::blk_device_spec());
     } catch (const Error& e) {
       fail("--vhost-user socket={}: {}", config.socket_path, e.what());
     }
