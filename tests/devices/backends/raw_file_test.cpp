@@ -4,15 +4,21 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <linux/loop.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/util/error.hpp"
@@ -272,6 +278,107 @@ TEST_F(RawFileTest, QemuCannotWriteAnImageVmmUses) {
     EXPECT_FALSE(qemu.reader_refused(false));
   }
   EXPECT_FALSE(qemu.writer_refused());
+}
+
+// The real QEMU (Debian's, installed for the lab), a q35 machine paused before its first
+// instruction with the image on a virtio-blk-pci disk: it takes its locks as it opens the image.
+class RealQemu {
+ public:
+  static std::optional<std::string> program() {
+    for (const char* path : {"/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"}) {
+      if (::access(path, X_OK) == 0) return path;
+    }
+    return std::nullopt;
+  }
+
+  // Starts it on `image` (read-write unless `read_only`), its stderr into `log`.
+  RealQemu(const std::string& program, const std::string& image, bool read_only,
+           const std::string& log) {
+    const std::string drive =
+        "file=" + image + ",format=raw,if=none,id=d" + (read_only ? ",readonly=on" : "");
+    std::vector<std::string> args = {
+        program, "-machine",    "q35",      "-accel",  "tcg",
+        "-S",    "-nodefaults", "-display", "none",    "-monitor",
+        "none",  "-drive",      drive,      "-device", "virtio-blk-pci,drive=d"};
+    std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (::posix_spawn(&pid_, program.c_str(), &actions, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~RealQemu() {
+    if (pid_ > 0 && !status_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  RealQemu(const RealQemu&) = delete;
+  RealQemu& operator=(const RealQemu&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  // Its wait status once it has exited within `limit` (a liveness bound), else nullopt.
+  std::optional<int> exit_within(std::chrono::seconds limit) {
+    for (auto end = std::chrono::steady_clock::now() + limit;
+         !status_ && std::chrono::steady_clock::now() < end;) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        status_ = status;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Both ways against the real thing: a QEMU writing the image makes vmm refuse it, read-only too;
+// vmm writing it makes QEMU refuse to start, read-only too.
+TEST_F(RawFileTest, TheRealQemuAndVmmRefuseEachOther) {
+  const std::optional<std::string> qemu = RealQemu::program();
+  if (!qemu) GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/install-deps.sh does)";
+  const std::string path = make_image("disk.img", 1 << 20);
+  const std::string log = dir_.file("qemu.log");
+  {
+    RealQemu writer(*qemu, path, false, log);
+    ASSERT_TRUE(writer.started());
+    // It locks the image as it starts: wait (a liveness bound) until vmm sees the lock.
+    std::optional<std::string> refused;
+    for (int i = 0; i < 1000 && !refused && !writer.exit_within(std::chrono::seconds(0)); ++i) {
+      refused = open_error(path, true);
+      if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(refused.has_value()) << "QEMU never locked the image: " << read_file(log);
+    EXPECT_THAT(*refused, StrEq(path + kInUse + "writes it"));
+    EXPECT_THAT(open_error(path, false), ::testing::Optional(StrEq(path + kInUse + "writes it")));
+  }
+  EXPECT_EQ(open_error(path, false), std::nullopt) << "QEMU's locks outlived it";
+  for (const bool vmm_read_only : {false, true}) {
+    SCOPED_TRACE(vmm_read_only ? "vmm reads" : "vmm writes");
+    const RawFile vmm = RawFile::open(path, vmm_read_only);
+    RealQemu refused(*qemu, path, false, log);
+    ASSERT_TRUE(refused.started());
+    const std::optional<int> status = refused.exit_within(std::chrono::seconds(30));
+    ASSERT_TRUE(status.has_value()) << "QEMU started on an image vmm uses";
+    EXPECT_NE(*status, 0);
+    EXPECT_THAT(read_file(log), ::testing::HasSubstr("Failed to get"));
+  }
 }
 
 TEST_F(RawFileTest, AnExclusiveWholeFileLockIsRefused) {
