@@ -247,9 +247,12 @@ OptionPart split_part(const std::string& part) {
 // Its value is a size ("10M") or a count, never 0 (leaving the key out is unlimited).
 bool parse_rate_limit_part(const char* option, const std::string& text, const OptionPart& part,
                            std::string_view prefix, RateLimitConfig& limit) {
-  const std::optional<uint64_t> amount = part.value ? parse_size(*part.value) : std::nullopt;
-  if (!set_rate_limit_field(limit, prefix, part.key, amount.value_or(0))) return false;
-  if (!amount || *amount == 0) {
+  // 0 for a value that is missing or no amount (GCC 12 at -O2 takes an optional here for one read
+  // uninitialized: -Wmaybe-uninitialized).
+  uint64_t amount = 0;
+  if (part.value) amount = parse_size(*part.value).value_or(0);
+  if (!set_rate_limit_field(limit, prefix, part.key, amount)) return false;
+  if (amount == 0) {
     fail("--{} {}: {} is not a positive amount a second (a count, or a size such as 10M)", option,
          text, part.text);
   }
