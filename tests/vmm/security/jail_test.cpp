@@ -181,6 +181,13 @@ std::set<std::string> entries_of(const std::string& folder) {
 
 TEST_F(JailTest, AJailedProcessSeesOnlyItsMountsAsItsUserWithItsLimits) {
   if (::geteuid() != 0) GTEST_SKIP() << "the jail needs root";
+#if defined(__SANITIZE_THREAD__)
+  // The jail forks before vmm has threads and forwards signals across two forks; TSan's runtime
+  // has a thread of its own and delays signals to its own points, and the SIGTERM never reaches
+  // the jailed process (the test hung). The plain and ASan runs, and the lab's jail, cover it.
+  GTEST_SKIP() << "under ThreadSanitizer, whose runtime thread and deferred signals the jail's "
+                  "forks don't survive";
+#endif
   jail_.dir = path("root");
   jail_.nofile = 64;
   jail_.fsize = 1 << 20;
