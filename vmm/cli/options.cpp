@@ -70,7 +70,8 @@ each over a tap device: --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. vmm attaches to 
 it when it runs with CAP_NET_ADMIN. Without mac=, the guest gets a stable locally administered
 address derived from the tap's name. Rate limits, as for disks, on what the guest receives
 (rx_bw=, rx_bw_burst=, rx_iops=, rx_iops_burst=: packets) and sends (tx_...): a packet over the
-limit waits (received ones in the tap, sent ones in the guest's ring). scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
+limit waits (received ones in the tap, sent ones in the guest's ring).
+scripts/vmm-net.sh sets up a tap on a bridge, with NAT.
 
 --vsock cid=N,socket=PATH gives the guest a virtio-vsock device (module vmw_vsock_virtio_transport)
 with context ID N (3 or more). Host programs reach guest port P by connecting to the Unix socket
