@@ -51,12 +51,13 @@ void Throttle::set(const RateLimit& limit) {
 }
 
 void Throttle::cancel() {
+  // No system call: a reset may run on the main thread as the machine is torn down, whose seccomp
+  // filter has no timerfd_settime. A timer left armed is harmless: the device stops watching it
+  // at reset, and an expiry after it finds nothing waiting.
   waiting_ = false;
-  arm(RateLimiter::Clock::duration::zero());
 }
 
 void Throttle::arm(RateLimiter::Clock::duration wait) {
-  // A zero it_value disarms: cancel() alone passes it (waits are at least 1 ns).
   const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
   itimerspec spec{};
   spec.it_value.tv_sec = nanos / 1'000'000'000;

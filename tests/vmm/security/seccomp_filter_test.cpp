@@ -21,6 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include "devices/virtio/device_metrics.hpp"
+#include "devices/virtio/throttle.hpp"
+
 namespace vmm::security {
 namespace {
 
@@ -136,6 +139,24 @@ TEST(SeccompFilterDeathTest, ADiskWorkerDoesItsIoUnderTheFilter) {
           check(large.back() == 'y', "malloc");
           // glibc's probes of /proc files fail instead of trapping.
           check(::open("/proc/self/status", O_RDONLY) < 0 && errno == EACCES, "open fails");
+        });
+      },
+      ExitedWithCode(0), "");
+}
+
+// The machine's teardown resets the devices on the main thread: a rate limit that waits (its
+// timer armed) is cancelled there, under the main thread's filter.
+TEST(SeccompFilterDeathTest, TheMainThreadMayResetADeviceWhoseRateLimitWaits) {
+  EXPECT_EXIT(
+      {
+        devices::virtio::DeviceMetrics metrics;
+        devices::virtio::Throttle throttle({.ops_per_second = 1, .ops_burst = 1}, metrics);
+        check(throttle.allows(0), "the first operation goes");
+        throttle.take(0);
+        check(!throttle.allows(0) && throttle.waiting(), "the second waits");
+        run_confined(ThreadKind::kMain, [&throttle] {
+          throttle.cancel();
+          check(!throttle.waiting(), "nothing waits after the reset");
         });
       },
       ExitedWithCode(0), "");
