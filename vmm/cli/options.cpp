@@ -15,6 +15,7 @@
 
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "base/util/parse_number.hpp"
 #include "base/util/size.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/machine/rate_limit_keys.hpp"
@@ -322,12 +323,9 @@ VsockConfig parse_vsock(const std::string& text) {
   for (const std::string& piece : split(text, ',')) {
     const auto [part, key, value] = split_part(piece);
     if (key == "cid" && value) {
-      uint32_t cid = 0;
-      const auto [end, error] = std::from_chars(value->data(), value->data() + value->size(), cid);
-      if (value->empty() || error != std::errc() || end != value->data() + value->size()) {
-        fail("--vsock {}: cid={} is not a number", text, *value);
-      }
-      vsock.guest_cid = cid;
+      const auto cid = parse_number<uint32_t>(*value);
+      if (!cid) fail("--vsock {}: cid={} is not a number", text, *value);
+      vsock.guest_cid = *cid;
       have_cid = true;
     } else if (key == "socket" && value && !value->empty()) {
       vsock.uds_path = *value;
@@ -422,12 +420,11 @@ namespace {
 // A positive whole number (uid=, pids=, ...) of a --jail value.
 uint64_t jail_number(const std::string& text, const std::string& key, const std::string& value,
                      uint64_t max) {
-  uint64_t number = 0;
-  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), number);
-  if (error != std::errc() || end != value.data() + value.size() || number == 0 || number > max) {
+  const auto number = parse_number<uint64_t>(value);
+  if (!number || *number == 0 || *number > max) {
     fail("--jail {}: {}={} is not a number from 1 to {}", text, key, value, max);
   }
-  return number;
+  return *number;
 }
 
 uint64_t jail_size(const std::string& text, const std::string& key, const std::string& value) {

@@ -3,8 +3,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <charconv>
 #include <string_view>
+
+#include "base/util/parse_number.hpp"
 
 namespace vmm {
 
@@ -13,13 +14,8 @@ namespace {
 std::optional<int> parse_exit_line(std::string_view line) {
   constexpr std::string_view kPrefix = "exit ";
   if (line.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
-  const std::string_view number = line.substr(kPrefix.size());
-  int status = -1;
-  const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), status);
-  if (number.empty() || error != std::errc() || end != number.data() + number.size() ||
-      status < 0 || status > 255) {
-    return std::nullopt;
-  }
+  const auto status = parse_number<int>(line.substr(kPrefix.size()));
+  if (!status || *status < 0 || *status > 255) return std::nullopt;
   return status;
 }
 

@@ -8,12 +8,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <optional>
 #include <string_view>
 #include <utility>
 
+#include "base/util/parse_number.hpp"
 #include "devices/virtio/vsock/unix_socket.hpp"
 
 namespace vmm::devices::virtio::vsock {
@@ -29,13 +29,7 @@ std::optional<uint32_t> parse_connect(const std::string& line) {
   if (line.size() <= kPrefix.size() || line.compare(0, kPrefix.size(), kPrefix) != 0) {
     return std::nullopt;
   }
-  const char* first = line.data() + kPrefix.size();
-  const char* last = line.data() + line.size();
-  if (*first < '0' || *first > '9') return std::nullopt;  // from_chars takes no sign, but be plain
-  uint32_t port = 0;
-  const auto [end, error] = std::from_chars(first, last, port);
-  if (error != std::errc() || end != last) return std::nullopt;
-  return port;
+  return parse_number<uint32_t>(std::string_view(line).substr(kPrefix.size()));
 }
 
 }  // namespace
