@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
            check(vmm_config_set_cmdline(config, "console=ttyS0 from-c") == VMM_OK, "cmdline") &&
            check(vmm_config_set_memory_bytes(config, 64u << 20) == VMM_OK, "memory") &&
            check(vmm_config_set_timeout(config, 30) == VMM_OK, "timeout") &&
+           /* The guest's exit status comes through port 0xf4, which only --debug-exit wires. */
+           check(vmm_config_set_debug_exit(config, true) == VMM_OK, "debug exit") &&
            check(vmm_config_set_console_callback(config, collect, &console) == VMM_OK,
                  "console callback");
   vmm_machine* machine = NULL;
