@@ -63,7 +63,7 @@ class FuzzTarget : public ControlTarget {
     if (failing_) fail("snapshot {}: No space left on device\n(and a second line)", path);
     if (stay_paused) state_ = MachineState::kPaused;
   }
-  const MachineConfig& config() const override { return config_; }
+  MachineConfig config() const override { return config_; }
 
   void set(uint8_t how) {
     state_ = static_cast<MachineState>(how & 3);

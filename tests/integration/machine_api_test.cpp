@@ -110,6 +110,34 @@ TEST_F(MachineApi, MetricsShowTheGuestsExits) {
   EXPECT_NE(metrics.longest_handler_fd, -1);  // the console's output, at least
 }
 
+// A live change (the control socket's set-rate-limit) shows in config(), which other threads may
+// read meanwhile: it hands out a copy.
+TEST_F(MachineApi, RateLimitChangesShowInTheConfigWhileOtherThreadsReadIt) {
+  MachineConfig config = hello("spin");
+  DiskConfig& disk = config.disks.emplace_back();
+  disk.path = test_guest_image("hello");
+  disk.read_only = true;
+  disk.rate_limit = {.bytes_per_second = 1 << 20, .bytes_burst = 1 << 20};
+  auto machine = Machine::create(config);
+  machine->start();
+  std::atomic<bool> done = false;
+  std::thread reader([&] {
+    while (!done) {
+      const uint64_t bw = machine->config().disks.at(0).rate_limit.bytes_per_second;
+      EXPECT_TRUE(bw == 1 << 20 || (bw >= 1000 && bw < 1100)) << bw;
+    }
+  });
+  for (uint64_t bw = 1000; bw < 1100; ++bw) {
+    machine->set_disk_rate_limit(0, {.bytes_per_second = bw, .bytes_burst = 0});
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(machine->config().disks[0].rate_limit, (RateLimitConfig{.bytes_per_second = 1099}));
+  EXPECT_THROW(machine->set_disk_rate_limit(1, {}), Error);
+  machine->stop();
+  ASSERT_TRUE(machine->wait(kDeadline));
+}
+
 TEST_F(MachineApi, WaitTimesOutOnASpinningGuestAndStopEndsIt) {
   Console console;
   MachineConfig config = hello("spin");

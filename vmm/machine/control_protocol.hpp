@@ -21,7 +21,8 @@ class ControlTarget {
   virtual void stop() = 0;
   // Machine::snapshot.
   virtual void snapshot(const std::string& path, bool stay_paused) = 0;
-  virtual const MachineConfig& config() const = 0;
+  // Machine::config: a copy, as other threads may change its rate limits.
+  virtual MachineConfig config() const = 0;
   // Machine::metrics; a target without counters (a test's fake) reports none.
   virtual MachineMetrics metrics() const { return {}; }
   // Machine::set_disk_rate_limit and set_net_rate_limits; a target without devices refuses.

@@ -111,6 +111,23 @@ RateLimit to_rate_limit(const RateLimitConfig& limit) {
   return {limit.bytes_per_second, limit.bytes_burst, limit.ops_per_second, limit.ops_burst};
 }
 
+struct NetRateLimitConfigs {
+  RateLimitConfig rx;
+  RateLimitConfig tx;
+};
+
+std::vector<RateLimitConfig> live_disk_limits(const MachineConfig& config) {
+  std::vector<RateLimitConfig> limits;
+  for (const DiskConfig& disk : config.disks) limits.push_back(disk.rate_limit);
+  return limits;
+}
+
+std::vector<NetRateLimitConfigs> live_net_limits(const MachineConfig& config) {
+  std::vector<NetRateLimitConfigs> limits;
+  for (const NetConfig& net : config.nets) limits.push_back({net.rx_rate_limit, net.tx_rate_limit});
+  return limits;
+}
+
 // LINT0 delivers the PIC's ExtINT, LINT1 NMIs: what a PC's firmware programs and what Linux
 // expects to find on every CPU.
 void set_local_interrupts(kvm::Vcpu& vcpu) {
@@ -142,7 +159,9 @@ struct Machine::Impl final : ControlTarget {
         host_(std::move(host)),
         kvm(kvm::Kvm::open(cfg.kvm_device)),
         vm(kvm::Vm::create(kvm)),
-        memory(std::move(ram)) {}
+        memory(std::move(ram)),
+        disk_limits(live_disk_limits(cfg)),
+        net_limits(live_net_limits(cfg)) {}
 
   // A new guest: the VM, its devices, the firmware tables and the kernel.
   void assemble();
@@ -201,9 +220,10 @@ struct Machine::Impl final : ControlTarget {
   void pause() override;
   void resume() override;
   void stop() override;
-  const MachineConfig& config() const override { return config_; }
+  MachineConfig config() const override;
 
-  MachineConfig config_;
+  // As created: the rate limits changed since are below.
+  const MachineConfig config_;
   // The disk images and taps move into their devices; the disks' files outlive the devices that
   // do I/O on them.
   HostResources host_;
@@ -258,6 +278,12 @@ struct Machine::Impl final : ControlTarget {
   EventFd pause_request;
   bool clock_adjustable = false;
   std::optional<uint64_t> paused_clock;
+
+  // The rate limits now: set_disk_rate_limit and set_net_rate_limits change them (on the control
+  // socket's thread, or an embedder's) while another thread may read config().
+  mutable Mutex limits_mutex;
+  std::vector<RateLimitConfig> disk_limits VMM_GUARDED_BY(limits_mutex);
+  std::vector<NetRateLimitConfigs> net_limits VMM_GUARDED_BY(limits_mutex);
 
   // Serialises start/pause/resume (each may wait for other threads); never held by them.
   Mutex transition_mutex;
@@ -782,9 +808,23 @@ MachineMetrics Machine::Impl::metrics() const {
   return metrics;
 }
 
+MachineConfig Machine::Impl::config() const {
+  MachineConfig config = config_;
+  MutexLock lock(limits_mutex);
+  for (size_t i = 0; i < disk_limits.size(); ++i) config.disks[i].rate_limit = disk_limits[i];
+  for (size_t i = 0; i < net_limits.size(); ++i) {
+    config.nets[i].rx_rate_limit = net_limits[i].rx;
+    config.nets[i].tx_rate_limit = net_limits[i].tx;
+  }
+  return config;
+}
+
 void Machine::Impl::set_disk_rate_limit(size_t index, const RateLimitConfig& limit) {
   if (index >= blocks.size()) fail("no disk{}: the machine has {} disk(s)", index, blocks.size());
-  config_.disks[index].rate_limit = limit;
+  {
+    MutexLock lock(limits_mutex);
+    disk_limits[index] = limit;
+  }
   // The device is the loop's: the change runs there, between two of its handlers.
   loop.post(
       [block = blocks[index], limit = to_rate_limit(limit)] { block->set_rate_limit(limit); });
@@ -793,8 +833,10 @@ void Machine::Impl::set_disk_rate_limit(size_t index, const RateLimitConfig& lim
 void Machine::Impl::set_net_rate_limits(size_t index, const RateLimitConfig& rx,
                                         const RateLimitConfig& tx) {
   if (index >= nics.size()) fail("no net{}: the machine has {} NIC(s)", index, nics.size());
-  config_.nets[index].rx_rate_limit = rx;
-  config_.nets[index].tx_rate_limit = tx;
+  {
+    MutexLock lock(limits_mutex);
+    net_limits[index] = {rx, tx};
+  }
   loop.post([nic = nics[index],
              limits = devices::virtio::NetRateLimits{to_rate_limit(rx), to_rate_limit(tx)}] {
     nic->set_rate_limits(limits);
@@ -1025,7 +1067,7 @@ void Machine::Impl::write_snapshot(const std::string& path) {
   const StateArchive state = save_state(manifest);
   manifest.vmm_version = vmm_build_version();
   manifest.cpu = host_cpu_identity();
-  manifest.machine = config_;
+  manifest.machine = config();
   // A restored machine's config has the command line its snapshot recorded.
   if (!host_.cmdline.empty()) manifest.machine.cmdline = host_.cmdline;
   for (const devices::DiskImage& disk : host_.disks) manifest.disk_sizes.push_back(disk.size());
@@ -1242,7 +1284,7 @@ MachineState Machine::state() const {
   return impl_->state();
 }
 
-const MachineConfig& Machine::config() const {
+MachineConfig Machine::config() const {
   return impl_->config();
 }
 

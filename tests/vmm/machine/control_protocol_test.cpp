@@ -29,7 +29,7 @@ class FakeTarget : public ControlTarget {
     snapshots_.emplace_back(path, stay_paused);
     if (stay_paused) state_ = MachineState::kPaused;
   }
-  const MachineConfig& config() const override { return config_; }
+  MachineConfig config() const override { return config_; }
   MachineMetrics metrics() const override { return metrics_; }
   void set_disk_rate_limit(size_t index, const RateLimitConfig& limit) override {
     config_.disks.at(index).rate_limit = limit;

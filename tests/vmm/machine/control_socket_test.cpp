@@ -33,7 +33,7 @@ class FakeTarget : public ControlTarget {
   void resume() override { state_ = MachineState::kRunning; }
   void stop() override { state_ = MachineState::kStopped; }
   void snapshot(const std::string& /*path*/, bool /*stay_paused*/) override {}
-  const MachineConfig& config() const override { return config_; }
+  MachineConfig config() const override { return config_; }
 
   std::atomic<MachineState> state_{MachineState::kRunning};
   MachineConfig config_;

@@ -133,7 +133,9 @@ class Machine {
   void snapshot(const std::string& path, bool stay_paused = false);
 
   MachineState state() const;
-  const MachineConfig& config() const;
+  // The config it was created with (or restored from), with the rate limits as they are now: a
+  // copy, as another thread may change those.
+  MachineConfig config() const;
   // Bytes for the guest's console (COM1) input, e.g. from a library user whose console is a
   // callback. Bytes beyond what the UART's input queue holds wait until the guest reads.
   void send_console_input(std::span<const uint8_t> bytes);
