@@ -438,15 +438,29 @@ void VirtioConsole::drain_output(uint32_t index) {
   }
 }
 
-void VirtioConsole::flush_output() {
+void VirtioConsole::flush_output(std::chrono::milliseconds stall) {
+  using Clock = std::chrono::steady_clock;
   for (uint32_t index = 0; index < ports_.size(); ++index) {
     Port& port = ports_[index];
     // At most the chains the queue holds now: a guest still writing can't keep us here.
     Budget budget{.chains = kQueueSize, .bytes = std::numeric_limits<size_t>::max()};
     SplitQueue* queue = active() ? tx_queue(index) : nullptr;
+    auto progress = Clock::now();
     while (true) {
       const Fill fill = fill_output(port, queue, budget);
+      const size_t filled = port.output.size();
       drain_output(index);
+      if (port.output.size() < filled) progress = Clock::now();
+      if (port.output_blocked && Clock::now() - progress >= stall) {
+        // A reader that stopped reading can't keep the machine from stopping.
+        spdlog::warn(
+            "virtio-console {}: port {}: {} bytes of output not written: its reader "
+            "stopped reading",
+            name_, index, port.output.size());
+        counters_.output_discarded += port.output.size();
+        port.output.clear();
+        break;
+      }
       if (port.output_blocked) {
         const timespec nap{0, 1000 * 1000};  // 1 ms; poll() is not among the loop's syscalls
         ::nanosleep(&nap, nullptr);

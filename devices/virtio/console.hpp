@@ -69,9 +69,10 @@ struct ConsolePort {
 
 // What the device dropped and moved, for logs and tests.
 struct ConsoleCounters {
-  uint64_t control_dropped = 0;   // the guest's control messages dropped (malformed, bad port)
-  uint64_t control_lost = 0;      // ours not sent: the queue of them full, or a buffer too small
-  uint64_t output_discarded = 0;  // guest bytes dropped: an output that failed, or none given
+  uint64_t control_dropped = 0;  // the guest's control messages dropped (malformed, bad port)
+  uint64_t control_lost = 0;     // ours not sent: the queue of them full, or a buffer too small
+  // Guest bytes dropped: an output that failed, or none given, or a flush_output() reader stalled.
+  uint64_t output_discarded = 0;
 };
 
 // A virtio-console device (virtio 1.2, 5.3) with VIRTIO_CONSOLE_F_MULTIPORT: port 0's receive and
@@ -145,8 +146,10 @@ class VirtioConsole final : public VirtioDevice {
   // On the loop thread, or once it has stopped: writes everything the guest has given the device
   // and that it still holds (its buffers, and the chains left in the transmit queues, which go
   // back to the guest) to the ports' outputs, waiting (1 ms naps) for an output that is full:
-  // what the guest wrote before it powered off is never lost. An output that fails is given up.
-  void flush_output();
+  // what the guest wrote before it powered off is not lost to a slow reader. An output that fails,
+  // or takes nothing for `stall`, is given up (its bytes counted as discarded).
+  static constexpr std::chrono::milliseconds kFlushStall{250};
+  void flush_output(std::chrono::milliseconds stall = kFlushStall);
   // The guest opened (true) or closed port `port` (its PORT_OPEN; a device reset closes the ports
   // it had open): called on the loop thread.
   std::function<void(uint32_t port, bool open)> on_guest_open;

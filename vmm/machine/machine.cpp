@@ -899,7 +899,8 @@ void Machine::Impl::run_loop() {
   // What the guest printed last (a test guest's verdict) reaches the sink before wait() returns;
   // a reader that stopped reading costs at most ConsoleOutput::kFlushStall.
   console_output->flush();
-  // What the command wrote before its exit line, and any guest's last words on hvc0.
+  // What the command wrote before its exit line, and any guest's last words on hvc0 (a reader
+  // that stopped reading costs at most VirtioConsole::kFlushStall).
   if (console_device != nullptr) console_device->flush_output();
   terminal.reset();
   const auto exit = latch.result();

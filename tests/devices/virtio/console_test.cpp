@@ -542,6 +542,22 @@ TEST_F(VirtioConsoleTest, FlushOutputWritesWhatTheDeviceAndTheQueueStillHold) {
   EXPECT_EQ(device->output_buffered(0), 0u);
 }
 
+TEST_F(VirtioConsoleTest, FlushOutputGivesUpOnAReaderThatStoppedReading) {
+  Pipe pipe;
+  ::fcntl(pipe.write_end.get(), F_SETPIPE_SZ, 4096);
+  create({output_to(pipe.write_end.get())});
+  handshake(1);
+  for (int i = 0; i < 40; ++i) {
+    publish_readable(tx_index(0), as_bytes(std::string(kSlotSize, 'x')));
+  }
+  pump();
+  ASSERT_GT(device->output_buffered(0), 0u);
+  device->flush_output(std::chrono::milliseconds(20));  // returns: nobody reads the pipe
+  EXPECT_GT(device->counters().output_discarded, 0u);
+  EXPECT_EQ(device->output_buffered(0), 0u);
+  EXPECT_EQ(pipe.drain().size(), 4096u);  // what the pipe took before it filled
+}
+
 TEST_F(VirtioConsoleTest, ABrokenOutputDiscardsAndTheGuestGoesOn) {
   Pipe pipe;
   create({output_to(pipe.write_end.get()), ConsolePort{}});
