@@ -1281,8 +1281,9 @@ scenario_console() {
 
 # --jail: vmm boots the ticker guest confined (new namespaces, a tmpfs root with only its files,
 # uid/gid 1000, no capabilities, cgroup v2 limits, rlimits); L1 looks at the jailed vmm from outside
-# through /proc while the guest ticks, then stops it through the control socket, whose folder is
-# the one host folder the jail shows writable.
+# through /proc while the guest ticks, has it snapshot itself into the control socket's folder (the
+# one host folder the jail shows writable) and stops it through that socket. A second jailed vmm
+# restores the snapshot (its folder shown read-only in place of the kernel): the guest ticks on.
 JAIL_ID=1000
 scenario_jail() {
   name=jail dir=/tmp/jail/vm1 sock=/tmp/jail-sock why=""
@@ -1325,12 +1326,31 @@ scenario_jail() {
       [ "$(readlink /proc/"$vpid"/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ] || why="${why:+$why; }the host's $ns namespace"
     done
   fi
+  snap=$sock/snap
+  if [ -z "$why" ] && ! out=$(timeout 60 "$LAB_VMM_BIN" snapshot --api-socket "$sock/api.sock" --paused "$snap" 2>&1); then
+    why="the jailed vmm's snapshot failed: $out"
+  fi
+  before=$(last_tick "$log")
   API_SOCKET=$sock/api.sock
   if stop_api_guest "$name"; then
     if [ -d /sys/fs/cgroup/vmm/vm1 ]; then
       result "$name" FAIL "the cgroup stayed after vmm ended; $timing"
     else
-      result "$name" PASS "status=$status; jailed vmm (pid $vpid): root '$root', uid/gid $JAIL_ID, no capabilities, NOFILE/FSIZE, cgroup limits ($limits), own namespaces; ticked and stopped through the jail's socket; $timing"
+      first=$wall log2=$(logfile jail-restore)
+      : >"$log2"
+      start=$(now)
+      # shellcheck disable=SC2086 # LAB_VMM_ARGS is a list of words
+      timeout 90 "$LAB_VMM_BIN" --restore "$snap" --jail "$dir,uid=$JAIL_ID,gid=$JAIL_ID" \
+        --api-socket "$API_SOCKET" --timeout 60 $LAB_VMM_ARGS </dev/null >"$log2" 2>&1 &
+      pid=$!
+      if ! wait_console "$log2" "$pid" "VMM-L2-TICK $((before + 2)) " 30; then
+        why="the jailed restore printed no tick $((before + 2)) (last before the snapshot: $before)"
+      fi
+      api_log_name=jail-restore
+      if stop_api_guest jail "VMM-L2-TICK $((before + 2)) "; then
+        result jail PASS "status=$status; jailed vmm (pid $vpid): root '$root', uid/gid $JAIL_ID, no capabilities, NOFILE/FSIZE, cgroup limits ($limits), own namespaces; ticked, snapshot and stopped through the jail's socket (wall=${first}s); a jailed restore ticked on from $before; restore to exit wall=${wall}s"
+      fi
+      api_log_name=""
     fi
   fi
   API_SOCKET=/tmp/api.sock

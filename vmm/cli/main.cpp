@@ -13,6 +13,7 @@
 #include "vmm/cli/control_client.hpp"
 #include "vmm/cli/options.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/machine/snapshot_files.hpp"
 #include "vmm/security/jail.hpp"
 #include "vmm/security/seccomp_filter.hpp"
 
@@ -107,9 +108,17 @@ int main(int argc, char** argv) {
   try {
     // Before the machine opens anything or starts a thread: a fork of a single thread.
     if (options.jail) {
-      if (const auto status = vmm::security::enter_jail(*options.jail, options.machine)) {
-        return *status;
+      std::optional<int> status;
+      if (options.restore) {
+        // A restore's machine is the snapshot's (its disks, unless given again): read it here.
+        const std::string& dir = options.restore->snapshot_dir;
+        const vmm::SnapshotManifest manifest = vmm::read_snapshot_files(dir, "--restore").manifest;
+        status = vmm::security::enter_jail(*options.jail,
+                                           vmm::restored_config(*options.restore, manifest), dir);
+      } else {
+        status = vmm::security::enter_jail(*options.jail, options.machine);
       }
+      if (status) return *status;
     }
     auto machine = options.restore ? vmm::Machine::restore(*options.restore)
                                    : vmm::Machine::create(options.machine);

@@ -106,7 +106,8 @@ them in folders of their own); then uid N, gid N (not 0), no capabilities. More 
   nofile=N      RLIMIT_NOFILE          fsize=SIZE   RLIMIT_FSIZE (more than the largest disk)
 A tap must exist and belong to uid N (ip tuntap add tap0 mode tap user N); a --share HOST_DIR
 needs a virtiofsd run outside (--share socket=); snapshot=on overlays go to the jail's /tmp, in
-memory. The process you started stays outside, waits and forwards signals. E.g.
+memory. With --restore DIR, DIR is shown read-only in place of the kernel. The process you
+started stays outside, waits and forwards signals. E.g.
   vmm --jail /srv/jail/vm1,uid=1000,gid=1000,memory=1G,pids=64 --kernel ... --disk ...
 
 The guest console is COM1 (ttyS0): on this terminal by default, in raw mode while the guest
@@ -819,9 +820,6 @@ ParseResult parse_command_line(const std::vector<std::string>& args, const RunCo
   if (auto error = apply_machine_args(machine_args, options)) return usage_error(*error);
   if (!restore.empty()) options.restore = restore_config(restore, options.machine);
   if (!jail.empty()) {
-    if (!restore.empty()) {
-      return usage_error(fmt::format("--jail {}: --restore can't be jailed yet", jail));
-    }
     try {
       options.jail = parse_jail(jail, context.cwd);
     } catch (const Error& e) {

@@ -1139,40 +1139,6 @@ Machine::~Machine() {
 
 namespace {
 
-// The snapshot's machine with the restoring process's choices.
-MachineConfig restored_config(const RestoreConfig& restore, const SnapshotManifest& manifest) {
-  MachineConfig config = manifest.machine;
-  const std::string option = "--restore " + restore.snapshot_dir;
-  if (restore.disks) {
-    if (restore.disks->size() != config.disks.size()) {
-      fail("{}: {} --disk given; the snapshot's guest has {}", option, restore.disks->size(),
-           config.disks.size());
-    }
-    config.disks = *restore.disks;
-  }
-  if (restore.nets) {
-    if (restore.nets->size() != config.nets.size()) {
-      fail("{}: {} --net given; the snapshot's guest has {}", option, restore.nets->size(),
-           config.nets.size());
-    }
-    config.nets = *restore.nets;
-  }
-  if (restore.vsock) {
-    if (!config.vsock) fail("{}: --vsock given; the snapshot's guest has no vsock device", option);
-    config.vsock = restore.vsock;
-  }
-  config.serial = restore.serial;
-  config.api_socket = restore.api_socket;
-  config.timeout_seconds = restore.timeout_seconds;
-  config.seccomp = restore.seccomp;
-  config.kvm_device = restore.kvm_device;
-  config.debug_exit = restore.debug_exit;
-  // Nothing is booted: the kernel and initramfs are in the restored RAM.
-  config.build_initramfs = false;
-  config.initrd_path.clear();
-  return config;
-}
-
 void prepare_seccomp(const MachineConfig& config) {
   // The filters are compiled here, where a failure can still be reported; each thread installs
   // its own once set up (the caller's thread is left alone).

@@ -39,6 +39,12 @@ struct SnapshotFiles {
 // `option` names the source in errors ("--restore DIR"). Throws vmm::Error, one line.
 SnapshotFiles read_snapshot_files(const std::string& dir, const std::string& option);
 
+// The machine a restore runs: the snapshot's, with the restoring process's choices in place of its
+// (`restore`'s disks, NICs and vsock, when given, each list as long as the snapshot's; its console,
+// sockets, timeout, seccomp, KVM device and debug exit). Nothing is booted: no initrd to build.
+// Throws vmm::Error naming the snapshot for a list of the wrong length.
+MachineConfig restored_config(const RestoreConfig& restore, const SnapshotManifest& manifest);
+
 // The CPU this process runs on, from the CPUID instruction: what a snapshot must have been made on.
 kvm::CpuIdentity host_cpu_identity();
 

@@ -370,14 +370,18 @@ void run_jail_init(const JailConfig& jail, const MachineConfig& config,
 }  // namespace
 
 std::vector<JailMount> jail_mounts(const JailConfig& jail, const MachineConfig& config,
-                                   const std::string& cwd) {
+                                   const std::string& cwd, const std::string& restore_dir) {
   std::vector<JailMount> mounts;
-  mounts.push_back(host_mount("--kernel", absolute(config.kernel_path, cwd), false));
-  if (!config.initrd_path.empty()) {
-    mounts.push_back(host_mount("--initrd", absolute(config.initrd_path, cwd), false));
-  }
-  if (const auto modules = modules_folder(config, cwd)) {
-    mounts.push_back(host_mount("--modules", *modules, false));
+  if (!restore_dir.empty()) {
+    mounts.push_back(host_mount("--restore", absolute(restore_dir, cwd), false));
+  } else {
+    mounts.push_back(host_mount("--kernel", absolute(config.kernel_path, cwd), false));
+    if (!config.initrd_path.empty()) {
+      mounts.push_back(host_mount("--initrd", absolute(config.initrd_path, cwd), false));
+    }
+    if (const auto modules = modules_folder(config, cwd)) {
+      mounts.push_back(host_mount("--modules", *modules, false));
+    }
   }
   for (const DiskConfig& disk : config.disks) {
     const bool guest_writes = !disk.read_only && disk.snapshot == DiskConfig::Snapshot::kOff;
@@ -411,9 +415,10 @@ std::vector<JailMount> jail_mounts(const JailConfig& jail, const MachineConfig& 
   return sorted_unique(std::move(mounts));
 }
 
-std::optional<int> enter_jail(const JailConfig& jail, const MachineConfig& config) {
+std::optional<int> enter_jail(const JailConfig& jail, const MachineConfig& config,
+                              const std::string& restore_dir) {
   const std::string cwd = fs::current_path();
-  const std::vector<JailMount> mounts = jail_mounts(jail, config, cwd);
+  const std::vector<JailMount> mounts = jail_mounts(jail, config, cwd, restore_dir);
   struct stat st {};
   if (::stat(jail.dir.c_str(), &st) != 0) throw_errno("--jail " + jail.dir);
   if (!S_ISDIR(st.st_mode)) fail("--jail {}: not a directory", jail.dir);

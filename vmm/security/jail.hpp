@@ -43,10 +43,12 @@ struct JailMount {
 // kernel, initrd and modules folder read-only; the disks (read-only when the guest can't write
 // them); the KVM device; /dev/net/tun and each tap's sysfs folder; the folders vmm makes sockets
 // and the console file in; the vhost-user sockets; the huge page setting. Relative paths are taken
-// from `cwd`. Throws vmm::Error for what a jail can't serve (a --share that runs a virtiofsd, a tap
-// vmm would have to create, a socket directly in /) or a missing source.
+// from `cwd`. For a restore (`restore_dir`, --restore DIR, and `config` the restored machine's,
+// restored_config()), the snapshot folder read-only in place of the kernel, initrd and modules,
+// which the snapshot's RAM holds. Throws vmm::Error for what a jail can't serve (a --share that
+// runs a virtiofsd, a tap vmm would have to create, a socket directly in /) or a missing source.
 std::vector<JailMount> jail_mounts(const JailConfig& jail, const MachineConfig& config,
-                                   const std::string& cwd);
+                                   const std::string& cwd, const std::string& restore_dir = {});
 
 // Moves this process into the jail, before any thread exists. The calling process stays on the
 // host: it makes the cgroup, forks, waits, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT and returns the
@@ -56,6 +58,7 @@ std::vector<JailMount> jail_mounts(const JailConfig& jail, const MachineConfig& 
 // namespace's init, and that child returns nullopt and goes on as vmm (not pid 1, so signals keep
 // their usual meaning). Throws vmm::Error for what fails before the fork; the jail's own setup
 // failures are printed ("vmm: --jail DIR: pivot_root: ...") and end it with kExitStatusError.
-std::optional<int> enter_jail(const JailConfig& jail, const MachineConfig& config);
+std::optional<int> enter_jail(const JailConfig& jail, const MachineConfig& config,
+                              const std::string& restore_dir = {});
 
 }  // namespace vmm::security

@@ -468,8 +468,10 @@ TEST(JailOptions, OnTheCommandLine) {
   EXPECT_EQ(result.error, "--jail /j,uid=7: needs uid=N,gid=N (an unprivileged user)");
 
   result = parse({"--restore", "/snap", "--jail", "/j,uid=7,gid=8"});
-  EXPECT_EQ(result.exit_status, kExitStatusUsage);
-  EXPECT_EQ(result.error, "--jail /j,uid=7,gid=8: --restore can't be jailed yet");
+  ASSERT_TRUE(result.options) << result.error;
+  EXPECT_TRUE(result.options->jail);
+  ASSERT_TRUE(result.options->restore);
+  EXPECT_EQ(result.options->restore->snapshot_dir, "/snap");
 
   // vmm run's guest needs virtiofsds, which need root: it has no --jail.
   result = parse({"run", "--jail", "/j,uid=7,gid=8", "--", "true"});

@@ -97,6 +97,22 @@ TEST_F(JailTest, ASnapshotDiskIsShownReadOnly) {
   EXPECT_EQ(mounts[2], same_path(path("root.img"), Kind::kFile, false));
 }
 
+// A restore boots nothing: the snapshot's folder instead of the kernel (which may be gone).
+TEST_F(JailTest, ARestoreSeesItsSnapshotFolderReadOnlyInsteadOfTheKernel) {
+  fs::create_directories(dir_ / "snap");
+  config_.kernel_path = path("gone/bzImage");
+  config_.build_initramfs = false;
+  config_.disks = {disk(path("root.img"))};
+  const auto mounts = without_huge_pages(jail_mounts(jail_, config_, "/", path("snap")));
+  const std::vector<JailMount> expected = {
+      same_path("/dev/null", Kind::kDevice, true),
+      same_path(path("root.img"), Kind::kFile, true),
+      same_path(path("snap"), Kind::kDirectory, false),
+  };
+  EXPECT_EQ(mounts, expected);
+  EXPECT_THROW(jail_mounts(jail_, config_, "/", path("no-snapshot")), Error);
+}
+
 TEST_F(JailTest, TheModulesFolderIsShownReadOnly) {
   fs::create_directories(dir_ / "modules");
   config_.disks = {disk(path("root.img"))};
