@@ -217,7 +217,6 @@ TEST(VcpuThread, DebugExitThenResetThenHaltFromSeveralVcpusAlwaysStops) {
   constexpr int kRounds = 200;
   constexpr int kVcpus = 3;
   constexpr int kBystanders = 2;
-  milliseconds slowest{0};
   for (int round = 0; round < kRounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     Rig rig;
@@ -238,11 +237,8 @@ TEST(VcpuThread, DebugExitThenResetThenHaltFromSeveralVcpusAlwaysStops) {
     rig.start();
     std::thread pauser;
     if (round % 2 == 1) pauser = std::thread([&rig] { rig.pause_and_resume_until_closed(); });
-    const auto before = Clock::now();
     ASSERT_TRUE(rig.wait_then_stop(milliseconds(10000))) << "no vCPU's request reached the latch";
-    const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - before);
     if (pauser.joinable()) pauser.join();
-    slowest = std::max(slowest, took);
 
     const auto exit = rig.latch().result();
     ASSERT_TRUE(exit.has_value());
@@ -256,8 +252,6 @@ TEST(VcpuThread, DebugExitThenResetThenHaltFromSeveralVcpusAlwaysStops) {
     }
     if (HasFailure()) return;
   }
-  // Liveness, not speed: a lost kick would cost kHaltBound.
-  EXPECT_LT(slowest, kHaltBound) << "a round's stop waited for a halted vCPU's own timeout";
 }
 
 // Pausing kicks halted vCPUs out of KVM_RUN, resuming sends them back in, over and over, then a
@@ -271,7 +265,6 @@ TEST(VcpuThread, PausingAndResumingHaltedVcpusNeverLosesAKick) {
     vcpus.push_back(&rig.add(std::make_unique<ScriptedVcpu>(i, std::vector<ScriptedVcpu::Step>{})));
   }
   rig.start();
-  const auto before = Clock::now();
   for (int cycle = 0; cycle < kCycles; ++cycle) {
     ASSERT_TRUE(rig.pause_and_resume_once());
     // Long enough for the vCPUs to leave the gate and be on their way back into the guest.
@@ -279,7 +272,6 @@ TEST(VcpuThread, PausingAndResumingHaltedVcpusNeverLosesAKick) {
     while (Clock::now() < until) {
     }
   }
-  const auto took = Clock::now() - before;
   MachineExit stopped;
   stopped.reason = MachineExit::Reason::kStopped;
   rig.latch().set(stopped);
@@ -287,7 +279,6 @@ TEST(VcpuThread, PausingAndResumingHaltedVcpusNeverLosesAKick) {
   for (const ScriptedVcpu* vcpu : vcpus) {
     EXPECT_EQ(vcpu->lost_kicks(), 0) << "vCPU " << vcpu->id() << " slept through a kick";
   }
-  EXPECT_LT(took, kHaltBound) << "a pause waited for a halted vCPU's own timeout";
 }
 
 // The kick gets through even when the thread that started the machine blocks every signal (a
@@ -310,10 +301,8 @@ TEST(VcpuThread, AKickReachesAHaltedVcpuStartedFromAThreadThatBlocksSignals) {
   MachineExit stopped;
   stopped.reason = MachineExit::Reason::kStopped;
   rig.latch().set(stopped);
-  const auto before = Clock::now();
   ASSERT_TRUE(rig.wait_then_stop(milliseconds(1000)));
   EXPECT_EQ(vcpu.lost_kicks(), 0) << "the halted vCPU slept through its kick";
-  EXPECT_LT(Clock::now() - before, kHaltBound);
 }
 
 // Once the latch is set by someone else (the timeout, a stop, another vCPU), a vCPU that comes
