@@ -159,7 +159,7 @@ class QemuLocks {
   static constexpr unsigned kWrite = 0x2;
   static constexpr unsigned kWriteUnchanged = 0x4;
   static constexpr unsigned kResize = 0x8;
-  static constexpr unsigned kAll = 0xf;
+  static constexpr unsigned kAll = kConsistentRead | kWrite | kWriteUnchanged | kResize;
 
   explicit QemuLocks(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC)) {
     EXPECT_TRUE(fd_);
