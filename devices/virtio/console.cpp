@@ -451,17 +451,17 @@ void VirtioConsole::flush_output(std::chrono::milliseconds stall) {
       const size_t filled = port.output.size();
       drain_output(index);
       if (port.output.size() < filled) progress = Clock::now();
-      if (port.output_blocked && Clock::now() - progress >= stall) {
-        // A reader that stopped reading can't keep the machine from stopping.
-        spdlog::warn(
-            "virtio-console {}: port {}: {} bytes of output not written: its reader "
-            "stopped reading",
-            name_, index, port.output.size());
-        counters_.output_discarded += port.output.size();
-        port.output.clear();
-        break;
-      }
       if (port.output_blocked) {
+        if (Clock::now() - progress >= stall) {
+          // A reader that stopped reading can't keep the machine from stopping.
+          spdlog::warn(
+              "virtio-console {}: port {}: {} bytes of output not written: its reader "
+              "stopped reading",
+              name_, index, port.output.size());
+          counters_.output_discarded += port.output.size();
+          port.output.clear();
+          break;
+        }
         const timespec nap{0, 1000 * 1000};  // 1 ms; poll() is not among the loop's syscalls
         ::nanosleep(&nap, nullptr);
         continue;

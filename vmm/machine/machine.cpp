@@ -111,23 +111,6 @@ RateLimit to_rate_limit(const RateLimitConfig& limit) {
   return {limit.bytes_per_second, limit.bytes_burst, limit.ops_per_second, limit.ops_burst};
 }
 
-struct NetRateLimitConfigs {
-  RateLimitConfig rx;
-  RateLimitConfig tx;
-};
-
-std::vector<RateLimitConfig> live_disk_limits(const MachineConfig& config) {
-  std::vector<RateLimitConfig> limits;
-  for (const DiskConfig& disk : config.disks) limits.push_back(disk.rate_limit);
-  return limits;
-}
-
-std::vector<NetRateLimitConfigs> live_net_limits(const MachineConfig& config) {
-  std::vector<NetRateLimitConfigs> limits;
-  for (const NetConfig& net : config.nets) limits.push_back({net.rx_rate_limit, net.tx_rate_limit});
-  return limits;
-}
-
 // LINT0 delivers the PIC's ExtINT, LINT1 NMIs: what a PC's firmware programs and what Linux
 // expects to find on every CPU.
 void set_local_interrupts(kvm::Vcpu& vcpu) {
@@ -160,8 +143,7 @@ struct Machine::Impl final : ControlTarget {
         kvm(kvm::Kvm::open(cfg.kvm_device)),
         vm(kvm::Vm::create(kvm)),
         memory(std::move(ram)),
-        disk_limits(live_disk_limits(cfg)),
-        net_limits(live_net_limits(cfg)) {}
+        current_config(cfg) {}
 
   // A new guest: the VM, its devices, the firmware tables and the kernel.
   void assemble();
@@ -222,7 +204,7 @@ struct Machine::Impl final : ControlTarget {
   void stop() override;
   MachineConfig config() const override;
 
-  // As created: the rate limits changed since are below.
+  // As created: config() is current_config, below, which the rate limits change.
   const MachineConfig config_;
   // The disk images and taps move into their devices; the disks' files outlive the devices that
   // do I/O on them.
@@ -279,11 +261,10 @@ struct Machine::Impl final : ControlTarget {
   bool clock_adjustable = false;
   std::optional<uint64_t> paused_clock;
 
-  // The rate limits now: set_disk_rate_limit and set_net_rate_limits change them (on the control
-  // socket's thread, or an embedder's) while another thread may read config().
-  mutable Mutex limits_mutex;
-  std::vector<RateLimitConfig> disk_limits VMM_GUARDED_BY(limits_mutex);
-  std::vector<NetRateLimitConfigs> net_limits VMM_GUARDED_BY(limits_mutex);
+  // config_ with the rate limits now: set_disk_rate_limit and set_net_rate_limits change them (on
+  // the control socket's thread, or an embedder's) while another thread may read config().
+  mutable Mutex config_mutex;
+  MachineConfig current_config VMM_GUARDED_BY(config_mutex);
 
   // Serialises start/pause/resume (each may wait for other threads); never held by them.
   Mutex transition_mutex;
@@ -809,21 +790,15 @@ MachineMetrics Machine::Impl::metrics() const {
 }
 
 MachineConfig Machine::Impl::config() const {
-  MachineConfig config = config_;
-  MutexLock lock(limits_mutex);
-  for (size_t i = 0; i < disk_limits.size(); ++i) config.disks[i].rate_limit = disk_limits[i];
-  for (size_t i = 0; i < net_limits.size(); ++i) {
-    config.nets[i].rx_rate_limit = net_limits[i].rx;
-    config.nets[i].tx_rate_limit = net_limits[i].tx;
-  }
-  return config;
+  MutexLock lock(config_mutex);
+  return current_config;
 }
 
 void Machine::Impl::set_disk_rate_limit(size_t index, const RateLimitConfig& limit) {
   if (index >= blocks.size()) fail("no disk{}: the machine has {} disk(s)", index, blocks.size());
   {
-    MutexLock lock(limits_mutex);
-    disk_limits[index] = limit;
+    MutexLock lock(config_mutex);
+    current_config.disks[index].rate_limit = limit;
   }
   // The device is the loop's: the change runs there, between two of its handlers.
   loop.post(
@@ -834,8 +809,9 @@ void Machine::Impl::set_net_rate_limits(size_t index, const RateLimitConfig& rx,
                                         const RateLimitConfig& tx) {
   if (index >= nics.size()) fail("no net{}: the machine has {} NIC(s)", index, nics.size());
   {
-    MutexLock lock(limits_mutex);
-    net_limits[index] = {rx, tx};
+    MutexLock lock(config_mutex);
+    current_config.nets[index].rx_rate_limit = rx;
+    current_config.nets[index].tx_rate_limit = tx;
   }
   loop.post([nic = nics[index],
              limits = devices::virtio::NetRateLimits{to_rate_limit(rx), to_rate_limit(tx)}] {
