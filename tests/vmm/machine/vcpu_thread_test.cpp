@@ -77,7 +77,7 @@ class ScriptedVcpu final : public VcpuHandle {
     return result;
   }
 
-  // KVM_RUN entries after the exit that made the guest request: the guest ran on after it.
+  // KVM_RUN entries that ran the guest after the exit that made the guest request: it ran on.
   int entries_after_request() const { return entries_after_request_.load(); }
   // Halts that ended with no kick, after kHaltBound.
   int lost_kicks() const { return lost_kicks_.load(); }
@@ -88,11 +88,13 @@ class ScriptedVcpu final : public VcpuHandle {
 
   int enter(const sigset_t& outside) {
     ++entries_;
-    if (requested_) ++entries_after_request_;
+    // Either way KVM_RUN returns before the guest runs an instruction (it only completes the
+    // exit's I/O, as the vCPU thread's settle before a pause relies on).
     if (std::atomic_ref<uint8_t>(state().immediate_exit).load() != 0) return -EINTR;
     sigset_t pending;
     ::sigpending(&pending);
     if (sigismember(&pending, VcpuThread::kick_signal()) == 1) return -EINTR;
+    if (requested_) ++entries_after_request_;
     if (next_ < script_.size()) {
       if (next_ == request_step_) requested_ = true;
       script_[next_++](state(), reinterpret_cast<uint8_t*>(storage_.data()));
@@ -248,7 +250,7 @@ TEST(VcpuThread, DebugExitThenResetThenHaltFromSeveralVcpusAlwaysStops) {
     for (const ScriptedVcpu* vcpu : vcpus) {
       EXPECT_EQ(vcpu->lost_kicks(), 0) << "vCPU " << vcpu->id() << " halted and was never kicked";
       EXPECT_EQ(vcpu->entries_after_request(), 0)
-          << "vCPU " << vcpu->id() << " entered the guest again after its debug-exit write";
+          << "vCPU " << vcpu->id() << " ran the guest again after its debug-exit write";
     }
     if (HasFailure()) return;
   }
