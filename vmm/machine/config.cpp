@@ -6,6 +6,7 @@
 
 #include "base/util/error.hpp"
 #include "base/util/mac_address.hpp"
+#include "vmm/machine/restore_choices.hpp"
 #include "vmm/machine_config.hpp"
 
 namespace vmm {
@@ -157,12 +158,7 @@ RestoreConfig restore_config(const std::string& snapshot_dir, const MachineConfi
   if (!config.disks.empty()) restore.disks = config.disks;
   if (!config.nets.empty()) restore.nets = config.nets;
   restore.vsock = config.vsock;
-  restore.serial = config.serial;
-  restore.api_socket = config.api_socket;
-  restore.timeout_seconds = config.timeout_seconds;
-  restore.seccomp = config.seccomp;
-  restore.kvm_device = config.kvm_device;
-  restore.debug_exit = config.debug_exit;
+  copy_restore_choices(config, restore);
   return restore;
 }
 

@@ -10,6 +10,7 @@
 #include "base/util/error.hpp"
 #include "base/util/file.hpp"
 #include "base/util/unique_fd.hpp"
+#include "vmm/machine/restore_choices.hpp"
 
 namespace vmm {
 
@@ -147,12 +148,7 @@ MachineConfig restored_config(const RestoreConfig& restore, const SnapshotManife
     if (!config.vsock) fail("{}: --vsock given; the snapshot's guest has no vsock device", option);
     config.vsock = restore.vsock;
   }
-  config.serial = restore.serial;
-  config.api_socket = restore.api_socket;
-  config.timeout_seconds = restore.timeout_seconds;
-  config.seccomp = restore.seccomp;
-  config.kvm_device = restore.kvm_device;
-  config.debug_exit = restore.debug_exit;
+  copy_restore_choices(restore, config);
   // Nothing is booted: the kernel and initramfs are in the restored RAM.
   config.build_initramfs = false;
   config.initrd_path.clear();
