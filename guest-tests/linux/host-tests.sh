@@ -7,15 +7,17 @@
 #   run NAME COMMAND...  one result, LAB-RESULT host/NAME: status 0 passes, 77 skips, else fails
 # A failure shows the test's own output below its result line ("  | "). A program that crashes or
 # overruns HOST_TEST_TIMEOUT fails the test it was in (or, between tests, host/NAME). A GoogleTest
-# test that fails is first reported as LAB-RETRY host/NAME/<Suite.Test> FAIL (with its output) and run
-# once more alone; that second run gives its result, "on a second try" if it passes. Why: L1 glitches
-# now and then under TCG (seen once: the hello guest triple-faulted halfway through a line it prints,
-# in a test that passed in every other run), and one glitch should not fail the whole suite. Ends with
+# test that fails is reported as LAB-RETRY host/NAME/<Suite.Test> FAIL (with its output) and run
+# again alone, up to three runs in all (HOST_TEST_TRIES); the last gives its result, "on a second
+# try" (or third) if a later run passes. Why: L1 glitches now and then under TCG (the hello guest
+# triple-faulted halfway through a line it prints, in tests that pass in every other run; a scenario
+# was seen to glitch on two runs in a row), and a glitch should not fail the whole suite. Ends with
 # LAB-HOST-TESTS-END <passed> <failed> <skipped>. After each program's results: LAB-HOST-DONE <its
 # number in LIST>, so that a new L1 after one that crashed can start at the next (FIRST).
 # Usage: host-tests.sh LIST [FIRST]
 list=$1 first=${2:-1}
 HOST_TEST_TIMEOUT=${HOST_TEST_TIMEOUT:-900}
+HOST_TEST_TRIES=3
 # Here every exit costs tens of microseconds and the tests' own code runs under TCG: their liveness
 # bounds stretch 4 times, and the create-and-destroy leak check makes 200 machines, not 1000
 # (tests/integration/guest_run.hpp).
@@ -24,11 +26,12 @@ export VMM_TEST_CREATE_DESTROY_ROUNDS=200
 
 # to_results KIND NAME TRY: the program's output, then "HOST-TEST-EXIT <status>", turned into result
 # lines as they come (KIND gtest: one per test; run: one for the program). Busybox's timeout leaves
-# its child killed by SIGTERM: status 143. On TRY 1, a failed GoogleTest test is a LAB-RETRY line and
-# its name goes to $retry; on TRY 2 (that test alone), a pass says so.
+# its child killed by SIGTERM: status 143. Before the last try, a failed GoogleTest test is a
+# LAB-RETRY line and its name goes to $retry; on a later try (that test alone), a pass says which.
 retry=${TMPDIR:-/tmp}/host-tests.retry
 to_results() {
-  awk -v kind="$1" -v name="$2" -v try="$3" -v retry="$retry" -v limit="$HOST_TEST_TIMEOUT" '
+  awk -v kind="$1" -v name="$2" -v try="$3" -v last="$HOST_TEST_TRIES" -v retry="$retry" \
+    -v limit="$HOST_TEST_TIMEOUT" '
     function show(   i, from) {
       from = n > 40 ? n - 39 : 1
       if (from > 1) print "  | (" from - 1 " earlier lines left out)"
@@ -36,11 +39,11 @@ to_results() {
     }
     function result(test, verdict, detail,   tag) {
       tag = "LAB-RESULT"
-      if (verdict == "FAIL" && test != "" && try == 1) {
+      if (verdict == "FAIL" && test != "" && try < last) {
         tag = "LAB-RETRY"
-        print test >retry
+        print test >>retry
       }
-      if (verdict == "PASS" && try == 2) detail = detail " on a second try"
+      if (verdict == "PASS" && try > 1) detail = detail " on a " (try == 2 ? "second" : "third") " try"
       print tag " host/" name (test == "" ? "" : "/" test) " " verdict (detail == "" ? "" : " " detail)
       fflush()
       count[verdict]++
@@ -89,11 +92,17 @@ while read -r kind name command; do
   : >"$retry"
   { timeout "$HOST_TEST_TIMEOUT" "$@" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
     to_results "$kind" "$name" 1 | tee -a "$results"
-  # (A later --gtest_filter overrides the list's own.)
-  while read -r test; do
-    { timeout "$HOST_TEST_TIMEOUT" "$@" --gtest_filter="$test" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
-      to_results "$kind" "$name" 2 | tee -a "$results"
-  done <"$retry"
+  try=2
+  while [ -s "$retry" ] && [ $try -le $HOST_TEST_TRIES ]; do
+    mv "$retry" "$retry.this"
+    : >"$retry"
+    # (A later --gtest_filter overrides the list's own.)
+    while read -r test; do
+      { timeout "$HOST_TEST_TIMEOUT" "$@" --gtest_filter="$test" </dev/null 2>&1; echo "HOST-TEST-EXIT $?"; } |
+        to_results "$kind" "$name" $try | tee -a "$results"
+    done <"$retry.this"
+    try=$((try + 1))
+  done
   echo "LAB-HOST-DONE $program"
 done <"$list"
 count() { grep -c "^LAB-RESULT [^ ]* $1" "$results"; }

@@ -2,7 +2,7 @@
 # guest-tests/linux/run-lab.sh's handling of an L1 that crashes, on fake L1 boots (its part from
 # l1_finished() on, with boot_l1 replaced): a new boot gets the scenarios already done and the first
 # host-test program that had not ended; what the crashed boots reported stands, a program cut short
-# counts only from its rerun; after three crashed boots the lab fails, saying so.
+# counts only from its rerun; after five crashed boots the lab fails, saying so.
 set -u
 here=$(cd "$(dirname "$0")/../../.." && pwd)/guest-tests/linux
 work=$(mktemp -d)
@@ -51,7 +51,8 @@ LAB-RESULT boot-cloud PASS status=0
 B
 cat >"$work/boot3" <<'B'
 LAB-RESULT disk-root PASS status=0 on a second try
-LAB-END 1 0 0
+LAB-RESULT net-tcp PASS status=0 on a third try
+LAB-END 2 0 0
 B
 out=$(run_tail "$work/boot1" "$work/boot2" "$work/boot3")
 appends=$(cat "$work/appends")
@@ -60,12 +61,14 @@ expect "the second boot starts at the program cut short" "labvmm=vmm labhost=2" 
 expect "the third boot skips the scenario done and both programs" "labvmm=vmm labdone=vmm/boot-cloud labhost=3" "$appends"
 expect "the program cut short counts once, from its rerun" "lab: host tests: 3 passed, 0 failed, 0 skipped" "$out"
 expect "a pass on a second try is named" "lab: disk-root failed once (LAB-RETRY, above) and passed on a second try" "$out"
-expect "all five results count" "5 passed, 0 failed" "$out"
+expect "a pass on a third try is named" "lab: net-tcp failed twice (LAB-RETRY, above) and passed on a third try" "$out"
+expect "all six results count" "6 passed, 0 failed" "$out"
 expect "and the lab passes" "status 0" "$out"
 
-out=$(run_tail "$work/boot1" "$work/boot1" "$work/boot1")
-expect "three crashed boots fail the lab, saying so" "lab: L1 crashed 3 times, the last: L1's heartbeat stopped for 60 s (its kernel is stuck); what had no result did not run; see $work/l1-console.log" "$out"
-expect_not "no fourth boot" "lab: L1 crashed (not a vmm failure.*3); .*" "$out"
+out=$(run_tail "$work/boot1" "$work/boot1" "$work/boot1" "$work/boot1" "$work/boot1" "$work/boot1")
+expect "five crashed boots fail the lab, saying so" "lab: L1 crashed 5 times, the last: L1's heartbeat stopped for 60 s (its kernel is stuck); what had no result did not run; see $work/l1-console.log" "$out"
+expect "  ... after a fourth boot" "lab: L1 crashed (not a vmm failure.*4); .*" "$out"
+expect_not "  ... and no sixth" "lab: L1 crashed (not a vmm failure.*5); .*" "$out"
 expect "  ... with a failing status" "status 1" "$out"
 
 [ "$fails" -eq 0 ] && echo "run-lab.sh resume: all checks passed"
