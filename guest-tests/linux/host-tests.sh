@@ -18,6 +18,9 @@
 list=$1 first=${2:-1}
 HOST_TEST_TIMEOUT=${HOST_TEST_TIMEOUT:-900}
 HOST_TEST_TRIES=3
+# At most this many reruns per L1 boot, so that a build that fails many tests for real can't triple
+# the lab's time (a hung test costs its whole timeout each run); past it, a first failure stands.
+HOST_TEST_RETRY_BUDGET=${HOST_TEST_RETRY_BUDGET:-6}
 # Here every exit costs tens of microseconds and the tests' own code runs under TCG: their liveness
 # bounds stretch 4 times, and the create-and-destroy leak check makes 200 machines, not 1000
 # (tests/integration/guest_run.hpp).
@@ -27,11 +30,14 @@ export VMM_TEST_CREATE_DESTROY_ROUNDS=200
 # to_results KIND NAME TRY: the program's output, then "HOST-TEST-EXIT <status>", turned into result
 # lines as they come (KIND gtest: one per test; run: one for the program). Busybox's timeout leaves
 # its child killed by SIGTERM: status 143. Before the last try, a failed GoogleTest test is a
-# LAB-RETRY line and its name goes to $retry; on a later try (that test alone), a pass says which.
+# LAB-RETRY line and its name goes to $retry (and to $spent, the reruns granted so far); on a later
+# try (that test alone), a pass says which.
 retry=${TMPDIR:-/tmp}/host-tests.retry
+spent=${TMPDIR:-/tmp}/host-tests.spent
 to_results() {
   awk -v kind="$1" -v name="$2" -v try="$3" -v last="$HOST_TEST_TRIES" -v retry="$retry" \
-    -v limit="$HOST_TEST_TIMEOUT" '
+    -v spent="$spent" -v budget="$HOST_TEST_RETRY_BUDGET" \
+    -v left="$((HOST_TEST_RETRY_BUDGET - $(wc -l <"$spent")))" -v limit="$HOST_TEST_TIMEOUT" '
     function show(   i, from) {
       from = n > 40 ? n - 39 : 1
       if (from > 1) print "  | (" from - 1 " earlier lines left out)"
@@ -40,8 +46,14 @@ to_results() {
     function result(test, verdict, detail,   tag) {
       tag = "LAB-RESULT"
       if (verdict == "FAIL" && test != "" && try < last) {
-        tag = "LAB-RETRY"
-        print test >>retry
+        if (left > 0) {
+          left--
+          tag = "LAB-RETRY"
+          print test >>retry
+          print test >>spent
+        } else {
+          detail = detail " (not run again: all " budget " reruns of this L1 spent)"
+        }
       }
       if (verdict == "PASS" && try > 1) detail = detail " on a " (try == 2 ? "second" : "third") " try"
       print tag " host/" name (test == "" ? "" : "/" test) " " verdict (detail == "" ? "" : " " detail)
@@ -78,6 +90,7 @@ to_results() {
 
 results=${TMPDIR:-/tmp}/host-tests.results
 : >"$results"
+: >"$spent"
 echo "LAB-HOST-TESTS-START $(grep -cE '^(gtest|run) ' "$list") programs"
 program=0
 while read -r kind name command; do

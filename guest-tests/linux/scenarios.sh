@@ -126,11 +126,16 @@ show_console() { # show_console LABEL LOG: the tail of an L2 console, if it has 
 # or third if a later run passes). L1 under TCG glitches now and then (a Linux guest's triple fault
 # mid-boot; a vCPU handed L1's own registers, README.md): in one run of the lab net-tcp glitched on
 # two runs in a row, and a glitch should not fail the lab. With LAB_REPEAT above 1 (chasing a rare
-# failure) every result stands.
-try=1 last_try=1 retry_wanted=0
+# failure) every result stands. At most retry_budget reruns per L1 boot, so that a vmm that fails
+# many scenarios for real can't triple the lab's time (a hang costs a scenario's timeout each run).
+try=1 last_try=1 retry_wanted=0 retry_budget=6
+retries_left=$retry_budget
 result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 console follows
   name=$1 verdict=$2; shift 2
-  if [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ]; then
+  if [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ] && [ "$retries_left" -eq 0 ]; then
+    set -- "$@" "(not run again: all $retry_budget reruns of this L1 spent)"
+  elif [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ]; then
+    retries_left=$((retries_left - 1))
     echo "LAB-RETRY $prefix$name $verdict $*"
     show_console "$prefix$name" "$(logfile "$name")"
     retry_wanted=1

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # guest-tests/linux/host-tests.sh (what the nested lab's L1 runs) on a fake GoogleTest program: a
 # test that fails once passes on its second try, one that fails twice on its third, one that always
-# fails fails after three runs, a crash mid-test is that test's failure, and a start past the first
-# program (a new L1 after a crash) skips the ones before.
+# fails fails after three runs, a crash mid-test is that test's failure, reruns stop when the L1's
+# budget of them is spent, and a start past the first program (a new L1 after a crash) skips the
+# ones before.
 set -u
 script=$(cd "$(dirname "$0")/../../.." && pwd)/guest-tests/linux/host-tests.sh
 work=$(mktemp -d)
@@ -57,6 +58,14 @@ expect "  ... which then passes" 'LAB-RESULT host/fake/S.D PASS (5 ms) on a seco
 expect_not "  ... and the program is not failed as a whole" 'LAB-RESULT host/fake FAIL.*' "$out"
 expect "each program's end is marked" 'LAB-HOST-DONE 1' "$out"
 expect "the count: S.A, S.B, S.D, S.E and other passed; S.C failed" 'LAB-HOST-TESTS-END 5 1 0' "$out"
+
+# With one rerun left for the whole L1, the first failure (S.B) gets it and the later ones stand.
+rm -f "$work"/ran-*
+out=$(HOST_TEST_RETRY_BUDGET=1 sh "$script" "$work/list")
+expect "the reruns are bounded per L1: the first failure is retried" 'LAB-RESULT host/fake/S.B PASS (5 ms) on a second try' "$out"
+expect "  ... a later one stands, saying why" 'LAB-RESULT host/fake/S.C FAIL (5 ms) (not run again: all 1 reruns of this L1 spent)' "$out"
+expect_not "  ... and is not retried" 'LAB-RETRY host/fake/S.C .*' "$out"
+expect "  ... the count: S.A, S.B and other passed" 'LAB-HOST-TESTS-END 3 3 0' "$out"
 
 out=$(sh "$script" "$work/list" 2)
 expect_not "starting at the second program skips the first" 'LAB-RESULT host/fake/.*' "$out"
