@@ -9,7 +9,8 @@ script=$(cd "$(dirname "$0")/../../.." && pwd)/guest-tests/linux/host-tests.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TMPDIR=$work
-fails=0
+# shellcheck source=tests/guest-tests/linux/expect.sh
+. "$(dirname "$0")/expect.sh"
 # The fake: S.A passes, S.B fails on its first run only, S.C always fails, S.D crashes the program
 # on its first run only, S.E fails on its first two runs. --gtest_filter=NAME runs NAME alone.
 cat >"$work/fake" <<'FAKE'
@@ -36,12 +37,6 @@ exit $status
 FAKE
 chmod +x "$work/fake"
 printf 'gtest fake %s\nrun other true\n' "$work/fake" >"$work/list"
-expect() {  # expect WHAT PATTERN OUTPUT: OUTPUT has a line matching PATTERN (grep -x)
-  if grep -qx -- "$2" <<<"$3"; then echo "ok: $1"; else echo "FAIL: $1: no line '$2' in:"; echo "$3"; fails=$((fails + 1)); fi
-}
-expect_not() {
-  if grep -qx -- "$2" <<<"$3"; then echo "FAIL: $1: a line '$2' in:"; echo "$3"; fails=$((fails + 1)); else echo "ok: $1"; fi
-}
 
 out=$(sh "$script" "$work/list")
 expect "a passing test passes" 'LAB-RESULT host/fake/S.A PASS (5 ms)' "$out"
@@ -72,5 +67,4 @@ expect_not "starting at the second program skips the first" 'LAB-RESULT host/fak
 expect "  ... and runs the second" 'LAB-RESULT host/other PASS' "$out"
 expect "  ... numbered as in the list" 'LAB-HOST-DONE 2' "$out"
 
-[ "$fails" -eq 0 ] && echo "host-tests.sh: all checks passed"
-[ "$fails" -eq 0 ]
+all_checks_passed "host-tests.sh"

@@ -7,13 +7,8 @@ set -u
 here=$(cd "$(dirname "$0")/../../.." && pwd)/guest-tests/linux
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fails=0
-expect() {  # expect WHAT PATTERN OUTPUT (grep -x)
-  if grep -qx -- "$2" <<<"$3"; then echo "ok: $1"; else echo "FAIL: $1: no line '$2' in:"; echo "$3"; fails=$((fails + 1)); fi
-}
-expect_not() {
-  if grep -qx -- "$2" <<<"$3"; then echo "FAIL: $1: a line '$2' in:"; echo "$3"; fails=$((fails + 1)); else echo "ok: $1"; fi
-}
+# shellcheck source=tests/guest-tests/linux/expect.sh
+. "$(dirname "$0")/expect.sh"
 # run_tail BOOTS...: run-lab.sh's tail with boot N printing file BOOTS[N] as its console (and its
 # command line into $work/appends). Prints the output, then "status N".
 run_tail() {
@@ -71,5 +66,4 @@ expect "  ... after a fourth boot" "lab: L1 crashed (not a vmm failure.*4); .*" 
 expect_not "  ... and no sixth" "lab: L1 crashed (not a vmm failure.*5); .*" "$out"
 expect "  ... with a failing status" "status 1" "$out"
 
-[ "$fails" -eq 0 ] && echo "run-lab.sh resume: all checks passed"
-[ "$fails" -eq 0 ]
+all_checks_passed "run-lab.sh resume"

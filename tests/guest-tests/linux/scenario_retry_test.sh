@@ -5,13 +5,8 @@
 # with LAB_REPEAT every result stands.
 set -u
 script=$(cd "$(dirname "$0")/../../.." && pwd)/guest-tests/linux/scenarios.sh
-fails=0
-expect() {  # expect WHAT PATTERN OUTPUT (grep -x)
-  if grep -qx -- "$2" <<<"$3"; then echo "ok: $1"; else echo "FAIL: $1: no line '$2' in:"; echo "$3"; fails=$((fails + 1)); fi
-}
-expect_not() {
-  if grep -qx -- "$2" <<<"$3"; then echo "FAIL: $1: a line '$2' in:"; echo "$3"; fails=$((fails + 1)); else echo "ok: $1"; fi
-}
+# shellcheck source=tests/guest-tests/linux/expect.sh
+. "$(dirname "$0")/expect.sh"
 # run_scenarios [RETRIES_LEFT]: the fakes a (fails on its first two runs), b (always fails) and
 # c (passes), through scenarios.sh's own code; prints its lines, then "END passed failed skipped".
 run_scenarios() {
@@ -51,5 +46,4 @@ out=$(LAB_REPEAT=2 run_scenarios)
 expect_not "with --repeat every result stands" 'LAB-RETRY .*' "$out"
 expect "  ... each run counted" 'END 2 4 0' "$out"
 
-[ "$fails" -eq 0 ] && echo "scenarios.sh retries: all checks passed"
-[ "$fails" -eq 0 ]
+all_checks_passed "scenarios.sh retries"
