@@ -132,14 +132,16 @@ try=1 last_try=1 retry_wanted=0 retry_budget=6
 retries_left=$retry_budget
 result() { # result NAME PASS|FAIL|SKIP DETAIL...; on FAIL, the tail of the L2 console follows
   name=$1 verdict=$2; shift 2
-  if [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ] && [ "$retries_left" -eq 0 ]; then
-    set -- "$@" "(not run again: all $retry_budget reruns of this L1 spent)"
-  elif [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ]; then
-    retries_left=$((retries_left - 1))
-    echo "LAB-RETRY $prefix$name $verdict $*"
-    show_console "$prefix$name" "$(logfile "$name")"
-    retry_wanted=1
-    return
+  if [ "$verdict" = FAIL ] && [ "$try" -lt "$last_try" ]; then
+    if [ "$retries_left" -eq 0 ]; then
+      set -- "$@" "(not run again: all $retry_budget reruns of this L1 spent)"
+    else
+      retries_left=$((retries_left - 1))
+      echo "LAB-RETRY $prefix$name $verdict $*"
+      show_console "$prefix$name" "$(logfile "$name")"
+      retry_wanted=1
+      return
+    fi
   fi
   if [ "$verdict" = PASS ] && [ "$try" -gt 1 ]; then
     set -- "$@" "on a $([ "$try" = 2 ] && echo second || echo third) try"
